@@ -1,0 +1,3 @@
+from keyhold.cli.main import main
+
+main()

@@ -1,0 +1,78 @@
+"""The ASGI application: REST under /api/v1, the WebSocket stream, problem+json errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import keyhold
+from keyhold.api import routes_accounts, routes_conversations, stream
+from keyhold.api.problems import BodySizeLimit, install_problem_handlers
+from keyhold.config import Settings
+from keyhold.core.service import start_keyhold
+
+API_PREFIX = "/api/v1"
+
+
+class SecurityHeaders:
+    """Headers on every HTTP response; HSTS only when served over TLS."""
+
+    def __init__(self, app: ASGIApp, tls: bool) -> None:
+        self.app = app
+        extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+        if tls:
+            extra.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
+        self.extra = extra
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name for name, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.extra if k not in present]
+                message["headers"] = [*message.get("headers", []), *extra, (b"cache-control", b"no-store")]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.keyhold = await start_keyhold(settings)
+        try:
+            yield
+        finally:
+            await app.state.keyhold.stop()
+
+    app = FastAPI(
+        title="Keyhold",
+        version=keyhold.__version__,
+        description="Direct messaging where every conversation states, enforces and proves who can read it.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    health = APIRouter()
+
+    @health.get("/health", summary="Liveness: the server is up and its storage answers")
+    async def health_check(request: Request) -> dict[str, Any]:
+        svc = request.app.state.keyhold
+        async with svc.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        return {"status": "ok", "version": keyhold.__version__}
+
+    for router in (health, routes_accounts.router, routes_conversations.router, stream.router):
+        app.include_router(router, prefix=API_PREFIX)
+    app.add_middleware(SecurityHeaders, tls=bool(settings.tls_certfile))
+    app.add_middleware(BodySizeLimit, max_body=settings.max_body_bytes, max_upload=settings.max_attachment_bytes)
+    return app

@@ -1,0 +1,110 @@
+"""RFC 9457 problem+json for every refusal, and the request-size guard.
+
+Bad input never reaches a handler as a 5xx: validation errors, malformed JSON and oversize
+bodies are answered here. Error details never echo submitted values (they may be passwords).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyhold.core.errors import Problem
+
+log = logging.getLogger("keyhold.api")
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(problem.to_dict(), status_code=problem.status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _describe(errors: list[Any]) -> tuple[str, list[dict[str, str]]]:
+    cleaned = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        cleaned.append({"field": loc, "problem": str(err.get("msg", "invalid"))})
+    summary = "; ".join(f"{e['field']}: {e['problem']}" for e in cleaned[:5])
+    return summary, cleaned
+
+
+async def _on_validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    summary, cleaned = _describe(list(exc.errors()))
+    return problem_response(Problem(422, "invalid-request", "Invalid request", summary, errors=cleaned))
+
+
+async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return problem_response(exc, headers)
+
+
+async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 413: "Too large"}
+    detail = exc.detail if isinstance(exc.detail, str) else "the request could not be processed"
+    if exc.status_code == 400 and "parsing the body" in detail:
+        detail = "the body is not valid JSON (UTF-8)"
+    slug = titles.get(exc.status_code, "error").lower().replace(" ", "-")
+    problem = Problem(exc.status_code, slug, titles.get(exc.status_code, "Error"), detail)
+    return problem_response(problem, dict(exc.headers) if exc.headers else None)
+
+
+async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+    return problem_response(Problem(500, "internal", "Internal error", "the server failed; it has been logged"))
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(HTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+class BodySizeLimit:
+    """Refuse bodies over the limit with 413, counting bytes as they arrive (a missing or
+    lying Content-Length does not get past it). Attachment uploads have their own limit."""
+
+    def __init__(self, app: ASGIApp, max_body: int, max_upload: int) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.max_upload = max_upload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_upload if scope["path"].endswith("/attachments") else self.max_body
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared < 0 or declared > limit:
+                    await self._refuse(scope, receive, send, limit)
+                    return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise Problem(413, "too-large", "Too large", f"the body is larger than {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        problem = Problem(413, "too-large", "Too large", f"the body is larger than {limit} bytes (or its length is invalid)")
+        await problem_response(problem, {"Connection": "close"})(scope, receive, send)

@@ -1,0 +1,82 @@
+"""Accounts, sessions and follows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Response
+
+from keyhold.api.deps import CurrentMember, Service, Token
+from keyhold.api.schemas import DeleteAccountBody, LoginBody, PasswordChangeBody, ProfileBody, RegisterBody
+
+router = APIRouter()
+UsernamePath = Path(min_length=1, max_length=64)
+
+
+@router.post("/accounts", status_code=201, summary="Register a member account")
+async def register(body: RegisterBody, svc: Service) -> dict[str, Any]:
+    return await svc.accounts.register(body.username, body.password, body.birthdate, body.region)
+
+
+@router.post("/sessions", status_code=201, summary="Log in: returns an opaque bearer token")
+async def login(body: LoginBody, svc: Service) -> dict[str, Any]:
+    return await svc.accounts.login(body.username, body.password)
+
+
+@router.delete("/sessions/current", status_code=204, summary="Log out this token")
+async def logout(_member: CurrentMember, token: Token, svc: Service) -> Response:
+    await svc.accounts.logout(token)
+    return Response(status_code=204)
+
+
+@router.delete("/sessions", summary="Log out everywhere: revoke every token of this account")
+async def logout_everywhere(member: CurrentMember, svc: Service) -> dict[str, int]:
+    return {"revoked": await svc.accounts.logout_everywhere(member)}
+
+
+@router.get("/account", summary="My profile")
+async def me(member: CurrentMember, svc: Service) -> dict[str, Any]:
+    return await svc.accounts.profile(member)
+
+
+@router.patch("/account", summary="Change my display name")
+async def update_me(body: ProfileBody, member: CurrentMember, svc: Service) -> dict[str, Any]:
+    return await svc.accounts.set_display_name(member, body.display_name)
+
+
+@router.put("/account/password", status_code=204, summary="Change my password")
+async def change_password(body: PasswordChangeBody, member: CurrentMember, svc: Service) -> Response:
+    await svc.accounts.change_password(member, body.current_password, body.new_password)
+    return Response(status_code=204)
+
+
+@router.post("/account/delete", status_code=204, summary="Delete my account and destroy what I sent")
+async def delete_account(body: DeleteAccountBody, member: CurrentMember, svc: Service) -> Response:
+    await svc.accounts.verify_for_deletion(member, body.password)
+    await svc.conversations.delete_account(member)
+    return Response(status_code=204)
+
+
+@router.get("/users/{username}", summary="A member's public profile")
+async def profile(member: CurrentMember, svc: Service, username: str = UsernamePath) -> dict[str, Any]:
+    from keyhold.core.accounts import public_profile
+
+    async with svc.engine.connect() as conn:
+        return public_profile(await svc.accounts.user(conn, username))
+
+
+@router.put("/following/{username}", status_code=204, summary="Follow a member")
+async def follow(member: CurrentMember, svc: Service, username: str = UsernamePath) -> Response:
+    await svc.accounts.follow(member, username)
+    return Response(status_code=204)
+
+
+@router.delete("/following/{username}", status_code=204, summary="Unfollow a member")
+async def unfollow(member: CurrentMember, svc: Service, username: str = UsernamePath) -> Response:
+    await svc.accounts.unfollow(member, username)
+    return Response(status_code=204)
+
+
+@router.get("/relations", summary="Who I follow, who follows me, and my friends (mutual follows)")
+async def relations(member: CurrentMember, svc: Service) -> dict[str, list[str]]:
+    return await svc.accounts.relations(member)

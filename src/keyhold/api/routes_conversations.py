@@ -1,0 +1,127 @@
+"""Conversations, messages, receipts and attachments."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+
+from keyhold.api.deps import CurrentMember, Service
+from keyhold.api.schemas import MAX_ID, AddMembersBody, ReceiptBody, SendBody, StartConversationBody
+from keyhold.core.errors import invalid
+from keyhold.core.messages import SendRequest
+
+router = APIRouter()
+ConversationId = Annotated[int, Path(ge=1, le=MAX_ID)]
+MessageId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Cursor = Annotated[int | None, Query(ge=0, le=2**62)]
+
+
+@router.post("/conversations", summary="Start a conversation (an existing 1:1 is returned, 200)")
+async def start(body: StartConversationBody, member: CurrentMember, svc: Service, response: Response) -> dict[str, Any]:
+    view, created = await svc.conversations.start(member, body.members, body.encryption, body.title, body.kind)
+    response.status_code = 201 if created else 200
+    return view
+
+
+@router.get("/conversations", summary="My conversations, most recent activity first")
+async def list_mine(
+    member: CurrentMember,
+    svc: Service,
+    before: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    return await svc.conversations.list_mine(member, before, limit)
+
+
+@router.get("/conversations/{conversation_id}", summary="One of my conversations")
+async def get(conversation_id: ConversationId, member: CurrentMember, svc: Service) -> dict[str, Any]:
+    return await svc.conversations.get(member, conversation_id)
+
+
+@router.post("/conversations/{conversation_id}/members", summary="Add members to a group")
+async def add_members(
+    conversation_id: ConversationId, body: AddMembersBody, member: CurrentMember, svc: Service
+) -> dict[str, Any]:
+    return await svc.conversations.add_members(member, conversation_id, body.members)
+
+
+@router.delete("/conversations/{conversation_id}/members/me", status_code=204, summary="Leave a group")
+async def leave(conversation_id: ConversationId, member: CurrentMember, svc: Service) -> Response:
+    await svc.conversations.leave(member, conversation_id)
+    return Response(status_code=204)
+
+
+@router.get("/conversations/{conversation_id}/messages", summary="History, paginated by message id")
+async def history(
+    conversation_id: ConversationId,
+    member: CurrentMember,
+    svc: Service,
+    before: Cursor = None,
+    after: Cursor = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    if before is not None and after is not None:
+        raise invalid("give either before or after, not both")
+    async with svc.engine.connect() as conn:
+        await svc.conversations.require_member(conn, member, conversation_id)
+        items = await svc.messages.history(conn, conversation_id, before, after, limit)
+    return {
+        "items": items,
+        "next_before": items[0]["id"] if items and len(items) == limit else None,
+        "next_after": items[-1]["id"] if items else after,
+    }
+
+
+@router.post("/conversations/{conversation_id}/messages", status_code=201, summary="Send a message")
+async def send(conversation_id: ConversationId, body: SendBody, member: CurrentMember, svc: Service) -> dict[str, Any]:
+    request = SendRequest(member.id, member.username, conversation_id, body.text, body.idempotency_key, body.attachment_id)
+    return await svc.messages.send(request)
+
+
+@router.delete("/messages/{message_id}", summary="Delete a message for everyone (a tombstone stays)")
+async def delete_message(message_id: MessageId, member: CurrentMember, svc: Service) -> dict[str, Any]:
+    return await svc.messages.delete_for_everyone(member.id, message_id)
+
+
+@router.post("/conversations/{conversation_id}/receipts", summary="Mark messages delivered or read up to an id")
+async def receipt(
+    conversation_id: ConversationId, body: ReceiptBody, member: CurrentMember, svc: Service
+) -> dict[str, bool]:
+    changed = await svc.conversations.receipt(member, conversation_id, body.type, body.message_id)
+    return {"changed": changed}
+
+
+@router.post(
+    "/conversations/{conversation_id}/attachments",
+    status_code=201,
+    summary="Upload an attachment (raw body); then send a message with its id",
+)
+async def upload(
+    conversation_id: ConversationId,
+    request: Request,
+    member: CurrentMember,
+    svc: Service,
+    filename: Annotated[str, Query(min_length=1, max_length=200)],
+    content_type: Annotated[str, Header(max_length=200)] = "application/octet-stream",
+) -> dict[str, Any]:
+    data = await request.body()
+    return await svc.messages.upload(member.id, conversation_id, filename, content_type, data)
+
+
+@router.get("/attachments/{attachment_id}", summary="Download an attachment of one of my conversations")
+async def download(
+    attachment_id: Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")],
+    member: CurrentMember,
+    svc: Service,
+) -> Response:
+    async with svc.engine.connect() as conn:
+        meta, data = await svc.messages.download(conn, member.id, attachment_id)
+    # RFC 6266/5987: a quoted UTF-8 file name can carry any character without header injection.
+    disposition = f"attachment; filename*=UTF-8''{quote(meta['filename'], safe='')}"
+    return Response(
+        data,
+        media_type=meta["content_type"],
+        headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
+    )

@@ -1,0 +1,252 @@
+"""The WebSocket at /api/v1/stream: events out, sends and receipts in.
+
+Protocol (JSON text frames):
+- authenticate with `Authorization: Bearer <token>` on the upgrade request, or (browsers)
+  with a first frame `{"type": "auth", "token": "...", "since": N}` within 10 seconds;
+  tokens are never put in URLs, which end up in access logs;
+- `?since=N` (or `since` in the auth frame): the server first replays every stored event with
+  seq > N, then streams live ones; each event carries the member's `seq`, strictly increasing;
+- client frames: `send` {ref, conversation_id, text, idempotency_key?, attachment_id?} →
+  `ack` {ref, message} once durable, or `error` {ref, problem}; `receipt` {ref,
+  conversation_id, receipt: delivered|read, message_id} → `ack` {ref}; `ping` → `pong`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from keyhold.api.schemas import MAX_ID, Id
+from keyhold.bus.base import SubscriptionClosed
+from keyhold.core.accounts import Member
+from keyhold.core.errors import Problem, invalid
+from keyhold.core.messages import SendRequest
+from keyhold.core.service import Keyhold
+
+log = logging.getLogger("keyhold.stream")
+router = APIRouter()
+AUTH_TIMEOUT = 10.0
+MAX_OUTBOX = 20_000
+Ref = Annotated[str, Field(max_length=64)] | Annotated[int, Field(ge=0, le=MAX_ID)] | None
+
+
+class Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class AuthFrame(Frame):
+    type: Literal["auth"]
+    token: Annotated[str, Field(max_length=200)]
+    since: Annotated[int, Field(ge=0, le=2**62)] = 0
+
+
+class SendFrame(Frame):
+    type: Literal["send"]
+    ref: Ref = None
+    conversation_id: Id
+    text: Annotated[str, Field(max_length=100_000)] = ""
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    attachment_id: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+
+
+class ReceiptFrame(Frame):
+    type: Literal["receipt"]
+    ref: Ref = None
+    conversation_id: Id
+    receipt: Literal["delivered", "read"]
+    message_id: Id
+
+
+class PingFrame(Frame):
+    type: Literal["ping"]
+    ref: Ref = None
+
+
+FRAMES: dict[str, type[Frame]] = {"send": SendFrame, "receipt": ReceiptFrame, "ping": PingFrame}
+
+
+def _error(problem: Problem, ref: Any = None) -> bytes:
+    return orjson.dumps({"type": "error", "ref": ref, "problem": problem.to_dict()})
+
+
+class Connection:
+    """One authenticated socket: a pump (replay, then live events), a sender, and a reader."""
+
+    def __init__(self, ws: WebSocket, svc: Keyhold, member: Member) -> None:
+        self.ws = ws
+        self.svc = svc
+        self.member = member
+        self.outbox: deque[bytes] = deque()
+        self.wakeup = asyncio.Event()
+        self.closed = False
+
+    def push(self, frame: bytes) -> None:
+        if len(self.outbox) >= MAX_OUTBOX:
+            self.closed = True  # too slow: drop it; it reconnects with since=<last seq>
+        self.outbox.append(frame)
+        self.wakeup.set()
+
+    async def sender(self) -> None:
+        while not self.closed:
+            while self.outbox and not self.closed:
+                await self.ws.send_text(self.outbox.popleft().decode())
+            self.wakeup.clear()
+            if not self.outbox and not self.closed:
+                await self.wakeup.wait()
+        # Fell behind (or the pump ended): close so that the client reconnects and replays.
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=4408, reason="fell behind; reconnect with since")
+
+    async def pump(self, since: int) -> None:
+        subscription = self.svc.bus.subscribe(self.member.id)
+        try:
+            last = since
+            # Subscribed first, replayed second: anything committed meanwhile is in the
+            # subscription and is skipped below if the replay already carried it.
+            while True:
+                page = await self.svc.replayer.page(self.member, last)
+                for seq, payload in page:
+                    self.push(payload)
+                    last = seq
+                if len(page) < self.svc.settings.replay_page_size:
+                    break
+            self.push(orjson.dumps({"type": "ready", "seq": last}))
+            while not self.closed:
+                seq, payload = await subscription.get()
+                if seq > last:
+                    self.push(payload)
+                    last = seq
+        except SubscriptionClosed:
+            self.closed = True
+            self.wakeup.set()
+        finally:
+            subscription.close()
+
+    async def handle(self, raw: str | bytes) -> None:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.push(_error(invalid("the frame is not valid JSON")))
+            return
+        ref = data.get("ref") if isinstance(data, dict) else None
+        model = FRAMES.get(data.get("type")) if isinstance(data, dict) else None
+        if model is None:
+            self.push(_error(invalid("unknown frame type; expected send, receipt or ping"), ref))
+            return
+        try:
+            frame = model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            self.push(_error(invalid(f"{where}: {first['msg']}"), ref if isinstance(ref, str | int) else None))
+            return
+        if isinstance(frame, SendFrame):
+            self._send(frame)
+        elif isinstance(frame, ReceiptFrame):
+            asyncio.ensure_future(self._receipt(frame))
+        else:
+            self.push(orjson.dumps({"type": "pong", "ref": frame.ref}))
+
+    def _send(self, frame: SendFrame) -> None:
+        request = SendRequest(
+            self.member.id,
+            self.member.username,
+            frame.conversation_id,
+            frame.text,
+            frame.idempotency_key,
+            frame.attachment_id,
+        )
+        try:
+            self.svc.messages.validate(request)
+        except Problem as problem:
+            self.push(_error(problem, frame.ref))
+            return
+        ref = frame.ref
+
+        def done(result: Any) -> None:
+            if isinstance(result, Problem):
+                self.push(_error(result, ref))
+            else:
+                self.push(orjson.dumps({"type": "ack", "ref": ref, "message": result}))
+
+        self.svc.messages.submit(request, done)
+
+    async def _receipt(self, frame: ReceiptFrame) -> None:
+        try:
+            await self.svc.conversations.receipt(self.member, frame.conversation_id, frame.receipt, frame.message_id)
+            self.push(orjson.dumps({"type": "ack", "ref": frame.ref}))
+        except Problem as problem:
+            self.push(_error(problem, frame.ref))
+
+
+async def _authenticate(ws: WebSocket, svc: Keyhold) -> tuple[Member, int] | None:
+    since_param = ws.query_params.get("since", "0")
+    header = ws.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    try:
+        since = int(since_param)
+        if not 0 <= since <= 2**62:
+            raise ValueError
+    except ValueError:
+        await _refuse(ws, invalid("since must be a non-negative integer"), 4400)
+        return None
+    if scheme.lower() != "bearer" or not token:
+        try:
+            raw = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT)
+            auth = AuthFrame.model_validate(orjson.loads(raw))
+        except (TimeoutError, ValidationError, orjson.JSONDecodeError, KeyError):
+            await _refuse(ws, Problem(401, "unauthorized", "Not signed in", "send an auth frame first"), 4401)
+            return None
+        token, since = auth.token, max(since, auth.since)
+    try:
+        member = await svc.accounts.authenticate(token.strip())
+    except Problem as problem:
+        await _refuse(ws, problem, 4401 if problem.status == 401 else 4403)
+        return None
+    return member, since
+
+
+async def _refuse(ws: WebSocket, problem: Problem, code: int) -> None:
+    with contextlib.suppress(Exception):
+        await ws.send_text(_error(problem).decode())
+        await ws.close(code=code, reason=problem.title)
+
+
+@router.websocket("/stream")
+async def stream(ws: WebSocket) -> None:
+    svc: Keyhold = ws.app.state.keyhold
+    await ws.accept()
+    authenticated = await _authenticate(ws, svc)
+    if authenticated is None:
+        return
+    member, since = authenticated
+    conn = Connection(ws, svc, member)
+    tasks = [asyncio.create_task(conn.pump(since)), asyncio.create_task(conn.sender())]
+    try:
+        while not conn.closed:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            raw = message.get("text") or message.get("bytes")
+            if raw is not None:
+                await conn.handle(raw)
+            if any(t.done() for t in tasks):
+                break
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # the client went away, or we closed the socket after it fell behind
+    finally:
+        conn.closed = True
+        conn.wakeup.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await ws.close(code=1000)

@@ -1,0 +1,131 @@
+"""Settings of one Keyhold data dir.
+
+A data dir (`$KEYHOLD_HOME`, default `./var`) holds `config.toml`, the SQLite database,
+the local key file and the encrypted blobs. Every setting has a secure default; the file only
+records what an operator changed. Environment variables `KEYHOLD_<NAME>` override the file so
+that containers need no file edits.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_HOME = "./var"
+CONFIG_FILE = "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str = ""  # empty: SQLite file in the data dir
+    regions: tuple[str, ...] = ("us", "eu", "row")
+    # The region whose staff (and KEK) this deployment answers to when one is needed by default.
+    default_region: str = "us"
+    max_text_chars: int = 4000
+    max_body_bytes: int = 64 * 1024
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    max_group_members: int = 32
+    token_ttl_seconds: int = 30 * 24 * 3600
+    # argon2id cost; the defaults are argon2-cffi's (t=3, 64 MiB, p=4). Lower only for tests.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 64 * 1024
+    argon2_parallelism: int = 4
+    password_hash_concurrency: int = 2
+    # A conversation key (DEK) is retired after this many messages or this many seconds.
+    epoch_max_messages: int = 10_000
+    epoch_max_seconds: int = 7 * 24 * 3600
+    # Group commit: the message writer commits at most this many sends per transaction.
+    write_batch_max: int = 512
+    history_page_max: int = 200
+    replay_page_size: int = 500
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "keyhold.db"
+
+    @property
+    def key_file(self) -> Path:
+        return self.home / "keys.json"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.home / "signing-key.pem"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.db_path}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "yes"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, tuple):
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        return tuple(str(i).strip() for i in items if str(i).strip())
+    if isinstance(default, Path):
+        return Path(raw)
+    return str(raw) if not isinstance(raw, dict) else raw
+
+
+def resolve_home(home: str | Path | None) -> Path:
+    return Path(home or os.environ.get("KEYHOLD_HOME") or DEFAULT_HOME).resolve()
+
+
+def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
+    """Defaults, then `config.toml`, then `KEYHOLD_*` environment, then explicit overrides."""
+    base = Settings(home=resolve_home(home))
+    values: dict[str, Any] = {}
+    config_path = base.home / CONFIG_FILE
+    if config_path.exists():
+        with config_path.open("rb") as fh:
+            values.update(tomllib.load(fh))
+    for f in fields(Settings):
+        env = os.environ.get(f"KEYHOLD_{f.name.upper()}")
+        if env is not None and f.name != "home":
+            values[f.name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name: getattr(base, f.name) for f in fields(Settings)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) in {config_path}: {', '.join(sorted(unknown))}")
+    coerced = {k: _coerce(k, v, known[k]) for k, v in values.items() if k != "home"}
+    settings = replace(base, **coerced)
+    if settings.default_region not in settings.regions:
+        raise ValueError(f"default_region {settings.default_region!r} is not one of {settings.regions}")
+    return settings
+
+
+def render_config(settings: Settings) -> str:
+    """The `config.toml` written by `keyhold init`: every default, commented, for operators."""
+    lines = [
+        "# Keyhold settings. Uncomment to change; KEYHOLD_<NAME> environment variables override.",
+    ]
+    for f in fields(Settings):
+        if f.name in {"home", "extra"}:
+            continue
+        value = getattr(settings, f.name)
+        if isinstance(value, tuple):
+            rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+        elif isinstance(value, str):
+            rendered = f'"{value}"'
+        else:
+            rendered = str(value)
+        lines.append(f"# {f.name} = {rendered}")
+    return "\n".join(lines) + "\n"

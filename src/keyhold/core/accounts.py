@@ -1,0 +1,188 @@
+"""Accounts: registration, sessions (opaque bearer tokens), profile, deletion, follows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keyhold.config import Settings
+from keyhold.core.clock import iso, now_ms
+from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, unauthorized
+from keyhold.crypto.passwords import PasswordHashing
+from keyhold.crypto.tokens import new_token, token_digest
+from keyhold.store import accounts as store
+
+USERNAME = re.compile(r"^[a-z0-9_]{3,32}$")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+MIN_AGE_YEARS = 13
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """The signed-in member a request acts for."""
+
+    id: int
+    username: str
+    region: str
+    display_name: str
+
+
+def check_username(username: str) -> None:
+    if not USERNAME.match(username):
+        raise invalid("username must be 3-32 characters of a-z, 0-9 and _")
+
+
+def check_password(password: str) -> None:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise invalid(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+
+
+def parse_birthdate(value: str, today: dt.date | None = None) -> dt.date:
+    try:
+        born = dt.date.fromisoformat(value)
+    except ValueError as exc:
+        raise invalid("birthdate must be a date written YYYY-MM-DD") from exc
+    if len(value) != 10:
+        raise invalid("birthdate must be a date written YYYY-MM-DD")
+    today = today or dt.date.today()
+    if born > today or born.year < 1900:
+        raise invalid("birthdate must be a real date in the past")
+    age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+    if age < MIN_AGE_YEARS:
+        raise forbidden(f"Keyhold accounts need an age of at least {MIN_AGE_YEARS}")
+    return born
+
+
+def public_profile(row: Any) -> dict[str, Any]:
+    return {
+        "username": row.username,
+        "display_name": row.display_name,
+        "region": row.region,
+        "created_at": iso(row.created_ms),
+    }
+
+
+class AccountService:
+    def __init__(self, engine: AsyncEngine, passwords: PasswordHashing, settings: Settings) -> None:
+        self._engine = engine
+        self._passwords = passwords
+        self._settings = settings
+
+    async def register(self, username: str, password: str, birthdate: str, region: str) -> dict[str, Any]:
+        check_username(username)
+        check_password(password)
+        parse_birthdate(birthdate)
+        if region not in self._settings.regions:
+            raise invalid(f"region must be one of {', '.join(self._settings.regions)}")
+        password_hash = await self._passwords.hash(password)
+        async with self._engine.begin() as conn:
+            user_id = await store.insert_user(
+                conn,
+                {
+                    "username": username,
+                    "password_hash": password_hash,
+                    "display_name": username,
+                    "birthdate": birthdate,
+                    "region": region,
+                    "created_ms": now_ms(),
+                },
+            )
+            if user_id is None:
+                raise conflict(f"the username {username!r} is taken")
+            row = await store.by_id(conn, user_id)
+        return public_profile(row)
+
+    async def login(self, username: str, password: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = await store.by_username(conn, username)
+        # Verify even for unknown users so that timing does not reveal which usernames exist.
+        ok = await self._passwords.verify(row.password_hash if row else None, password)
+        if row is None or not ok or row.deleted_ms is not None:
+            raise unauthorized("username or password is wrong")
+        if row.disabled:
+            raise forbidden("this account is disabled")
+        token = new_token()
+        now = now_ms()
+        expires = now + self._settings.token_ttl_seconds * 1000
+        async with self._engine.begin() as conn:
+            await store.insert_session(conn, token_digest(token), row.id, now, expires)
+        return {"token": token, "username": row.username, "expires_at": iso(expires)}
+
+    async def authenticate(self, token: str) -> Member:
+        async with self._engine.connect() as conn:
+            row = await store.session_user(conn, token_digest(token))
+        if row is None or row.revoked:
+            raise unauthorized("the token is unknown or was revoked; log in again")
+        if row.expires_ms <= now_ms():
+            raise unauthorized("the token has expired; log in again")
+        if row.disabled or row.deleted_ms is not None:
+            raise forbidden("this account is disabled")
+        return Member(row.id, row.username, row.region, row.display_name)
+
+    async def logout(self, token: str) -> None:
+        async with self._engine.begin() as conn:
+            await store.revoke_session(conn, token_digest(token))
+
+    async def logout_everywhere(self, member: Member) -> int:
+        async with self._engine.begin() as conn:
+            return await store.revoke_all_sessions(conn, member.id)
+
+    async def profile(self, member: Member) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = await store.by_id(conn, member.id)
+        return {**public_profile(row), "birthdate": row.birthdate if row else None}
+
+    async def set_display_name(self, member: Member, display_name: str) -> dict[str, Any]:
+        name = display_name.strip()
+        if not 1 <= len(name) <= 64:
+            raise invalid("display_name must be 1-64 characters")
+        async with self._engine.begin() as conn:
+            await store.update_user(conn, member.id, display_name=name)
+        return await self.profile(member)
+
+    async def change_password(self, member: Member, current: str, new: str) -> None:
+        check_password(new)
+        await self._check_password(member, current)
+        new_hash = await self._passwords.hash(new)
+        async with self._engine.begin() as conn:
+            await store.update_user(conn, member.id, password_hash=new_hash)
+
+    async def _check_password(self, member: Member, password: str) -> None:
+        async with self._engine.connect() as conn:
+            row = await store.by_id(conn, member.id)
+        if row is None or not await self._passwords.verify(row.password_hash, password):
+            raise Problem(403, "wrong-password", "Wrong password", "the current password is wrong")
+
+    async def verify_for_deletion(self, member: Member, password: str) -> None:
+        await self._check_password(member, password)
+
+    async def user(self, conn: AsyncConnection, username: str) -> Any:
+        row = await store.by_username(conn, username)
+        if row is None or row.deleted_ms is not None:
+            raise not_found(f"no user named {username!r}")
+        return row
+
+    async def follow(self, member: Member, username: str) -> None:
+        async with self._engine.begin() as conn:
+            target = await self.user(conn, username)
+            if target.id == member.id:
+                raise invalid("you cannot follow yourself")
+            await store.add_follow(conn, member.id, target.id, now_ms())
+
+    async def unfollow(self, member: Member, username: str) -> None:
+        async with self._engine.begin() as conn:
+            target = await self.user(conn, username)
+            await store.remove_follow(conn, member.id, target.id)
+
+    async def relations(self, member: Member) -> dict[str, list[str]]:
+        async with self._engine.connect() as conn:
+            return {
+                "following": await store.following(conn, member.id),
+                "followers": await store.followers(conn, member.id),
+                "friends": await store.friends(conn, member.id),
+            }

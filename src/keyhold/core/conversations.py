@@ -1,0 +1,282 @@
+"""Conversations: 1:1 and groups, membership, receipts, and the `readable_by` statement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keyhold.config import Settings
+from keyhold.core.accounts import Member
+from keyhold.core.clock import iso, now_ms
+from keyhold.core.errors import Problem, forbidden, invalid, not_found
+from keyhold.core.messages import MessageService
+from keyhold.core.writer import EventSink, PendingEvent, Writer
+from keyhold.store import accounts as account_store
+from keyhold.store import conversations as store
+from keyhold.store import messages as message_store
+from keyhold.store.blobs import BlobStore
+
+ENCRYPTIONS = ("standard", "e2ee")
+RECEIPTS = {"delivered": "delivered_upto", "read": "read_upto"}
+PREVIEW_CHARS = 80
+
+
+def readable_by(encryption: str, regions: Sequence[str]) -> str:
+    """The plain-language statement of who can read a conversation. It must stay true:
+    tests hold the code to it (members only; staff only through governance.access)."""
+    if encryption == "e2ee":
+        return "only the participants' devices; Keyhold holds no key and cannot read it"
+    ordered = sorted(set(regions))
+    where = f"region {ordered[0]}" if len(ordered) == 1 else "regions " + ", ".join(ordered)
+    return f"the participants; Keyhold staff only under an approved report or legal case in {where}"
+
+
+class ConversationService:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        writer: Writer,
+        messages: MessageService,
+        blobs: BlobStore,
+        settings: Settings,
+    ) -> None:
+        self._engine = engine
+        self._writer = writer
+        self._messages = messages
+        self._blobs = blobs
+        self._settings = settings
+
+    # -- views -----------------------------------------------------------------------------
+
+    async def _views(
+        self, conn: AsyncConnection, member: Member, rows: Sequence[Any], with_preview: bool = True
+    ) -> list[dict[str, Any]]:
+        ids = [r.id for r in rows]
+        everyone = await store.member_rows(conn, ids)
+        current: dict[int, list[Any]] = {}
+        for m in everyone:
+            if m.left_ms is None:
+                current.setdefault(m.conversation_id, []).append(m)
+        last_ids = [r.last_message_id for r in rows if r.last_message_id]
+        last = await message_store.by_ids(conn, last_ids) if with_preview and last_ids else {}
+        views = []
+        for r in rows:
+            people = current.get(r.id, [])
+            view: dict[str, Any] = {
+                "id": r.id,
+                "kind": r.kind,
+                "encryption": r.encryption,
+                "readable_by": readable_by(r.encryption, [p.region for p in people]),
+                "title": r.title,
+                "members": [p.username for p in people],
+                "created_at": iso(r.created_ms),
+                "unread": int(getattr(r, "unread", 0) or 0),
+                "last_message": None,
+            }
+            row = last.get(r.last_message_id) if r.last_message_id else None
+            if row is not None:
+                rendered = (await self._messages.render_for_member(conn, [row]))[0]
+                text = rendered["text"]
+                view["last_message"] = {
+                    "id": row.id,
+                    "sender": row.sender,
+                    "sent_at": rendered["sent_at"],
+                    "preview": text[:PREVIEW_CHARS] if text else None,
+                    "deleted": rendered["deleted"],
+                }
+            views.append(view)
+        return views
+
+    async def require_member(self, conn: AsyncConnection, member: Member, conversation_id: int) -> Any:
+        row = await store.membership(conn, conversation_id, member.id)
+        if row is None or row.left_ms is not None:
+            # The same answer whether it does not exist or is someone else's: ids are not probes.
+            raise not_found(f"conversation {conversation_id} not found among yours")
+        return row
+
+    async def get(self, member: Member, conversation_id: int) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            row = await self.require_member(conn, member, conversation_id)
+            view = (await self._views(conn, member, [row]))[0]
+            view["unread"] = await store.unread_count(conn, conversation_id, member.id, row.read_upto)
+        return view
+
+    async def list_mine(self, member: Member, before: int | None, limit: int) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            rows = await store.list_for_user(conn, member.id, before, limit + 1)
+            more = len(rows) > limit
+            rows = rows[:limit]
+            items = await self._views(conn, member, rows)
+        next_cursor = rows[-1].activity if more and rows else None
+        return {"items": items, "next_before": next_cursor}
+
+    # -- changes ---------------------------------------------------------------------------
+
+    async def _users(self, conn: AsyncConnection, usernames: Sequence[str]) -> list[Any]:
+        found = await account_store.by_usernames(conn, usernames)
+        missing = [u for u in usernames if u not in found or found[u].deleted_ms is not None or found[u].disabled]
+        if missing:
+            raise not_found(f"no active user named {', '.join(repr(m) for m in missing)}")
+        return [found[u] for u in usernames]
+
+    def _announce(self, sink: EventSink, conversation_id: int, user_ids: list[int], change: str, **data: Any) -> None:
+        sink.add(
+            PendingEvent(
+                user_ids=user_ids,
+                type="conversation.updated",
+                conversation_id=conversation_id,
+                data={"change": change, **data},
+            )
+        )
+
+    async def start(
+        self, member: Member, usernames: Sequence[str], encryption: str, title: str, kind: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Start (or, for an existing 1:1, find) a conversation. Returns (view, created)."""
+        if encryption not in ENCRYPTIONS:
+            raise invalid("encryption must be 'standard' or 'e2ee'")
+        if encryption == "e2ee":
+            raise Problem(
+                422,
+                "e2ee-unavailable",
+                "End-to-end encryption not available yet",
+                "this server does not offer e2ee conversations yet; use encryption='standard'",
+            )
+        others = sorted({u for u in usernames if u != member.username})
+        if not others:
+            raise invalid("name at least one other member")
+        kind = kind or ("direct" if len(others) == 1 and not title else "group")
+        if kind == "direct" and len(others) != 1:
+            raise invalid("a direct conversation has exactly one other member")
+        if len(others) + 1 > self._settings.max_group_members:
+            raise invalid(f"a group has at most {self._settings.max_group_members} members")
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> tuple[int, bool]:
+            people = await self._users(conn, others)
+            ids = sorted([member.id, *(p.id for p in people)])
+            direct_key = f"{ids[0]}:{ids[1]}" if kind == "direct" else None
+            now = now_ms()
+            conversation_id = await store.insert_conversation(
+                conn,
+                {
+                    "kind": kind,
+                    "encryption": encryption,
+                    "title": title,
+                    "direct_key": direct_key,
+                    "created_by": member.id,
+                    "created_ms": now,
+                },
+            )
+            if conversation_id is None:
+                assert direct_key is not None
+                existing = await store.by_direct_key(conn, direct_key)
+                assert existing is not None
+                return existing, False
+            await store.insert_members(conn, conversation_id, ids, now)
+            self._announce(sink, conversation_id, ids, "created", by=member.username)
+            return conversation_id, True
+
+        conversation_id, created = await self._writer.run(run)
+        return await self.get(member, conversation_id), created
+
+    async def add_members(self, member: Member, conversation_id: int, usernames: Sequence[str]) -> dict[str, Any]:
+        async def run(conn: AsyncConnection, sink: EventSink) -> None:
+            row = await self.require_member(conn, member, conversation_id)
+            if row.kind != "group":
+                raise invalid("members can only be added to groups; start a group instead")
+            people = await self._users(conn, sorted(set(usernames)))
+            everyone = await store.member_rows(conn, [conversation_id])
+            current = {m.id for m in everyone if m.left_ms is None}
+            former = {m.id for m in everyone if m.left_ms is not None}
+            new = [p for p in people if p.id not in current]
+            if len(current) + len(new) > self._settings.max_group_members:
+                raise invalid(f"a group has at most {self._settings.max_group_members} members")
+            if not new:
+                return
+            now = now_ms()
+            await store.rejoin(conn, conversation_id, [p.id for p in new if p.id in former], now)
+            await store.insert_members(conn, conversation_id, [p.id for p in new if p.id not in former], now)
+            await store.force_new_epoch(conn, conversation_id)
+            self._announce(
+                sink,
+                conversation_id,
+                sorted(current | {p.id for p in new}),
+                "members_added",
+                by=member.username,
+                members=[p.username for p in new],
+            )
+
+        await self._writer.run(run)
+        return await self.get(member, conversation_id)
+
+    async def leave(self, member: Member, conversation_id: int) -> None:
+        async def run(conn: AsyncConnection, sink: EventSink) -> None:
+            row = await self.require_member(conn, member, conversation_id)
+            if row.kind != "group":
+                raise invalid("a direct conversation cannot be left")
+            everyone = await store.member_rows(conn, [conversation_id])
+            current = [m.id for m in everyone if m.left_ms is None]
+            await store.set_left(conn, conversation_id, member.id, now_ms())
+            await store.force_new_epoch(conn, conversation_id)
+            self._announce(sink, conversation_id, current, "member_left", member=member.username)
+
+        await self._writer.run(run)
+
+    async def receipt(self, member: Member, conversation_id: int, kind: str, message_id: int) -> bool:
+        column = RECEIPTS.get(kind)
+        if column is None:
+            raise invalid("receipt type must be 'delivered' or 'read'")
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> bool:
+            await self.require_member(conn, member, conversation_id)
+            if not await store.message_in_conversation(conn, conversation_id, message_id):
+                raise not_found(f"message {message_id} is not in conversation {conversation_id}")
+            changed = await store.advance_receipt(conn, conversation_id, member.id, column, message_id)
+            if kind == "read":  # reading implies delivery
+                await store.advance_receipt(conn, conversation_id, member.id, "delivered_upto", message_id)
+            if changed:
+                everyone = await store.member_rows(conn, [conversation_id])
+                self._announce_receipt(sink, conversation_id, [m.id for m in everyone if m.left_ms is None],
+                                       member.username, kind, message_id)
+            return changed
+
+        return await self._writer.run(run)
+
+    def _announce_receipt(
+        self, sink: EventSink, conversation_id: int, user_ids: list[int], username: str, kind: str, message_id: int
+    ) -> None:
+        sink.add(
+            PendingEvent(
+                user_ids=user_ids,
+                type="receipt",
+                conversation_id=conversation_id,
+                message_id=message_id,
+                data={"user": username, "receipt": kind, "message_id": message_id},
+            )
+        )
+
+    async def delete_account(self, member: Member) -> None:
+        """Leave every conversation, destroy everything the member sent, revoke every session."""
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> None:
+            now = now_ms()
+            left = await store.leave_all(conn, member.id, now)
+            attachment_ids = await message_store.destroy_by_sender(conn, member.id, now)
+            await message_store.mark_attachments_deleted(conn, attachment_ids, now)
+            await account_store.revoke_all_sessions(conn, member.id)
+            await account_store.remove_all_follows(conn, member.id)
+            await account_store.update_user(conn, member.id, deleted_ms=now, disabled=True, display_name="")
+            for conversation_id in left:
+                await store.force_new_epoch(conn, conversation_id)
+            everyone = await store.member_rows(conn, left)
+            for conversation_id in left:
+                remaining = [m.id for m in everyone if m.conversation_id == conversation_id and m.left_ms is None]
+                self._announce(sink, conversation_id, remaining, "member_left", member=member.username)
+            for attachment_id in attachment_ids:
+                self._blobs.delete(attachment_id)
+
+        if member.id <= 0:
+            raise forbidden("unknown member")
+        await self._writer.run(run)

@@ -1,0 +1,336 @@
+"""Messages of `standard` conversations: send (batched through the writer), read, delete.
+
+Content is sealed before it reaches storage and opened only for the conversation's current
+members. What the service sees in the clear while handling a message: its text in memory
+for the duration of the request, never written (see `store.schema` for what is stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keyhold.config import Settings
+from keyhold.core.clock import MessageIds, iso, now_ms
+from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found
+from keyhold.core.keys import ConversationKeys
+from keyhold.core.writer import EventSink, PendingEvent, Writer
+from keyhold.crypto.envelope import ConversationKey
+from keyhold.store import messages as store
+from keyhold.store.blobs import BlobStore
+
+
+@dataclass(slots=True)
+class EpochState:
+    """A conversation's key epoch as the writer advances it within one transaction."""
+
+    epoch: int
+    count: int
+    started_ms: int
+    last_message_id: int | None = None
+    changed: bool = False
+
+    def row(self, conversation_id: int) -> dict[str, Any]:
+        return {
+            "cid": conversation_id,
+            "epoch": self.epoch,
+            "count": self.count,
+            "started": self.started_ms,
+            "last_id": self.last_message_id,
+        }
+
+
+@dataclass(slots=True)
+class SendRequest:
+    sender_id: int
+    sender: str
+    conversation_id: int
+    text: str
+    idempotency_key: str | None
+    attachment_id: str | None = None
+
+
+def render_message(
+    row: Row[Any] | dict[str, Any], text: str | None, attachment: dict[str, Any] | None
+) -> dict[str, Any]:
+    deleted = row["deleted_ms"] if isinstance(row, dict) else row.deleted_ms
+    get = row.__getitem__ if isinstance(row, dict) else row._mapping.__getitem__
+    return {
+        "id": get("id"),
+        "conversation_id": get("conversation_id"),
+        "sender": get("sender"),
+        "kind": get("kind"),
+        "text": None if deleted else text,
+        "attachment": None if deleted else attachment,
+        "sent_at": iso(get("sent_ms")),
+        "deleted": deleted is not None,
+    }
+
+
+class MessageService:
+    def __init__(
+        self, engine: AsyncEngine, writer: Writer, keys: ConversationKeys, blobs: BlobStore, settings: Settings
+    ) -> None:
+        self._engine = engine
+        self._writer = writer
+        self._keys = keys
+        self._blobs = blobs
+        self._settings = settings
+        self._ids = MessageIds()
+        writer.set_batch_handler(self._commit_sends)
+
+    async def start(self) -> None:
+        async with self._engine.connect() as conn:
+            self._ids = MessageIds(floor=await store.max_message_id(conn))
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def validate(self, request: SendRequest) -> None:
+        if request.attachment_id is None and not request.text.strip():
+            raise invalid("text must not be empty (or attach a file)")
+        if len(request.text) > self._settings.max_text_chars:
+            raise invalid(f"text is longer than {self._settings.max_text_chars} characters")
+
+    def submit(self, request: SendRequest, done: Any) -> None:
+        """Queue a validated send; `done(result)` runs after commit (a message dict or a Problem)."""
+        self._writer.submit(request, done)
+
+    async def send(self, request: SendRequest) -> dict[str, Any]:
+        self.validate(request)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._writer.submit(request, future.set_result)
+        result = await future
+        if isinstance(result, Problem):
+            raise result
+        return dict(result)
+
+    async def _commit_sends(
+        self, conn: AsyncConnection, batch: list[SendRequest], sink: EventSink
+    ) -> list[dict[str, Any] | Problem]:
+        """Writer batch handler: one transaction for every send in `batch`."""
+        now = now_ms()
+        idems = {f"{r.sender_id}:{r.idempotency_key}" for r in batch if r.idempotency_key}
+        earlier = await store.by_idempotency(conn, idems) if idems else {}
+        conv_ids = {r.conversation_id for r in batch}
+        states = await store.conversation_states(conn, conv_ids)
+        members = await store.active_members(conn, conv_ids)
+        att_ids = {r.attachment_id for r in batch if r.attachment_id}
+        attachments = await store.attachments_by_ids(conn, att_ids) if att_ids else {}
+        used = await store.attachments_in_use(conn, att_ids) if att_ids else set()
+
+        epochs = {
+            cid: EpochState(s.current_epoch, s.epoch_messages, s.epoch_started_ms) for cid, s in states.items()
+        }
+        batch_idems: dict[str, dict[str, Any]] = {}
+        rows: list[dict[str, Any]] = []
+        results: list[dict[str, Any] | Problem] = []
+        for req in batch:
+            idem = f"{req.sender_id}:{req.idempotency_key}" if req.idempotency_key else None
+            if idem is not None and idem in earlier:
+                results.append(await self._render_row(conn, earlier[idem]))
+                continue
+            if idem is not None and idem in batch_idems:
+                results.append(batch_idems[idem])
+                continue
+            conv_members = members.get(req.conversation_id, {})
+            if req.conversation_id not in states or req.sender_id not in conv_members:
+                results.append(not_found(f"conversation {req.conversation_id} not found among yours"))
+                continue
+            attachment = None
+            if req.attachment_id:
+                att = attachments.get(req.attachment_id)
+                if att is None or att.conversation_id != req.conversation_id or att.uploader_id != req.sender_id:
+                    results.append(not_found(f"attachment {req.attachment_id} not found among your uploads here"))
+                    continue
+                if req.attachment_id in used or att.deleted_ms is not None:
+                    results.append(conflict(f"attachment {req.attachment_id} was already sent or deleted"))
+                    continue
+                used.add(req.attachment_id)
+                attachment = await self._attachment_meta(conn, att)
+            epoch = epochs[req.conversation_id]
+            key = await self._current_key(conn, req.conversation_id, epoch, conv_members, now)
+            message_id = self._ids.next()
+            rows.append(
+                {
+                    "id": message_id,
+                    "conversation_id": req.conversation_id,
+                    "sender_id": req.sender_id,
+                    "epoch": key.epoch,
+                    "idem": idem,
+                    "kind": "attachment" if attachment else "text",
+                    "body": key.seal_message(message_id, req.sender_id, req.text.encode()),
+                    "attachment_id": req.attachment_id,
+                    "sent_ms": now,
+                    "deleted_ms": None,
+                }
+            )
+            message = {
+                "id": message_id,
+                "conversation_id": req.conversation_id,
+                "sender": req.sender,
+                "kind": "attachment" if attachment else "text",
+                "text": req.text,
+                "attachment": attachment,
+                "sent_at": iso(now),
+                "deleted": False,
+            }
+            epoch.count += 1
+            epoch.last_message_id = message_id
+            epoch.changed = True
+            if idem is not None:
+                batch_idems[idem] = message
+            results.append(message)
+            sink.add(
+                PendingEvent(
+                    user_ids=list(conv_members),
+                    type="message.new",
+                    conversation_id=req.conversation_id,
+                    message_id=message_id,
+                    data={},
+                    message_json=orjson.dumps(message),
+                )
+            )
+        if rows:
+            await store.insert_messages(conn, rows)
+            await store.update_conversations_after_send(
+                conn,
+                [e.row(cid) for cid, e in epochs.items() if e.changed],
+            )
+        return results
+
+    async def _current_key(
+        self,
+        conn: AsyncConnection,
+        conversation_id: int,
+        epoch: EpochState,
+        member_regions: dict[int, str],
+        now: int,
+    ) -> ConversationKey:
+        """The DEK for a new item, starting a new epoch when the current one is spent."""
+        spent = (
+            epoch.epoch == 0
+            or epoch.count >= self._settings.epoch_max_messages
+            or now - epoch.started_ms >= self._settings.epoch_max_seconds * 1000
+        )
+        if not spent:
+            return await self._keys.key_for(conn, conversation_id, epoch.epoch)
+        epoch.epoch, epoch.count, epoch.started_ms, epoch.changed = epoch.epoch + 1, 0, now, True
+        return await self._keys.new_epoch(conn, conversation_id, epoch.epoch, member_regions.values())
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _render_row(self, conn: AsyncConnection, row: Row[Any]) -> dict[str, Any]:
+        if row.deleted_ms is not None or row.body is None:
+            return render_message(row, None, None)
+        key = await self._keys.key_for(conn, row.conversation_id, row.epoch)
+        text = key.open_message(row.id, row.sender_id, row.body).decode()
+        attachment = None
+        if row.attachment_id:
+            found = await store.attachments_by_ids(conn, [row.attachment_id])
+            if row.attachment_id in found:
+                attachment = await self._attachment_meta(conn, found[row.attachment_id])
+        return render_message(row, text, attachment)
+
+    async def render_for_member(self, conn: AsyncConnection, rows: list[Row[Any]]) -> list[dict[str, Any]]:
+        """Open rows for a current member of their conversation (the caller checked membership)."""
+        return [await self._render_row(conn, row) for row in rows]
+
+    async def history(
+        self, conn: AsyncConnection, conversation_id: int, before: int | None, after: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        rows = await store.page(conn, conversation_id, before, after, limit)
+        return await self.render_for_member(conn, rows)
+
+    # -- deleting --------------------------------------------------------------------------
+
+    async def delete_for_everyone(self, user_id: int, message_id: int) -> dict[str, Any]:
+        async def run(conn: AsyncConnection, sink: EventSink) -> dict[str, Any]:
+            found = await store.by_ids(conn, [message_id])
+            row = found.get(message_id)
+            members = await store.active_members(conn, [row.conversation_id]) if row else {}
+            if row is None or user_id not in members.get(row.conversation_id, {}):
+                raise not_found(f"message {message_id} not found among your conversations")
+            if row.sender_id != user_id:
+                raise forbidden("only the sender can delete a message for everyone")
+            if row.deleted_ms is not None:
+                return render_message(row, None, None)
+            now = now_ms()
+            await store.destroy(conn, message_id, now)
+            if row.attachment_id:
+                await store.mark_attachments_deleted(conn, [row.attachment_id], now)
+                self._blobs.delete(row.attachment_id)
+            sink.add(
+                PendingEvent(
+                    user_ids=list(members[row.conversation_id]),
+                    type="message.deleted",
+                    conversation_id=row.conversation_id,
+                    message_id=message_id,
+                    data={"message_id": message_id},
+                )
+            )
+            return {**render_message(row, None, None), "deleted": True}
+
+        return await self._writer.run(run)
+
+    # -- attachments -----------------------------------------------------------------------
+
+    async def _attachment_meta(self, conn: AsyncConnection, att: Row[Any]) -> dict[str, Any]:
+        key = await self._keys.key_for(conn, att.conversation_id, att.epoch)
+        meta = orjson.loads(key.open_attachment(att.id, att.uploader_id, b"meta", att.sealed_meta))
+        return {"id": att.id, "filename": meta["filename"], "content_type": meta["content_type"], "size": att.size}
+
+    async def upload(
+        self, user_id: int, conversation_id: int, filename: str, content_type: str, data: bytes
+    ) -> dict[str, Any]:
+        if len(data) > self._settings.max_attachment_bytes:
+            raise Problem(413, "too-large", "Too large", f"attachments are limited to {self._settings.max_attachment_bytes} bytes")
+        if not data:
+            raise invalid("the attachment is empty")
+        attachment_id = "a_" + secrets.token_urlsafe(18)
+
+        async def run(conn: AsyncConnection, _sink: EventSink) -> dict[str, Any]:
+            states = await store.conversation_states(conn, [conversation_id])
+            members = await store.active_members(conn, [conversation_id])
+            if conversation_id not in states or user_id not in members.get(conversation_id, {}):
+                raise not_found(f"conversation {conversation_id} not found among yours")
+            state = states[conversation_id]
+            epoch = EpochState(state.current_epoch, state.epoch_messages, state.epoch_started_ms)
+            now = now_ms()
+            key = await self._current_key(conn, conversation_id, epoch, members[conversation_id], now)
+            if epoch.changed:
+                await store.start_epoch(conn, conversation_id, epoch.epoch, now)
+            meta = orjson.dumps({"filename": filename, "content_type": content_type})
+            self._blobs.write(attachment_id, key.seal_attachment(attachment_id, user_id, b"data", data))
+            await store.insert_attachment(
+                conn,
+                {
+                    "id": attachment_id,
+                    "conversation_id": conversation_id,
+                    "uploader_id": user_id,
+                    "epoch": key.epoch,
+                    "size": len(data),
+                    "sealed_meta": key.seal_attachment(attachment_id, user_id, b"meta", meta),
+                    "created_ms": now,
+                },
+            )
+            return {"id": attachment_id, "filename": filename, "content_type": content_type, "size": len(data)}
+
+        return await self._writer.run(run)
+
+    async def download(self, conn: AsyncConnection, user_id: int, attachment_id: str) -> tuple[dict[str, Any], bytes]:
+        att = (await store.attachments_by_ids(conn, [attachment_id])).get(attachment_id)
+        members = await store.active_members(conn, [att.conversation_id]) if att else {}
+        if att is None or user_id not in members.get(att.conversation_id, {}):
+            raise not_found(f"attachment {attachment_id} not found among your conversations")
+        if att.deleted_ms is not None:
+            raise Problem(410, "content-destroyed", "Content destroyed", "this attachment was deleted")
+        key = await self._keys.key_for(conn, att.conversation_id, att.epoch)
+        sealed = self._blobs.read(attachment_id)
+        data = key.open_attachment(attachment_id, att.uploader_id, b"data", sealed)
+        return await self._attachment_meta(conn, att), data

@@ -1,0 +1,78 @@
+"""The running service: every domain service wired to one engine, writer, bus and key provider."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from keyhold.bus.base import Bus
+from keyhold.bus.local import LocalBus
+from keyhold.config import Settings
+from keyhold.core.accounts import AccountService
+from keyhold.core.conversations import ConversationService
+from keyhold.core.delivery import Replayer
+from keyhold.core.keys import ConversationKeys
+from keyhold.core.messages import MessageService
+from keyhold.core.writer import Writer
+from keyhold.crypto.keyprovider import KeyFileProvider, KeyProvider
+from keyhold.crypto.passwords import PasswordHashing
+from keyhold.store.blobs import BlobStore
+from keyhold.store.db import create_engine, migrate
+
+
+@dataclass
+class Keyhold:
+    settings: Settings
+    engine: AsyncEngine
+    bus: Bus
+    writer: Writer
+    keys: ConversationKeys
+    accounts: AccountService
+    conversations: ConversationService
+    messages: MessageService
+    replayer: Replayer
+    passwords: PasswordHashing
+
+    async def stop(self) -> None:
+        await self.writer.stop()
+        self.passwords.close()
+        await self.engine.dispose()
+
+
+def open_key_provider(settings: Settings) -> KeyFileProvider:
+    provider = KeyFileProvider(settings.key_file)
+    provider.ensure_regions(settings.regions)
+    return provider
+
+
+async def start_keyhold(settings: Settings, provider: KeyProvider | None = None, bus: Bus | None = None) -> Keyhold:
+    """Migrate storage, then start the writer; the caller must `await stop()`."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.effective_database_url)
+    await migrate(engine)
+    bus = bus or LocalBus()
+    writer = Writer(engine, bus, settings.write_batch_max)
+    keys = ConversationKeys(provider or open_key_provider(settings))
+    blobs = BlobStore(settings.blob_dir)
+    passwords = PasswordHashing(
+        settings.argon2_time_cost,
+        settings.argon2_memory_kib,
+        settings.argon2_parallelism,
+        settings.password_hash_concurrency,
+    )
+    messages = MessageService(engine, writer, keys, blobs, settings)
+    await messages.start()
+    writer.start()
+    return Keyhold(
+        settings=settings,
+        engine=engine,
+        bus=bus,
+        writer=writer,
+        keys=keys,
+        accounts=AccountService(engine, passwords, settings),
+        conversations=ConversationService(engine, writer, messages, blobs, settings),
+        messages=messages,
+        replayer=Replayer(engine, messages, settings.replay_page_size),
+        passwords=passwords,
+    )

@@ -1,0 +1,210 @@
+"""The single writer: every change that produces user events is committed here, in order.
+
+Why one writer: each user's events carry a strictly increasing `seq`, and a reconnecting
+client asks for "everything after seq N". That is only sound if seq order is commit order, so
+the writer both assigns seqs and commits, one transaction at a time. Sends arriving while a
+transaction is in flight are committed together in the next one (group commit): one fsync
+carries hundreds of messages, and each sender is acknowledged only after that commit.
+Events are published to the bus only after their commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keyhold.bus.base import Bus
+from keyhold.core.clock import now_ms
+from keyhold.core.errors import Problem, unavailable
+from keyhold.store import events as event_store
+
+log = logging.getLogger("keyhold.writer")
+T = TypeVar("T")
+
+
+@dataclass
+class PendingEvent:
+    """An event for some users. `data` is stored; `message` (plaintext) is only sent live."""
+
+    user_ids: list[int]
+    type: str
+    conversation_id: int | None = None
+    message_id: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    message_json: bytes | None = None
+
+
+class EventSink:
+    def __init__(self) -> None:
+        self.pending: list[PendingEvent] = []
+
+    def add(self, event: PendingEvent) -> None:
+        if event.user_ids:
+            self.pending.append(event)
+
+
+def render_event(event: PendingEvent, seq: int) -> bytes:
+    body: dict[str, Any] = {"type": event.type, "seq": seq, **event.data}
+    if event.conversation_id is not None:
+        body["conversation_id"] = event.conversation_id
+    if event.message_json is not None:
+        body["message"] = orjson.Fragment(event.message_json)
+    return orjson.dumps(body)
+
+
+BatchHandler = Callable[[AsyncConnection, list[Any], EventSink], Awaitable[list[Any]]]
+
+
+@dataclass
+class _Job:
+    run: Callable[[AsyncConnection, EventSink], Awaitable[Any]] | None
+    batchable: Any = None
+    done: Callable[[Any], None] | None = None
+    future: asyncio.Future[Any] | None = None
+
+
+class Writer:
+    def __init__(self, engine: AsyncEngine, bus: Bus, batch_max: int) -> None:
+        self._engine = engine
+        self._bus = bus
+        self._batch_max = batch_max
+        self._queue: deque[_Job] = deque()
+        self._wakeup = asyncio.Event()
+        self._seqs: dict[int, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._batch_handler: BatchHandler | None = None
+        self.commits = 0
+
+    def set_batch_handler(self, handler: BatchHandler) -> None:
+        """The function that commits a batch of sends (core.messages registers it)."""
+        self._batch_handler = handler
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="keyhold-writer")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop: nothing accepted for writing is dropped."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    def submit(self, item: Any, done: Callable[[Any], None]) -> None:
+        """Queue one send; `done` gets its result or a `Problem` after the commit."""
+        if self._stopping:
+            done(unavailable("the server is shutting down; retry with the same idempotency key"))
+            return
+        self._queue.append(_Job(run=None, batchable=item, done=done))
+        self._wakeup.set()
+
+    async def run(self, fn: Callable[[AsyncConnection, EventSink], Awaitable[T]]) -> T:
+        """Run `fn` in its own transaction, in order with all other writes; return its result."""
+        if self._stopping:
+            raise unavailable("the server is shutting down")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Job(run=fn, future=future))
+        self._wakeup.set()
+        return await future
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            job = self._queue.popleft()
+            if job.run is not None:
+                await self._run_one(job)
+                continue
+            batch = [job]
+            while self._queue and self._queue[0].run is None and len(batch) < self._batch_max:
+                batch.append(self._queue.popleft())
+            await self._run_batch(batch)
+
+    async def _run_one(self, job: _Job) -> None:
+        assert job.run is not None and job.future is not None
+        sink = EventSink()
+        try:
+            async with self._engine.begin() as conn:
+                result = await job.run(conn, sink)
+                published = await self._write_events(conn, sink)
+        except Exception as exc:
+            if not job.future.done():
+                job.future.set_exception(exc)
+            return
+        self._after_commit(published)
+        if not job.future.done():
+            job.future.set_result(result)
+
+    async def _run_batch(self, batch: list[_Job]) -> None:
+        assert self._batch_handler is not None
+        sink = EventSink()
+        try:
+            async with self._engine.begin() as conn:
+                results = await self._batch_handler(conn, [j.batchable for j in batch], sink)
+                published = await self._write_events(conn, sink)
+        except Exception:
+            log.exception("message batch of %d failed to commit", len(batch))
+            failure = unavailable("the message could not be stored; retry with the same idempotency key")
+            results = [failure] * len(batch)
+            published = None
+        if published is not None:
+            self._after_commit(published)
+        for job, result in zip(batch, results, strict=True):
+            assert job.done is not None
+            job.done(result)
+
+    async def _write_events(
+        self, conn: AsyncConnection, sink: EventSink
+    ) -> tuple[list[tuple[int, int, bytes]], dict[int, int]]:
+        if not sink.pending:
+            return [], {}
+        users = {uid for ev in sink.pending for uid in ev.user_ids}
+        missing = [uid for uid in users if uid not in self._seqs]
+        if missing:
+            self._seqs.update(await event_store.last_seqs(conn, missing))
+        # Counters advance in a copy: a failed transaction leaves the cache untouched.
+        seqs = {uid: self._seqs[uid] for uid in users}
+        rows: list[dict[str, Any]] = []
+        published: list[tuple[int, int, bytes]] = []
+        created = now_ms()
+        for ev in sink.pending:
+            data = orjson.dumps(ev.data).decode()
+            for uid in ev.user_ids:
+                seq = seqs[uid] = seqs[uid] + 1
+                rows.append(
+                    {
+                        "user_id": uid,
+                        "seq": seq,
+                        "type": ev.type,
+                        "conversation_id": ev.conversation_id,
+                        "message_id": ev.message_id,
+                        "data": data,
+                        "created_ms": created,
+                    }
+                )
+                published.append((uid, seq, render_event(ev, seq)))
+        await event_store.append(conn, rows)
+        await event_store.store_seqs(conn, seqs)
+        return published, seqs
+
+    def _after_commit(self, published: tuple[list[tuple[int, int, bytes]], dict[int, int]]) -> None:
+        events, seqs = published
+        self._seqs.update(seqs)
+        self.commits += 1
+        for uid, seq, payload in events:
+            self._bus.publish(uid, seq, payload)
+
+
+def is_problem(result: Any) -> bool:
+    return isinstance(result, Problem)

@@ -1,0 +1,167 @@
+"""Queries on conversations and their members."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, func, insert, literal, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyhold.store.schema import conversations, members, messages, users
+
+# Activity in message-id space: the last message's id, or for an empty conversation, the id a
+# message would have had at its creation (ids count ms since 2026-01-01 in their high bits).
+ACTIVITY = func.coalesce(
+    conversations.c.last_message_id, (conversations.c.created_ms - literal(1_767_225_600_000)) * literal(4096)
+)
+
+
+async def insert_conversation(conn: AsyncConnection, row: dict[str, Any]) -> int | None:
+    """New conversation id, or None when a direct conversation for the pair exists already."""
+    try:
+        async with conn.begin_nested():
+            result = await conn.execute(insert(conversations).values(**row).returning(conversations.c.id))
+            return int(result.scalar_one())
+    except IntegrityError:
+        return None
+
+
+async def by_direct_key(conn: AsyncConnection, direct_key: str) -> int | None:
+    result = await conn.execute(select(conversations.c.id).where(conversations.c.direct_key == direct_key))
+    found = result.scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+async def insert_members(conn: AsyncConnection, conversation_id: int, user_ids: Sequence[int], now: int) -> None:
+    await conn.execute(
+        insert(members), [{"conversation_id": conversation_id, "user_id": uid, "joined_ms": now} for uid in user_ids]
+    )
+
+
+async def rejoin(conn: AsyncConnection, conversation_id: int, user_ids: Sequence[int], now: int) -> None:
+    await conn.execute(
+        update(members)
+        .where(members.c.conversation_id == conversation_id, members.c.user_id.in_(list(user_ids)))
+        .values(left_ms=None, joined_ms=now)
+    )
+
+
+async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) -> Row[Any] | None:
+    """The member row joined with its conversation, or None (left members included)."""
+    result = await conn.execute(
+        select(
+            conversations.c.id,
+            conversations.c.kind,
+            conversations.c.encryption,
+            conversations.c.title,
+            conversations.c.created_ms,
+            conversations.c.last_message_id,
+            members.c.joined_ms,
+            members.c.left_ms,
+            members.c.read_upto,
+            members.c.delivered_upto,
+        )
+        .select_from(conversations.join(members, members.c.conversation_id == conversations.c.id))
+        .where(conversations.c.id == conversation_id, members.c.user_id == user_id)
+    )
+    return result.first()
+
+
+async def member_rows(conn: AsyncConnection, conversation_ids: Sequence[int]) -> Sequence[Row[Any]]:
+    """(conversation_id, user id, username, region, left_ms) for every member ever."""
+    result = await conn.execute(
+        select(members.c.conversation_id, users.c.id, users.c.username, users.c.region, members.c.left_ms)
+        .select_from(members.join(users, users.c.id == members.c.user_id))
+        .where(members.c.conversation_id.in_(list(conversation_ids)))
+        .order_by(members.c.conversation_id, users.c.username)
+    )
+    return result.all()
+
+
+def _unread_where(conversation_id: Any, user_id: int, read_upto: Any) -> list[Any]:
+    return [
+        messages.c.conversation_id == conversation_id,
+        messages.c.id > read_upto,
+        messages.c.sender_id != user_id,
+        messages.c.deleted_ms.is_(None),
+    ]
+
+
+async def unread_count(conn: AsyncConnection, conversation_id: int, user_id: int, read_upto: int) -> int:
+    result = await conn.execute(select(func.count()).where(*_unread_where(conversation_id, user_id, read_upto)))
+    return int(result.scalar_one())
+
+
+async def list_for_user(
+    conn: AsyncConnection, user_id: int, before_activity: int | None, limit: int
+) -> Sequence[Row[Any]]:
+    unread = (
+        select(func.count()).where(*_unread_where(conversations.c.id, user_id, members.c.read_upto)).scalar_subquery()
+    )
+    query = (
+        select(
+            conversations.c.id,
+            conversations.c.kind,
+            conversations.c.encryption,
+            conversations.c.title,
+            conversations.c.created_ms,
+            conversations.c.last_message_id,
+            members.c.read_upto,
+            ACTIVITY.label("activity"),
+            unread.label("unread"),
+        )
+        .select_from(conversations.join(members, members.c.conversation_id == conversations.c.id))
+        .where(members.c.user_id == user_id, members.c.left_ms.is_(None))
+        .order_by(ACTIVITY.desc(), conversations.c.id.desc())
+        .limit(limit)
+    )
+    if before_activity is not None:
+        query = query.where(ACTIVITY < before_activity)
+    return (await conn.execute(query)).all()
+
+
+async def set_left(conn: AsyncConnection, conversation_id: int, user_id: int, now: int) -> None:
+    await conn.execute(
+        update(members)
+        .where(members.c.conversation_id == conversation_id, members.c.user_id == user_id)
+        .values(left_ms=now)
+    )
+
+
+async def leave_all(conn: AsyncConnection, user_id: int, now: int) -> list[int]:
+    result = await conn.execute(
+        select(members.c.conversation_id).where(members.c.user_id == user_id, members.c.left_ms.is_(None))
+    )
+    ids = [row[0] for row in result]
+    await conn.execute(
+        update(members).where(members.c.user_id == user_id, members.c.left_ms.is_(None)).values(left_ms=now)
+    )
+    return ids
+
+
+async def force_new_epoch(conn: AsyncConnection, conversation_id: int) -> None:
+    # epoch_started_ms = 0 makes the next sealed item start a new epoch, wrapped for the
+    # regions of the members at that time.
+    await conn.execute(update(conversations).where(conversations.c.id == conversation_id).values(epoch_started_ms=0))
+
+
+async def advance_receipt(
+    conn: AsyncConnection, conversation_id: int, user_id: int, column: str, message_id: int
+) -> bool:
+    col = members.c[column]
+    result = await conn.execute(
+        update(members)
+        .where(and_(members.c.conversation_id == conversation_id, members.c.user_id == user_id, col < message_id))
+        .values({column: message_id})
+    )
+    return bool(result.rowcount)
+
+
+async def message_in_conversation(conn: AsyncConnection, conversation_id: int, message_id: int) -> bool:
+    result = await conn.execute(
+        select(messages.c.id).where(messages.c.id == message_id, messages.c.conversation_id == conversation_id)
+    )
+    return result.first() is not None

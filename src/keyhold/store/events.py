@@ -1,0 +1,40 @@
+"""Queries on the per-user event log and its sequence counters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyhold.store.schema import events, users
+
+
+async def last_seqs(conn: AsyncConnection, user_ids: Iterable[int]) -> dict[int, int]:
+    result = await conn.execute(select(users.c.id, users.c.event_seq).where(users.c.id.in_(list(user_ids))))
+    return {row.id: row.event_seq for row in result}
+
+
+async def append(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    await conn.execute(events.insert(), list(rows))
+
+
+_SET_SEQ = (
+    update(users).where(users.c.id == bindparam("uid")).values(event_seq=bindparam("new_seq"))
+)
+
+
+async def store_seqs(conn: AsyncConnection, seqs: dict[int, int]) -> None:
+    await conn.execute(_SET_SEQ, [{"uid": uid, "new_seq": seq} for uid, seq in seqs.items()])
+
+
+async def page_after(conn: AsyncConnection, user_id: int, after_seq: int, limit: int) -> Sequence[Row[Any]]:
+    result = await conn.execute(
+        select(events.c.seq, events.c.type, events.c.conversation_id, events.c.message_id, events.c.data)
+        .where(events.c.user_id == user_id, events.c.seq > after_seq)
+        .order_by(events.c.seq)
+        .limit(limit)
+    )
+    return result.all()

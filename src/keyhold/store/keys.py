@@ -1,0 +1,67 @@
+"""Queries on wrapped conversation keys (DEK epochs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyhold.store.schema import conversation_keys as ck
+
+
+async def insert_wraps(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    await conn.execute(ck.insert(), list(rows))
+
+
+async def wraps_for(conn: AsyncConnection, conversation_id: int, epoch: int) -> Sequence[Row[Any]]:
+    result = await conn.execute(
+        select(ck.c.region, ck.c.kek_version, ck.c.wrapped_dek).where(
+            ck.c.conversation_id == conversation_id, ck.c.epoch == epoch
+        )
+    )
+    return result.all()
+
+
+async def wraps_page(conn: AsyncConnection, after: tuple[int, int, str], limit: int) -> Sequence[Row[Any]]:
+    """Live (unshredded) wraps in primary-key order, for rewrapping after a KEK rotation."""
+    c_id, epoch, region = after
+    result = await conn.execute(
+        select(ck.c.conversation_id, ck.c.epoch, ck.c.region, ck.c.kek_version, ck.c.wrapped_dek)
+        .where(ck.c.wrapped_dek.is_not(None))
+        .where(
+            (ck.c.conversation_id > c_id)
+            | ((ck.c.conversation_id == c_id) & (ck.c.epoch > epoch))
+            | ((ck.c.conversation_id == c_id) & (ck.c.epoch == epoch) & (ck.c.region > region))
+        )
+        .order_by(ck.c.conversation_id, ck.c.epoch, ck.c.region)
+        .limit(limit)
+    )
+    return result.all()
+
+
+async def replace_wrap(
+    conn: AsyncConnection, conversation_id: int, epoch: int, region: str, kek_version: int, blob: bytes
+) -> None:
+    await conn.execute(
+        update(ck)
+        .where(ck.c.conversation_id == conversation_id, ck.c.epoch == epoch, ck.c.region == region)
+        .values(kek_version=kek_version, wrapped_dek=blob)
+    )
+
+
+async def counts_by_version(conn: AsyncConnection) -> Sequence[Row[Any]]:
+    result = await conn.execute(
+        select(ck.c.region, ck.c.kek_version, func.count())
+        .where(ck.c.wrapped_dek.is_not(None))
+        .group_by(ck.c.region, ck.c.kek_version)
+        .order_by(ck.c.region, ck.c.kek_version)
+    )
+    return result.all()
+
+
+async def count_live(conn: AsyncConnection) -> int:
+    result = await conn.execute(select(func.count()).select_from(ck).where(ck.c.wrapped_dek.is_not(None)))
+    return int(result.scalar_one())

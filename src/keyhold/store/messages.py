@@ -1,0 +1,151 @@
+"""Queries on messages, attachments and the conversation rows the message writer touches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyhold.store.schema import attachments, conversations, members, messages, users
+
+MESSAGE_COLUMNS = (
+    messages.c.id,
+    messages.c.conversation_id,
+    messages.c.sender_id,
+    users.c.username.label("sender"),
+    messages.c.epoch,
+    messages.c.kind,
+    messages.c.body,
+    messages.c.attachment_id,
+    messages.c.sent_ms,
+    messages.c.deleted_ms,
+)
+_FROM = messages.join(users, users.c.id == messages.c.sender_id)
+
+
+async def by_idempotency(conn: AsyncConnection, idems: Iterable[str]) -> dict[str, Row[Any]]:
+    result = await conn.execute(
+        select(messages.c.idem, *MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.idem.in_(list(idems)))
+    )
+    return {row.idem: row for row in result}
+
+
+async def by_ids(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, Row[Any]]:
+    result = await conn.execute(select(*MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.id.in_(list(ids))))
+    return {row.id: row for row in result}
+
+
+async def conversation_states(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, Row[Any]]:
+    result = await conn.execute(
+        select(
+            conversations.c.id,
+            conversations.c.encryption,
+            conversations.c.current_epoch,
+            conversations.c.epoch_messages,
+            conversations.c.epoch_started_ms,
+        ).where(conversations.c.id.in_(list(ids)))
+    )
+    return {row.id: row for row in result}
+
+
+async def active_members(conn: AsyncConnection, conversation_ids: Iterable[int]) -> dict[int, dict[int, str]]:
+    """conversation id -> {member user id: member region}, current members only."""
+    result = await conn.execute(
+        select(members.c.conversation_id, members.c.user_id, users.c.region)
+        .select_from(members.join(users, users.c.id == members.c.user_id))
+        .where(members.c.conversation_id.in_(list(conversation_ids)), members.c.left_ms.is_(None))
+    )
+    found: dict[int, dict[int, str]] = {}
+    for conversation_id, user_id, region in result:
+        found.setdefault(conversation_id, {})[user_id] = region
+    return found
+
+
+async def insert_messages(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    await conn.execute(messages.insert(), list(rows))
+
+
+async def start_epoch(conn: AsyncConnection, conversation_id: int, epoch: int, at_ms: int) -> None:
+    await conn.execute(
+        update(conversations)
+        .where(conversations.c.id == conversation_id)
+        .values(current_epoch=epoch, epoch_messages=0, epoch_started_ms=at_ms)
+    )
+
+
+_CONVERSATION_AFTER_SEND = (
+    update(conversations)
+    .where(conversations.c.id == bindparam("cid"))
+    .values(
+        current_epoch=bindparam("epoch"),
+        epoch_messages=bindparam("count"),
+        epoch_started_ms=bindparam("started"),
+        last_message_id=bindparam("last_id"),
+    )
+)
+
+
+async def update_conversations_after_send(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    await conn.execute(_CONVERSATION_AFTER_SEND, list(rows))
+
+
+async def page(
+    conn: AsyncConnection, conversation_id: int, before: int | None, after: int | None, limit: int
+) -> list[Row[Any]]:
+    query = select(*MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.conversation_id == conversation_id)
+    if after is not None:
+        query = query.where(messages.c.id > after).order_by(messages.c.id.asc())
+    else:
+        if before is not None:
+            query = query.where(messages.c.id < before)
+        query = query.order_by(messages.c.id.desc())
+    rows = list((await conn.execute(query.limit(limit))).all())
+    return rows if after is not None else rows[::-1]
+
+
+async def destroy(conn: AsyncConnection, message_id: int, at_ms: int) -> None:
+    await conn.execute(update(messages).where(messages.c.id == message_id).values(body=None, deleted_ms=at_ms))
+
+
+async def destroy_by_sender(conn: AsyncConnection, sender_id: int, at_ms: int) -> list[str]:
+    """Destroy every message content of one sender; returns attachment ids to remove."""
+    result = await conn.execute(
+        select(messages.c.attachment_id).where(
+            messages.c.sender_id == sender_id, messages.c.attachment_id.is_not(None)
+        )
+    )
+    attachment_ids = [row[0] for row in result]
+    await conn.execute(
+        update(messages)
+        .where(messages.c.sender_id == sender_id, messages.c.deleted_ms.is_(None))
+        .values(body=None, deleted_ms=at_ms)
+    )
+    return attachment_ids
+
+
+async def attachments_by_ids(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Row[Any]]:
+    result = await conn.execute(select(attachments).where(attachments.c.id.in_(list(ids))))
+    return {row.id: row for row in result}
+
+
+async def attachments_in_use(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
+    result = await conn.execute(select(messages.c.attachment_id).where(messages.c.attachment_id.in_(list(ids))))
+    return {row[0] for row in result}
+
+
+async def insert_attachment(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(attachments.insert(), row)
+
+
+async def mark_attachments_deleted(conn: AsyncConnection, ids: Sequence[str], at_ms: int) -> None:
+    if ids:
+        await conn.execute(
+            update(attachments).where(attachments.c.id.in_(list(ids))).values(deleted_ms=at_ms, sealed_meta=b"")
+        )
+
+
+async def max_message_id(conn: AsyncConnection) -> int:
+    return int((await conn.execute(select(func.coalesce(func.max(messages.c.id), 0)))).scalar_one())

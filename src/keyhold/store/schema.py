@@ -1,0 +1,167 @@
+"""The relational schema, shared by SQLite and PostgreSQL.
+
+What is stored in the clear, and why (the operator docs repeat this list):
+- account metadata: username, display name, birthdate, region, password hash (argon2id);
+- the social graph (follows) and conversation membership, titles of groups, timestamps;
+- message *metadata*: who sent what kind of message to which conversation when.
+Message bodies, attachment bytes and attachment file names are only ever stored sealed
+(AES-256-GCM under a conversation DEK, which is itself stored wrapped by a region KEK).
+Times are integer milliseconds since the Unix epoch; ids of users and conversations are
+database sequences, message ids are time-ordered and assigned by the writer.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+SequenceId = BigInteger().with_variant(Integer(), "sqlite")
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", SequenceId, primary_key=True, autoincrement=True),
+    Column("username", String(32), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("display_name", String(64), nullable=False, server_default=""),
+    Column("birthdate", String(10), nullable=False),
+    Column("region", String(16), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+    Column("deleted_ms", BigInteger, nullable=True),
+    # Last per-user event sequence number handed out (see `events`).
+    Column("event_seq", BigInteger, nullable=False, server_default="0"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # SHA-256 of the bearer token: a database leak does not leak usable tokens.
+    Column("token_hash", LargeBinary(32), primary_key=True),
+    Column("user_id", ForeignKey("users.id"), nullable=False, index=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, server_default="0"),
+)
+
+follows = Table(
+    "follows",
+    metadata,
+    Column("follower_id", ForeignKey("users.id"), primary_key=True),
+    Column("followee_id", ForeignKey("users.id"), primary_key=True, index=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", SequenceId, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),  # direct | group
+    Column("encryption", String(8), nullable=False),  # standard | e2ee
+    Column("title", String(100), nullable=False, server_default=""),
+    # "<low user id>:<high user id>" for direct conversations: at most one per pair.
+    Column("direct_key", String(64), nullable=True, unique=True),
+    Column("created_by", ForeignKey("users.id"), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("current_epoch", Integer, nullable=False, server_default="0"),
+    Column("epoch_messages", Integer, nullable=False, server_default="0"),
+    Column("epoch_started_ms", BigInteger, nullable=False, server_default="0"),
+    Column("last_message_id", BigInteger, nullable=True),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("conversation_id", ForeignKey("conversations.id"), primary_key=True),
+    Column("user_id", ForeignKey("users.id"), primary_key=True, index=True),
+    Column("joined_ms", BigInteger, nullable=False),
+    Column("left_ms", BigInteger, nullable=True),
+    Column("delivered_upto", BigInteger, nullable=False, server_default="0"),
+    Column("read_upto", BigInteger, nullable=False, server_default="0"),
+)
+
+conversation_keys = Table(
+    "conversation_keys",
+    metadata,
+    Column("conversation_id", ForeignKey("conversations.id"), primary_key=True),
+    Column("epoch", Integer, primary_key=True),
+    # One wrap per region whose members take part: each region's staff reach a DEK
+    # only through their own region's KEK.
+    Column("region", String(16), primary_key=True),
+    Column("kek_version", Integer, nullable=False),
+    Column("wrapped_dek", LargeBinary, nullable=True),  # NULL once shredded
+    Column("created_ms", BigInteger, nullable=False),
+    Column("shredded_ms", BigInteger, nullable=True),
+)
+Index("ix_conversation_keys_kek", conversation_keys.c.region, conversation_keys.c.kek_version)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("conversation_id", ForeignKey("conversations.id"), nullable=False),
+    Column("sender_id", ForeignKey("users.id"), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    # "<sender id>:<client idempotency key>": a retried send finds the first one.
+    Column("idem", String(100), nullable=True, unique=True),
+    Column("kind", String(12), nullable=False),  # text | attachment
+    Column("body", LargeBinary, nullable=True),  # sealed; NULL once deleted
+    Column("attachment_id", String(40), nullable=True),
+    Column("sent_ms", BigInteger, nullable=False),
+    Column("deleted_ms", BigInteger, nullable=True),
+)
+Index("ix_messages_conversation", messages.c.conversation_id, messages.c.id)
+
+attachments = Table(
+    "attachments",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("conversation_id", ForeignKey("conversations.id"), nullable=False, index=True),
+    Column("uploader_id", ForeignKey("users.id"), nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sealed_meta", LargeBinary, nullable=False),  # file name and type, sealed
+    Column("created_ms", BigInteger, nullable=False),
+    Column("deleted_ms", BigInteger, nullable=True),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("user_id", ForeignKey("users.id"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("type", String(40), nullable=False),
+    Column("conversation_id", BigInteger, nullable=True),
+    Column("message_id", BigInteger, nullable=True),
+    # Event details (receipts, membership); never message content, which is loaded and
+    # opened for the recipient when the event is delivered.
+    Column("data", Text, nullable=False, server_default="{}"),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+__all__ = [
+    "attachments",
+    "conversation_keys",
+    "conversations",
+    "events",
+    "follows",
+    "members",
+    "messages",
+    "metadata",
+    "sessions",
+    "users",
+]
