@@ -74,5 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (health, routes_accounts.router, routes_conversations.router, stream.router):
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(SecurityHeaders, tls=bool(settings.tls_certfile))
-    app.add_middleware(BodySizeLimit, max_body=settings.max_body_bytes, max_upload=settings.max_attachment_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_body=settings.max_body_bytes, max_upload=settings.max_attachment_bytes
+    )
     return app

@@ -22,7 +22,9 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(problem.to_dict(), status_code=problem.status, media_type=PROBLEM_JSON, headers=headers)
+    return JSONResponse(
+        problem.to_dict(), status_code=problem.status, media_type=PROBLEM_JSON, headers=headers
+    )
 
 
 def _describe(errors: list[Any]) -> tuple[str, list[dict[str, str]]]:
@@ -59,7 +61,9 @@ async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled %s", type(exc).__name__, exc_info=exc)
-    return problem_response(Problem(500, "internal", "Internal error", "the server failed; it has been logged"))
+    return problem_response(
+        Problem(500, "internal", "Internal error", "the server failed; it has been logged")
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -106,5 +110,7 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        problem = Problem(413, "too-large", "Too large", f"the body is larger than {limit} bytes (or its length is invalid)")
+        problem = Problem(
+            413, "too-large", "Too large", f"the body is larger than {limit} bytes (or its length is invalid)"
+        )
         await problem_response(problem, {"Connection": "close"})(scope, receive, send)

@@ -19,8 +19,12 @@ Cursor = Annotated[int | None, Query(ge=0, le=2**62)]
 
 
 @router.post("/conversations", summary="Start a conversation (an existing 1:1 is returned, 200)")
-async def start(body: StartConversationBody, member: CurrentMember, svc: Service, response: Response) -> dict[str, Any]:
-    view, created = await svc.conversations.start(member, body.members, body.encryption, body.title, body.kind)
+async def start(
+    body: StartConversationBody, member: CurrentMember, svc: Service, response: Response
+) -> dict[str, Any]:
+    view, created = await svc.conversations.start(
+        member, body.members, body.encryption, body.title, body.kind
+    )
     response.status_code = 201 if created else 200
     return view
 
@@ -75,8 +79,12 @@ async def history(
 
 
 @router.post("/conversations/{conversation_id}/messages", status_code=201, summary="Send a message")
-async def send(conversation_id: ConversationId, body: SendBody, member: CurrentMember, svc: Service) -> dict[str, Any]:
-    request = SendRequest(member.id, member.username, conversation_id, body.text, body.idempotency_key, body.attachment_id)
+async def send(
+    conversation_id: ConversationId, body: SendBody, member: CurrentMember, svc: Service
+) -> dict[str, Any]:
+    request = SendRequest(
+        member.id, member.username, conversation_id, body.text, body.idempotency_key, body.attachment_id
+    )
     return await svc.messages.send(request)
 
 
@@ -85,7 +93,9 @@ async def delete_message(message_id: MessageId, member: CurrentMember, svc: Serv
     return await svc.messages.delete_for_everyone(member.id, message_id)
 
 
-@router.post("/conversations/{conversation_id}/receipts", summary="Mark messages delivered or read up to an id")
+@router.post(
+    "/conversations/{conversation_id}/receipts", summary="Mark messages delivered or read up to an id"
+)
 async def receipt(
     conversation_id: ConversationId, body: ReceiptBody, member: CurrentMember, svc: Service
 ) -> dict[str, bool]:

@@ -87,6 +87,7 @@ class Connection:
         self.outbox: deque[bytes] = deque()
         self.wakeup = asyncio.Event()
         self.closed = False
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def push(self, frame: bytes) -> None:
         if len(self.outbox) >= MAX_OUTBOX:
@@ -137,7 +138,7 @@ class Connection:
             self.push(_error(invalid("the frame is not valid JSON")))
             return
         ref = data.get("ref") if isinstance(data, dict) else None
-        model = FRAMES.get(data.get("type")) if isinstance(data, dict) else None
+        model = FRAMES.get(str(data.get("type"))) if isinstance(data, dict) else None
         if model is None:
             self.push(_error(invalid("unknown frame type; expected send, receipt or ping"), ref))
             return
@@ -146,13 +147,17 @@ class Connection:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            self.push(_error(invalid(f"{where}: {first['msg']}"), ref if isinstance(ref, str | int) else None))
+            self.push(
+                _error(invalid(f"{where}: {first['msg']}"), ref if isinstance(ref, str | int) else None)
+            )
             return
         if isinstance(frame, SendFrame):
             self._send(frame)
         elif isinstance(frame, ReceiptFrame):
-            asyncio.ensure_future(self._receipt(frame))
-        else:
+            task = asyncio.create_task(self._receipt(frame))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif isinstance(frame, PingFrame):
             self.push(orjson.dumps({"type": "pong", "ref": frame.ref}))
 
     def _send(self, frame: SendFrame) -> None:
@@ -181,7 +186,9 @@ class Connection:
 
     async def _receipt(self, frame: ReceiptFrame) -> None:
         try:
-            await self.svc.conversations.receipt(self.member, frame.conversation_id, frame.receipt, frame.message_id)
+            await self.svc.conversations.receipt(
+                self.member, frame.conversation_id, frame.receipt, frame.message_id
+            )
             self.push(orjson.dumps({"type": "ack", "ref": frame.ref}))
         except Problem as problem:
             self.push(_error(problem, frame.ref))

@@ -27,8 +27,11 @@ from keyhold.store.db import create_engine, migrate
 T = TypeVar("T")
 console = Console()
 err = Console(stderr=True)
-app = typer.Typer(help="Keyhold: direct messaging that says, enforces and proves who can read each conversation.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Keyhold: direct messaging that says, enforces and proves who can read each conversation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 user_app = typer.Typer(help="Manage member accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Region key-encryption keys (KEKs): status and rotation.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
@@ -75,7 +78,9 @@ def initialize(settings: Settings, self_signed: bool = False, hostnames: list[st
     if self_signed:
         cert, key = home / "tls-cert.pem", home / "tls-key.pem"
         write_self_signed(cert, key, hostnames or ["localhost", "127.0.0.1"])
-        console.print(f"self-signed certificate: {cert}\n  serve with: keyhold serve --tls-cert {cert} --tls-key {key}")
+        console.print(
+            f"self-signed certificate: {cert}\n  serve with: keyhold serve --tls-cert {cert} --tls-key {key}"
+        )
     return new
 
 
@@ -97,9 +102,13 @@ def with_service(settings: Settings, fn: Callable[[Keyhold], Awaitable[T]]) -> T
 @app.command()
 def init(
     home: HomeOption = None,
-    self_signed: Annotated[bool, typer.Option("--self-signed", help="Also make a local TLS certificate.")] = False,
+    self_signed: Annotated[
+        bool, typer.Option("--self-signed", help="Also make a local TLS certificate.")
+    ] = False,
     hostname: Annotated[list[str] | None, typer.Option(help="Names for the self-signed certificate.")] = None,
-    database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL instead of the embedded SQLite.")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL instead of the embedded SQLite.")
+    ] = None,
 ) -> None:
     """Initialize a data dir: config, database, local key file, blob store."""
     settings = settings_for(home, database_url=database_url)
@@ -117,7 +126,9 @@ def serve(
     insecure_http: Annotated[
         bool, typer.Option("--insecure-http", help="Allow plain HTTP on a non-loopback address.")
     ] = False,
-    database_url: Annotated[str | None, typer.Option(help="PostgreSQL URL instead of the embedded SQLite.")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL instead of the embedded SQLite.")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Start the server (initializes the data dir on first run)."""
@@ -217,7 +228,12 @@ def keys_status(home: HomeOption = None) -> None:
         for region, versions in sorted(provider.versions().items()):
             current = provider.current_version(region)
             for version in versions:
-                table.add_row(region, str(version), "yes" if version == current else "", str(counts.get((region, version), 0)))
+                table.add_row(
+                    region,
+                    str(version),
+                    "yes" if version == current else "",
+                    str(counts.get((region, version), 0)),
+                )
         console.print(table)
 
     with_service(settings, run)
@@ -226,7 +242,9 @@ def keys_status(home: HomeOption = None) -> None:
 @keys_app.command("rotate")
 def keys_rotate(
     home: HomeOption = None,
-    region: Annotated[list[str] | None, typer.Option(help="Rotate only these regions (default: all).")] = None,
+    region: Annotated[
+        list[str] | None, typer.Option(help="Rotate only these regions (default: all).")
+    ] = None,
 ) -> None:
     """Add a new KEK version and rewrap every conversation key under it. Old messages stay
     readable; the old KEK versions stay in the key file until nothing uses them."""
@@ -254,7 +272,7 @@ def _register_optional_commands() -> None:
     """Commands in their own modules (chat, demo, bench), registered if present."""
     import importlib
 
-    for module, name in (("keyhold.cli.chat", "chat"), ("keyhold.cli.demo", "demo"), ("keyhold.cli.bench", "bench")):
+    for module in ("keyhold.cli.chat", "keyhold.cli.demo", "keyhold.cli.bench"):
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:

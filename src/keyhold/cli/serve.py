@@ -37,7 +37,6 @@ def check_bind(host: str, tls: bool, insecure_http: bool) -> None:
 
 
 def build_server(settings: Settings, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
-    tls = bool(settings.tls_certfile)
     config = uvicorn.Config(
         create_app(settings),
         host=host,

@@ -12,7 +12,9 @@ def now_ms() -> int:
 
 
 def iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 # 2026-01-01T00:00:00Z: message ids count milliseconds from here, leaving 12 bits of sequence.

@@ -116,12 +116,16 @@ class ConversationService:
 
     async def _users(self, conn: AsyncConnection, usernames: Sequence[str]) -> list[Any]:
         found = await account_store.by_usernames(conn, usernames)
-        missing = [u for u in usernames if u not in found or found[u].deleted_ms is not None or found[u].disabled]
+        missing = [
+            u for u in usernames if u not in found or found[u].deleted_ms is not None or found[u].disabled
+        ]
         if missing:
             raise not_found(f"no active user named {', '.join(repr(m) for m in missing)}")
         return [found[u] for u in usernames]
 
-    def _announce(self, sink: EventSink, conversation_id: int, user_ids: list[int], change: str, **data: Any) -> None:
+    def _announce(
+        self, sink: EventSink, conversation_id: int, user_ids: list[int], change: str, **data: Any
+    ) -> None:
         sink.add(
             PendingEvent(
                 user_ids=user_ids,
@@ -181,7 +185,9 @@ class ConversationService:
         conversation_id, created = await self._writer.run(run)
         return await self.get(member, conversation_id), created
 
-    async def add_members(self, member: Member, conversation_id: int, usernames: Sequence[str]) -> dict[str, Any]:
+    async def add_members(
+        self, member: Member, conversation_id: int, usernames: Sequence[str]
+    ) -> dict[str, Any]:
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             row = await self.require_member(conn, member, conversation_id)
             if row.kind != "group":
@@ -238,14 +244,26 @@ class ConversationService:
                 await store.advance_receipt(conn, conversation_id, member.id, "delivered_upto", message_id)
             if changed:
                 everyone = await store.member_rows(conn, [conversation_id])
-                self._announce_receipt(sink, conversation_id, [m.id for m in everyone if m.left_ms is None],
-                                       member.username, kind, message_id)
+                self._announce_receipt(
+                    sink,
+                    conversation_id,
+                    [m.id for m in everyone if m.left_ms is None],
+                    member.username,
+                    kind,
+                    message_id,
+                )
             return changed
 
         return await self._writer.run(run)
 
     def _announce_receipt(
-        self, sink: EventSink, conversation_id: int, user_ids: list[int], username: str, kind: str, message_id: int
+        self,
+        sink: EventSink,
+        conversation_id: int,
+        user_ids: list[int],
+        username: str,
+        kind: str,
+        message_id: int,
     ) -> None:
         sink.add(
             PendingEvent(
@@ -272,7 +290,9 @@ class ConversationService:
                 await store.force_new_epoch(conn, conversation_id)
             everyone = await store.member_rows(conn, left)
             for conversation_id in left:
-                remaining = [m.id for m in everyone if m.conversation_id == conversation_id and m.left_ms is None]
+                remaining = [
+                    m.id for m in everyone if m.conversation_id == conversation_id and m.left_ms is None
+                ]
                 self._announce(sink, conversation_id, remaining, "member_left", member=member.username)
             for attachment_id in attachment_ids:
                 self._blobs.delete(attachment_id)

@@ -63,7 +63,9 @@ class ConversationKeys:
             )
         region, version, blob = live[0]
         try:
-            dek = self.provider.unwrap(region, WrappedKey(version, blob), wrap_context(conversation_id, epoch))
+            dek = self.provider.unwrap(
+                region, WrappedKey(version, blob), wrap_context(conversation_id, epoch)
+            )
         except KeyProviderError as exc:
             raise Problem(
                 503, "key-unavailable", "Key unavailable", f"conversation key could not be opened: {exc}"

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.config import Settings
@@ -24,6 +23,7 @@ from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.envelope import ConversationKey
 from keyhold.store import messages as store
 from keyhold.store.blobs import BlobStore
+from keyhold.store.rows import AnyRow
 
 
 @dataclass(slots=True)
@@ -57,7 +57,7 @@ class SendRequest:
 
 
 def render_message(
-    row: Row[Any] | dict[str, Any], text: str | None, attachment: dict[str, Any] | None
+    row: AnyRow | dict[str, Any], text: str | None, attachment: dict[str, Any] | None
 ) -> dict[str, Any]:
     deleted = row["deleted_ms"] if isinstance(row, dict) else row.deleted_ms
     get = row.__getitem__ if isinstance(row, dict) else row._mapping.__getitem__
@@ -75,7 +75,12 @@ def render_message(
 
 class MessageService:
     def __init__(
-        self, engine: AsyncEngine, writer: Writer, keys: ConversationKeys, blobs: BlobStore, settings: Settings
+        self,
+        engine: AsyncEngine,
+        writer: Writer,
+        keys: ConversationKeys,
+        blobs: BlobStore,
+        settings: Settings,
     ) -> None:
         self._engine = engine
         self._writer = writer
@@ -125,7 +130,8 @@ class MessageService:
         used = await store.attachments_in_use(conn, att_ids) if att_ids else set()
 
         epochs = {
-            cid: EpochState(s.current_epoch, s.epoch_messages, s.epoch_started_ms) for cid, s in states.items()
+            cid: EpochState(s.current_epoch, s.epoch_messages, s.epoch_started_ms)
+            for cid, s in states.items()
         }
         batch_idems: dict[str, dict[str, Any]] = {}
         rows: list[dict[str, Any]] = []
@@ -145,8 +151,14 @@ class MessageService:
             attachment = None
             if req.attachment_id:
                 att = attachments.get(req.attachment_id)
-                if att is None or att.conversation_id != req.conversation_id or att.uploader_id != req.sender_id:
-                    results.append(not_found(f"attachment {req.attachment_id} not found among your uploads here"))
+                if (
+                    att is None
+                    or att.conversation_id != req.conversation_id
+                    or att.uploader_id != req.sender_id
+                ):
+                    results.append(
+                        not_found(f"attachment {req.attachment_id} not found among your uploads here")
+                    )
                     continue
                 if req.attachment_id in used or att.deleted_ms is not None:
                     results.append(conflict(f"attachment {req.attachment_id} was already sent or deleted"))
@@ -225,7 +237,7 @@ class MessageService:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def _render_row(self, conn: AsyncConnection, row: Row[Any]) -> dict[str, Any]:
+    async def _render_row(self, conn: AsyncConnection, row: AnyRow) -> dict[str, Any]:
         if row.deleted_ms is not None or row.body is None:
             return render_message(row, None, None)
         key = await self._keys.key_for(conn, row.conversation_id, row.epoch)
@@ -237,7 +249,7 @@ class MessageService:
                 attachment = await self._attachment_meta(conn, found[row.attachment_id])
         return render_message(row, text, attachment)
 
-    async def render_for_member(self, conn: AsyncConnection, rows: list[Row[Any]]) -> list[dict[str, Any]]:
+    async def render_for_member(self, conn: AsyncConnection, rows: list[AnyRow]) -> list[dict[str, Any]]:
         """Open rows for a current member of their conversation (the caller checked membership)."""
         return [await self._render_row(conn, row) for row in rows]
 
@@ -280,16 +292,26 @@ class MessageService:
 
     # -- attachments -----------------------------------------------------------------------
 
-    async def _attachment_meta(self, conn: AsyncConnection, att: Row[Any]) -> dict[str, Any]:
+    async def _attachment_meta(self, conn: AsyncConnection, att: AnyRow) -> dict[str, Any]:
         key = await self._keys.key_for(conn, att.conversation_id, att.epoch)
         meta = orjson.loads(key.open_attachment(att.id, att.uploader_id, b"meta", att.sealed_meta))
-        return {"id": att.id, "filename": meta["filename"], "content_type": meta["content_type"], "size": att.size}
+        return {
+            "id": att.id,
+            "filename": meta["filename"],
+            "content_type": meta["content_type"],
+            "size": att.size,
+        }
 
     async def upload(
         self, user_id: int, conversation_id: int, filename: str, content_type: str, data: bytes
     ) -> dict[str, Any]:
         if len(data) > self._settings.max_attachment_bytes:
-            raise Problem(413, "too-large", "Too large", f"attachments are limited to {self._settings.max_attachment_bytes} bytes")
+            raise Problem(
+                413,
+                "too-large",
+                "Too large",
+                f"attachments are limited to {self._settings.max_attachment_bytes} bytes",
+            )
         if not data:
             raise invalid("the attachment is empty")
         attachment_id = "a_" + secrets.token_urlsafe(18)
@@ -319,11 +341,18 @@ class MessageService:
                     "created_ms": now,
                 },
             )
-            return {"id": attachment_id, "filename": filename, "content_type": content_type, "size": len(data)}
+            return {
+                "id": attachment_id,
+                "filename": filename,
+                "content_type": content_type,
+                "size": len(data),
+            }
 
         return await self._writer.run(run)
 
-    async def download(self, conn: AsyncConnection, user_id: int, attachment_id: str) -> tuple[dict[str, Any], bytes]:
+    async def download(
+        self, conn: AsyncConnection, user_id: int, attachment_id: str
+    ) -> tuple[dict[str, Any], bytes]:
         att = (await store.attachments_by_ids(conn, [attachment_id])).get(attachment_id)
         members = await store.active_members(conn, [att.conversation_id]) if att else {}
         if att is None or user_id not in members.get(att.conversation_id, {}):

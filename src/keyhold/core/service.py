@@ -46,7 +46,9 @@ def open_key_provider(settings: Settings) -> KeyFileProvider:
     return provider
 
 
-async def start_keyhold(settings: Settings, provider: KeyProvider | None = None, bus: Bus | None = None) -> Keyhold:
+async def start_keyhold(
+    settings: Settings, provider: KeyProvider | None = None, bus: Bus | None = None
+) -> Keyhold:
     """Migrate storage, then start the writer; the caller must `await stop()`."""
     settings.home.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.effective_database_url)

@@ -35,7 +35,9 @@ def _message_aad(conversation_id: int, message_id: int, sender_id: int, epoch: i
     return b"keyhold/message/v1" + struct.pack(">QQQI", conversation_id, message_id, sender_id, epoch)
 
 
-def _attachment_aad(conversation_id: int, attachment_id: str, uploader_id: int, epoch: int, part: bytes) -> bytes:
+def _attachment_aad(
+    conversation_id: int, attachment_id: str, uploader_id: int, epoch: int, part: bytes
+) -> bytes:
     return (
         b"keyhold/attachment/v1"
         + struct.pack(">QQI", conversation_id, uploader_id, epoch)

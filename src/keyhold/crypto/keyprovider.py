@@ -84,7 +84,7 @@ class InMemoryKeyProvider:
             new_version = max(versions, default=0) + 1
             versions[new_version] = AESGCM.generate_key(bit_length=256)
             self._persist()
-            return new_version
+        return new_version
 
     def wrap(self, region: str, dek: bytes, context: bytes) -> WrappedKey:
         version = self.current_version(region)
@@ -127,14 +127,38 @@ class KeyFileProvider(InMemoryKeyProvider):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._mtime_ns = 0
+        super().__init__(self._load())
+
+    def _load(self) -> dict[str, dict[int, bytes]]:
         keks: dict[str, dict[int, bytes]] = {}
-        if path.exists():
-            data = json.loads(path.read_text())
+        if self.path.exists():
+            self._mtime_ns = self.path.stat().st_mtime_ns
+            data = json.loads(self.path.read_text())
             if data.get("format") != self.FORMAT:
-                raise KeyProviderError(f"{path}: unsupported key file format {data.get('format')!r}")
+                raise KeyProviderError(f"{self.path}: unsupported key file format {data.get('format')!r}")
             for region, versions in data["regions"].items():
                 keks[region] = {int(v): base64.b64decode(k) for v, k in versions.items()}
-        super().__init__(keks)
+        return keks
+
+    def _refresh(self) -> None:
+        """`keyhold keys rotate` may run beside a live server: pick up a changed key file."""
+        try:
+            changed = self.path.stat().st_mtime_ns != self._mtime_ns
+        except FileNotFoundError:
+            return
+        if changed:
+            with self._lock:
+                self._keks = self._load()
+
+    def current_version(self, region: str) -> int:
+        self._refresh()
+        return super().current_version(region)
+
+    def _aead(self, region: str, version: int) -> AESGCM:
+        if version not in self._keks.get(region, {}):
+            self._refresh()
+        return super()._aead(region, version)
 
     def _persist(self) -> None:
         data = {
@@ -152,3 +176,4 @@ class KeyFileProvider(InMemoryKeyProvider):
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+        self._mtime_ns = self.path.stat().st_mtime_ns

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, insert, literal, select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.rows import AnyRow
 from keyhold.store.schema import conversations, members, messages, users
 
 # Activity in message-id space: the last message's id, or for an empty conversation, the id a
@@ -35,9 +35,12 @@ async def by_direct_key(conn: AsyncConnection, direct_key: str) -> int | None:
     return None if found is None else int(found)
 
 
-async def insert_members(conn: AsyncConnection, conversation_id: int, user_ids: Sequence[int], now: int) -> None:
+async def insert_members(
+    conn: AsyncConnection, conversation_id: int, user_ids: Sequence[int], now: int
+) -> None:
     await conn.execute(
-        insert(members), [{"conversation_id": conversation_id, "user_id": uid, "joined_ms": now} for uid in user_ids]
+        insert(members),
+        [{"conversation_id": conversation_id, "user_id": uid, "joined_ms": now} for uid in user_ids],
     )
 
 
@@ -49,7 +52,7 @@ async def rejoin(conn: AsyncConnection, conversation_id: int, user_ids: Sequence
     )
 
 
-async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) -> Row[Any] | None:
+async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) -> AnyRow | None:
     """The member row joined with its conversation, or None (left members included)."""
     result = await conn.execute(
         select(
@@ -70,7 +73,7 @@ async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) 
     return result.first()
 
 
-async def member_rows(conn: AsyncConnection, conversation_ids: Sequence[int]) -> Sequence[Row[Any]]:
+async def member_rows(conn: AsyncConnection, conversation_ids: Sequence[int]) -> Sequence[AnyRow]:
     """(conversation_id, user id, username, region, left_ms) for every member ever."""
     result = await conn.execute(
         select(members.c.conversation_id, users.c.id, users.c.username, users.c.region, members.c.left_ms)
@@ -91,15 +94,19 @@ def _unread_where(conversation_id: Any, user_id: int, read_upto: Any) -> list[An
 
 
 async def unread_count(conn: AsyncConnection, conversation_id: int, user_id: int, read_upto: int) -> int:
-    result = await conn.execute(select(func.count()).where(*_unread_where(conversation_id, user_id, read_upto)))
+    result = await conn.execute(
+        select(func.count()).where(*_unread_where(conversation_id, user_id, read_upto))
+    )
     return int(result.scalar_one())
 
 
 async def list_for_user(
     conn: AsyncConnection, user_id: int, before_activity: int | None, limit: int
-) -> Sequence[Row[Any]]:
+) -> Sequence[AnyRow]:
     unread = (
-        select(func.count()).where(*_unread_where(conversations.c.id, user_id, members.c.read_upto)).scalar_subquery()
+        select(func.count())
+        .where(*_unread_where(conversations.c.id, user_id, members.c.read_upto))
+        .scalar_subquery()
     )
     query = (
         select(
@@ -145,7 +152,9 @@ async def leave_all(conn: AsyncConnection, user_id: int, now: int) -> list[int]:
 async def force_new_epoch(conn: AsyncConnection, conversation_id: int) -> None:
     # epoch_started_ms = 0 makes the next sealed item start a new epoch, wrapped for the
     # regions of the members at that time.
-    await conn.execute(update(conversations).where(conversations.c.id == conversation_id).values(epoch_started_ms=0))
+    await conn.execute(
+        update(conversations).where(conversations.c.id == conversation_id).values(epoch_started_ms=0)
+    )
 
 
 async def advance_receipt(
@@ -154,7 +163,9 @@ async def advance_receipt(
     col = members.c[column]
     result = await conn.execute(
         update(members)
-        .where(and_(members.c.conversation_id == conversation_id, members.c.user_id == user_id, col < message_id))
+        .where(
+            and_(members.c.conversation_id == conversation_id, members.c.user_id == user_id, col < message_id)
+        )
         .values({column: message_id})
     )
     return bool(result.rowcount)
@@ -162,6 +173,8 @@ async def advance_receipt(
 
 async def message_in_conversation(conn: AsyncConnection, conversation_id: int, message_id: int) -> bool:
     result = await conn.execute(
-        select(messages.c.id).where(messages.c.id == message_id, messages.c.conversation_id == conversation_id)
+        select(messages.c.id).where(
+            messages.c.id == message_id, messages.c.conversation_id == conversation_id
+        )
     )
     return result.first() is not None

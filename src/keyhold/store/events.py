@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.rows import AnyRow
 from keyhold.store.schema import events, users
 
 
@@ -21,16 +21,14 @@ async def append(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     await conn.execute(events.insert(), list(rows))
 
 
-_SET_SEQ = (
-    update(users).where(users.c.id == bindparam("uid")).values(event_seq=bindparam("new_seq"))
-)
+_SET_SEQ = update(users).where(users.c.id == bindparam("uid")).values(event_seq=bindparam("new_seq"))
 
 
 async def store_seqs(conn: AsyncConnection, seqs: dict[int, int]) -> None:
     await conn.execute(_SET_SEQ, [{"uid": uid, "new_seq": seq} for uid, seq in seqs.items()])
 
 
-async def page_after(conn: AsyncConnection, user_id: int, after_seq: int, limit: int) -> Sequence[Row[Any]]:
+async def page_after(conn: AsyncConnection, user_id: int, after_seq: int, limit: int) -> Sequence[AnyRow]:
     result = await conn.execute(
         select(events.c.seq, events.c.type, events.c.conversation_id, events.c.message_id, events.c.data)
         .where(events.c.user_id == user_id, events.c.seq > after_seq)

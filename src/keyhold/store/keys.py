@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.rows import AnyRow
 from keyhold.store.schema import conversation_keys as ck
 
 
@@ -16,7 +16,7 @@ async def insert_wraps(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) ->
     await conn.execute(ck.insert(), list(rows))
 
 
-async def wraps_for(conn: AsyncConnection, conversation_id: int, epoch: int) -> Sequence[Row[Any]]:
+async def wraps_for(conn: AsyncConnection, conversation_id: int, epoch: int) -> Sequence[AnyRow]:
     result = await conn.execute(
         select(ck.c.region, ck.c.kek_version, ck.c.wrapped_dek).where(
             ck.c.conversation_id == conversation_id, ck.c.epoch == epoch
@@ -25,7 +25,7 @@ async def wraps_for(conn: AsyncConnection, conversation_id: int, epoch: int) -> 
     return result.all()
 
 
-async def wraps_page(conn: AsyncConnection, after: tuple[int, int, str], limit: int) -> Sequence[Row[Any]]:
+async def wraps_page(conn: AsyncConnection, after: tuple[int, int, str], limit: int) -> Sequence[AnyRow]:
     """Live (unshredded) wraps in primary-key order, for rewrapping after a KEK rotation."""
     c_id, epoch, region = after
     result = await conn.execute(
@@ -52,7 +52,7 @@ async def replace_wrap(
     )
 
 
-async def counts_by_version(conn: AsyncConnection) -> Sequence[Row[Any]]:
+async def counts_by_version(conn: AsyncConnection) -> Sequence[AnyRow]:
     result = await conn.execute(
         select(ck.c.region, ck.c.kek_version, func.count())
         .where(ck.c.wrapped_dek.is_not(None))

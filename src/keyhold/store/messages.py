@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.rows import AnyRow
 from keyhold.store.schema import attachments, conversations, members, messages, users
 
 MESSAGE_COLUMNS = (
@@ -26,19 +26,21 @@ MESSAGE_COLUMNS = (
 _FROM = messages.join(users, users.c.id == messages.c.sender_id)
 
 
-async def by_idempotency(conn: AsyncConnection, idems: Iterable[str]) -> dict[str, Row[Any]]:
+async def by_idempotency(conn: AsyncConnection, idems: Iterable[str]) -> dict[str, AnyRow]:
     result = await conn.execute(
         select(messages.c.idem, *MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.idem.in_(list(idems)))
     )
     return {row.idem: row for row in result}
 
 
-async def by_ids(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, Row[Any]]:
-    result = await conn.execute(select(*MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.id.in_(list(ids))))
+async def by_ids(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, AnyRow]:
+    result = await conn.execute(
+        select(*MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.id.in_(list(ids)))
+    )
     return {row.id: row for row in result}
 
 
-async def conversation_states(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, Row[Any]]:
+async def conversation_states(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, AnyRow]:
     result = await conn.execute(
         select(
             conversations.c.id,
@@ -94,7 +96,7 @@ async def update_conversations_after_send(conn: AsyncConnection, rows: Sequence[
 
 async def page(
     conn: AsyncConnection, conversation_id: int, before: int | None, after: int | None, limit: int
-) -> list[Row[Any]]:
+) -> list[AnyRow]:
     query = select(*MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.conversation_id == conversation_id)
     if after is not None:
         query = query.where(messages.c.id > after).order_by(messages.c.id.asc())
@@ -107,7 +109,9 @@ async def page(
 
 
 async def destroy(conn: AsyncConnection, message_id: int, at_ms: int) -> None:
-    await conn.execute(update(messages).where(messages.c.id == message_id).values(body=None, deleted_ms=at_ms))
+    await conn.execute(
+        update(messages).where(messages.c.id == message_id).values(body=None, deleted_ms=at_ms)
+    )
 
 
 async def destroy_by_sender(conn: AsyncConnection, sender_id: int, at_ms: int) -> list[str]:
@@ -126,13 +130,15 @@ async def destroy_by_sender(conn: AsyncConnection, sender_id: int, at_ms: int) -
     return attachment_ids
 
 
-async def attachments_by_ids(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Row[Any]]:
+async def attachments_by_ids(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, AnyRow]:
     result = await conn.execute(select(attachments).where(attachments.c.id.in_(list(ids))))
     return {row.id: row for row in result}
 
 
 async def attachments_in_use(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
-    result = await conn.execute(select(messages.c.attachment_id).where(messages.c.attachment_id.in_(list(ids))))
+    result = await conn.execute(
+        select(messages.c.attachment_id).where(messages.c.attachment_id.in_(list(ids)))
+    )
     return {row[0] for row in result}
 
 
@@ -143,7 +149,9 @@ async def insert_attachment(conn: AsyncConnection, row: dict[str, Any]) -> None:
 async def mark_attachments_deleted(conn: AsyncConnection, ids: Sequence[str], at_ms: int) -> None:
     if ids:
         await conn.execute(
-            update(attachments).where(attachments.c.id.in_(list(ids))).values(deleted_ms=at_ms, sealed_meta=b"")
+            update(attachments)
+            .where(attachments.c.id.in_(list(ids)))
+            .values(deleted_ms=at_ms, sealed_meta=b"")
         )
 
 

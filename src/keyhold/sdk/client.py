@@ -1,0 +1,466 @@
+"""Async Python client for Keyhold's public API (httpx for REST, websockets for the stream).
+
+c = await Client.login("http://127.0.0.1:8000", "alice", "correct horse")
+conv = await c.start_conversation(["bob"])
+await c.send(conv.id, "hi")
+async for event in c.events(since=0):
+    ...
+await c.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+API = "/api/v1"
+
+
+class KeyholdError(Exception):
+    """A refusal from the server: `.status` and `.problem` (the RFC 9457 problem+json)."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', '')}")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    id: str
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    sender: str
+    text: str | None
+    sent_at: str
+    kind: str = "text"
+    deleted: bool = False
+    attachment: Attachment | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Message:
+        att = data.get("attachment")
+        return cls(
+            id=data["id"],
+            conversation_id=data["conversation_id"],
+            sender=data["sender"],
+            text=data.get("text"),
+            sent_at=data["sent_at"],
+            kind=data.get("kind", "text"),
+            deleted=bool(data.get("deleted")),
+            attachment=Attachment(**att) if att else None,
+        )
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    kind: str
+    encryption: str
+    readable_by: str
+    members: list[str]
+    title: str = ""
+    unread: int = 0
+    last_message: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Conversation:
+        return cls(
+            id=data["id"],
+            kind=data["kind"],
+            encryption=data["encryption"],
+            readable_by=data["readable_by"],
+            members=list(data["members"]),
+            title=data.get("title", ""),
+            unread=int(data.get("unread", 0)),
+            last_message=data.get("last_message"),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    seq: int
+    data: dict[str, Any] = field(default_factory=dict)
+    message: Message | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Event:
+        raw = data.get("message")
+        return cls(
+            type=data["type"],
+            seq=int(data.get("seq", 0)),
+            data=data,
+            message=Message.from_json(raw) if isinstance(raw, dict) else None,
+        )
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = {
+            "title": response.reason_phrase,
+            "detail": response.text[:200],
+            "status": response.status_code,
+        }
+    raise KeyholdError(response.status_code, problem)
+
+
+def _ws_url(base_url: str) -> str:
+    if base_url.startswith("https://"):
+        return "wss://" + base_url.removeprefix("https://").rstrip("/") + API + "/stream"
+    return "ws://" + base_url.removeprefix("http://").rstrip("/") + API + "/stream"
+
+
+class Client:
+    """A signed-in member. Create with `Client.register(...)` or `Client.login(...)`."""
+
+    def __init__(self, base_url: str, username: str, token: str, verify: bool | str = True) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self.token = token
+        self._verify = verify
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url + API,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30.0,
+            verify=verify,
+        )
+        self._refs = itertools.count(1)
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    @classmethod
+    async def register(
+        cls,
+        base_url: str,
+        username: str,
+        password: str,
+        birthdate: str = "2000-01-01",
+        region: str = "us",
+        verify: bool | str = True,
+    ) -> Client:
+        async with httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + API, timeout=30.0, verify=verify
+        ) as http:
+            body = {"username": username, "password": password, "birthdate": birthdate, "region": region}
+            _raise_for(await http.post("/accounts", json=body))
+        return await cls.login(base_url, username, password, verify=verify)
+
+    @classmethod
+    async def login(cls, base_url: str, username: str, password: str, verify: bool | str = True) -> Client:
+        async with httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + API, timeout=30.0, verify=verify
+        ) as http:
+            response = await http.post("/sessions", json={"username": username, "password": password})
+            _raise_for(response)
+            data = response.json()
+        return cls(base_url, data["username"], data["token"], verify=verify)
+
+    async def logout(self) -> None:
+        _raise_for(await self._http.delete("/sessions/current"))
+
+    async def logout_everywhere(self) -> int:
+        return int((await self._request("DELETE", "/sessions"))["revoked"])
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._http.request(method, path, **kwargs)
+        _raise_for(response)
+        return None if response.status_code == 204 else response.json()
+
+    # -- account and people ------------------------------------------------------------------
+
+    async def me(self) -> dict[str, Any]:
+        return dict(await self._request("GET", "/account"))
+
+    async def set_display_name(self, display_name: str) -> dict[str, Any]:
+        return dict(await self._request("PATCH", "/account", json={"display_name": display_name}))
+
+    async def change_password(self, current_password: str, new_password: str) -> None:
+        body = {"current_password": current_password, "new_password": new_password}
+        await self._request("PUT", "/account/password", json=body)
+
+    async def delete_account(self, password: str) -> None:
+        await self._request("POST", "/account/delete", json={"password": password})
+
+    async def follow(self, username: str) -> None:
+        await self._request("PUT", f"/following/{username}")
+
+    async def unfollow(self, username: str) -> None:
+        await self._request("DELETE", f"/following/{username}")
+
+    async def relations(self) -> dict[str, list[str]]:
+        return dict(await self._request("GET", "/relations"))
+
+    async def friends(self) -> list[str]:
+        return list((await self.relations())["friends"])
+
+    # -- conversations -----------------------------------------------------------------------
+
+    async def start_conversation(
+        self, usernames: list[str], encryption: str = "standard", title: str = "", kind: str | None = None
+    ) -> Conversation:
+        body: dict[str, Any] = {"members": usernames, "encryption": encryption, "title": title}
+        if kind:
+            body["kind"] = kind
+        return Conversation.from_json(await self._request("POST", "/conversations", json=body))
+
+    async def conversations(self, limit: int = 50, before: int | None = None) -> list[Conversation]:
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        data = await self._request("GET", "/conversations", params=params)
+        return [Conversation.from_json(c) for c in data["items"]]
+
+    async def conversation(self, conversation_id: int) -> Conversation:
+        return Conversation.from_json(await self._request("GET", f"/conversations/{conversation_id}"))
+
+    async def add_members(self, conversation_id: int, usernames: list[str]) -> Conversation:
+        data = await self._request(
+            "POST", f"/conversations/{conversation_id}/members", json={"members": usernames}
+        )
+        return Conversation.from_json(data)
+
+    async def leave(self, conversation_id: int) -> None:
+        await self._request("DELETE", f"/conversations/{conversation_id}/members/me")
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        conversation_id: int,
+        text: str,
+        idempotency_key: str | None = None,
+        attachment_id: str | None = None,
+    ) -> Message:
+        body: dict[str, Any] = {"text": text, "idempotency_key": idempotency_key or uuid.uuid4().hex}
+        if attachment_id:
+            body["attachment_id"] = attachment_id
+        return Message.from_json(
+            await self._request("POST", f"/conversations/{conversation_id}/messages", json=body)
+        )
+
+    async def history(
+        self, conversation_id: int, limit: int = 50, before: int | None = None, after: int | None = None
+    ) -> list[Message]:
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        if after is not None:
+            params["after"] = after
+        data = await self._request("GET", f"/conversations/{conversation_id}/messages", params=params)
+        return [Message.from_json(m) for m in data["items"]]
+
+    async def delete_message(self, message_id: int) -> Message:
+        return Message.from_json(await self._request("DELETE", f"/messages/{message_id}"))
+
+    async def mark(self, conversation_id: int, message_id: int, receipt: str = "read") -> bool:
+        body = {"type": receipt, "message_id": message_id}
+        data = await self._request("POST", f"/conversations/{conversation_id}/receipts", json=body)
+        return bool(data["changed"])
+
+    async def upload(
+        self, conversation_id: int, data: bytes, filename: str, content_type: str = "application/octet-stream"
+    ) -> Attachment:
+        result = await self._request(
+            "POST",
+            f"/conversations/{conversation_id}/attachments",
+            params={"filename": filename},
+            content=data,
+            headers={"Content-Type": content_type},
+        )
+        return Attachment(**result)
+
+    async def send_file(
+        self,
+        conversation_id: int,
+        data: bytes,
+        filename: str,
+        content_type: str = "application/octet-stream",
+        text: str = "",
+    ) -> Message:
+        attachment = await self.upload(conversation_id, data, filename, content_type)
+        return await self.send(conversation_id, text, attachment_id=attachment.id)
+
+    async def download(self, attachment_id: str) -> bytes:
+        response = await self._http.get(f"/attachments/{attachment_id}")
+        _raise_for(response)
+        return response.content
+
+    # -- real time ---------------------------------------------------------------------------
+
+    async def connect(self, since: int = 0) -> Stream:
+        """Open the event stream; use as an async context manager or call `close()`."""
+        ws = await websockets.connect(
+            _ws_url(self.base_url) + f"?since={since}",
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            max_size=2**22,
+            ssl=None if not self.base_url.startswith("https") else _ssl_context(self._verify),
+        )
+        return Stream(ws)
+
+    async def events(self, since: int = 0) -> AsyncIterator[Event]:
+        """Every event after `since`, replayed then live, reconnecting as needed: the stream
+        resumes from the last seq seen, so nothing is missed and nothing repeats."""
+        last = since
+        while True:
+            try:
+                async with await self.connect(last) as stream:
+                    async for event in stream:
+                        if event.seq > last:
+                            last = event.seq
+                            yield event
+            except (OSError, websockets.ConnectionClosedError) as exc:
+                if (
+                    isinstance(exc, websockets.ConnectionClosedError)
+                    and exc.rcvd
+                    and exc.rcvd.code in (4401, 4403)
+                ):
+                    raise KeyholdError(401, {"title": "Not signed in", "detail": exc.rcvd.reason}) from exc
+                await asyncio.sleep(0.2)
+
+
+def _ssl_context(verify: bool | str) -> Any:
+    import ssl
+
+    if verify is False:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+
+
+class Stream:
+    """An open WebSocket: iterate events; `send` waits for the durable acknowledgement."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._refs = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self.ready = asyncio.Event()
+        self.last_seq = 0
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self._ws:
+                frame = orjson.loads(raw)
+                kind = frame.get("type")
+                if kind in ("ack", "error", "pong") and frame.get("ref") in self._pending:
+                    self._pending.pop(frame["ref"]).set_result(frame)
+                elif kind == "ready":
+                    self.last_seq = max(self.last_seq, int(frame["seq"]))
+                    self.ready.set()
+                elif kind == "error":
+                    problem = frame.get("problem", {})
+                    self._fail_all(KeyholdError(int(problem.get("status", 400)), problem))
+                elif "seq" in frame:
+                    self.last_seq = int(frame["seq"])
+                    self._events.put_nowait(Event.from_json(frame))
+        finally:
+            self._fail_all(
+                websockets.ConnectionClosedError(self._ws.protocol.close_rcvd, self._ws.protocol.close_sent)
+            )
+            self._events.put_nowait(None)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._pending.clear()
+
+    async def _call(self, frame: dict[str, Any]) -> dict[str, Any]:
+        ref = next(self._refs)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = future
+        await self._ws.send(orjson.dumps({**frame, "ref": ref}).decode())
+        reply = await future
+        if reply["type"] == "error":
+            problem = reply["problem"]
+            raise KeyholdError(int(problem["status"]), problem)
+        return reply
+
+    async def send(self, conversation_id: int, text: str, idempotency_key: str | None = None) -> Message:
+        frame = {
+            "type": "send",
+            "conversation_id": conversation_id,
+            "text": text,
+            "idempotency_key": idempotency_key or uuid.uuid4().hex,
+        }
+        return Message.from_json((await self._call(frame))["message"])
+
+    async def mark(self, conversation_id: int, message_id: int, receipt: str = "read") -> None:
+        frame = {
+            "type": "receipt",
+            "conversation_id": conversation_id,
+            "receipt": receipt,
+            "message_id": message_id,
+        }
+        await self._call(frame)
+
+    async def next_event(self, wait: float = 10.0) -> Event:
+        event = await asyncio.wait_for(self._events.get(), wait)
+        if event is None:
+            raise websockets.ConnectionClosedError(self._ws.protocol.close_rcvd, self._ws.protocol.close_sent)
+        return event
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._events.get()
+            if event is None:
+                if self._ws.protocol.close_rcvd is not None and self._ws.protocol.close_rcvd.code not in (
+                    1000,
+                    1001,
+                ):
+                    raise websockets.ConnectionClosedError(
+                        self._ws.protocol.close_rcvd, self._ws.protocol.close_sent
+                    )
+                return
+            yield event
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reader
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()

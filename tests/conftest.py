@@ -1,0 +1,144 @@
+"""Shared fixtures: real Keyhold servers on loopback (subprocesses), on SQLite and PostgreSQL.
+
+`server` is parametrized over both backends; PostgreSQL comes from the throwaway cluster that
+`make test` starts (KEYHOLD_TEST_PG_URL). Without that variable the postgres half is skipped,
+which `make test` never does. Each server gets its own data dir (and its own PG database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keyhold.sdk import Client
+
+# Cheap argon2 parameters for tests only: the suite registers hundreds of users.
+TEST_ENV = {
+    "KEYHOLD_ARGON2_TIME_COST": "1",
+    "KEYHOLD_ARGON2_MEMORY_KIB": "1024",
+    "KEYHOLD_ARGON2_PARALLELISM": "1",
+}
+PASSWORD = "correct horse battery"
+_names = itertools.count(1)
+
+
+@dataclass
+class Server:
+    url: str
+    home: Path
+    database_url: str
+    backend: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def keyhold_cli(
+    *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "keyhold", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **TEST_ENV, **(env or {})},
+        check=check,
+        timeout=300,
+    )
+
+
+def create_pg_database() -> str:
+    base = os.environ.get("KEYHOLD_TEST_PG_URL")
+    if not base:
+        pytest.skip("KEYHOLD_TEST_PG_URL not set (make test provides a PostgreSQL cluster)")
+    name = "kh_" + uuid.uuid4().hex[:12]
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(base.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def start_server(
+    home: Path, backend: str = "sqlite", extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> Server:
+    database_url = create_pg_database() if backend == "postgres" else ""
+    port = free_port()
+    log_path = home.parent / f"{home.name}-server.log"
+    args = [sys.executable, "-m", "keyhold", "serve", "--home", str(home), "--port", str(port), *extra_args]
+    if database_url:
+        args += ["--database-url", database_url]
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **TEST_ENV, **(env or {})}
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url + "/api/v1/health", timeout=1).status_code == 200:
+                return Server(url, home, database_url, backend, process, log_path)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("home") / "kh", request.param)
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("home") / "kh", "sqlite")
+    yield srv
+    stop_server(srv)
+
+
+def unique(prefix: str = "u") -> str:
+    return f"{prefix}{next(_names)}_{uuid.uuid4().hex[:6]}"
+
+
+async def new_member(server: Server, region: str = "us", name: str | None = None) -> Client:
+    return await Client.register(
+        server.url, name or unique(), PASSWORD, birthdate="1990-05-17", region=region
+    )
