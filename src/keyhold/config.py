@@ -30,6 +30,9 @@ class Settings:
     max_attachment_bytes: int = 10 * 1024 * 1024
     max_group_members: int = 32
     token_ttl_seconds: int = 30 * 24 * 3600
+    staff_session_seconds: int = 3600
+    # Messages before and after each reported message that a report case opens to its moderator.
+    report_context_messages: int = 10
     # argon2id cost; the defaults are argon2-cffi's (t=3, 64 MiB, p=4). Lower only for tests.
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 64 * 1024

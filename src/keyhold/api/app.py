@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import keyhold
-from keyhold.api import routes_accounts, routes_conversations, stream
+from keyhold.api import routes_accounts, routes_conversations, routes_staff, routes_transparency, stream
 from keyhold.api.problems import BodySizeLimit, install_problem_handlers
 from keyhold.config import Settings
 from keyhold.core.service import start_keyhold
@@ -71,7 +71,15 @@ def create_app(settings: Settings) -> FastAPI:
             await conn.exec_driver_sql("SELECT 1")
         return {"status": "ok", "version": keyhold.__version__}
 
-    for router in (health, routes_accounts.router, routes_conversations.router, stream.router):
+    routers = (
+        health,
+        routes_accounts.router,
+        routes_conversations.router,
+        routes_staff.router,
+        routes_transparency.router,
+        stream.router,
+    )
+    for router in routers:
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(SecurityHeaders, tls=bool(settings.tls_certfile))
     app.add_middleware(

@@ -9,6 +9,8 @@ from fastapi import Depends, Request
 from keyhold.core.accounts import Member
 from keyhold.core.errors import unauthorized
 from keyhold.core.service import Keyhold
+from keyhold.governance.service import Governance
+from keyhold.governance.staff import StaffMember
 
 
 def service(request: Request) -> Keyhold:
@@ -28,6 +30,18 @@ async def current_member(request: Request) -> Member:
     return await service(request).accounts.authenticate(bearer_token(request))
 
 
+def governance(request: Request) -> Governance:
+    gov = service(request).governance
+    assert gov is not None
+    return gov
+
+
+async def current_staff(request: Request) -> StaffMember:
+    return await governance(request).staff.authenticate(bearer_token(request))
+
+
 Service = Annotated[Keyhold, Depends(service)]
+Gov = Annotated[Governance, Depends(governance)]
+CurrentStaff = Annotated[StaffMember, Depends(current_staff)]
 CurrentMember = Annotated[Member, Depends(current_member)]
 Token = Annotated[str, Depends(bearer_token)]

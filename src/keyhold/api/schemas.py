@@ -60,3 +60,64 @@ class SendBody(Body):
 class ReceiptBody(Body):
     type: Literal["delivered", "read"]
     message_id: Id
+
+
+class StaffLoginBody(Body):
+    username: Username
+    password: Annotated[str, Field(max_length=1024)]
+    totp: Annotated[str, Field(min_length=6, max_length=8)]
+
+
+class ReportBody(Body):
+    conversation_id: Id
+    message_ids: Annotated[list[Id], Field(min_length=1, max_length=10)]
+    category: Annotated[str, Field(max_length=40)]
+    comment: Annotated[str, Field(max_length=1000)] = ""
+
+
+class AppealBody(Body):
+    statement: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class DecisionBody(Body):
+    action: Annotated[str, Field(max_length=20)]
+    note: Annotated[str, Field(max_length=1000)] = ""
+    suspend_hours: Annotated[int, Field(ge=1, le=8760)] | None = None
+    hotline_reference: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+
+class AppealDecisionBody(Body):
+    uphold: bool
+    note: Annotated[str, Field(max_length=1000)] = ""
+
+
+class ReadBody(Body):
+    message_ids: Annotated[list[Id], Field(min_length=1, max_length=200)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+Text200 = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class LegalCaseBody(Body):
+    agency: Text200
+    officer: Text200
+    contact: Text200
+    country: Annotated[str, Field(min_length=2, max_length=2)]
+    process: Literal["subpoena", "court_order", "search_warrant", "emergency", "preservation", "mlat"]
+    targets: Annotated[list[Username], Field(min_length=1, max_length=100)]
+    date_from: Annotated[str, Field(min_length=10, max_length=10)]
+    date_to: Annotated[str, Field(min_length=10, max_length=10)]
+    categories: Annotated[
+        list[Literal["subscriber_info", "connection_logs", "conversation_metadata", "message_content"]],
+        Field(max_length=4),
+    ] = []
+    justification: Annotated[str, Field(max_length=4000)] = ""
+    nondisclosure_until: Annotated[str, Field(min_length=10, max_length=10)] | None = None
+    document_name: Annotated[str, Field(min_length=1, max_length=200)] = "request.pdf"
+    # The legal process document, base64 (it is stored sealed; only its SHA-256 is in the clear).
+    document_base64: Annotated[str, Field(min_length=4, max_length=28_000_000)]
+
+
+class RefuseBody(Body):
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from keyhold.clock import iso
 from keyhold.config import CONFIG_FILE, Settings, load_settings, render_config, resolve_home
-from keyhold.core.clock import iso
 from keyhold.core.errors import Problem
 from keyhold.core.keys import rewrap_all
 from keyhold.core.service import Keyhold, open_key_provider, start_keyhold
@@ -272,7 +272,13 @@ def _register_optional_commands() -> None:
     """Commands in their own modules (chat, demo, bench), registered if present."""
     import importlib
 
-    for module in ("keyhold.cli.chat", "keyhold.cli.demo", "keyhold.cli.bench"):
+    for module in (
+        "keyhold.cli.governance",
+        "keyhold.cli.transparency",
+        "keyhold.cli.chat",
+        "keyhold.cli.demo",
+        "keyhold.cli.bench",
+    ):
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:

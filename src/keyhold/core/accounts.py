@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
-from keyhold.core.clock import iso, now_ms
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, unauthorized
 from keyhold.crypto.passwords import PasswordHashing
 from keyhold.crypto.tokens import new_token, token_digest
@@ -122,6 +122,8 @@ class AccountService:
             raise unauthorized("the token has expired; log in again")
         if row.disabled or row.deleted_ms is not None:
             raise forbidden("this account is disabled")
+        if row.suspended_until_ms > now_ms():
+            raise forbidden(f"this account is suspended until {iso(row.suspended_until_ms)}")
         return Member(row.id, row.username, row.region, row.display_name)
 
     async def logout(self, token: str) -> None:

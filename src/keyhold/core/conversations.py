@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import Member
-from keyhold.core.clock import iso, now_ms
 from keyhold.core.errors import Problem, forbidden, invalid, not_found
 from keyhold.core.messages import MessageService
 from keyhold.core.writer import EventSink, PendingEvent, Writer
@@ -17,6 +17,7 @@ from keyhold.store import accounts as account_store
 from keyhold.store import conversations as store
 from keyhold.store import messages as message_store
 from keyhold.store.blobs import BlobStore
+from keyhold.store.cases import held_users
 
 ENCRYPTIONS = ("standard", "e2ee")
 RECEIPTS = {"delivered": "delivered_upto", "read": "read_upto"}
@@ -280,8 +281,11 @@ class ConversationService:
 
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             now = now_ms()
+            held = bool(await held_users(conn, [member.id], now))
             left = await store.leave_all(conn, member.id, now)
-            attachment_ids = await message_store.destroy_by_sender(conn, member.id, now)
+            attachment_ids = await message_store.destroy_by_sender(conn, member.id, now, keep_body=held)
+            if held:
+                attachment_ids = []  # preserved: kept sealed until the hold ends
             await message_store.mark_attachments_deleted(conn, attachment_ids, now)
             await account_store.revoke_all_sessions(conn, member.id)
             await account_store.remove_all_follows(conn, member.id)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from keyhold.core.clock import now_ms
+from keyhold.clock import now_ms
 from keyhold.core.errors import Problem
 from keyhold.crypto.envelope import ConversationKey, new_data_key, wrap_context
 from keyhold.crypto.keyprovider import KeyProvider, KeyProviderError, ManagedKeyProvider, WrappedKey

@@ -15,14 +15,15 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from keyhold.clock import MessageIds, iso, now_ms
 from keyhold.config import Settings
-from keyhold.core.clock import MessageIds, iso, now_ms
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found
 from keyhold.core.keys import ConversationKeys
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.envelope import ConversationKey
 from keyhold.store import messages as store
 from keyhold.store.blobs import BlobStore
+from keyhold.store.cases import held_users
 from keyhold.store.rows import AnyRow
 
 
@@ -273,8 +274,11 @@ class MessageService:
             if row.deleted_ms is not None:
                 return render_message(row, None, None)
             now = now_ms()
-            await store.destroy(conn, message_id, now)
-            if row.attachment_id:
+            # Under a preservation hold the message disappears for everyone but its sealed
+            # content is kept until the hold ends; nobody is told about the hold.
+            held = bool(await held_users(conn, members[row.conversation_id], now))
+            await store.destroy(conn, message_id, now, keep_body=held)
+            if row.attachment_id and not held:
                 await store.mark_attachments_deleted(conn, [row.attachment_id], now)
                 self._blobs.delete(row.attachment_id)
             sink.add(

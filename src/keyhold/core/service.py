@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,6 +21,9 @@ from keyhold.crypto.passwords import PasswordHashing
 from keyhold.store.blobs import BlobStore
 from keyhold.store.db import create_engine, migrate
 
+if TYPE_CHECKING:
+    from keyhold.governance.service import Governance
+
 
 @dataclass
 class Keyhold:
@@ -33,8 +37,13 @@ class Keyhold:
     messages: MessageService
     replayer: Replayer
     passwords: PasswordHashing
+    provider: KeyProvider
+    blobs: BlobStore
+    governance: Governance | None = None
 
     async def stop(self) -> None:
+        if self.governance is not None:
+            await self.governance.stop()
         await self.writer.stop()
         self.passwords.close()
         await self.engine.dispose()
@@ -55,7 +64,8 @@ async def start_keyhold(
     await migrate(engine)
     bus = bus or LocalBus()
     writer = Writer(engine, bus, settings.write_batch_max)
-    keys = ConversationKeys(provider or open_key_provider(settings))
+    provider = provider or open_key_provider(settings)
+    keys = ConversationKeys(provider)
     blobs = BlobStore(settings.blob_dir)
     passwords = PasswordHashing(
         settings.argon2_time_cost,
@@ -66,7 +76,7 @@ async def start_keyhold(
     messages = MessageService(engine, writer, keys, blobs, settings)
     await messages.start()
     writer.start()
-    return Keyhold(
+    svc = Keyhold(
         settings=settings,
         engine=engine,
         bus=bus,
@@ -77,4 +87,12 @@ async def start_keyhold(
         messages=messages,
         replayer=Replayer(engine, messages, settings.replay_page_size),
         passwords=passwords,
+        provider=provider,
+        blobs=blobs,
     )
+    # Governance sits beside core (it uses core's writer and keys); imported here, not at the
+    # top, so that core's modules never import governance.
+    from keyhold.governance.service import start_governance
+
+    svc.governance = await start_governance(svc)
+    return svc

@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.bus.base import Bus
-from keyhold.core.clock import now_ms
+from keyhold.clock import now_ms
 from keyhold.core.errors import Problem, unavailable
 from keyhold.store import events as event_store
 
@@ -42,8 +42,13 @@ class PendingEvent:
 
 
 class EventSink:
+    """What a write job produces besides rows: events, and what to do once it commits or fails
+    (in-memory state that must follow the transaction, like the access log's tree)."""
+
     def __init__(self) -> None:
         self.pending: list[PendingEvent] = []
+        self.on_commit: list[Callable[[], None]] = []
+        self.on_rollback: list[Callable[[], None]] = []
 
     def add(self, event: PendingEvent) -> None:
         if event.user_ids:
@@ -139,9 +144,13 @@ class Writer:
                 result = await job.run(conn, sink)
                 published = await self._write_events(conn, sink)
         except Exception as exc:
+            for undo in sink.on_rollback:
+                undo()
             if not job.future.done():
                 job.future.set_exception(exc)
             return
+        for hook in sink.on_commit:
+            hook()
         self._after_commit(published)
         if not job.future.done():
             job.future.set_result(result)

@@ -83,3 +83,22 @@ class ConversationKey:
     def open_attachment(self, attachment_id: str, uploader_id: int, part: bytes, sealed: bytes) -> bytes:
         aad = _attachment_aad(self.conversation_id, attachment_id, uploader_id, self.epoch, part)
         return self._open(sealed, aad)
+
+
+def _document_aad(case_id: int, part: bytes) -> bytes:
+    return b"keyhold/legal-document/v1" + struct.pack(">Q", case_id) + b"|" + part
+
+
+def seal_document(dek: bytes, case_id: int, part: bytes, data: bytes) -> bytes:
+    """Seal a legal document (or its metadata) under its own DEK, bound to its case."""
+    nonce = os.urandom(_NONCE_BYTES)
+    return _FORMAT + nonce + AESGCM(dek).encrypt(nonce, data, _document_aad(case_id, part))
+
+
+def open_document(dek: bytes, case_id: int, part: bytes, sealed: bytes) -> bytes:
+    try:
+        return AESGCM(dek).decrypt(
+            sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :], _document_aad(case_id, part)
+        )
+    except InvalidTag as exc:
+        raise SealError("legal document failed to authenticate") from exc

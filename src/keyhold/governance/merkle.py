@@ -231,6 +231,12 @@ class MerkleTree:
             level += 1
         return index
 
+    def truncate(self, size: int) -> None:
+        """Drop the leaves after ``size`` (undo appends whose storage transaction failed)."""
+        size = self._check_size(size)
+        for height, row in enumerate(self._levels):
+            del row[size >> height :]
+
     def _subtree(self, start: int, end: int) -> bytes:
         n = end - start
         if n & (n - 1) == 0 and start % n == 0:

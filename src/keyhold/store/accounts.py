@@ -21,6 +21,7 @@ USER_COLUMNS = (
     users.c.created_ms,
     users.c.disabled,
     users.c.deleted_ms,
+    users.c.suspended_until_ms,
 )
 
 

@@ -108,14 +108,18 @@ async def page(
     return rows if after is not None else rows[::-1]
 
 
-async def destroy(conn: AsyncConnection, message_id: int, at_ms: int) -> None:
-    await conn.execute(
-        update(messages).where(messages.c.id == message_id).values(body=None, deleted_ms=at_ms)
-    )
+async def destroy(conn: AsyncConnection, message_id: int, at_ms: int, keep_body: bool = False) -> None:
+    """Tombstone a message. `keep_body` (a preservation hold) hides it without destroying the
+    sealed body, which is destroyed when the hold ends."""
+    values: dict[str, Any] = {"deleted_ms": at_ms} if keep_body else {"body": None, "deleted_ms": at_ms}
+    await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
 
 
-async def destroy_by_sender(conn: AsyncConnection, sender_id: int, at_ms: int) -> list[str]:
-    """Destroy every message content of one sender; returns attachment ids to remove."""
+async def destroy_by_sender(
+    conn: AsyncConnection, sender_id: int, at_ms: int, keep_body: bool = False
+) -> list[str]:
+    """Tombstone every message of one sender (destroying content unless `keep_body`); returns
+    the attachment ids to remove."""
     result = await conn.execute(
         select(messages.c.attachment_id).where(
             messages.c.sender_id == sender_id, messages.c.attachment_id.is_not(None)
@@ -125,9 +129,23 @@ async def destroy_by_sender(conn: AsyncConnection, sender_id: int, at_ms: int) -
     await conn.execute(
         update(messages)
         .where(messages.c.sender_id == sender_id, messages.c.deleted_ms.is_(None))
-        .values(body=None, deleted_ms=at_ms)
+        .values(**({"deleted_ms": at_ms} if keep_body else {"body": None, "deleted_ms": at_ms}))
     )
     return attachment_ids
+
+
+async def purge_hidden(conn: AsyncConnection, sender_ids: Iterable[int]) -> int:
+    """Destroy bodies that a preservation hold kept behind tombstones, once it has ended."""
+    result = await conn.execute(
+        update(messages)
+        .where(
+            messages.c.sender_id.in_(list(sender_ids)),
+            messages.c.deleted_ms.is_not(None),
+            messages.c.body.is_not(None),
+        )
+        .values(body=None)
+    )
+    return int(result.rowcount)
 
 
 async def attachments_by_ids(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, AnyRow]:

@@ -43,6 +43,7 @@ users = Table(
     Column("created_ms", BigInteger, nullable=False),
     Column("disabled", Boolean, nullable=False, server_default="0"),
     Column("deleted_ms", BigInteger, nullable=True),
+    Column("suspended_until_ms", BigInteger, nullable=False, server_default="0"),
     # Last per-user event sequence number handed out (see `events`).
     Column("event_seq", BigInteger, nullable=False, server_default="0"),
 )
@@ -165,3 +166,122 @@ __all__ = [
     "sessions",
     "users",
 ]
+
+# --- governed access (staff, cases, holds, the access log) ------------------------------------
+
+staff = Table(
+    "staff",
+    metadata,
+    Column("id", SequenceId, primary_key=True, autoincrement=True),
+    Column("username", String(32), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    # The TOTP seed, sealed under the staff member's region KEK (never stored in the clear).
+    Column("totp_sealed", LargeBinary, nullable=False),
+    Column("totp_kek_version", Integer, nullable=False),
+    Column("role", String(16), nullable=False),  # moderator | legal | auditor | admin
+    Column("region", String(16), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default="0"),
+    Column("failed_attempts", Integer, nullable=False, server_default="0"),
+    Column("locked_until_ms", BigInteger, nullable=False, server_default="0"),
+    Column("last_totp_step", BigInteger, nullable=False, server_default="0"),
+)
+
+staff_sessions = Table(
+    "staff_sessions",
+    metadata,
+    Column("token_hash", LargeBinary(32), primary_key=True),
+    Column("staff_id", ForeignKey("staff.id"), nullable=False, index=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, server_default="0"),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", SequenceId, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),  # report | legal
+    Column("region", String(16), nullable=False),
+    # report: open → decided (→ appealed → appeal_decided); legal: pending → approved | refused → closed
+    Column("status", String(16), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=True),
+    Column("reporter_id", ForeignKey("users.id"), nullable=True),
+    Column("conversation_id", ForeignKey("conversations.id"), nullable=True),
+    Column("created_by", ForeignKey("staff.id"), nullable=True),
+    Column("assigned_to", ForeignKey("staff.id"), nullable=True),
+    Column("approved_by", ForeignKey("staff.id"), nullable=True),
+    # Category, agency, process, date range, data categories... (never message content).
+    Column("details", Text, nullable=False, server_default="{}"),
+    Column("decision", Text, nullable=False, server_default="{}"),
+)
+Index("ix_cases_region_status", cases.c.region, cases.c.status)
+
+case_messages = Table(
+    "case_messages",
+    metadata,
+    Column("case_id", ForeignKey("cases.id"), primary_key=True),
+    Column("message_id", BigInteger, primary_key=True),
+)
+
+case_targets = Table(
+    "case_targets",
+    metadata,
+    Column("case_id", ForeignKey("cases.id"), primary_key=True),
+    Column("user_id", ForeignKey("users.id"), primary_key=True, index=True),
+)
+
+legal_documents = Table(
+    "legal_documents",
+    metadata,
+    Column("case_id", ForeignKey("cases.id"), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("kek_version", Integer, nullable=False),
+    Column("wrapped_dek", LargeBinary, nullable=False),
+    Column("sealed_meta", LargeBinary, nullable=False),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", SequenceId, primary_key=True, autoincrement=True),
+    Column("case_id", ForeignKey("cases.id"), nullable=False),
+    Column("user_id", ForeignKey("users.id"), nullable=False, index=True),
+    Column("starts_ms", BigInteger, nullable=False),
+    Column("ends_ms", BigInteger, nullable=False),
+    Column("extended", Boolean, nullable=False, server_default="0"),
+    Column("released_ms", BigInteger, nullable=True),
+)
+
+# The access log: an append-only Merkle tree (RFC 9162 hashing). `entry` is the exact leaf
+# input; every fact about an entry lives inside those bytes, so changing any stored byte
+# changes a leaf hash and breaks the signed tree heads.
+access_log = Table(
+    "access_log",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("entry", LargeBinary, nullable=False),
+)
+
+# Per-member parts of an entry ("redacted leaves"): the entry holds only a salted hash of each
+# block, so a member can be shown their own block and verify inclusion without seeing others'.
+access_log_subjects = Table(
+    "access_log_subjects",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", ForeignKey("users.id"), primary_key=True, index=True),
+    Column("block", LargeBinary, nullable=False),
+    Column("visible_from_ms", BigInteger, nullable=False),
+    Column("notified_ms", BigInteger, nullable=True),
+)
+
+tree_heads = Table(
+    "tree_heads",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
+)

@@ -1,0 +1,232 @@
+"""The access log: every governed act (case opened, approved, refused, content accessed,
+disclosure produced, notification, preservation) as a leaf of an RFC 9162 Merkle tree.
+
+An entry is canonical JSON. Facts about individual members are not in the entry itself but in
+per-member *blocks* (canonical JSON with a random salt); the entry carries only the SHA-256 of
+each block. A member is shown the entry, their own block and an inclusion proof: they can
+check that their block is committed to by the entry and the entry by a signed tree head,
+while other members' blocks stay hidden behind salted hashes.
+
+Signed tree head (STH): Ed25519 over `b"keyhold-sth/v1" || size (8 bytes BE) || root ||
+timestamp_ms (8 bytes BE)`. One STH is stored per append, so `keyhold audit verify` can name
+the first entry whose bytes no longer match.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keyhold.clock import iso, now_ms
+from keyhold.core.writer import EventSink, PendingEvent
+from keyhold.crypto.signing import ServiceSigner, verify_signature
+from keyhold.governance.merkle import MerkleTree, leaf_hash
+from keyhold.store import accesslog as store
+
+ENTRY_VERSION = 1
+STH_PREFIX = b"keyhold-sth/v1"
+ENTRY_TYPES = (
+    "case_opened",
+    "case_approved",
+    "case_refused",
+    "case_decided",
+    "content_accessed",
+    "disclosure_produced",
+    "notification_sent",
+    "notification_deferred",
+    "preservation_set",
+    "preservation_released",
+)
+
+
+def canonical(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def block_hash(block: bytes) -> str:
+    return leaf_hash(b"keyhold-block/v1" + block).hex()
+
+
+def sth_message(size: int, root: bytes, timestamp_ms: int) -> bytes:
+    return STH_PREFIX + struct.pack(">Q", size) + root + struct.pack(">Q", timestamp_ms)
+
+
+@dataclass
+class Subject:
+    """What one member may later see of an entry: which of their data it concerns."""
+
+    user_id: int
+    messages: list[int] = field(default_factory=list)
+    visible_from_ms: int = 0
+
+
+@dataclass
+class LogEntry:
+    type: str
+    details: dict[str, Any]
+    subjects: list[Subject] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TreeHead:
+    size: int
+    root: bytes
+    timestamp_ms: int
+    signature: bytes
+
+    def to_json(self, public_key: bytes) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "root": self.root.hex(),
+            "timestamp_ms": self.timestamp_ms,
+            "signature": self.signature.hex(),
+            "public_key": public_key.hex(),
+        }
+
+
+def _with_notifications(entries: Sequence[LogEntry], now: int) -> list[LogEntry]:
+    out: list[LogEntry] = []
+    for entry in entries:
+        out.append(entry)
+        if not entry.subjects:
+            continue
+        deferred = [s.visible_from_ms for s in entry.subjects if s.visible_from_ms > now]
+        about = {"about": entry.details.get("case"), "members": len(entry.subjects)}
+        if deferred:
+            out.append(LogEntry("notification_deferred", {**about, "until": iso(max(deferred))}))
+        else:
+            out.append(LogEntry("notification_sent", about))
+    return out
+
+
+def verify_tree_head(head: TreeHead, public_key: bytes) -> bool:
+    return verify_signature(public_key, head.signature, sth_message(head.size, head.root, head.timestamp_ms))
+
+
+class AccessLog:
+    """Appends (inside the writer's transactions) and proofs (from an in-memory tree).
+
+    The tree grows when an append is written and is cut back if that transaction fails, so
+    after every commit it equals storage; `head` is the newest committed signed tree head.
+    """
+
+    def __init__(self, engine: AsyncEngine, signer: ServiceSigner) -> None:
+        self._engine = engine
+        self.signer = signer
+        self.tree = MerkleTree()
+        self.head: TreeHead | None = None
+
+    async def load(self) -> None:
+        async with self._engine.connect() as conn:
+            rows = await store.all_entries(conn)
+            latest = await store.latest_head(conn)
+        self.tree = MerkleTree.from_leaf_hashes(leaf_hash(r.entry) for r in rows)
+        self.head = (
+            TreeHead(latest.size, latest.root, latest.timestamp_ms, latest.signature) if latest else None
+        )
+
+    async def append(self, conn: AsyncConnection, sink: EventSink, entries: Sequence[LogEntry]) -> list[int]:
+        """Append within the caller's writer job (same transaction) and sign the new head.
+
+        Each entry that concerns members is followed by a notification entry (sent now, or
+        deferred under a non-disclosure order); members who may see it now get an
+        `access.visible` event on their stream once the transaction commits."""
+        now = now_ms()
+        size_before = self.tree.size
+        rows: list[dict[str, Any]] = []
+        blocks: list[dict[str, Any]] = []
+        indexes: list[int] = []
+        for entry in _with_notifications(entries, now):
+            if entry.type not in ENTRY_TYPES:
+                raise ValueError(f"unknown access-log entry type {entry.type!r}")
+            idx = self.tree.size
+            sealed_blocks = []
+            for subject in entry.subjects:
+                block = canonical(
+                    {
+                        "idx": idx,
+                        "user": subject.user_id,
+                        "messages": sorted(subject.messages),
+                        "visible_from_ms": subject.visible_from_ms,
+                        "salt": os.urandom(16).hex(),
+                    }
+                )
+                sealed_blocks.append(block_hash(block))
+                blocks.append(
+                    {
+                        "idx": idx,
+                        "user_id": subject.user_id,
+                        "block": block,
+                        "visible_from_ms": subject.visible_from_ms,
+                        "notified_ms": now if subject.visible_from_ms <= now else None,
+                    }
+                )
+            body = canonical(
+                {
+                    "v": ENTRY_VERSION,
+                    "idx": idx,
+                    "type": entry.type,
+                    "time": iso(now),
+                    "time_ms": now,
+                    "details": entry.details,
+                    "subjects": sorted(sealed_blocks),
+                }
+            )
+            rows.append({"idx": idx, "entry": body})
+            self.tree.append(body)
+            indexes.append(idx)
+            visible_now = [s.user_id for s in entry.subjects if s.visible_from_ms <= now]
+            if visible_now:
+                sink.add(PendingEvent(user_ids=visible_now, type="access.visible", data={"index": idx}))
+        await store.append(conn, rows, blocks)
+        root = self.tree.root()
+        signature = self.signer.sign(sth_message(self.tree.size, root, now))
+        await store.insert_head(conn, self.tree.size, root, now, signature)
+        new_head = TreeHead(self.tree.size, root, now, signature)
+
+        def commit() -> None:
+            self.head = new_head
+
+        sink.on_commit.append(commit)
+        sink.on_rollback.append(lambda: self.tree.truncate(size_before))
+        return indexes
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return self.tree.inclusion_proof(index, size)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return self.tree.consistency_proof(first, second)
+
+
+async def subject_view(engine: AsyncEngine, log: AccessLog, user_id: int) -> dict[str, Any]:
+    """A member's visible entries, each with their own block and an inclusion proof."""
+    head = log.head
+    if head is None:
+        return {"tree_head": None, "items": []}
+    async with engine.connect() as conn:
+        rows = await store.visible_blocks(conn, user_id, now_ms())
+    items = []
+    for row in rows:
+        if row.idx >= head.size:
+            continue  # appended after the head we return; shown next time
+        entry = orjson.loads(row.entry)
+        block = orjson.loads(row.block)
+        items.append(
+            {
+                "index": row.idx,
+                "entry": row.entry.decode(),
+                "block": row.block.decode(),
+                "type": entry["type"],
+                "time": entry["time"],
+                "case": entry["details"].get("case"),
+                "messages": block["messages"],
+                "inclusion_proof": [h.hex() for h in log.inclusion_proof(row.idx, head.size)],
+            }
+        )
+    return {"tree_head": head.to_json(log.signer.public_key_bytes), "items": items}

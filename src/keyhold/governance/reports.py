@@ -1,0 +1,321 @@
+"""Report cases: a participant reports messages; a moderator of the reporter's region reviews
+exactly those messages and K before/after them (through `governance.access`), decides, and the
+people concerned are told. The reported member may appeal once; another moderator decides.
+
+Child-safety categories follow the mandatory-report path: a decision that finds a violation
+must record the reference of the report filed with the child-safety hotline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keyhold.clock import iso, now_ms
+from keyhold.config import Settings
+from keyhold.core.accounts import Member
+from keyhold.core.errors import conflict, forbidden, invalid, not_found
+from keyhold.core.writer import EventSink, PendingEvent, Writer
+from keyhold.governance.accesslog import AccessLog, LogEntry
+from keyhold.governance.staff import StaffMember
+from keyhold.store import accounts as account_store
+from keyhold.store import cases as store
+from keyhold.store import conversations as conversation_store
+from keyhold.store import messages as message_store
+from keyhold.store.rows import AnyRow
+
+CATEGORIES = (
+    "harassment",
+    "hate",
+    "child_sexual_content",
+    "grooming",
+    "sexual_extortion",
+    "violent_threat",
+    "self_harm",
+    "scam",
+    "spam",
+    "other",
+)
+CHILD_SAFETY = ("child_sexual_content", "grooming", "sexual_extortion")
+ACTIONS = ("no_violation", "remove_message", "warn", "suspend", "ban", "escalate_legal")
+MAX_REPORTED = 10
+
+
+def case_view(case: AnyRow, message_ids: Sequence[int]) -> dict[str, Any]:
+    return {
+        "id": case.id,
+        "kind": case.kind,
+        "region": case.region,
+        "status": case.status,
+        "created_at": iso(case.created_ms),
+        "conversation_id": case.conversation_id,
+        "assigned_to": case.assigned_to,
+        "reported_messages": list(message_ids),
+        "details": orjson.loads(case.details),
+        "decision": orjson.loads(case.decision),
+    }
+
+
+class ReportService:
+    def __init__(self, engine: AsyncEngine, writer: Writer, log: AccessLog, settings: Settings) -> None:
+        self._engine = engine
+        self._writer = writer
+        self._log = log
+        self._settings = settings
+
+    async def report(
+        self, member: Member, conversation_id: int, message_ids: Sequence[int], category: str, comment: str
+    ) -> dict[str, Any]:
+        if category not in CATEGORIES:
+            raise invalid(f"category must be one of {', '.join(CATEGORIES)}")
+        ids = sorted(set(message_ids))
+        if not 1 <= len(ids) <= MAX_REPORTED:
+            raise invalid(f"report 1 to {MAX_REPORTED} messages")
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> dict[str, Any]:
+            membership = await conversation_store.membership(conn, conversation_id, member.id)
+            if membership is None or membership.left_ms is not None:
+                raise not_found(f"conversation {conversation_id} not found among yours")
+            found = await message_store.by_ids(conn, ids)
+            if any(i not in found or found[i].conversation_id != conversation_id for i in ids):
+                raise not_found("every reported message must be in that conversation")
+            now = now_ms()
+            assignee = await store.least_loaded_moderator(conn, member.region)
+            details = {
+                "category": category,
+                "comment": comment.strip()[:1000],
+                "child_safety": category in CHILD_SAFETY,
+            }
+            case_id = await store.insert_case(
+                conn,
+                {
+                    "kind": "report",
+                    "region": member.region,
+                    "status": "open",
+                    "created_ms": now,
+                    "reporter_id": member.id,
+                    "conversation_id": conversation_id,
+                    "assigned_to": assignee,
+                    "details": orjson.dumps(details).decode(),
+                },
+            )
+            await store.add_messages(conn, case_id, ids)
+            await self._log.append(
+                conn,
+                sink,
+                [
+                    LogEntry(
+                        "case_opened",
+                        {
+                            "case": {"id": case_id, "kind": "report"},
+                            "region": member.region,
+                            "category": category,
+                            "messages": len(ids),
+                        },
+                    )
+                ],
+            )
+            case = await store.by_id(conn, case_id)
+            assert case is not None
+            return case_view(case, ids)
+
+        return await self._writer.run(run)
+
+    async def _case_for(self, conn: AsyncConnection, staff: StaffMember, case_id: int) -> AnyRow:
+        case = await store.by_id(conn, case_id)
+        if case is None or case.kind != "report" or case.region != staff.region:
+            raise not_found(f"report case {case_id} not found in region {staff.region}")
+        return case
+
+    async def list_cases(
+        self, staff: StaffMember, after: int, limit: int, status: str | None
+    ) -> list[dict[str, Any]]:
+        if staff.role not in ("moderator", "admin"):
+            raise forbidden("report cases are for moderators")
+        async with self._engine.connect() as conn:
+            rows = await store.list_cases(conn, "report", staff.region, after, limit, status)
+            return [case_view(r, await store.case_message_ids(conn, r.id)) for r in rows]
+
+    async def get(self, staff: StaffMember, case_id: int) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            case = await self._case_for(conn, staff, case_id)
+            return case_view(case, await store.case_message_ids(conn, case_id))
+
+    async def claim(self, staff: StaffMember, case_id: int) -> dict[str, Any]:
+        if staff.role != "moderator":
+            raise forbidden("only moderators take report cases")
+
+        async def run(conn: AsyncConnection, _sink: EventSink) -> None:
+            case = await self._case_for(conn, staff, case_id)
+            if case.assigned_to not in (None, staff.id):
+                raise conflict(f"case {case_id} is assigned to another moderator")
+            if case.status == "appealed" and orjson.loads(case.decision).get("decided_by") == staff.id:
+                raise forbidden("an appeal is decided by a different moderator")
+            await store.update_case(conn, case_id, assigned_to=staff.id)
+
+        await self._writer.run(run)
+        return await self.get(staff, case_id)
+
+    async def decide(
+        self,
+        staff: StaffMember,
+        case_id: int,
+        action: str,
+        note: str,
+        suspend_hours: int | None,
+        hotline_reference: str | None,
+    ) -> dict[str, Any]:
+        if action not in ACTIONS:
+            raise invalid(f"action must be one of {', '.join(ACTIONS)}")
+        if action == "suspend" and not (suspend_hours and 1 <= suspend_hours <= 24 * 365):
+            raise invalid("a suspension needs suspend_hours between 1 and 8760")
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> None:
+            case = await self._case_for(conn, staff, case_id)
+            if case.status != "open" or case.assigned_to != staff.id:
+                raise conflict(f"case {case_id} is {case.status} and must be open and assigned to you")
+            details = orjson.loads(case.details)
+            if details.get("child_safety") and action != "no_violation" and not hotline_reference:
+                raise invalid("child-safety cases need the hotline report reference (mandatory report)")
+            now = now_ms()
+            reported = await store.case_message_ids(conn, case_id)
+            rows = await message_store.by_ids(conn, reported)
+            offenders = sorted({r.sender_id for r in rows.values()})
+            await apply_action(conn, action, offenders, reported, suspend_hours, now)
+            decision = {
+                "action": action,
+                "note": note.strip()[:1000],
+                "decided_by": staff.id,
+                "decided_at": iso(now),
+                "suspend_hours": suspend_hours,
+                "hotline_reference": hotline_reference,
+                "offenders": offenders,
+            }
+            await store.update_case(conn, case_id, status="decided", decision=orjson.dumps(decision).decode())
+            await self._log.append(
+                conn,
+                sink,
+                [
+                    LogEntry(
+                        "case_decided",
+                        {
+                            "case": {"id": case_id, "kind": "report"},
+                            "region": case.region,
+                            "category": details["category"],
+                            "action": action,
+                            "appeal": False,
+                        },
+                    )
+                ],
+            )
+            self._tell(sink, case, offenders, action, appeal=False)
+
+        await self._writer.run(run)
+        return await self.get(staff, case_id)
+
+    def _tell(self, sink: EventSink, case: AnyRow, offenders: list[int], action: str, appeal: bool) -> None:
+        sink.add(
+            PendingEvent(
+                [case.reporter_id],
+                "report.outcome",
+                data={"case_id": case.id, "action": action, "appeal": appeal},
+            )
+        )
+        if action != "no_violation" or appeal:
+            sink.add(
+                PendingEvent(
+                    offenders,
+                    "moderation.action",
+                    data={"case_id": case.id, "action": action, "appeal": appeal, "can_appeal": not appeal},
+                )
+            )
+
+    async def appeal(self, member: Member, case_id: int, statement: str) -> None:
+        async def run(conn: AsyncConnection, _sink: EventSink) -> None:
+            case = await store.by_id(conn, case_id)
+            decision = orjson.loads(case.decision) if case else {}
+            if case is None or member.id not in decision.get("offenders", []):
+                raise not_found(f"no decision about you in case {case_id}")
+            if case.status != "decided" or decision.get("appeal"):
+                raise conflict("a decision can be appealed once")
+            if decision["action"] == "no_violation":
+                raise conflict("there is nothing to appeal")
+            decision["appeal"] = {"statement": statement.strip()[:2000], "at": iso(now_ms())}
+            await store.update_case(
+                conn, case_id, status="appealed", assigned_to=None, decision=orjson.dumps(decision).decode()
+            )
+
+        await self._writer.run(run)
+
+    async def decide_appeal(
+        self, staff: StaffMember, case_id: int, uphold: bool, note: str
+    ) -> dict[str, Any]:
+        async def run(conn: AsyncConnection, sink: EventSink) -> None:
+            case = await self._case_for(conn, staff, case_id)
+            decision = orjson.loads(case.decision)
+            if case.status != "appealed":
+                raise conflict(f"case {case_id} has no pending appeal")
+            if decision.get("decided_by") == staff.id:
+                raise forbidden("an appeal is decided by a different moderator")
+            if case.assigned_to != staff.id:
+                raise conflict(f"take the appeal first (claim case {case_id})")
+            if not uphold:
+                await revert_action(conn, decision["action"], decision["offenders"])
+            decision["appeal"].update({"upheld": uphold, "note": note.strip()[:1000], "decided_by": staff.id})
+            await store.update_case(
+                conn, case_id, status="appeal_decided", decision=orjson.dumps(decision).decode()
+            )
+            await self._log.append(
+                conn,
+                sink,
+                [
+                    LogEntry(
+                        "case_decided",
+                        {
+                            "case": {"id": case_id, "kind": "report"},
+                            "region": case.region,
+                            "category": orjson.loads(case.details)["category"],
+                            "action": decision["action"] if uphold else "overturned",
+                            "appeal": True,
+                        },
+                    )
+                ],
+            )
+            self._tell(sink, case, decision["offenders"], "upheld" if uphold else "overturned", appeal=True)
+
+        await self._writer.run(run)
+        return await self.get(staff, case_id)
+
+
+async def apply_action(
+    conn: AsyncConnection,
+    action: str,
+    offenders: list[int],
+    message_ids: list[int],
+    hours: int | None,
+    now: int,
+) -> None:
+    if action == "remove_message":
+        held = await store.held_users(conn, offenders, now)
+        for message_id in message_ids:
+            await message_store.destroy(conn, message_id, now, keep_body=bool(held))
+    elif action == "suspend" and hours:
+        for uid in offenders:
+            await account_store.update_user(conn, uid, suspended_until_ms=now + hours * 3600 * 1000)
+    elif action == "ban":
+        for uid in offenders:
+            await account_store.update_user(conn, uid, disabled=True)
+            await account_store.revoke_all_sessions(conn, uid)
+
+
+async def revert_action(conn: AsyncConnection, action: str, offenders: list[int]) -> None:
+    if action == "suspend":
+        for uid in offenders:
+            await account_store.update_user(conn, uid, suspended_until_ms=0)
+    elif action == "ban":
+        for uid in offenders:
+            await account_store.update_user(conn, uid, disabled=False)
+    # A removed message stays removed: its content was destroyed (noted in the decision).

@@ -1,0 +1,159 @@
+"""Staff accounts: role and region, password + TOTP sign-in, short separate sessions.
+
+Staff tokens are a different kind from member tokens (own table, `ks_` prefix, 1 h default):
+a member token never opens a staff route and the reverse. Five failed sign-ins lock the
+account for 15 minutes; a TOTP code is accepted once (replays of the same step fail).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import pyotp
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from keyhold.clock import iso, now_ms
+from keyhold.config import Settings
+from keyhold.core.accounts import check_password, check_username
+from keyhold.core.errors import Problem, conflict, forbidden, invalid, unauthorized
+from keyhold.crypto.keyprovider import KeyProvider, WrappedKey
+from keyhold.crypto.passwords import PasswordHashing
+from keyhold.crypto.tokens import token_digest
+from keyhold.store import staff as store
+
+ROLES = ("moderator", "legal", "auditor", "admin")
+MAX_FAILURES = 5
+LOCK_MS = 15 * 60 * 1000
+STAFF_TOKEN_PREFIX = "ks_"  # noqa: S105 - a marker for secret scanners, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class StaffMember:
+    id: int
+    username: str
+    role: str
+    region: str
+
+
+def _totp_context(username: str) -> bytes:
+    return b"keyhold/staff-totp/v1|" + username.encode()
+
+
+class StaffService:
+    def __init__(
+        self, engine: AsyncEngine, passwords: PasswordHashing, provider: KeyProvider, settings: Settings
+    ) -> None:
+        self._engine = engine
+        self._passwords = passwords
+        self._provider = provider
+        self._settings = settings
+
+    async def add(self, username: str, password: str, role: str, region: str) -> dict[str, Any]:
+        """Create a staff account; returns the TOTP secret and otpauth URI (shown once)."""
+        check_username(username)
+        check_password(password)
+        if role not in ROLES:
+            raise invalid(f"role must be one of {', '.join(ROLES)}")
+        if region not in self._settings.regions:
+            raise invalid(f"region must be one of {', '.join(self._settings.regions)}")
+        secret = pyotp.random_base32()
+        wrapped = self._provider.wrap(region, secret.encode(), _totp_context(username))
+        password_hash = await self._passwords.hash(password)
+        async with self._engine.begin() as conn:
+            staff_id = await store.insert_staff(
+                conn,
+                {
+                    "username": username,
+                    "password_hash": password_hash,
+                    "totp_sealed": wrapped.blob,
+                    "totp_kek_version": wrapped.kek_version,
+                    "role": role,
+                    "region": region,
+                    "created_ms": now_ms(),
+                },
+            )
+        if staff_id is None:
+            raise conflict(f"a staff account named {username!r} exists")
+        uri = pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name="Keyhold staff")
+        return {
+            "id": staff_id,
+            "username": username,
+            "role": role,
+            "region": region,
+            "totp_secret": secret,
+            "otpauth_uri": uri,
+        }
+
+    def _totp(self, row: Any) -> pyotp.TOTP:
+        secret = self._provider.unwrap(
+            row.region, WrappedKey(row.totp_kek_version, row.totp_sealed), _totp_context(row.username)
+        )
+        return pyotp.TOTP(secret.decode())
+
+    def totp_for_tests(self, row: Any) -> pyotp.TOTP:
+        """The TOTP generator of a staff row (CLI `staff totp` for operators; tests)."""
+        return self._totp(row)
+
+    async def login(self, username: str, password: str, code: str) -> dict[str, Any]:
+        now = now_ms()
+        async with self._engine.connect() as conn:
+            row = await store.by_username(conn, username)
+        password_ok = await self._passwords.verify(row.password_hash if row else None, password)
+        if row is None:
+            raise unauthorized("username, password or code is wrong")
+        if row.locked_until_ms > now:
+            raise Problem(
+                429,
+                "locked",
+                "Temporarily locked",
+                f"too many failed sign-ins; try again after {iso(row.locked_until_ms)}",
+            )
+        if row.disabled:
+            raise forbidden("this staff account is disabled")
+        totp = self._totp(row)
+        step = totp.timecode(dt.datetime.fromtimestamp(now / 1000))
+        matched_step = None
+        for candidate in (step, step - 1, step + 1):  # one step of clock drift either way
+            if secrets.compare_digest(totp.generate_otp(candidate), code.strip()):
+                matched_step = candidate
+                break
+        if not password_ok or matched_step is None or matched_step <= row.last_totp_step:
+            failures = row.failed_attempts + 1
+            values: dict[str, Any] = {"failed_attempts": failures}
+            if failures >= MAX_FAILURES:
+                values = {"failed_attempts": 0, "locked_until_ms": now + LOCK_MS}
+            async with self._engine.begin() as conn:
+                await store.update_staff(conn, row.id, **values)
+            raise unauthorized("username, password or code is wrong")
+        token = STAFF_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        expires = now + self._settings.staff_session_seconds * 1000
+        async with self._engine.begin() as conn:
+            await store.update_staff(conn, row.id, failed_attempts=0, last_totp_step=matched_step)
+            await store.insert_session(conn, token_digest(token), row.id, now, expires)
+        return {
+            "token": token,
+            "username": row.username,
+            "role": row.role,
+            "region": row.region,
+            "expires_at": iso(expires),
+        }
+
+    async def authenticate(self, token: str) -> StaffMember:
+        if not token.startswith(STAFF_TOKEN_PREFIX):
+            raise unauthorized("a staff token is required (sign in at /api/v1/staff/sessions)")
+        async with self._engine.connect() as conn:
+            row = await store.session_staff(conn, token_digest(token))
+        if row is None or row.revoked:
+            raise unauthorized("the staff token is unknown or was revoked")
+        if row.expires_ms <= now_ms():
+            raise unauthorized("the staff session has expired; sign in again")
+        if row.disabled:
+            raise forbidden("this staff account is disabled")
+        return StaffMember(row.id, row.username, row.role, row.region)
+
+    async def logout(self, token: str) -> None:
+        async with self._engine.begin() as conn:
+            await store.revoke_session(conn, token_digest(token))

@@ -1,0 +1,163 @@
+"""Queries on cases (reports, legal requests), their items, targets, documents and holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyhold.store.rows import AnyRow
+from keyhold.store.schema import (
+    case_messages,
+    case_targets,
+    cases,
+    conversation_keys,
+    holds,
+    legal_documents,
+    members,
+    messages,
+    staff,
+)
+
+
+async def insert_case(conn: AsyncConnection, row: dict[str, Any]) -> int:
+    return int((await conn.execute(insert(cases).values(**row).returning(cases.c.id))).scalar_one())
+
+
+async def by_id(conn: AsyncConnection, case_id: int) -> AnyRow | None:
+    return (await conn.execute(select(cases).where(cases.c.id == case_id))).first()
+
+
+async def update_case(conn: AsyncConnection, case_id: int, **values: Any) -> None:
+    await conn.execute(update(cases).where(cases.c.id == case_id).values(**values))
+
+
+async def list_cases(
+    conn: AsyncConnection, kind: str, region: str, after_id: int, limit: int, status: str | None = None
+) -> Sequence[AnyRow]:
+    query = select(cases).where(cases.c.kind == kind, cases.c.region == region, cases.c.id > after_id)
+    if status:
+        query = query.where(cases.c.status == status)
+    return (await conn.execute(query.order_by(cases.c.id).limit(limit))).all()
+
+
+async def add_messages(conn: AsyncConnection, case_id: int, message_ids: Iterable[int]) -> None:
+    await conn.execute(insert(case_messages), [{"case_id": case_id, "message_id": m} for m in message_ids])
+
+
+async def case_message_ids(conn: AsyncConnection, case_id: int) -> list[int]:
+    result = await conn.execute(select(case_messages.c.message_id).where(case_messages.c.case_id == case_id))
+    return sorted(row[0] for row in result)
+
+
+async def add_targets(conn: AsyncConnection, case_id: int, user_ids: Iterable[int]) -> None:
+    await conn.execute(insert(case_targets), [{"case_id": case_id, "user_id": u} for u in user_ids])
+
+
+async def target_ids(conn: AsyncConnection, case_id: int) -> list[int]:
+    result = await conn.execute(select(case_targets.c.user_id).where(case_targets.c.case_id == case_id))
+    return sorted(row[0] for row in result)
+
+
+async def context_window(conn: AsyncConnection, conversation_id: int, around: int, k: int) -> list[int]:
+    """The ids of `around` and up to k messages before and after it in its conversation."""
+    before = await conn.execute(
+        select(messages.c.id)
+        .where(messages.c.conversation_id == conversation_id, messages.c.id < around)
+        .order_by(messages.c.id.desc())
+        .limit(k)
+    )
+    after = await conn.execute(
+        select(messages.c.id)
+        .where(messages.c.conversation_id == conversation_id, messages.c.id > around)
+        .order_by(messages.c.id.asc())
+        .limit(k)
+    )
+    return sorted([around, *(r[0] for r in before), *(r[0] for r in after)])
+
+
+async def target_message_ids(
+    conn: AsyncConnection, user_ids: Sequence[int], start_ms: int, end_ms: int, message_ids: Sequence[int]
+) -> set[int]:
+    """Of `message_ids`, those in a conversation a target belongs or belonged to, sent in range."""
+    conversations_of_targets = select(members.c.conversation_id).where(members.c.user_id.in_(list(user_ids)))
+    result = await conn.execute(
+        select(messages.c.id).where(
+            messages.c.id.in_(list(message_ids)),
+            messages.c.conversation_id.in_(conversations_of_targets),
+            messages.c.sent_ms >= start_ms,
+            messages.c.sent_ms < end_ms,
+        )
+    )
+    return {row[0] for row in result}
+
+
+async def messages_for_access(conn: AsyncConnection, message_ids: Sequence[int]) -> dict[int, AnyRow]:
+    result = await conn.execute(select(messages).where(messages.c.id.in_(list(message_ids))))
+    return {row.id: row for row in result}
+
+
+async def region_wraps(
+    conn: AsyncConnection, region: str, pairs: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], AnyRow]:
+    wanted = list(set(pairs))
+    if not wanted:
+        return {}
+    conditions = [
+        (conversation_keys.c.conversation_id == c) & (conversation_keys.c.epoch == e) for c, e in wanted
+    ]
+    result = await conn.execute(
+        select(conversation_keys).where(conversation_keys.c.region == region).where(or_(*conditions))
+    )
+    return {(row.conversation_id, row.epoch): row for row in result}
+
+
+async def least_loaded_moderator(conn: AsyncConnection, region: str) -> int | None:
+    open_cases = (
+        select(func.count())
+        .where(cases.c.assigned_to == staff.c.id, cases.c.status.in_(["open", "appealed"]))
+        .scalar_subquery()
+    )
+    result = await conn.execute(
+        select(staff.c.id)
+        .where(staff.c.role == "moderator", staff.c.region == region, staff.c.disabled.is_(False))
+        .order_by(open_cases, staff.c.id)
+        .limit(1)
+    )
+    found = result.scalar_one_or_none()
+    return None if found is None else int(found)
+
+
+async def insert_document(conn: AsyncConnection, row: dict[str, Any]) -> None:
+    await conn.execute(insert(legal_documents).values(**row))
+
+
+async def document(conn: AsyncConnection, case_id: int) -> AnyRow | None:
+    return (await conn.execute(select(legal_documents).where(legal_documents.c.case_id == case_id))).first()
+
+
+async def insert_holds(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    await conn.execute(insert(holds), list(rows))
+
+
+async def holds_of_case(conn: AsyncConnection, case_id: int) -> Sequence[AnyRow]:
+    return (await conn.execute(select(holds).where(holds.c.case_id == case_id))).all()
+
+
+async def update_holds(conn: AsyncConnection, case_id: int, **values: Any) -> None:
+    await conn.execute(update(holds).where(holds.c.case_id == case_id).values(**values))
+
+
+async def held_users(conn: AsyncConnection, user_ids: Iterable[int], now_ms: int) -> set[int]:
+    """Which of these users are under an active preservation hold."""
+    result = await conn.execute(
+        select(holds.c.user_id).where(
+            holds.c.user_id.in_(list(user_ids)),
+            holds.c.released_ms.is_(None),
+            holds.c.starts_ms <= now_ms,
+            holds.c.ends_ms > now_ms,
+        )
+    )
+    return {row[0] for row in result}
