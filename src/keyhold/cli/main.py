@@ -268,6 +268,22 @@ def keys_rotate(
     console.print(f"rewrapped {done} conversation key(s)")
 
 
+@keys_app.command("shred")
+def keys_shred(
+    conversation: Annotated[int, typer.Option(help="The conversation whose keys to destroy.")],
+    home: HomeOption = None,
+    epoch: Annotated[int | None, typer.Option(help="Only this key epoch (default: all).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Destroy a conversation's keys: its content becomes unrecoverable for everyone, staff
+    included. Refused while a legal preservation hold covers any member."""
+    if not yes:
+        typer.confirm(f"Destroy the keys of conversation {conversation} for good?", abort=True)
+    settings = settings_for(home)
+    shredded = with_service(settings, lambda svc: svc.conversations.shred_keys(conversation, epoch))
+    console.print(f"shredded {shredded} wrapped key(s) of conversation {conversation}")
+
+
 def _register_optional_commands() -> None:
     """Commands in their own modules (chat, demo, bench), registered if present."""
     import importlib

@@ -11,10 +11,12 @@ from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem, forbidden, invalid, not_found
+from keyhold.core.keys import ConversationKeys
 from keyhold.core.messages import MessageService
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.store import accounts as account_store
 from keyhold.store import conversations as store
+from keyhold.store import keys as key_store
 from keyhold.store import messages as message_store
 from keyhold.store.blobs import BlobStore
 from keyhold.store.cases import held_users
@@ -40,12 +42,14 @@ class ConversationService:
         engine: AsyncEngine,
         writer: Writer,
         messages: MessageService,
+        keys: ConversationKeys,
         blobs: BlobStore,
         settings: Settings,
     ) -> None:
         self._engine = engine
         self._writer = writer
         self._messages = messages
+        self._keys = keys
         self._blobs = blobs
         self._settings = settings
 
@@ -275,6 +279,24 @@ class ConversationService:
                 data={"user": username, "receipt": kind, "message_id": message_id},
             )
         )
+
+    async def shred_keys(self, conversation_id: int, epoch: int | None = None) -> int:
+        """Shred a conversation's keys (all epochs, or one): its content becomes unrecoverable.
+        Refused while a preservation hold covers any of its members."""
+
+        async def run(conn: AsyncConnection, _sink: EventSink) -> int:
+            everyone = await store.member_rows(conn, [conversation_id])
+            if not everyone:
+                raise not_found(f"conversation {conversation_id} not found")
+            if await held_users(conn, [m.id for m in everyone], now_ms()):
+                raise Problem(
+                    409, "preserved", "Preserved", "a legal preservation hold covers this conversation"
+                )
+            return await key_store.shred(conn, conversation_id, now_ms(), epoch)
+
+        shredded = await self._writer.run(run)
+        self._keys.forget_conversation(conversation_id)
+        return shredded
 
     async def delete_account(self, member: Member) -> None:
         """Leave every conversation, destroy everything the member sent, revoke every session."""

@@ -74,8 +74,9 @@ class ConversationKeys:
         self._remember(key)
         return key
 
-    def forget(self, conversation_id: int, epoch: int) -> None:
-        self._cache.pop((conversation_id, epoch), None)
+    def forget_conversation(self, conversation_id: int) -> None:
+        for cached in [k for k in self._cache if k[0] == conversation_id]:
+            del self._cache[cached]
 
     def _remember(self, key: ConversationKey) -> None:
         self._cache[(key.conversation_id, key.epoch)] = key

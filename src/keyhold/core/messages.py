@@ -58,19 +58,19 @@ class SendRequest:
 
 
 def render_message(
-    row: AnyRow | dict[str, Any], text: str | None, attachment: dict[str, Any] | None
+    row: AnyRow, text: str | None = None, attachment: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    deleted = row["deleted_ms"] if isinstance(row, dict) else row.deleted_ms
-    get = row.__getitem__ if isinstance(row, dict) else row._mapping.__getitem__
+    """A stored message as members see it; without text it renders as a tombstone."""
+    gone = text is None
     return {
-        "id": get("id"),
-        "conversation_id": get("conversation_id"),
-        "sender": get("sender"),
-        "kind": get("kind"),
-        "text": None if deleted else text,
-        "attachment": None if deleted else attachment,
-        "sent_at": iso(get("sent_ms")),
-        "deleted": deleted is not None,
+        "id": row.id,
+        "conversation_id": row.conversation_id,
+        "sender": row.sender,
+        "kind": row.kind,
+        "text": text,
+        "attachment": None if gone else attachment,
+        "sent_at": iso(row.sent_ms),
+        "deleted": gone,
     }
 
 
@@ -240,8 +240,13 @@ class MessageService:
 
     async def _render_row(self, conn: AsyncConnection, row: AnyRow) -> dict[str, Any]:
         if row.deleted_ms is not None or row.body is None:
-            return render_message(row, None, None)
-        key = await self._keys.key_for(conn, row.conversation_id, row.epoch)
+            return render_message(row)
+        try:
+            key = await self._keys.key_for(conn, row.conversation_id, row.epoch)
+        except Problem as problem:
+            if problem.status == 410:  # its key was shredded: the content is gone for good
+                return render_message(row)
+            raise
         text = key.open_message(row.id, row.sender_id, row.body).decode()
         attachment = None
         if row.attachment_id:
@@ -272,7 +277,7 @@ class MessageService:
             if row.sender_id != user_id:
                 raise forbidden("only the sender can delete a message for everyone")
             if row.deleted_ms is not None:
-                return render_message(row, None, None)
+                return render_message(row)
             now = now_ms()
             # Under a preservation hold the message disappears for everyone but its sealed
             # content is kept until the hold ends; nobody is told about the hold.
@@ -290,7 +295,7 @@ class MessageService:
                     data={"message_id": message_id},
                 )
             )
-            return {**render_message(row, None, None), "deleted": True}
+            return render_message(row)
 
         return await self._writer.run(run)
 

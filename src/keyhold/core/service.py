@@ -83,7 +83,7 @@ async def start_keyhold(
         writer=writer,
         keys=keys,
         accounts=AccountService(engine, passwords, settings),
-        conversations=ConversationService(engine, writer, messages, blobs, settings),
+        conversations=ConversationService(engine, writer, messages, keys, blobs, settings),
         messages=messages,
         replayer=Replayer(engine, messages, settings.replay_page_size),
         passwords=passwords,

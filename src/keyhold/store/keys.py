@@ -65,3 +65,12 @@ async def counts_by_version(conn: AsyncConnection) -> Sequence[AnyRow]:
 async def count_live(conn: AsyncConnection) -> int:
     result = await conn.execute(select(func.count()).select_from(ck).where(ck.c.wrapped_dek.is_not(None)))
     return int(result.scalar_one())
+
+
+async def shred(conn: AsyncConnection, conversation_id: int, at_ms: int, epoch: int | None = None) -> int:
+    """Destroy wrapped DEKs: the content they sealed can never be opened again."""
+    query = update(ck).where(ck.c.conversation_id == conversation_id, ck.c.wrapped_dek.is_not(None))
+    if epoch is not None:
+        query = query.where(ck.c.epoch == epoch)
+    result = await conn.execute(query.values(wrapped_dek=None, shredded_ms=at_ms))
+    return int(result.rowcount)
