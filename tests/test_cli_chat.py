@@ -1,0 +1,305 @@
+"""`keyhold chat` driven through a pipe, against a real server, with the other side on the SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from conftest import PASSWORD, Server, keyhold_cli, new_member
+from keyhold.sdk import Client
+
+TIMEOUT = 30.0
+
+
+class ChatProcess:
+    """A `keyhold chat` subprocess: write lines to its stdin, wait for lines on its stdout."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.output: list[str] = []
+
+    async def line(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((text + "\n").encode())
+        await self.process.stdin.drain()
+
+    async def expect(self, needle: str, timeout: float = TIMEOUT) -> str:
+        """The first new stdout line containing `needle`; fails with everything seen so far."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                raw = await asyncio.wait_for(self.process.stdout.readline(), max(remaining, 0.01))
+            except TimeoutError:
+                raise AssertionError(
+                    f"no line with {needle!r} in {timeout}s; output:\n{self.dump()}"
+                ) from None
+            if not raw:
+                raise AssertionError(f"chat exited before printing {needle!r}; output:\n{self.dump()}")
+            text = raw.decode()
+            self.output.append(text)
+            if needle in text:
+                return text
+
+    def dump(self) -> str:
+        return "".join(self.output)
+
+    async def finish(self, timeout: float = TIMEOUT) -> tuple[int, str, str]:
+        assert self.process.stdin is not None
+        if not self.process.stdin.is_closing():
+            self.process.stdin.close()
+        out, err = await asyncio.wait_for(self.process.communicate(), timeout)
+        self.output.append(out.decode())
+        assert self.process.returncode is not None
+        return self.process.returncode, self.dump(), err.decode()
+
+
+async def start_chat(server: Server, username: str, *extra: str) -> ChatProcess:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "keyhold",
+        "chat",
+        "--url",
+        server.url,
+        "--username",
+        username,
+        "--password-stdin",
+        *extra,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    return ChatProcess(process)
+
+
+@pytest.fixture
+async def chat_of() -> AsyncIterator[list[ChatProcess]]:
+    """Chat processes started by a test; any still running at the end is killed."""
+    started: list[ChatProcess] = []
+    yield started
+    for chat in started:
+        if chat.process.returncode is None:
+            chat.process.kill()
+            await chat.process.wait()
+
+
+async def test_chat_session_sends_receives_live_and_quits(
+    sqlite_server: Server, chat_of: list[ChatProcess]
+) -> None:
+    alice = await new_member(sqlite_server)
+    bob = await new_member(sqlite_server)
+    carol = await new_member(sqlite_server, region="eu")
+    try:
+        chat = await start_chat(sqlite_server, alice.username)
+        chat_of.append(chat)
+        await chat.line(PASSWORD)
+        await chat.expect(f"signed in as {alice.username}")
+        await chat.expect("no conversations yet")  # the list shown at start
+
+        # /open USER starts the 1:1 and shows who can read it.
+        await chat.line(f"/open {bob.username}")
+        await chat.expect(f"── {bob.username}")
+        await chat.expect("readable by: the participants; Keyhold staff only under an approved")
+
+        # Plain text is sent to the open conversation; bob receives it through the SDK.
+        hello = f"hello from the terminal {uuid.uuid4().hex}"
+        await chat.line(hello)
+        await chat.expect(f"{alice.username}: {hello}")
+        conversations = await bob.conversations()
+        assert len(conversations) == 1
+        direct = conversations[0]
+        assert sorted(direct.members) == sorted([alice.username, bob.username])
+        assert [m.text for m in await bob.history(direct.id)] == [hello]
+
+        # Bob answers: the chat prints it live, without any command from alice.
+        reply = f"reply from the sdk {uuid.uuid4().hex}"
+        sent = await bob.send(direct.id, reply)
+        line = await chat.expect(reply)
+        assert f"#{sent.id}" in line and f"{bob.username}: {reply}" in line
+
+        # A message in another conversation shows as a one-line notice.
+        other = await carol.start_conversation([alice.username])
+        ping = f"ping from carol {uuid.uuid4().hex}"
+        await carol.send(other.id, ping)
+        notice = await chat.expect(ping)
+        assert notice.startswith("● ") and carol.username in notice and f"/open {carol.username}" in notice
+
+        # /list shows both conversations with unread counts, previews and readable_by.
+        await chat.line("/list")
+        await chat.expect(f"{carol.username}  1 unread")
+        await chat.expect(f"{carol.username}: {ping}")
+        await chat.expect("readable by: the participants; Keyhold staff only under an approved report")
+
+        # /read marks the open conversation read.
+        await chat.line("/read")
+        await chat.expect(f"marked read up to #{sent.id}")
+        assert (await alice.conversation(direct.id)).unread == 0
+
+        # /delete of alice's message: bob's history keeps a tombstone.
+        mine = next(m for m in await alice.history(direct.id) if m.text == hello)
+        await chat.line(f"/delete {mine.id}")
+        await chat.expect(f"deleted #{mine.id} for everyone")
+        assert [m.deleted for m in await bob.history(direct.id)] == [True, False]
+
+        # Errors from the server come back as their plain `detail`.
+        await chat.line("/delete 123")
+        await chat.expect("error: message 123 not found among your conversations")
+        await chat.line("/open nosuchuser_zz")
+        await chat.expect("error: no active user named 'nosuchuser_zz'")
+
+        # A group, /whoami, /history, /help.
+        await chat.line(f'/new {bob.username} {carol.username} --title "Trip planning"')
+        await chat.expect(
+            f"started group Trip planning with {alice.username}, {bob.username}, {carol.username}"
+        )
+        await chat.line("first message in the group")
+        await chat.expect(f"{alice.username}: first message in the group")
+        group = next(c for c in await carol.conversations() if c.title == "Trip planning")
+        assert group.kind == "group" and group.unread == 1
+        await chat.line("/whoami")
+        await chat.expect(f"{alice.username} ({alice.username}), region us, signed in to {sqlite_server.url}")
+        await chat.line("/history")
+        await chat.expect("(no older messages)")
+        await chat.line("/help")
+        await chat.expect("/open USER")
+
+        await chat.line("/quit")
+        code, output, errors = await chat.finish()
+        assert code == 0, f"{output}\n{errors}"
+        assert "Traceback" not in errors
+    finally:
+        for client in (alice, bob, carol):
+            await client.close()
+
+
+async def test_chat_history_pages_backwards(sqlite_server: Server, chat_of: list[ChatProcess]) -> None:
+    alice = await new_member(sqlite_server)
+    bob = await new_member(sqlite_server)
+    try:
+        conv = await bob.start_conversation([alice.username])
+        for i in range(7):
+            await bob.send(conv.id, f"numbered message {i}")
+        chat = await start_chat(sqlite_server, alice.username, "--history", "3")
+        chat_of.append(chat)
+        await chat.line(PASSWORD)
+        await chat.expect(f"{bob.username}  7 unread")
+        await chat.line("/open 1")
+        await chat.expect("(/history for older messages)")
+        for i in (4, 5, 6):
+            await chat.expect(f"numbered message {i}")
+        await chat.expect("(7 unread; /read marks them read)")
+        await chat.line("/history 2")
+        await chat.expect("2 older message(s)")
+        await chat.expect("numbered message 2")
+        await chat.expect("numbered message 3")
+        await chat.line("/history")
+        await chat.expect("numbered message 0")
+        await chat.expect("numbered message 1")
+        await chat.line("/history")
+        await chat.expect("(no older messages)")
+        await chat.line("//slash at the start")
+        await chat.expect(f"{alice.username}: /slash at the start")
+        code, output, _ = await chat.finish()  # end of input quits too
+        assert code == 0, output
+        assert [m.text for m in await bob.history(conv.id)][-1] == "/slash at the start"
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_chat_refuses_bad_password(sqlite_server: Server, chat_of: list[ChatProcess]) -> None:
+    alice = await new_member(sqlite_server)
+    await alice.close()
+    chat = await start_chat(sqlite_server, alice.username)
+    chat_of.append(chat)
+    await chat.line("not the password")
+    code, output, errors = await chat.finish()
+    assert code != 0
+    assert f"cannot sign in as {alice.username}: username or password is wrong" in errors
+    assert "Traceback" not in errors
+    assert "not the password" not in output + errors  # secrets never echoed
+
+
+async def test_chat_unreachable_server_and_missing_options() -> None:
+    result = keyhold_cli("chat", "--url", "http://127.0.0.1:9", "--username", "x", check=False)
+    assert result.returncode != 0
+    assert "pass --password-stdin" in result.stderr  # stdin is not a terminal here
+
+    result = keyhold_cli("chat", "--url", "http://127.0.0.1:9", "--password-stdin", check=False)
+    assert result.returncode != 0
+    assert "--username is required" in result.stderr
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "keyhold",
+        "chat",
+        "--url",
+        "http://127.0.0.1:9",
+        "-u",
+        "alice",
+        "--password-stdin",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(b"whatever\n"), TIMEOUT)
+    assert process.returncode != 0
+    assert "cannot reach http://127.0.0.1:9" in err.decode()
+
+
+def test_chat_help_explains_the_commands() -> None:
+    result = keyhold_cli("chat", "--help", env={"COLUMNS": "200"})
+    for needle in (
+        "--password-stdin",
+        "--insecure",
+        "--url",
+        "/list",
+        "/open USER",
+        "/new",
+        "/history",
+        "/read",
+        "/delete",
+        "/whoami",
+        "/quit",
+        "live",
+    ):
+        assert needle in result.stdout, needle
+
+
+async def test_chat_sees_messages_sent_from_the_users_other_device(
+    sqlite_server: Server, chat_of: list[ChatProcess]
+) -> None:
+    alice = await new_member(sqlite_server)
+    bob = await new_member(sqlite_server)
+    try:
+        conv = await alice.start_conversation([bob.username])
+        chat = await start_chat(sqlite_server, alice.username)
+        chat_of.append(chat)
+        await chat.line(PASSWORD)
+        await chat.line(f"/open @{bob.username}")
+        await chat.expect("(no messages yet")
+        # Alice's other device (the SDK) sends: the terminal shows it in the open conversation.
+        other_device = await Client.login(sqlite_server.url, alice.username, PASSWORD)
+        try:
+            await other_device.send(conv.id, "sent from my phone")
+            await chat.expect(f"{alice.username}: sent from my phone")
+            await bob.send(conv.id, "and bob answers")
+            await chat.expect(f"{bob.username}: and bob answers")
+        finally:
+            await other_device.close()
+        await chat.line("/quit")
+        code, output, _ = await chat.finish()
+        assert code == 0, output
+    finally:
+        await alice.close()
+        await bob.close()
