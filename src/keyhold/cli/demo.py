@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from keyhold.cli.demo_governance import seed_governance
 from keyhold.cli.main import HomeOption, console, initialize, settings_for, with_service
 from keyhold.core.accounts import Member
 from keyhold.core.messages import SendRequest
@@ -187,25 +188,25 @@ async def _find_group(svc: Keyhold, member: Member, title: str, people: set[str]
 
 async def _ensure_conversation(
     svc: Keyhold, demo: DemoConversation, members: dict[str, Member], report: SeedReport
-) -> None:
+) -> int | None:
     people = (demo.starter, *demo.others)
     label = demo.title or " & ".join(people)
     missing = [p for p in people if p not in members]
     if missing:
         report.conversations.append((label, ", ".join(people), "-", f"skipped (no {', '.join(missing)})"))
-        return
+        return None
     starter = members[demo.starter]
     if demo.title:
         found = await _find_group(svc, starter, demo.title, set(people))
         if found is not None:
             report.conversations.append((label, ", ".join(people), "-", "exists, skipped"))
-            return
+            return found
         view, _ = await svc.conversations.start(starter, list(demo.others), "standard", demo.title, "group")
     else:
         view, created = await svc.conversations.start(starter, list(demo.others), "standard", "", "direct")
         if not created and view["last_message"] is not None:
             report.conversations.append((label, ", ".join(people), "-", "exists, skipped"))
-            return
+            return int(view["id"])
     conversation_id = int(view["id"])
     ids: list[int] = []
     for i, (sender, text) in enumerate(demo.lines):
@@ -218,6 +219,7 @@ async def _ensure_conversation(
         if upto > 0:
             await svc.conversations.receipt(members[reader], conversation_id, "read", ids[upto - 1])
     report.conversations.append((label, ", ".join(people), str(len(ids)), "created"))
+    return conversation_id
 
 
 async def seed(svc: Keyhold, password: str = DEMO_PASSWORD) -> SeedReport:
@@ -226,9 +228,12 @@ async def seed(svc: Keyhold, password: str = DEMO_PASSWORD) -> SeedReport:
     members = await _ensure_users(svc, password, report)
     pairs = await _ensure_friends(svc, members)
     report.notes.append(f"{pairs} friendship(s) in place (mutual follows)")
+    conversation_ids: dict[str, int] = {}
     for demo in CONVERSATIONS:
-        await _ensure_conversation(svc, demo, members, report)
-    # Later issues add their seeds here (report and legal cases, an access, a preservation hold).
+        found = await _ensure_conversation(svc, demo, members, report)
+        if found is not None:
+            conversation_ids[demo.key] = found
+    await seed_governance(svc, members, conversation_ids, password, report.notes)
     return report
 
 
@@ -264,7 +269,9 @@ def register(app: typer.Typer) -> None:
             f"\nDemo password: [bold]{password}[/bold] (users that already existed keep theirs).\n"
             "Look around:\n"
             f"  keyhold serve --home {settings.home}\n"
-            "  keyhold chat --username alice    (in another terminal; or bob, carol, dave)"
+            "  keyhold chat --username alice    (in another terminal; or bob, carol, dave)\n"
+            f"Staff (mia moderator, lee and lou legal, ada auditor) sign in with {password!r} and their TOTP;\n"
+            f"  check the access log: keyhold audit verify --home {settings.home}"
         )
 
     app.add_typer(demo_app, name="demo")

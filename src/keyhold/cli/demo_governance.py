@@ -1,0 +1,117 @@
+"""Governed-access part of `keyhold demo seed`: staff, a report case, an approved warrant with
+a logged content access, and a preservation hold — so that every staff workflow has data."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import func, select
+
+from keyhold.core.accounts import Member
+from keyhold.core.service import Keyhold
+from keyhold.governance.legal import LegalRequest
+from keyhold.governance.staff import StaffMember
+from keyhold.store import staff as staff_store
+from keyhold.store.schema import cases
+
+DEMO_STAFF = (  # username, role, region
+    ("mia", "moderator", "us"),
+    ("lee", "legal", "us"),
+    ("lou", "legal", "us"),
+    ("ada", "auditor", "us"),
+)
+
+
+async def _staff(svc: Keyhold, password: str, notes: list[str]) -> dict[str, StaffMember]:
+    assert svc.governance is not None
+    out: dict[str, StaffMember] = {}
+    for username, role, region in DEMO_STAFF:
+        async with svc.engine.connect() as conn:
+            row = await staff_store.by_username(conn, username)
+        if row is None:
+            made = await svc.governance.staff.add(username, password, role, region)
+            notes.append(f"staff {username} ({role}, {region}): TOTP secret {made['totp_secret']}")
+            async with svc.engine.connect() as conn:
+                row = await staff_store.by_username(conn, username)
+        assert row is not None
+        out[username] = StaffMember(row.id, row.username, row.role, row.region)
+    return out
+
+
+async def seed_governance(
+    svc: Keyhold,
+    members: dict[str, Member],
+    conversation_ids: dict[str, int],
+    password: str,
+    notes: list[str],
+) -> None:
+    gov = svc.governance
+    if gov is None or not {"alice", "bob"} <= set(members) or "alice-bob" not in conversation_ids:
+        notes.append("governance demo skipped (needs alice, bob and their conversation)")
+        return
+    staff = await _staff(svc, password, notes)
+    async with svc.engine.connect() as conn:
+        existing = (await conn.execute(select(func.count()).select_from(cases))).scalar_one()
+    if existing:
+        notes.append(f"{existing} case(s) exist: report/legal demo cases skipped")
+        return
+    alice, bob = members["alice"], members["bob"]
+    conversation = conversation_ids["alice-bob"]
+    history = await _history(svc, alice, conversation)
+    from_bob = [int(m["id"]) for m in history if m["sender"] == "bob"]
+    report = await gov.reports.report(alice, conversation, from_bob[-1:], "spam", "demo: looks like spam")
+    notes.append(f"report case {report['id']} (spam) assigned to moderator mia")
+
+    year = dt.date.today().year
+    warrant = await gov.legal.create(
+        staff["lee"],
+        LegalRequest(
+            agency="Demo County Sheriff",
+            officer="Det. R. Quinn",
+            contact="quinn@sheriff.example",
+            country="US",
+            process="search_warrant",
+            targets=[bob.username],
+            date_from=f"{year}-01-01",
+            date_to=f"{year}-12-31",
+            categories=["subscriber_info", "message_content"],
+            document_name="warrant.pdf",
+        ),
+        b"%PDF-1.4 demo search warrant (not a real document)",
+    )
+    await gov.legal.approve(staff["lou"], warrant["id"])
+    await gov.access.read_messages(
+        staff["lee"],
+        warrant["id"],
+        [int(m["id"]) for m in history[:2]],
+        "demo: review of messages named in the warrant",
+    )
+    notes.append(
+        f"legal case {warrant['id']} (search warrant, approved by lou) with one logged content access"
+    )
+
+    hold = await gov.legal.create(
+        staff["lee"],
+        LegalRequest(
+            agency="Demo County Sheriff",
+            officer="Det. R. Quinn",
+            contact="quinn@sheriff.example",
+            country="US",
+            process="preservation",
+            targets=[alice.username],
+            date_from=f"{year}-01-01",
+            date_to=f"{year}-12-31",
+            categories=[],
+            document_name="preservation-letter.pdf",
+        ),
+        b"%PDF-1.4 demo preservation letter (not a real document)",
+    )
+    await gov.legal.approve(staff["lou"], hold["id"])
+    notes.append(f"legal case {hold['id']}: preservation hold on alice for 90 days")
+
+
+async def _history(svc: Keyhold, member: Member, conversation_id: int) -> list[dict[str, Any]]:
+    async with svc.engine.connect() as conn:
+        await svc.conversations.require_member(conn, member, conversation_id)
+        return await svc.messages.history(conn, conversation_id, None, None, 50)
