@@ -6,6 +6,7 @@ Protocol (JSON text frames):
   tokens are never put in URLs, which end up in access logs;
 - `?since=N` (or `since` in the auth frame): the server first replays every stored event with
   seq > N, then streams live ones; each event carries the member's `seq`, strictly increasing;
+  `?since=latest` skips the replay (live events only; the `ready` frame gives the position);
 - client frames: `send` {ref, conversation_id, text, idempotency_key?, attachment_id?} →
   `ack` {ref, message} once durable, or `error` {ref, problem}; `receipt` {ref,
   conversation_id, receipt: delivered|read, message_id} → `ack` {ref}; `ping` → `pong`.
@@ -30,6 +31,7 @@ from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem, invalid
 from keyhold.core.messages import SendRequest
 from keyhold.core.service import Keyhold
+from keyhold.store import events as event_store
 
 log = logging.getLogger("keyhold.stream")
 router = APIRouter()
@@ -198,12 +200,13 @@ async def _authenticate(ws: WebSocket, svc: Keyhold) -> tuple[Member, int] | Non
     since_param = ws.query_params.get("since", "0")
     header = ws.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
+    latest = since_param == "latest"  # live events only, no replay
     try:
-        since = int(since_param)
+        since = 0 if latest else int(since_param)
         if not 0 <= since <= 2**62:
             raise ValueError
     except ValueError:
-        await _refuse(ws, invalid("since must be a non-negative integer"), 4400)
+        await _refuse(ws, invalid("since must be a non-negative integer or 'latest'"), 4400)
         return None
     if scheme.lower() != "bearer" or not token:
         try:
@@ -218,6 +221,9 @@ async def _authenticate(ws: WebSocket, svc: Keyhold) -> tuple[Member, int] | Non
     except Problem as problem:
         await _refuse(ws, problem, 4401 if problem.status == 401 else 4403)
         return None
+    if latest:
+        async with svc.engine.connect() as conn:
+            since = (await event_store.last_seqs(conn, [member.id])).get(member.id, 0)
     return member, since
 
 
