@@ -31,7 +31,6 @@ from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem, invalid
 from keyhold.core.messages import SendRequest
 from keyhold.core.service import Keyhold
-from keyhold.store import events as event_store
 
 log = logging.getLogger("keyhold.stream")
 router = APIRouter()
@@ -222,8 +221,7 @@ async def _authenticate(ws: WebSocket, svc: Keyhold) -> tuple[Member, int] | Non
         await _refuse(ws, problem, 4401 if problem.status == 401 else 4403)
         return None
     if latest:
-        async with svc.engine.connect() as conn:
-            since = (await event_store.last_seqs(conn, [member.id])).get(member.id, 0)
+        since = await svc.replayer.latest_seq(member)
     return member, since
 
 

@@ -21,6 +21,10 @@ class Replayer:
         self._messages = messages
         self._page_size = page_size
 
+    async def latest_seq(self, member: Member) -> int:
+        async with self._engine.connect() as conn:
+            return (await event_store.last_seqs(conn, [member.id])).get(member.id, 0)
+
     async def page(self, member: Member, after_seq: int) -> list[tuple[int, bytes]]:
         """The next page of the member's events after `after_seq`, rendered as sent live.
 
