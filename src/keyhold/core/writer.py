@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.bus.base import Bus
@@ -136,7 +137,7 @@ class Writer:
                 batch.append(self._queue.popleft())
             await self._run_batch(batch)
 
-    async def _run_one(self, job: _Job) -> None:
+    async def _run_one(self, job: _Job, retried: bool = False) -> None:
         assert job.run is not None and job.future is not None
         sink = EventSink()
         try:
@@ -146,6 +147,10 @@ class Writer:
         except Exception as exc:
             for undo in sink.on_rollback:
                 undo()
+            if isinstance(exc, IntegrityError) and not retried:
+                self._forget_seqs()
+                await self._run_one(job, retried=True)
+                return
             if not job.future.done():
                 job.future.set_exception(exc)
             return
@@ -155,14 +160,18 @@ class Writer:
         if not job.future.done():
             job.future.set_result(result)
 
-    async def _run_batch(self, batch: list[_Job]) -> None:
+    async def _run_batch(self, batch: list[_Job], retried: bool = False) -> None:
         assert self._batch_handler is not None
         sink = EventSink()
         try:
             async with self._engine.begin() as conn:
                 results = await self._batch_handler(conn, [j.batchable for j in batch], sink)
                 published = await self._write_events(conn, sink)
-        except Exception:
+        except Exception as exc:
+            if isinstance(exc, IntegrityError) and not retried:
+                self._forget_seqs()
+                await self._run_batch(batch, retried=True)
+                return
             log.exception("message batch of %d failed to commit", len(batch))
             failure = unavailable("the message could not be stored; retry with the same idempotency key")
             results = [failure] * len(batch)
@@ -172,6 +181,12 @@ class Writer:
         for job, result in zip(batch, results, strict=True):
             assert job.done is not None
             job.done(result)
+
+    def _forget_seqs(self) -> None:
+        """Another process (a CLI command beside the server) may have appended events: reload
+        the counters from storage before retrying."""
+        log.warning("event sequence conflict; reloading counters from storage and retrying once")
+        self._seqs.clear()
 
     async def _write_events(
         self, conn: AsyncConnection, sink: EventSink
