@@ -30,6 +30,10 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 def _describe(errors: list[Any]) -> tuple[str, list[dict[str, str]]]:
     cleaned = []
     for err in errors:
+        if err.get("type") == "json_invalid":
+            # Its location is a byte offset, not a field.
+            cleaned.append({"field": "body", "problem": "not valid JSON"})
+            continue
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         cleaned.append({"field": loc, "problem": str(err.get("msg", "invalid"))})
     summary = "; ".join(f"{e['field']}: {e['problem']}" for e in cleaned[:5])
@@ -104,7 +108,9 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise Problem(413, "too-large", "Too large", f"the body is larger than {limit} bytes")
+                    # An HTTPException passes through FastAPI's body parsing unchanged (any other
+                    # exception there becomes a 400), and `_on_http` renders it as problem+json.
+                    raise HTTPException(413, f"the body is larger than {limit} bytes")
             return message
 
         await self.app(scope, limited_receive, send)

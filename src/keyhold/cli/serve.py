@@ -19,6 +19,16 @@ class InsecureBindRefused(Exception):
     pass
 
 
+class DropQueryStrings(logging.Filter):
+    """Access-log lines keep the path and drop the query: queries can carry file names."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -48,7 +58,7 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
         ws_ping_interval=30,
         ws_ping_timeout=30,
         log_level=log_level,
-        # Access logs carry paths only; tokens are never in URLs (see api.stream).
+        # Access logs (debug only) carry paths without queries; tokens are never in URLs.
         access_log=log_level == "debug",
         ssl_certfile=settings.tls_certfile or None,
         ssl_keyfile=settings.tls_keyfile or None,
@@ -61,4 +71,5 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
         config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         config.ssl.options |= ssl.OP_NO_COMPRESSION
     logging.getLogger("keyhold").setLevel(log_level.upper())
+    logging.getLogger("uvicorn.access").addFilter(DropQueryStrings())
     return uvicorn.Server(config)

@@ -90,8 +90,9 @@ async def rewrap_all(
     on_progress: Callable[[int], None] = lambda _n: None,
     page: int = 500,
 ) -> int:
-    """Rewrap every live DEK whose KEK is not its region's newest version. Resumable: each page
-    commits on its own, and a wrap already at the newest version is left alone."""
+    """Rewrap every live DEK whose KEK is not its region's newest version; returns how many were
+    rewrapped. Resumable: each page commits on its own, and a wrap already at the newest
+    version is left alone. `on_progress` gets the number of wraps examined per page."""
     done = 0
     cursor: tuple[int, int, str] = (-1, -1, "")
     while True:
@@ -106,7 +107,7 @@ async def rewrap_all(
                     await key_store.replace_wrap(
                         conn, conversation_id, epoch, region, rewrapped.kek_version, rewrapped.blob
                     )
-                done += 1
+                    done += 1
         if rows:
             last = rows[-1]
             cursor = (last.conversation_id, last.epoch, last.region)

@@ -8,6 +8,7 @@ for the duration of the request, never written (see `store.schema` for what is s
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +21,13 @@ from keyhold.config import Settings
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found
 from keyhold.core.keys import ConversationKeys
 from keyhold.core.writer import EventSink, PendingEvent, Writer
-from keyhold.crypto.envelope import ConversationKey
+from keyhold.crypto.envelope import ConversationKey, SealError
 from keyhold.store import messages as store
 from keyhold.store.blobs import BlobStore
 from keyhold.store.cases import held_users
 from keyhold.store.rows import AnyRow
+
+log = logging.getLogger("keyhold.messages")
 
 
 @dataclass(slots=True)
@@ -247,7 +250,13 @@ class MessageService:
             if problem.status == 410:  # its key was shredded: the content is gone for good
                 return render_message(row)
             raise
-        text = key.open_message(row.id, row.sender_id, row.body).decode()
+        try:
+            text = key.open_message(row.id, row.sender_id, row.body).decode()
+        except SealError:
+            # Tampered or misplaced ciphertext: never shown, and one bad row must not take down
+            # the pages around it. Ids only in the log, never content.
+            log.error("message %d in conversation %d failed to authenticate", row.id, row.conversation_id)
+            return {**render_message(row), "unreadable": True}
         attachment = None
         if row.attachment_id:
             found = await store.attachments_by_ids(conn, [row.attachment_id])
@@ -303,7 +312,11 @@ class MessageService:
 
     async def _attachment_meta(self, conn: AsyncConnection, att: AnyRow) -> dict[str, Any]:
         key = await self._keys.key_for(conn, att.conversation_id, att.epoch)
-        meta = orjson.loads(key.open_attachment(att.id, att.uploader_id, b"meta", att.sealed_meta))
+        try:
+            meta = orjson.loads(key.open_attachment(att.id, att.uploader_id, b"meta", att.sealed_meta))
+        except SealError:
+            log.error("attachment %s metadata failed to authenticate", att.id)
+            meta = {"filename": "(unreadable)", "content_type": "application/octet-stream"}
         return {
             "id": att.id,
             "filename": meta["filename"],
@@ -369,6 +382,13 @@ class MessageService:
         if att.deleted_ms is not None:
             raise Problem(410, "content-destroyed", "Content destroyed", "this attachment was deleted")
         key = await self._keys.key_for(conn, att.conversation_id, att.epoch)
-        sealed = self._blobs.read(attachment_id)
-        data = key.open_attachment(attachment_id, att.uploader_id, b"data", sealed)
+        try:
+            data = key.open_attachment(
+                attachment_id, att.uploader_id, b"data", self._blobs.read(attachment_id)
+            )
+        except (SealError, FileNotFoundError) as exc:
+            log.error("attachment %s failed to open: %s", attachment_id, type(exc).__name__)
+            raise Problem(
+                500, "integrity", "Stored content is damaged", "this attachment cannot be opened"
+            ) from exc
         return await self._attachment_meta(conn, att), data

@@ -144,7 +144,7 @@ class Client:
             base_url=self.base_url + API,
             headers={"Authorization": f"Bearer {token}"},
             timeout=30.0,
-            verify=verify,
+            verify=_http_verify(verify),
         )
         self._refs = itertools.count(1)
 
@@ -161,7 +161,7 @@ class Client:
         verify: bool | str = True,
     ) -> Client:
         async with httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + API, timeout=30.0, verify=verify
+            base_url=base_url.rstrip("/") + API, timeout=30.0, verify=_http_verify(verify)
         ) as http:
             body = {"username": username, "password": password, "birthdate": birthdate, "region": region}
             _raise_for(await http.post("/accounts", json=body))
@@ -170,7 +170,7 @@ class Client:
     @classmethod
     async def login(cls, base_url: str, username: str, password: str, verify: bool | str = True) -> Client:
         async with httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + API, timeout=30.0, verify=verify
+            base_url=base_url.rstrip("/") + API, timeout=30.0, verify=_http_verify(verify)
         ) as http:
             response = await http.post("/sessions", json={"username": username, "password": password})
             _raise_for(response)
@@ -347,6 +347,11 @@ class Client:
                 ):
                     raise KeyholdError(401, {"title": "Not signed in", "detail": exc.rcvd.reason}) from exc
                 await asyncio.sleep(0.2)
+
+
+def _http_verify(verify: bool | str) -> Any:
+    """httpx takes a bool or an SSLContext (a CA file path is deprecated there)."""
+    return _ssl_context(verify) if isinstance(verify, str) else verify
 
 
 def _ssl_context(verify: bool | str) -> Any:
