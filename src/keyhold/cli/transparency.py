@@ -1,0 +1,86 @@
+"""`keyhold transparency report`: the transparency report of a period, from the access log."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from keyhold.cli.main import HomeOption, console, fail, settings_for
+from keyhold.config import CONFIG_FILE
+from keyhold.governance.accesslog import TreeHead
+from keyhold.governance.transparency import build_report, period_bounds, render_html
+from keyhold.store import accesslog as log_store
+from keyhold.store.db import create_engine
+
+transparency_app = typer.Typer(
+    help="Transparency reports computed from the access log (recomputable by any auditor).",
+    no_args_is_help=True,
+)
+
+
+class ReportFormat(StrEnum):
+    html = "html"
+    json = "json"
+
+
+async def _report(database_url: str, period: str) -> dict[str, Any]:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = await log_store.latest_head(conn)
+        head = TreeHead(row.size, row.root, row.timestamp_ms, row.signature) if row else None
+        return await build_report(engine, period, head)
+    finally:
+        await engine.dispose()
+
+
+@transparency_app.command("report")
+def report(
+    period: Annotated[str, typer.Option(help="2026-H2, 2026-H1, 2026-Q3 or 2026 (UTC).")],
+    fmt: Annotated[ReportFormat, typer.Option("--format", help="html or json.")] = ReportFormat.html,
+    out: Annotated[Path | None, typer.Option(help="Write here instead of to stdout.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Legal requests, user reports and staff content accesses of a period, from the access log
+    as of its newest signed tree head (the report names that head's size and root)."""
+    try:
+        period_bounds(period)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    settings = settings_for(home)
+    if not (settings.home / CONFIG_FILE).exists():
+        fail(f"{settings.home} is not a Keyhold data dir")
+    try:
+        result = asyncio.run(_report(settings.effective_database_url, period))
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    except SQLAlchemyError as exc:  # e.g. a data dir whose database was never migrated
+        fail(
+            f"cannot read the access log of {settings.home}: {getattr(exc, 'orig', None) or type(exc).__name__}"
+        )
+        return
+    if fmt is ReportFormat.json:
+        text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n"
+    else:
+        text = render_html(result)
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    out.write_text(text, encoding="utf-8")
+    console.print(
+        f"wrote {out}: {result['period']} over {result['tree_size']} log entries (root {result['root'][:16]}…)",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(transparency_app, name="transparency")
