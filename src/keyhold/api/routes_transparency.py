@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import HTMLResponse
 
 from keyhold.api.deps import CurrentMember, CurrentStaff, Gov
 from keyhold.api.schemas import MAX_ID, AppealBody, ReportBody
-from keyhold.core.errors import forbidden, invalid
+from keyhold.core.errors import Problem, forbidden, invalid
 from keyhold.governance.accesslog import subject_view
+from keyhold.governance.transparency import build_report, period_bounds, render_html
 from keyhold.store import accesslog as log_store
 
 router = APIRouter()
@@ -89,3 +91,24 @@ async def appeal(
 ) -> Response:
     await gov.reports.appeal(member, case_id, body.statement)
     return Response(status_code=204)
+
+
+@router.get(
+    "/transparency/report", summary="Transparency report for a period (e.g. 2026-H2), computed from the log"
+)
+async def transparency_report(
+    gov: Gov,
+    period: Annotated[str, Query(min_length=4, max_length=7, pattern=r"^\d{4}(-H[12]|-Q[1-4])?$")],
+    format: Annotated[str, Query(pattern="^(json|html)$")] = "json",
+) -> Any:
+    try:
+        period_bounds(period)
+    except ValueError as exc:
+        raise invalid(str(exc)) from exc
+    try:
+        report = await build_report(gov.svc.engine, period, gov.log.head)
+    except ValueError as exc:  # the stored log does not match its signed head
+        raise Problem(500, "integrity", "Access log does not verify", str(exc)) from exc
+    if format == "html":
+        return HTMLResponse(render_html(report))
+    return report
