@@ -6,6 +6,7 @@ bodies are answered here. Error details never echo submitted values (they may be
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -77,6 +78,27 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _on_unexpected)
 
 
+DRAIN_BYTES = 32 * 1024 * 1024
+DRAIN_SECONDS = 10.0
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop what the client is still sending (bounded), so that it reads our 413
+    instead of a connection reset; past the bound the connection is simply closed."""
+    dropped = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while dropped < DRAIN_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body"):
+                    return
+    except TimeoutError:
+        return
+
+
 class BodySizeLimit:
     """Refuse bodies over the limit with 413, counting bytes as they arrive (a missing or
     lying Content-Length does not get past it). Attachment uploads have their own limit."""
@@ -108,6 +130,8 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
+                    if message.get("more_body"):
+                        await _drain(receive)
                     # An HTTPException passes through FastAPI's body parsing unchanged (any other
                     # exception there becomes a 400), and `_on_http` renders it as problem+json.
                     raise HTTPException(413, f"the body is larger than {limit} bytes")
@@ -116,6 +140,7 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        await _drain(receive)
         problem = Problem(
             413, "too-large", "Too large", f"the body is larger than {limit} bytes (or its length is invalid)"
         )

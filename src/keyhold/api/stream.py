@@ -220,8 +220,9 @@ async def _authenticate(ws: WebSocket, svc: Keyhold) -> tuple[Member, int] | Non
     except Problem as problem:
         await _refuse(ws, problem, 4401 if problem.status == 401 else 4403)
         return None
-    if latest:
-        since = await svc.replayer.latest_seq(member)
+    current = await svc.replayer.latest_seq(member)
+    # A position ahead of the log (a client of a restored server, say) would silence the stream.
+    since = current if latest else min(since, current)
     return member, since
 
 

@@ -28,7 +28,9 @@ PREVIEW_CHARS = 80
 
 def readable_by(encryption: str, regions: Sequence[str]) -> str:
     """The plain-language statement of who can read a conversation. It must stay true:
-    tests hold the code to it (members only; staff only through governance.access)."""
+    tests hold the code to it (members only; staff only through governance.access). `regions`
+    are the current members' regions plus every region whose KEK still wraps a key of it
+    (a member who left keeps their region's staff able to reach the content sent before)."""
     if encryption == "e2ee":
         return "only the participants' devices; Keyhold holds no key and cannot read it"
     ordered = sorted(set(regions))
@@ -64,6 +66,7 @@ class ConversationService:
         for m in everyone:
             if m.left_ms is None:
                 current.setdefault(m.conversation_id, []).append(m)
+        wrapped_for = await store.key_regions(conn, ids)
         last_ids = [r.last_message_id for r in rows if r.last_message_id]
         last = await message_store.by_ids(conn, last_ids) if with_preview and last_ids else {}
         views = []
@@ -73,7 +76,9 @@ class ConversationService:
                 "id": r.id,
                 "kind": r.kind,
                 "encryption": r.encryption,
-                "readable_by": readable_by(r.encryption, [p.region for p in people]),
+                "readable_by": readable_by(
+                    r.encryption, [p.region for p in people] + sorted(wrapped_for.get(r.id, ()))
+                ),
                 "title": r.title,
                 "members": [p.username for p in people],
                 "created_at": iso(r.created_ms),

@@ -142,11 +142,14 @@ class MessageService:
         results: list[dict[str, Any] | Problem] = []
         for req in batch:
             idem = f"{req.sender_id}:{req.idempotency_key}" if req.idempotency_key else None
-            if idem is not None and idem in earlier:
-                results.append(await self._render_row(conn, earlier[idem]))
-                continue
-            if idem is not None and idem in batch_idems:
-                results.append(batch_idems[idem])
+            if idem is not None and (idem in earlier or idem in batch_idems):
+                # A retry: the first send with this key answers it, if it went to the same place.
+                stored = earlier.get(idem)
+                first = await self._render_row(conn, stored) if stored is not None else batch_idems[idem]
+                if first["conversation_id"] != req.conversation_id:
+                    results.append(conflict("this idempotency key was already used for another conversation"))
+                else:
+                    results.append(first)
                 continue
             conv_members = members.get(req.conversation_id, {})
             if req.conversation_id not in states or req.sender_id not in conv_members:

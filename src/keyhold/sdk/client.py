@@ -394,10 +394,12 @@ class Stream:
                     self.last_seq = int(frame["seq"])
                     self._events.put_nowait(Event.from_json(frame))
         finally:
-            self._fail_all(
-                websockets.ConnectionClosedError(self._ws.protocol.close_rcvd, self._ws.protocol.close_sent)
-            )
+            self._fail_all(self._closed_error())
             self._events.put_nowait(None)
+
+    def _closed_error(self) -> BaseException:
+        closed = self._ws.protocol.close_exc
+        return closed if closed is not None else websockets.ConnectionClosedError(None, None)
 
     def _fail_all(self, exc: BaseException) -> None:
         for future in self._pending.values():
@@ -437,7 +439,7 @@ class Stream:
     async def next_event(self, wait: float = 10.0) -> Event:
         event = await asyncio.wait_for(self._events.get(), wait)
         if event is None:
-            raise websockets.ConnectionClosedError(self._ws.protocol.close_rcvd, self._ws.protocol.close_sent)
+            raise self._closed_error()
         return event
 
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -447,13 +449,9 @@ class Stream:
         while True:
             event = await self._events.get()
             if event is None:
-                if self._ws.protocol.close_rcvd is not None and self._ws.protocol.close_rcvd.code not in (
-                    1000,
-                    1001,
-                ):
-                    raise websockets.ConnectionClosedError(
-                        self._ws.protocol.close_rcvd, self._ws.protocol.close_sent
-                    )
+                rcvd = self._ws.protocol.close_rcvd
+                if rcvd is not None and rcvd.code not in (1000, 1001):
+                    raise self._closed_error()
                 return
             yield event
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.store.rows import AnyRow
-from keyhold.store.schema import conversations, members, messages, users
+from keyhold.store.schema import conversation_keys, conversations, members, messages, users
 
 # Activity in message-id space: the last message's id, or for an empty conversation, the id a
 # message would have had at its creation (ids count ms since 2026-01-01 in their high bits).
@@ -38,6 +38,8 @@ async def by_direct_key(conn: AsyncConnection, direct_key: str) -> int | None:
 async def insert_members(
     conn: AsyncConnection, conversation_id: int, user_ids: Sequence[int], now: int
 ) -> None:
+    if not user_ids:
+        return
     await conn.execute(
         insert(members),
         [{"conversation_id": conversation_id, "user_id": uid, "joined_ms": now} for uid in user_ids],
@@ -178,3 +180,17 @@ async def message_in_conversation(conn: AsyncConnection, conversation_id: int, m
         )
     )
     return result.first() is not None
+
+
+async def key_regions(conn: AsyncConnection, conversation_ids: Sequence[int]) -> dict[int, set[str]]:
+    """Regions whose KEK still wraps a live key of each conversation (who could be compelled)."""
+    result = await conn.execute(
+        select(conversation_keys.c.conversation_id, conversation_keys.c.region)
+        .where(conversation_keys.c.conversation_id.in_(list(conversation_ids)))
+        .where(conversation_keys.c.wrapped_dek.is_not(None))
+        .distinct()
+    )
+    found: dict[int, set[str]] = {}
+    for conversation_id, region in result:
+        found.setdefault(conversation_id, set()).add(region)
+    return found
