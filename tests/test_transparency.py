@@ -260,7 +260,7 @@ def recompute(entries: list[dict[str, Any]], start_ms: int, end_ms: int) -> dict
         "accesses": {
             k: (
                 sum(1 for e in accessed if e["details"]["case"]["kind"] == k),
-                sum(len(e["details"]["messages"]) for e in accessed if e["details"]["case"]["kind"] == k),
+                sum(e["details"]["messages"] for e in accessed if e["details"]["case"]["kind"] == k),
             )
             for k in kinds
         },

@@ -43,7 +43,6 @@ class Settings:
     epoch_max_seconds: int = 7 * 24 * 3600
     # Group commit: the message writer commits at most this many sends per transaction.
     write_batch_max: int = 512
-    history_page_max: int = 200
     replay_page_size: int = 500
     tls_certfile: str = ""
     tls_keyfile: str = ""
@@ -115,20 +114,33 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
     return settings
 
 
+# Settings that come from the environment of tests and benchmarks are not frozen into the file.
+_NOT_PERSISTED = {
+    "argon2_time_cost",
+    "argon2_memory_kib",
+    "argon2_parallelism",
+    "tls_certfile",
+    "tls_keyfile",
+}
+
+
 def render_config(settings: Settings) -> str:
     """The `config.toml` written by `keyhold init`: every default, commented, for operators."""
     lines = [
         "# Keyhold settings. Uncomment to change; KEYHOLD_<NAME> environment variables override.",
     ]
+    defaults = Settings(home=settings.home)
     for f in fields(Settings):
         if f.name in {"home", "extra"}:
             continue
         value = getattr(settings, f.name)
+        # What `keyhold init` was told (e.g. --database-url) is written active, the rest commented.
+        prefix = "" if value != getattr(defaults, f.name) and f.name not in _NOT_PERSISTED else "# "
         if isinstance(value, tuple):
             rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]"
         elif isinstance(value, str):
             rendered = f'"{value}"'
         else:
             rendered = str(value)
-        lines.append(f"# {f.name} = {rendered}")
+        lines.append(f"{prefix}{f.name} = {rendered}")
     return "\n".join(lines) + "\n"

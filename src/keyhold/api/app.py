@@ -14,6 +14,7 @@ from keyhold.api import routes_accounts, routes_conversations, routes_staff, rou
 from keyhold.api.problems import BodySizeLimit, install_problem_handlers
 from keyhold.config import Settings
 from keyhold.core.service import start_keyhold
+from keyhold.governance.legal import MAX_DOCUMENT
 
 API_PREFIX = "/api/v1"
 
@@ -83,6 +84,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(SecurityHeaders, tls=bool(settings.tls_certfile))
     app.add_middleware(
-        BodySizeLimit, max_body=settings.max_body_bytes, max_upload=settings.max_attachment_bytes
+        BodySizeLimit,
+        max_body=settings.max_body_bytes,
+        max_upload=settings.max_attachment_bytes,
+        # base64 of the largest legal document, plus the request's other fields
+        max_legal_document=MAX_DOCUMENT * 4 // 3 + 64 * 1024,
     )
     return app

@@ -30,6 +30,11 @@ async def current_member(request: Request) -> Member:
     return await service(request).accounts.authenticate(bearer_token(request))
 
 
+async def restricted_member(request: Request) -> Member:
+    """A member who may be suspended or banned: only for routes such as appeals."""
+    return await service(request).accounts.authenticate(bearer_token(request), allow_suspended=True)
+
+
 def governance(request: Request) -> Governance:
     gov = service(request).governance
     assert gov is not None
@@ -44,4 +49,5 @@ Service = Annotated[Keyhold, Depends(service)]
 Gov = Annotated[Governance, Depends(governance)]
 CurrentStaff = Annotated[StaffMember, Depends(current_staff)]
 CurrentMember = Annotated[Member, Depends(current_member)]
+RestrictedMember = Annotated[Member, Depends(restricted_member)]
 Token = Annotated[str, Depends(bearer_token)]

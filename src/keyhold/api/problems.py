@@ -101,18 +101,26 @@ async def _drain(receive: Receive) -> None:
 
 class BodySizeLimit:
     """Refuse bodies over the limit with 413, counting bytes as they arrive (a missing or
-    lying Content-Length does not get past it). Attachment uploads have their own limit."""
+    lying Content-Length does not get past it). Attachment uploads and legal requests (which
+    carry their document) have their own limits."""
 
-    def __init__(self, app: ASGIApp, max_body: int, max_upload: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, max_upload: int, max_legal_document: int) -> None:
         self.app = app
         self.max_body = max_body
         self.max_upload = max_upload
+        self.max_legal_document = max_legal_document
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_upload if scope["path"].endswith("/attachments") else self.max_body
+        path = scope["path"]
+        if path.endswith("/attachments"):
+            limit = self.max_upload
+        elif path.endswith("/staff/legal"):  # carries the legal process document (base64)
+            limit = self.max_legal_document
+        else:
+            limit = self.max_body
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import HTMLResponse
 
-from keyhold.api.deps import CurrentMember, CurrentStaff, Gov
+from keyhold.api.deps import CurrentMember, CurrentStaff, Gov, RestrictedMember
 from keyhold.api.schemas import MAX_ID, AppealBody, ReportBody
 from keyhold.core.errors import Problem, forbidden, invalid
 from keyhold.governance.accesslog import subject_view
@@ -87,7 +87,7 @@ async def report(body: ReportBody, member: CurrentMember, gov: Gov) -> dict[str,
     "/reports/{case_id}/appeal", status_code=204, summary="Appeal a moderation decision about me (once)"
 )
 async def appeal(
-    case_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: AppealBody, member: CurrentMember, gov: Gov
+    case_id: Annotated[int, Path(ge=1, le=MAX_ID)], body: AppealBody, member: RestrictedMember, gov: Gov
 ) -> Response:
     await gov.reports.appeal(member, case_id, body.statement)
     return Response(status_code=204)

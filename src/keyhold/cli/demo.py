@@ -253,7 +253,7 @@ def register(app: typer.Typer) -> None:
         settings = settings_for(home)
         if initialize(settings):
             console.print(f"initialized a new data dir at {settings.home}")
-        report = with_service(settings, lambda svc: seed(svc, password))
+        report = with_service(settings, lambda svc: seed(svc, password), exclusive=True)
 
         users = Table("user", "region", "status", title="Users")
         for row in report.users:

@@ -81,7 +81,11 @@ def audit_verify(home: HomeOption = None) -> None:
     from keyhold.crypto.signing import ServiceSigner
     from keyhold.store.db import create_engine
 
-    signer = ServiceSigner.load_or_create(settings.signing_key_file)
+    try:
+        signer = ServiceSigner.load(settings.signing_key_file)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+        raise AssertionError from exc
 
     async def run() -> None:
         engine = create_engine(settings.effective_database_url)
@@ -120,7 +124,7 @@ def legal_export(
         staff = StaffMember(row.id, row.username, row.role, row.region)
         return await gov_of(svc).legal.disclose(staff, case_id)
 
-    package = with_service(settings, run)
+    package = with_service(settings, run, exclusive=True)
     out.write_bytes(orjson.dumps(package, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     console.print(f"wrote {out} (sha256 {package['signature']['sha256']})")  # type: ignore[index]
 

@@ -13,12 +13,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
+from keyhold.cli.lock import DataDirBusy, acquire
 from keyhold.clock import iso
 from keyhold.config import CONFIG_FILE, Settings, load_settings, render_config, resolve_home
 from keyhold.core.errors import Problem
 from keyhold.core.keys import rewrap_all
-from keyhold.core.service import Keyhold, open_key_provider, start_keyhold
+from keyhold.core.service import Keyhold, MissingKeyMaterial, open_key_provider, start_keyhold
+from keyhold.crypto.signing import ServiceSigner
 from keyhold.crypto.tls import write_self_signed
 from keyhold.store import accounts as account_store
 from keyhold.store import keys as key_store
@@ -62,9 +65,14 @@ def initialize(settings: Settings, self_signed: bool = False, hostnames: list[st
     new = not (home / CONFIG_FILE).exists()
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
+    try:
+        open_key_provider(settings, create=new)  # a new dir gets keys.json (0600), a KEK per region
+    except MissingKeyMaterial as exc:
+        fail(str(exc))
     if new:
+        if not settings.signing_key_file.exists():
+            ServiceSigner.create(settings.signing_key_file)
         (home / CONFIG_FILE).write_text(render_config(settings))
-    open_key_provider(settings)  # creates keys.json (0600) with one KEK per region
     settings.blob_dir.mkdir(exist_ok=True)
 
     async def _migrate() -> None:
@@ -74,7 +82,10 @@ def initialize(settings: Settings, self_signed: bool = False, hostnames: list[st
         finally:
             await engine.dispose()
 
-    asyncio.run(_migrate())
+    try:
+        asyncio.run(_migrate())
+    except (OSError, SQLAlchemyError) as exc:
+        fail(f"cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     if self_signed:
         cert, key = home / "tls-cert.pem", home / "tls-key.pem"
         write_self_signed(cert, key, hostnames or ["localhost", "127.0.0.1"])
@@ -84,7 +95,15 @@ def initialize(settings: Settings, self_signed: bool = False, hostnames: list[st
     return new
 
 
-def with_service(settings: Settings, fn: Callable[[Keyhold], Awaitable[T]]) -> T:
+def with_service(settings: Settings, fn: Callable[[Keyhold], Awaitable[T]], exclusive: bool = False) -> T:
+    """Run `fn` against the data dir in-process. `exclusive` commands append events or
+    access-log entries and so must not run beside a server on the same data dir."""
+    if exclusive:
+        try:
+            _lock = acquire(settings.home, "keyhold " + " ".join(sys.argv[1:3]))
+        except DataDirBusy as exc:
+            fail(str(exc))
+
     async def run() -> T:
         svc = await start_keyhold(settings)
         try:
@@ -97,6 +116,9 @@ def with_service(settings: Settings, fn: Callable[[Keyhold], Awaitable[T]]) -> T
     except Problem as problem:
         fail(problem.detail)
         raise AssertionError from problem
+    except (MissingKeyMaterial, FileNotFoundError) as exc:
+        fail(f"{exc} (is {settings.home} an initialized data dir? `keyhold init --home DIR` makes one)")
+        raise AssertionError from exc
 
 
 @app.command()
@@ -148,6 +170,10 @@ def serve(
         fail(str(exc), 2)
     if initialize(settings):
         console.print(f"initialized a new data dir at {settings.home}")
+    try:
+        _lock = acquire(settings.home, f"the server on port {port}")
+    except DataDirBusy as exc:
+        fail(str(exc))
     scheme = "https" if settings.tls_certfile else "http"
     url = f"{scheme}://{host}:{port}"
     console.print(
@@ -280,7 +306,9 @@ def keys_shred(
     if not yes:
         typer.confirm(f"Destroy the keys of conversation {conversation} for good?", abort=True)
     settings = settings_for(home)
-    shredded = with_service(settings, lambda svc: svc.conversations.shred_keys(conversation, epoch))
+    shredded = with_service(
+        settings, lambda svc: svc.conversations.shred_keys(conversation, epoch), exclusive=True
+    )
     console.print(f"shredded {shredded} wrapped key(s) of conversation {conversation}")
 
 

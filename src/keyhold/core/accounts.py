@@ -20,6 +20,8 @@ USERNAME = re.compile(r"^[a-z0-9_]{3,32}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MIN_AGE_YEARS = 13
+# A ban is a suspension without end: the member can still sign in to appeal it, nothing else.
+BANNED = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,9 @@ class AccountService:
             await store.insert_session(conn, token_digest(token), row.id, now, expires)
         return {"token": token, "username": row.username, "expires_at": iso(expires)}
 
-    async def authenticate(self, token: str) -> Member:
+    async def authenticate(self, token: str, allow_suspended: bool = False) -> Member:
+        """The member a token belongs to. A suspended (or banned) member's token is refused
+        except where `allow_suspended`: the few routes they still need, such as appealing."""
         async with self._engine.connect() as conn:
             row = await store.session_user(conn, token_digest(token))
         if row is None or row.revoked:
@@ -122,8 +126,13 @@ class AccountService:
             raise unauthorized("the token has expired; log in again")
         if row.disabled or row.deleted_ms is not None:
             raise forbidden("this account is disabled")
-        if row.suspended_until_ms > now_ms():
-            raise forbidden(f"this account is suspended until {iso(row.suspended_until_ms)}")
+        if row.suspended_until_ms > now_ms() and not allow_suspended:
+            until = (
+                "permanently (banned)"
+                if row.suspended_until_ms >= BANNED
+                else f"until {iso(row.suspended_until_ms)}"
+            )
+            raise forbidden(f"this account is suspended {until}; a moderation decision can be appealed once")
         return Member(row.id, row.username, row.region, row.display_name)
 
     async def logout(self, token: str) -> None:
@@ -137,7 +146,7 @@ class AccountService:
     async def profile(self, member: Member) -> dict[str, Any]:
         async with self._engine.connect() as conn:
             row = await store.by_id(conn, member.id)
-        return {**public_profile(row), "birthdate": row.birthdate if row else None}
+        return {**public_profile(row), "id": member.id, "birthdate": row.birthdate if row else None}
 
     async def set_display_name(self, member: Member, display_name: str) -> dict[str, Any]:
         name = display_name.strip()

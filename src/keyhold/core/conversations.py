@@ -19,7 +19,7 @@ from keyhold.store import conversations as store
 from keyhold.store import keys as key_store
 from keyhold.store import messages as message_store
 from keyhold.store.blobs import BlobStore
-from keyhold.store.cases import held_users
+from keyhold.store.cases import conversations_of, held_conversations
 
 ENCRYPTIONS = ("standard", "e2ee")
 RECEIPTS = {"delivered": "delivered_upto", "read": "read_upto"}
@@ -293,7 +293,7 @@ class ConversationService:
             everyone = await store.member_rows(conn, [conversation_id])
             if not everyone:
                 raise not_found(f"conversation {conversation_id} not found")
-            if await held_users(conn, [m.id for m in everyone], now_ms()):
+            if await held_conversations(conn, [conversation_id], now_ms()):
                 raise Problem(
                     409, "preserved", "Preserved", "a legal preservation hold covers this conversation"
                 )
@@ -308,15 +308,25 @@ class ConversationService:
 
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             now = now_ms()
-            held = bool(await held_users(conn, [member.id], now))
             left = await store.leave_all(conn, member.id, now)
-            attachment_ids = await message_store.destroy_by_sender(conn, member.id, now, keep_body=held)
-            if held:
-                attachment_ids = []  # preserved: kept sealed until the hold ends
+            # A preservation hold on this member or on anyone they talk to keeps the content of
+            # those conversations (hidden, sealed) until the hold ends.
+            preserved = await held_conversations(conn, await conversations_of(conn, [member.id]), now)
+            attachment_ids = await message_store.destroy_by_sender(conn, member.id, now, keep_in=preserved)
             await message_store.mark_attachments_deleted(conn, attachment_ids, now)
             await account_store.revoke_all_sessions(conn, member.id)
             await account_store.remove_all_follows(conn, member.id)
-            await account_store.update_user(conn, member.id, deleted_ms=now, disabled=True, display_name="")
+            # The username stays reserved (no one can take over a deleted member's name);
+            # what could identify or authenticate the person is cleared.
+            await account_store.update_user(
+                conn,
+                member.id,
+                deleted_ms=now,
+                disabled=True,
+                display_name="",
+                password_hash="!",  # noqa: S106 - matches no password: the account cannot sign in
+                birthdate="",
+            )
             for conversation_id in left:
                 await store.force_new_epoch(conn, conversation_id)
             everyone = await store.member_rows(conn, left)

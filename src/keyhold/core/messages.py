@@ -24,7 +24,7 @@ from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.envelope import ConversationKey, SealError
 from keyhold.store import messages as store
 from keyhold.store.blobs import BlobStore
-from keyhold.store.cases import held_users
+from keyhold.store.cases import held_conversations
 from keyhold.store.rows import AnyRow
 
 log = logging.getLogger("keyhold.messages")
@@ -238,7 +238,12 @@ class MessageService:
             or now - epoch.started_ms >= self._settings.epoch_max_seconds * 1000
         )
         if not spent:
-            return await self._keys.key_for(conn, conversation_id, epoch.epoch)
+            try:
+                return await self._keys.key_for(conn, conversation_id, epoch.epoch)
+            except Problem as problem:
+                if problem.status != 410:
+                    raise
+                # The current epoch's key was shredded: new messages get a fresh epoch.
         epoch.epoch, epoch.count, epoch.started_ms, epoch.changed = epoch.epoch + 1, 0, now, True
         return await self._keys.new_epoch(conn, conversation_id, epoch.epoch, member_regions.values())
 
@@ -293,7 +298,7 @@ class MessageService:
             now = now_ms()
             # Under a preservation hold the message disappears for everyone but its sealed
             # content is kept until the hold ends; nobody is told about the hold.
-            held = bool(await held_users(conn, members[row.conversation_id], now))
+            held = bool(await held_conversations(conn, [row.conversation_id], now))
             await store.destroy(conn, message_id, now, keep_body=held)
             if row.attachment_id and not held:
                 await store.mark_attachments_deleted(conn, [row.attachment_id], now)

@@ -49,7 +49,18 @@ class Keyhold:
         await self.engine.dispose()
 
 
-def open_key_provider(settings: Settings) -> KeyFileProvider:
+class MissingKeyMaterial(Exception):
+    """An initialized data dir lost a key file: refusing beats silently making new keys."""
+
+
+def open_key_provider(settings: Settings, create: bool = False) -> KeyFileProvider:
+    """The local KEK file. Only `create` (a new data dir) may make it; a missing key file in
+    an existing data dir would make every `standard` message unreadable, so it is an error."""
+    if not create and not settings.key_file.exists():
+        raise MissingKeyMaterial(
+            f"{settings.key_file} is missing: restore it from your backup (without it no standard "
+            "message can be read); to start over with new keys, use a new data dir"
+        )
     provider = KeyFileProvider(settings.key_file)
     provider.ensure_regions(settings.regions)
     return provider

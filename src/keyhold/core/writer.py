@@ -87,6 +87,7 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._batch_handler: BatchHandler | None = None
+        self.on_conflict: list[Callable[[], Awaitable[None]]] = []
         self.commits = 0
 
     def set_batch_handler(self, handler: BatchHandler) -> None:
@@ -148,7 +149,7 @@ class Writer:
             for undo in sink.on_rollback:
                 undo()
             if isinstance(exc, IntegrityError) and not retried:
-                self._forget_seqs()
+                await self._reload_after_conflict()
                 await self._run_one(job, retried=True)
                 return
             if not job.future.done():
@@ -169,7 +170,7 @@ class Writer:
                 published = await self._write_events(conn, sink)
         except Exception as exc:
             if isinstance(exc, IntegrityError) and not retried:
-                self._forget_seqs()
+                await self._reload_after_conflict()
                 await self._run_batch(batch, retried=True)
                 return
             log.exception("message batch of %d failed to commit", len(batch))
@@ -182,11 +183,13 @@ class Writer:
             assert job.done is not None
             job.done(result)
 
-    def _forget_seqs(self) -> None:
-        """Another process (a CLI command beside the server) may have appended events: reload
-        the counters from storage before retrying."""
-        log.warning("event sequence conflict; reloading counters from storage and retrying once")
+    async def _reload_after_conflict(self) -> None:
+        """Another process may have appended events or log entries: reload what is cached
+        (event counters here; registered hooks for the rest) before retrying once."""
+        log.warning("write conflict; reloading cached state from storage and retrying once")
         self._seqs.clear()
+        for reload in self.on_conflict:
+            await reload()
 
     async def _write_events(
         self, conn: AsyncConnection, sink: EventSink

@@ -23,12 +23,20 @@ class ServiceSigner:
         )
 
     @classmethod
-    def load_or_create(cls, path: Path) -> ServiceSigner:
-        if path.exists():
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            if not isinstance(key, Ed25519PrivateKey):
-                raise ValueError(f"{path} is not an Ed25519 private key")
-            return cls(key)
+    def load(cls, path: Path) -> ServiceSigner:
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing: restore it from your backup (the signed tree heads and "
+                "disclosure packages made so far can only be checked against its public key)"
+            )
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 private key")
+        return cls(key)
+
+    @classmethod
+    def create(cls, path: Path) -> ServiceSigner:
+        """Make the key of a new data dir (fails if one exists)."""
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -172,7 +172,9 @@ class GovernedAccess:
                 "staff": staff.id,
                 "role": staff.role,
                 "reason": reason.strip()[:500],
-                "messages": sorted(rows),
+                # A count only: which messages were read is in each member's salted block, so
+                # a member shown this entry learns nothing about conversations not theirs.
+                "messages": len(rows),
             },
             subjects=list(subjects.values()),
         )

@@ -52,7 +52,9 @@ async def verify_log(engine: AsyncEngine, public_key: bytes) -> AuditResult:
         if own_index != row.idx:
             result.problems.append(f"entry {row.idx}: records index {own_index} (moved)")
             return result
+    stored: dict[int, set[str]] = {}
     for block_row in blocks:
+        stored.setdefault(block_row.idx, set()).add(block_hash(block_row.block))
         try:
             block = orjson.loads(block_row.block)
             fields_match = (
@@ -64,6 +66,10 @@ async def verify_log(engine: AsyncEngine, public_key: bytes) -> AuditResult:
             fields_match = False
         if not fields_match or block_hash(block_row.block) not in committed.get(block_row.idx, set()):
             result.problems.append(f"entry {block_row.idx}: a member block does not match the entry")
+            return result
+    for idx, hashes in committed.items():
+        if hashes - stored.get(idx, set()):
+            result.problems.append(f"entry {idx}: a member block is missing (an access hidden from a member)")
             return result
     tree = MerkleTree.from_leaf_hashes(leaf_hash(r.entry) for r in rows)
     previous: TreeHead | None = None

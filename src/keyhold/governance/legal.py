@@ -62,6 +62,11 @@ def _day_ms(value: str, field: str) -> int:
     return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
 
 
+def _count(section: Any) -> Any:
+    """Items in a package section (per part for sections made of several lists)."""
+    return {k: len(v) for k, v in section.items()} if isinstance(section, dict) else len(section)
+
+
 def legal_view(case: AnyRow, targets: Sequence[str] = ()) -> dict[str, Any]:
     details = orjson.loads(case.details)
     return {
@@ -349,8 +354,7 @@ class LegalService:
             now = now_ms()
             await store.update_holds(conn, case_id, released_ms=now)
             await store.update_case(conn, case_id, status="closed")
-            still_held = await store.held_users(conn, [h.user_id for h in holds], now)
-            await message_store.purge_hidden(conn, [h.user_id for h in holds if h.user_id not in still_held])
+            await self._purge_after_holds(conn, [h.user_id for h in holds], now)
             await self._log.append(
                 conn,
                 sink,
@@ -361,6 +365,7 @@ class LegalService:
                             "case": {"id": case_id, "kind": "legal"},
                             "region": case.region,
                             "accounts": len(holds),
+                            "reason": "released",
                         },
                     )
                 ],
@@ -368,6 +373,40 @@ class LegalService:
 
         await self._writer.run(run)
         return await self.get(staff, case_id)
+
+    async def _purge_after_holds(self, conn: AsyncConnection, user_ids: list[int], now: int) -> None:
+        """Destroy what holds kept hidden, in conversations that no hold covers any more."""
+        conversations = await store.conversations_of(conn, user_ids)
+        still = await store.held_conversations(conn, conversations, now)
+        attachment_ids = await message_store.purge_hidden(conn, [c for c in conversations if c not in still])
+        await message_store.mark_attachments_deleted(conn, attachment_ids, now)
+        for attachment_id in attachment_ids:
+            self._blobs.delete(attachment_id)
+
+    async def expire_holds(self) -> int:
+        """Holds that ran out without a release: end them and destroy what they kept."""
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> int:
+            now = now_ms()
+            expired = await store.expired_holds(conn, now)
+            if not expired:
+                return 0
+            await store.release_holds(conn, [h.id for h in expired], now)
+            await self._purge_after_holds(conn, sorted({h.user_id for h in expired}), now)
+            for case_id in sorted({h.case_id for h in expired}):
+                case = await store.by_id(conn, case_id)
+                assert case is not None
+                await store.update_case(conn, case_id, status="closed")
+                details = {
+                    "case": {"id": case_id, "kind": "legal"},
+                    "region": case.region,
+                    "accounts": sum(1 for h in expired if h.case_id == case_id),
+                    "reason": "expired",
+                }
+                await self._log.append(conn, sink, [LogEntry("preservation_released", details)])
+            return len(expired)
+
+        return await self._writer.run(run)
 
     async def disclose(self, staff: StaffMember, case_id: int) -> dict[str, Any]:
         """Build, sign and log the disclosure package of an approved case."""
@@ -377,6 +416,10 @@ class LegalService:
             details = orjson.loads(case.details)
             if case.status != "approved" or details["process"] == "preservation":
                 raise conflict("only an approved (non-preservation) case is fulfilled with a package")
+            if case.expires_ms is not None and case.expires_ms <= now_ms():
+                raise forbidden(
+                    f"case {case_id} expired at {iso(case.expires_ms)}; nothing more is disclosed"
+                )
             targets = await store.target_ids(conn, case_id)
             data = await disclosure_store.collect(
                 conn, targets, details["categories"], details["start_ms"], details["end_ms"]
@@ -402,7 +445,7 @@ class LegalService:
             "generated_at": iso(now_ms()),
             "generated_by": staff.id,
             "sections": {k: hashlib.sha256(canonical(v)).hexdigest() for k, v in sorted(data.items())},
-            "counts": {k: len(v) for k, v in sorted(data.items())},
+            "counts": {k: _count(v) for k, v in sorted(data.items())},
         }
         body = {"manifest": manifest, "data": data}
         package_sha256 = hashlib.sha256(canonical(body)).hexdigest()

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
-from keyhold.core.accounts import Member
+from keyhold.core.accounts import BANNED, Member
 from keyhold.core.errors import conflict, forbidden, invalid, not_found
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.governance.accesslog import AccessLog, LogEntry
@@ -25,6 +25,7 @@ from keyhold.store import accounts as account_store
 from keyhold.store import cases as store
 from keyhold.store import conversations as conversation_store
 from keyhold.store import messages as message_store
+from keyhold.store.blobs import BlobStore
 from keyhold.store.rows import AnyRow
 
 CATEGORIES = (
@@ -60,10 +61,13 @@ def case_view(case: AnyRow, message_ids: Sequence[int]) -> dict[str, Any]:
 
 
 class ReportService:
-    def __init__(self, engine: AsyncEngine, writer: Writer, log: AccessLog, settings: Settings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, writer: Writer, log: AccessLog, blobs: BlobStore, settings: Settings
+    ) -> None:
         self._engine = engine
         self._writer = writer
         self._log = log
+        self._blobs = blobs
         self._settings = settings
 
     async def report(
@@ -125,6 +129,8 @@ class ReportService:
         return await self._writer.run(run)
 
     async def _case_for(self, conn: AsyncConnection, staff: StaffMember, case_id: int) -> AnyRow:
+        if staff.role not in ("moderator", "admin"):
+            raise forbidden("report cases are for moderators")
         case = await store.by_id(conn, case_id)
         if case is None or case.kind != "report" or case.region != staff.region:
             raise not_found(f"report case {case_id} not found in region {staff.region}")
@@ -184,7 +190,7 @@ class ReportService:
             reported = await store.case_message_ids(conn, case_id)
             rows = await message_store.by_ids(conn, reported)
             offenders = sorted({r.sender_id for r in rows.values()})
-            await apply_action(conn, action, offenders, reported, suspend_hours, now)
+            await apply_action(conn, action, offenders, reported, suspend_hours, now, self._blobs)
             decision = {
                 "action": action,
                 "note": note.strip()[:1000],
@@ -297,25 +303,29 @@ async def apply_action(
     message_ids: list[int],
     hours: int | None,
     now: int,
+    blobs: BlobStore,
 ) -> None:
     if action == "remove_message":
-        held = await store.held_users(conn, offenders, now)
-        for message_id in message_ids:
-            await message_store.destroy(conn, message_id, now, keep_body=bool(held))
+        rows = await message_store.by_ids(conn, message_ids)
+        preserved = await store.held_conversations(conn, {r.conversation_id for r in rows.values()}, now)
+        for row in rows.values():
+            held = row.conversation_id in preserved
+            await message_store.destroy(conn, row.id, now, keep_body=held)
+            if row.attachment_id and not held:
+                await message_store.mark_attachments_deleted(conn, [row.attachment_id], now)
+                blobs.delete(row.attachment_id)
     elif action == "suspend" and hours:
         for uid in offenders:
             await account_store.update_user(conn, uid, suspended_until_ms=now + hours * 3600 * 1000)
     elif action == "ban":
         for uid in offenders:
-            await account_store.update_user(conn, uid, disabled=True)
+            # Not `disabled`: a banned member can still sign in, to appeal and nothing else.
+            await account_store.update_user(conn, uid, suspended_until_ms=BANNED)
             await account_store.revoke_all_sessions(conn, uid)
 
 
 async def revert_action(conn: AsyncConnection, action: str, offenders: list[int]) -> None:
-    if action == "suspend":
+    if action in ("suspend", "ban"):
         for uid in offenders:
             await account_store.update_user(conn, uid, suspended_until_ms=0)
-    elif action == "ban":
-        for uid in offenders:
-            await account_store.update_user(conn, uid, disabled=False)
     # A removed message stays removed: its content was destroyed (noted in the decision).

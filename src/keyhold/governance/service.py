@@ -54,8 +54,9 @@ class Governance:
             await asyncio.sleep(NOTIFY_INTERVAL_SECONDS)
             try:
                 await self.notify_due()
+                await self.legal.expire_holds()
             except Exception:
-                log.exception("deferred access notifications failed; retrying")
+                log.exception("deferred notifications or hold expiry failed; retrying")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -66,16 +67,17 @@ class Governance:
 
 async def start_governance(svc: Keyhold, background: bool = True) -> Governance:
     settings = svc.settings
-    signer = ServiceSigner.load_or_create(settings.signing_key_file)
+    signer = ServiceSigner.load(settings.signing_key_file)
     access_log = AccessLog(svc.engine, signer)
     await access_log.load()
+    svc.writer.on_conflict.append(access_log.load)
     access = GovernedAccess(svc.engine, svc.writer, svc.provider, access_log, settings)
     gov = Governance(
         signer=signer,
         log=access_log,
         staff=StaffService(svc.engine, svc.passwords, svc.provider, settings),
         access=access,
-        reports=ReportService(svc.engine, svc.writer, access_log, settings),
+        reports=ReportService(svc.engine, svc.writer, access_log, svc.blobs, settings),
         legal=LegalService(
             svc.engine, svc.writer, access_log, access, svc.provider, svc.blobs, signer, settings
         ),

@@ -46,8 +46,8 @@ DEFINITIONS: dict[str, str] = {
     "reports.decisions": "case_decided entries with appeal = false, grouped by details.action.",
     "reports.appeals": "case_decided entries with appeal = true: overturned when details.action is "
     "'overturned', upheld otherwise.",
-    "content_access": "content_accessed entries grouped by details.case.kind; messages = sum of the "
-    "lengths of details.messages; cases = distinct case ids.",
+    "content_access": "content_accessed entries grouped by details.case.kind; messages = sum of "
+    "details.messages (a count); cases = distinct case ids.",
     "notifications": "notification_sent and notification_deferred entries (deferred: a non-disclosure order).",
 }
 
@@ -142,7 +142,7 @@ def compute_report(
         elif kind_of == "content_accessed":
             read = details.get("messages")
             by["accesses"][str(kind)] += 1
-            by["messages_read"][str(kind)] += len(read) if isinstance(read, list) else 0
+            by["messages_read"][str(kind)] += len(read) if isinstance(read, list) else _int(read)
             accessed_cases[str(kind)].add(case_id)
         elif kind_of == "disclosure_produced" and kind == "legal":
             n["packages"] += 1

@@ -161,3 +161,32 @@ async def held_users(conn: AsyncConnection, user_ids: Iterable[int], now_ms: int
         )
     )
     return {row[0] for row in result}
+
+
+async def held_conversations(conn: AsyncConnection, conversation_ids: Iterable[int], now_ms: int) -> set[int]:
+    """Which of these conversations have a member (current or former) under an active hold."""
+    active = select(holds.c.user_id).where(
+        holds.c.released_ms.is_(None), holds.c.starts_ms <= now_ms, holds.c.ends_ms > now_ms
+    )
+    result = await conn.execute(
+        select(members.c.conversation_id)
+        .where(members.c.conversation_id.in_(list(conversation_ids)), members.c.user_id.in_(active))
+        .distinct()
+    )
+    return {row[0] for row in result}
+
+
+async def expired_holds(conn: AsyncConnection, now_ms: int) -> Sequence[AnyRow]:
+    result = await conn.execute(select(holds).where(holds.c.released_ms.is_(None), holds.c.ends_ms <= now_ms))
+    return result.all()
+
+
+async def release_holds(conn: AsyncConnection, hold_ids: Sequence[int], at_ms: int) -> None:
+    await conn.execute(update(holds).where(holds.c.id.in_(list(hold_ids))).values(released_ms=at_ms))
+
+
+async def conversations_of(conn: AsyncConnection, user_ids: Iterable[int]) -> list[int]:
+    result = await conn.execute(
+        select(members.c.conversation_id).where(members.c.user_id.in_(list(user_ids))).distinct()
+    )
+    return [row[0] for row in result]

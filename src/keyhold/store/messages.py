@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -116,36 +116,47 @@ async def destroy(conn: AsyncConnection, message_id: int, at_ms: int, keep_body:
 
 
 async def destroy_by_sender(
-    conn: AsyncConnection, sender_id: int, at_ms: int, keep_body: bool = False
+    conn: AsyncConnection, sender_id: int, at_ms: int, keep_in: Collection[int] = ()
 ) -> list[str]:
-    """Tombstone every message of one sender (destroying content unless `keep_body`); returns
-    the attachment ids to remove."""
+    """Tombstone every message of one sender. Content is destroyed, except in the
+    conversations `keep_in` (under a preservation hold), where it is only hidden. Returns the
+    attachment ids whose blobs are to be removed."""
+    kept = list(keep_in)
     result = await conn.execute(
         select(messages.c.attachment_id).where(
-            messages.c.sender_id == sender_id, messages.c.attachment_id.is_not(None)
+            messages.c.sender_id == sender_id,
+            messages.c.attachment_id.is_not(None),
+            messages.c.conversation_id.not_in(kept),
         )
     )
     attachment_ids = [row[0] for row in result]
+    live = (messages.c.sender_id == sender_id) & messages.c.deleted_ms.is_(None)
     await conn.execute(
         update(messages)
-        .where(messages.c.sender_id == sender_id, messages.c.deleted_ms.is_(None))
-        .values(**({"deleted_ms": at_ms} if keep_body else {"body": None, "deleted_ms": at_ms}))
+        .where(live, messages.c.conversation_id.not_in(kept))
+        .values(body=None, deleted_ms=at_ms)
     )
+    if kept:
+        await conn.execute(
+            update(messages).where(live, messages.c.conversation_id.in_(kept)).values(deleted_ms=at_ms)
+        )
     return attachment_ids
 
 
-async def purge_hidden(conn: AsyncConnection, sender_ids: Iterable[int]) -> int:
-    """Destroy bodies that a preservation hold kept behind tombstones, once it has ended."""
-    result = await conn.execute(
-        update(messages)
-        .where(
-            messages.c.sender_id.in_(list(sender_ids)),
-            messages.c.deleted_ms.is_not(None),
-            messages.c.body.is_not(None),
-        )
-        .values(body=None)
+async def purge_hidden(conn: AsyncConnection, conversation_ids: Iterable[int]) -> list[str]:
+    """Destroy content a preservation hold kept behind tombstones, once no hold covers these
+    conversations any more. Returns the attachment ids whose blobs are to be removed."""
+    hidden = (
+        messages.c.conversation_id.in_(list(conversation_ids))
+        & messages.c.deleted_ms.is_not(None)
+        & messages.c.body.is_not(None)
     )
-    return int(result.rowcount)
+    result = await conn.execute(
+        select(messages.c.attachment_id).where(hidden, messages.c.attachment_id.is_not(None))
+    )
+    attachment_ids = [row[0] for row in result]
+    await conn.execute(update(messages).where(hidden).values(body=None))
+    return attachment_ids
 
 
 async def attachments_by_ids(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, AnyRow]:

@@ -1,0 +1,234 @@
+"""Async client for staff workflows (moderators, legal staff, auditors) over the public API.
+
+    staff = await StaffClient.login("http://127.0.0.1:8000", "mia", "password", "123456")
+    for case in await staff.reports(status="open"):
+        items = await staff.report_content(case["id"], reason="review of the report")
+        await staff.decide(case["id"], "warn", note="be kind")
+    await staff.close()
+
+Staff sessions are short (1 h by default) and separate from member tokens. Every content read
+is written to the access log before the server returns it. A refusal raises `KeyholdError`
+with the server's problem+json (`.status`, `.problem["detail"]`).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+
+from keyhold.sdk.client import API, _raise_for
+
+__all__ = ["StaffClient"]
+
+
+class StaffClient:
+    """A signed-in staff member. Create with `await StaffClient.login(...)`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        username: str,
+        role: str,
+        region: str,
+        staff_id: int = 0,
+        expires_at: str = "",
+        verify: bool | str = True,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.username = username
+        self.role = role
+        self.region = region
+        self.id = staff_id
+        self.expires_at = expires_at
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url + API,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60.0,
+            verify=verify,
+        )
+
+    @classmethod
+    async def login(
+        cls, base_url: str, username: str, password: str, totp_code: str, verify: bool | str = True
+    ) -> StaffClient:
+        """Sign in with password and the current TOTP code (each code is accepted once)."""
+        async with httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + API, timeout=60.0, verify=verify
+        ) as http:
+            response = await http.post(
+                "/staff/sessions", json={"username": username, "password": password, "totp": totp_code}
+            )
+            _raise_for(response)
+            data = response.json()
+        client = cls(
+            base_url,
+            data["token"],
+            data["username"],
+            data["role"],
+            data["region"],
+            expires_at=data.get("expires_at", ""),
+            verify=verify,
+        )
+        try:
+            client.id = int((await client.me())["id"])
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> StaffClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._http.request(method, path, **kwargs)
+        _raise_for(response)
+        return None if response.status_code == 204 else response.json()
+
+    async def _pages(self, path: str, status: str | None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            params: dict[str, Any] = {"after": after, "limit": 200}
+            if status:
+                params["status"] = status
+            page = await self._request("GET", path, params=params)
+            items.extend(page["items"])
+            if page.get("next_after") is None:
+                return items
+            after = int(page["next_after"])
+
+    # -- session -----------------------------------------------------------------------------
+
+    async def me(self) -> dict[str, Any]:
+        return dict(await self._request("GET", "/staff/me"))
+
+    async def logout(self) -> None:
+        await self._request("DELETE", "/staff/sessions/current")
+
+    # -- report cases (moderators) -----------------------------------------------------------
+
+    async def reports(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Report cases of my region (all pages), optionally of one status."""
+        return await self._pages("/staff/reports", status)
+
+    async def report(self, case_id: int) -> dict[str, Any]:
+        return dict(await self._request("GET", f"/staff/reports/{case_id}"))
+
+    async def claim(self, case_id: int) -> dict[str, Any]:
+        return dict(await self._request("POST", f"/staff/reports/{case_id}/claim"))
+
+    async def report_content(self, case_id: int, reason: str) -> list[dict[str, Any]]:
+        """The reported messages and K before/after each (one access-log entry)."""
+        data = await self._request("GET", f"/staff/reports/{case_id}/content", params={"reason": reason})
+        return list(data["items"])
+
+    async def read(self, case_id: int, message_ids: list[int], reason: str) -> list[dict[str, Any]]:
+        """Named messages under a report or legal case (one access-log entry)."""
+        body = {"message_ids": list(message_ids), "reason": reason}
+        return list((await self._request("POST", f"/staff/cases/{case_id}/read", json=body))["items"])
+
+    async def decide(
+        self,
+        case_id: int,
+        action: str,
+        note: str = "",
+        suspend_hours: int | None = None,
+        hotline_reference: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"action": action, "note": note}
+        if suspend_hours is not None:
+            body["suspend_hours"] = suspend_hours
+        if hotline_reference is not None:
+            body["hotline_reference"] = hotline_reference
+        return dict(await self._request("POST", f"/staff/reports/{case_id}/decision", json=body))
+
+    async def decide_appeal(self, case_id: int, uphold: bool, note: str = "") -> dict[str, Any]:
+        body = {"uphold": uphold, "note": note}
+        return dict(await self._request("POST", f"/staff/reports/{case_id}/appeal-decision", json=body))
+
+    # -- legal cases (legal staff) -----------------------------------------------------------
+
+    async def create_legal_case(
+        self,
+        agency: str,
+        officer: str,
+        contact: str,
+        country: str,
+        process: str,
+        targets: list[str],
+        date_from: str,
+        date_to: str,
+        categories: list[str],
+        document: bytes,
+        justification: str = "",
+        nondisclosure_until: str | None = None,
+        document_name: str = "request.pdf",
+    ) -> dict[str, Any]:
+        """Record a law-enforcement request; the rules rule on it at once (`status` is
+        `pending` for a second legal staff member, or `refused` with `details.ruling`)."""
+        body: dict[str, Any] = {
+            "agency": agency,
+            "officer": officer,
+            "contact": contact,
+            "country": country,
+            "process": process,
+            "targets": list(targets),
+            "date_from": date_from,
+            "date_to": date_to,
+            "categories": list(categories),
+            "justification": justification,
+            "document_name": document_name,
+            "document_base64": base64.b64encode(document).decode(),
+        }
+        if nondisclosure_until is not None:
+            body["nondisclosure_until"] = nondisclosure_until
+        return dict(await self._request("POST", "/staff/legal", json=body))
+
+    async def legal_cases(self, status: str | None = None) -> list[dict[str, Any]]:
+        return await self._pages("/staff/legal", status)
+
+    async def legal_case(self, case_id: int) -> dict[str, Any]:
+        return dict(await self._request("GET", f"/staff/legal/{case_id}"))
+
+    async def approve(self, case_id: int) -> dict[str, Any]:
+        return dict(await self._request("POST", f"/staff/legal/{case_id}/approve"))
+
+    async def refuse(self, case_id: int, reason: str) -> dict[str, Any]:
+        return dict(await self._request("POST", f"/staff/legal/{case_id}/refuse", json={"reason": reason}))
+
+    async def extend(self, case_id: int) -> dict[str, Any]:
+        return dict(await self._request("POST", f"/staff/legal/{case_id}/extend"))
+
+    async def release(self, case_id: int) -> dict[str, Any]:
+        return dict(await self._request("POST", f"/staff/legal/{case_id}/release"))
+
+    async def disclosure(self, case_id: int) -> dict[str, Any]:
+        """The signed disclosure package (`manifest`, `data`, `signature`)."""
+        return dict(await self._request("POST", f"/staff/legal/{case_id}/disclosure"))
+
+    # -- access log (auditors) ---------------------------------------------------------------
+
+    async def log_entries(self, start: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Whole access-log entries `start` .. `start + limit - 1` (as far as the newest signed
+        head reaches): `{"index": i, "entry": "<canonical JSON>"}`."""
+        data = await self._request("GET", "/transparency/entries", params={"start": start, "limit": limit})
+        return list(data["items"])
+
+    async def all_log_entries(self) -> list[dict[str, Any]]:
+        """Every entry up to the newest signed tree head."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = await self.log_entries(len(items), 1000)
+            if not page:
+                return items
+            items.extend(page)
