@@ -18,10 +18,8 @@ import asyncio
 import datetime as dt
 import hashlib
 import os
-import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,10 +33,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from conftest import PASSWORD, Server, keyhold_cli, new_member, start_server, stop_server
 from keyhold.sdk import Client, KeyholdError, StaffClient
 from keyhold.sdk.verify import my_access_events, verify_tree_head
+from staff_helpers import STAFF_PASSWORD, add_all_staff, cli_env
 
 API = "/api/v1"
-STAFF_PASSWORD = "staff-password-123"
-TOTP_LINE = re.compile(r"TOTP secret \(shown once\): ([A-Z2-7]+)")
 JUSTIFICATION = (
     "Caller reports the target threatened to kill a named person tonight; police need the account holder."
 )
@@ -46,31 +43,6 @@ DAY = 24 * 3600
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def cli_env(server: Server) -> dict[str, str]:
-    """Environment for a `keyhold` command beside the running server (same database)."""
-    return {
-        "COLUMNS": "200",
-        **({"KEYHOLD_DATABASE_URL": server.database_url} if server.database_url else {}),
-    }
-
-
-def add_staff(server: Server, name: str, role: str, region: str) -> str:
-    """`keyhold staff add` beside the running server; returns the TOTP secret it prints once."""
-    out = keyhold_cli(
-        "staff", "add", name, "--role", role, "--region", region, "--home", str(server.home),
-        "--password", STAFF_PASSWORD, env=cli_env(server),
-    ).stdout  # fmt: skip
-    found = TOTP_LINE.search(out)
-    assert found, out
-    return found.group(1)
-
-
-def add_all_staff(server: Server, staff: dict[str, tuple[str, str]]) -> dict[str, str]:
-    """Staff accounts made with the CLI, a few at a time."""
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(pool.map(lambda n: (n, add_staff(server, n, *staff[n])), staff))
 
 
 def day(offset_days: int = 0, shift_s: float = 0) -> str:

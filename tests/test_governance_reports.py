@@ -12,10 +12,8 @@ Each staff member signs in once per module (a TOTP code is accepted once per 30 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +21,12 @@ import httpx
 import pyotp
 import pytest
 
-from conftest import Server, keyhold_cli, new_member, start_server, stop_server
+from conftest import Server, new_member, start_server, stop_server
 from keyhold.sdk import Client, KeyholdError, StaffClient
+from staff_helpers import STAFF_PASSWORD, add_all_staff, add_staff
 
 API = "/api/v1"
-STAFF_PASSWORD = "staff-password-123"
 K = 10  # report_context_messages default
-TOTP_LINE = re.compile(r"TOTP secret \(shown once\): ([A-Z2-7]+)")
 
 # name -> (role, region). Every us moderator can be assigned a new case (least loaded first).
 STAFF = {
@@ -43,31 +40,6 @@ US_MODERATORS = ("mod_a", "mod_b", "mod_c")
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def cli_env(server: Server) -> dict[str, str]:
-    """Environment for a `keyhold` command beside the running server (same database)."""
-    return {
-        "COLUMNS": "200",
-        **({"KEYHOLD_DATABASE_URL": server.database_url} if server.database_url else {}),
-    }
-
-
-def add_staff(server: Server, name: str, role: str, region: str) -> str:
-    """`keyhold staff add` beside the running server; returns the TOTP secret it prints once."""
-    out = keyhold_cli(
-        "staff", "add", name, "--role", role, "--region", region, "--home", str(server.home),
-        "--password", STAFF_PASSWORD, env=cli_env(server),
-    ).stdout  # fmt: skip
-    found = TOTP_LINE.search(out)
-    assert found, out
-    return found.group(1)
-
-
-def add_all_staff(server: Server, staff: dict[str, tuple[str, str]]) -> dict[str, str]:
-    """Staff accounts made with the CLI, a few at a time."""
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(pool.map(lambda n: (n, add_staff(server, n, *staff[n])), staff))
 
 
 def totp(secret: str, offset_steps: int = 0) -> str:

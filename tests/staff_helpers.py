@@ -1,0 +1,36 @@
+"""Staff accounts for tests: made with the real `keyhold staff add` beside a running server."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+from conftest import Server, keyhold_cli
+
+STAFF_PASSWORD = "staff-password-123"
+TOTP_LINE = re.compile(r"TOTP secret \(shown once\): ([A-Z2-7]+)")
+
+
+def cli_env(server: Server) -> dict[str, str]:
+    """Environment for a `keyhold` command beside the running server (same database)."""
+    return {
+        "COLUMNS": "200",
+        **({"KEYHOLD_DATABASE_URL": server.database_url} if server.database_url else {}),
+    }
+
+
+def add_staff(server: Server, name: str, role: str, region: str) -> str:
+    """`keyhold staff add` beside the running server; returns the TOTP secret it prints once."""
+    out = keyhold_cli(
+        "staff", "add", name, "--role", role, "--region", region, "--home", str(server.home),
+        "--password", STAFF_PASSWORD, env=cli_env(server),
+    ).stdout  # fmt: skip
+    found = TOTP_LINE.search(out)
+    assert found, out
+    return found.group(1)
+
+
+def add_all_staff(server: Server, staff: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Staff accounts made with the CLI, a few at a time."""
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(lambda n: (n, add_staff(server, n, *staff[n])), staff))
