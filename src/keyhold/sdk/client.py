@@ -16,7 +16,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import orjson
@@ -132,21 +132,41 @@ def _ws_url(base_url: str) -> str:
     return "ws://" + base_url.removeprefix("http://").rstrip("/") + API + "/stream"
 
 
-class Client:
-    """A signed-in member. Create with `Client.register(...)` or `Client.login(...)`."""
+class ApiSession:
+    """An authenticated HTTP session to the API: what member and staff clients share."""
 
-    def __init__(self, base_url: str, username: str, token: str, verify: bool | str = True) -> None:
+    def __init__(self, base_url: str, token: str, verify: bool | str, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self.username = username
         self.token = token
         self._verify = verify
         self._http = httpx.AsyncClient(
             base_url=self.base_url + API,
             headers={"Authorization": f"Bearer {token}"},
-            timeout=30.0,
+            timeout=timeout,
             verify=_http_verify(verify),
         )
-        self._refs = itertools.count(1)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._http.request(method, path, **kwargs)
+        _raise_for(response)
+        return None if response.status_code == 204 else response.json()
+
+
+class Client(ApiSession):
+    """A signed-in member. Create with `Client.register(...)` or `Client.login(...)`."""
+
+    def __init__(self, base_url: str, username: str, token: str, verify: bool | str = True) -> None:
+        super().__init__(base_url, token, verify)
+        self.username = username
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -182,20 +202,6 @@ class Client:
 
     async def logout_everywhere(self) -> int:
         return int((await self._request("DELETE", "/sessions"))["revoked"])
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._http.request(method, path, **kwargs)
-        _raise_for(response)
-        return None if response.status_code == 204 else response.json()
 
     # -- account and people ------------------------------------------------------------------
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 
-from keyhold.sdk.client import API, _raise_for
+from keyhold.sdk.client import API, ApiSession, _http_verify, _raise_for
 
 __all__ = ["StaffClient"]
 
 
-class StaffClient:
+class StaffClient(ApiSession):
     """A signed-in staff member. Create with `await StaffClient.login(...)`."""
 
     def __init__(
@@ -37,19 +37,12 @@ class StaffClient:
         expires_at: str = "",
         verify: bool | str = True,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.token = token
+        super().__init__(base_url, token, verify, timeout=60.0)
         self.username = username
         self.role = role
         self.region = region
         self.id = staff_id
         self.expires_at = expires_at
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url + API,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=60.0,
-            verify=verify,
-        )
 
     @classmethod
     async def login(
@@ -57,7 +50,7 @@ class StaffClient:
     ) -> StaffClient:
         """Sign in with password and the current TOTP code (each code is accepted once)."""
         async with httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + API, timeout=60.0, verify=verify
+            base_url=base_url.rstrip("/") + API, timeout=60.0, verify=_http_verify(verify)
         ) as http:
             response = await http.post(
                 "/staff/sessions", json={"username": username, "password": password, "totp": totp_code}
@@ -79,20 +72,6 @@ class StaffClient:
             await client.close()
             raise
         return client
-
-    async def close(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> StaffClient:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
-
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._http.request(method, path, **kwargs)
-        _raise_for(response)
-        return None if response.status_code == 204 else response.json()
 
     async def _pages(self, path: str, status: str | None) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
