@@ -21,6 +21,7 @@ from keyhold.config import CONFIG_FILE, Settings, load_settings, render_config, 
 from keyhold.core.errors import Problem
 from keyhold.core.keys import rewrap_all
 from keyhold.core.service import Keyhold, MissingKeyMaterial, open_key_provider, start_keyhold
+from keyhold.crypto.keyprovider import KeyFileProvider
 from keyhold.crypto.signing import ServiceSigner
 from keyhold.crypto.tls import write_self_signed
 from keyhold.store import accounts as account_store
@@ -59,20 +60,30 @@ def settings_for(home: Path | None, **overrides: object) -> Settings:
         raise AssertionError from exc  # unreachable: fail() exits
 
 
+def key_provider(settings: Settings, create: bool = False) -> KeyFileProvider:
+    try:
+        return open_key_provider(settings, create=create)
+    except MissingKeyMaterial as exc:
+        fail(str(exc))
+        raise AssertionError from exc
+
+
 def initialize(settings: Settings, self_signed: bool = False, hostnames: list[str] | None = None) -> bool:
     """Create the data dir on first use; returns True if it was new. Safe to run again."""
     home = settings.home
     new = not (home / CONFIG_FILE).exists()
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
-    try:
-        open_key_provider(settings, create=new)  # a new dir gets keys.json (0600), a KEK per region
-    except MissingKeyMaterial as exc:
-        fail(str(exc))
+    key_provider(settings, create=new)  # a new dir gets keys.json (0600), one KEK per region
     if new:
         if not settings.signing_key_file.exists():
             ServiceSigner.create(settings.signing_key_file)
         (home / CONFIG_FILE).write_text(render_config(settings))
+    elif not settings.signing_key_file.exists():
+        fail(
+            f"{settings.signing_key_file} is missing: restore it from your backup (signed tree heads and packages "
+            "made so far can only be checked against its public key)"
+        )
     settings.blob_dir.mkdir(exist_ok=True)
 
     async def _migrate() -> None:
@@ -245,7 +256,7 @@ def user_disable(username: str, home: HomeOption = None) -> None:
 def keys_status(home: HomeOption = None) -> None:
     """KEK versions per region and how many conversation keys each wraps."""
     settings = settings_for(home)
-    provider = open_key_provider(settings)
+    provider = key_provider(settings)
 
     async def run(svc: Keyhold) -> None:
         async with svc.engine.connect() as conn:
@@ -275,7 +286,7 @@ def keys_rotate(
     """Add a new KEK version and rewrap every conversation key under it. Old messages stay
     readable; the old KEK versions stay in the key file until nothing uses them."""
     settings = settings_for(home)
-    provider = open_key_provider(settings)
+    provider = key_provider(settings)
     regions = region or list(provider.versions())
     for r in regions:
         if r not in provider.versions():

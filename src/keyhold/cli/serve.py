@@ -72,4 +72,7 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
         config.ssl.options |= ssl.OP_NO_COMPRESSION
     logging.getLogger("keyhold").setLevel(log_level.upper())
     logging.getLogger("uvicorn.access").addFilter(DropQueryStrings())
+    # The WebSocket library's debug output carries handshake headers (bearer tokens) and frame
+    # contents (message text): never let it through, whatever the level.
+    logging.getLogger("websockets").setLevel(logging.INFO)
     return uvicorn.Server(config)

@@ -186,8 +186,9 @@ async def my_access_events(
     """Fetch the signed-in member's access events and verify every one of them against the
     tree head returned with them; raise `VerificationError` if anything fails.
 
-    The API does not tell a member their numeric id; without `user_id`, every block must at
-    least name one and the same member."""
+    Every block must name this member: `user_id`, or else the id `/account` reports."""
+    if user_id is None:
+        user_id = int((await client.me())["id"])
     response = await client._http.get("/account/access-events")
     _raise_for(response)
     data = response.json()

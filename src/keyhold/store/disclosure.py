@@ -27,6 +27,7 @@ async def collect(
                 "birthdate": r.birthdate,
                 "created_at": iso(r.created_ms),
                 "disabled": r.disabled,
+                "suspended_until": iso(r.suspended_until_ms) if r.suspended_until_ms else None,
                 "deleted_at": iso(r.deleted_ms) if r.deleted_ms else None,
             }
             for r in rows
