@@ -10,7 +10,9 @@ from conftest import keyhold_cli
 
 def test_bench_access_reports_the_cost_of_governed_reads(tmp_path: Path) -> None:
     out = tmp_path / "access.json"
-    result = keyhold_cli("bench", "access", "--reads", "20", "--messages", "30", "--batch", "5", "--json", str(out))
+    result = keyhold_cli(
+        "bench", "access", "--reads", "20", "--messages", "30", "--batch", "5", "--json", str(out)
+    )
     assert result.returncode == 0, result.stderr
     figures = json.loads(out.read_text())
     assert figures["reads"] == 20 and figures["batch"] == 5

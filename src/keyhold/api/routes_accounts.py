@@ -58,11 +58,8 @@ async def delete_account(body: DeleteAccountBody, member: CurrentMember, svc: Se
 
 
 @router.get("/users/{username}", summary="A member's public profile")
-async def profile(member: CurrentMember, svc: Service, username: str = UsernamePath) -> dict[str, Any]:
-    from keyhold.core.accounts import public_profile
-
-    async with svc.engine.connect() as conn:
-        return public_profile(await svc.accounts.user(conn, username))
+async def profile(_member: CurrentMember, svc: Service, username: str = UsernamePath) -> dict[str, Any]:
+    return await svc.accounts.public_profile_of(username)
 
 
 @router.put("/following/{username}", status_code=204, summary="Follow a member")

@@ -130,6 +130,9 @@ def legal_export(
 
 
 def register(app: typer.Typer) -> None:
+    from keyhold.cli.staff_client import register_workflows
+
+    register_workflows(staff_app, legal_app, audit_app)
     app.add_typer(staff_app, name="staff")
     app.add_typer(audit_app, name="audit")
     app.add_typer(legal_app, name="legal")

@@ -178,6 +178,10 @@ class AccountService:
             raise not_found(f"no user named {username!r}")
         return row
 
+    async def public_profile_of(self, username: str) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            return public_profile(await self.user(conn, username))
+
     async def follow(self, member: Member, username: str) -> None:
         async with self._engine.begin() as conn:
             target = await self.user(conn, username)

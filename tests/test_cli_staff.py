@@ -1,0 +1,175 @@
+"""Staff workflows from the terminal (`keyhold staff|legal|audit …`) against a real server.
+
+Each staff member logs in once (a TOTP code is accepted once per 30 s step per account) and
+keeps their own `--session` file; every command is a real `keyhold` subprocess over the API.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pyotp
+
+from conftest import TEST_ENV, Server, new_member
+from staff_helpers import STAFF_PASSWORD, add_all_staff, cli_env
+
+
+def day(offset_days: int) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=offset_days)).date().isoformat()
+
+
+def cli(
+    server: Server, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "keyhold", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **TEST_ENV, **cli_env(server), **(env or {})},
+        timeout=120,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"{result.args}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def login(server: Server, name: str, secret: str, session: Path) -> None:
+    ok(
+        cli(
+            server,
+            "staff",
+            "login",
+            "--url",
+            server.url,
+            "--username",
+            name,
+            "--password-stdin",
+            "--totp",
+            pyotp.TOTP(secret).now(),
+            "--session",
+            str(session),
+            stdin=STAFF_PASSWORD + "\n",
+        )
+    )
+
+
+async def test_staff_workflows_from_the_terminal(sqlite_server: Server, tmp_path: Path) -> None:
+    server = sqlite_server
+    secrets = add_all_staff(
+        server,
+        {
+            "cli_mod": ("moderator", "us"),
+            "cli_legal_a": ("legal", "us"),
+            "cli_legal_b": ("legal", "us"),
+            "cli_auditor": ("auditor", "us"),
+        },
+    )
+    sessions = {name: tmp_path / f"{name}.json" for name in secrets}
+    for name, secret in secrets.items():
+        login(server, name, secret, sessions[name])
+    mode = stat.S_IMODE(sessions["cli_mod"].stat().st_mode)
+    assert mode == 0o600, oct(mode)
+    stored = orjson.loads(sessions["cli_mod"].read_bytes())
+    assert {"url", "token", "username", "role", "region", "expires_at"} <= set(stored)
+    assert stored["role"] == "moderator" and stored["region"] == "us"
+
+    # A member reports a message.
+    a, b = await new_member(server), await new_member(server)
+    conv = await a.start_conversation([b.username])
+    message = await b.send(conv.id, "you will regret this, cli-test")
+    response = await a._http.post(
+        "/reports", json={"conversation_id": conv.id, "message_ids": [message.id], "category": "harassment"}
+    )
+    assert response.status_code == 201, response.text
+    case_id = str(response.json()["id"])
+
+    mod = ("--session", str(sessions["cli_mod"]))
+    assert "cli_mod" in ok(cli(server, "staff", "whoami", *mod))
+    assert case_id in ok(cli(server, "staff", "reports", "--status", "open", *mod))
+    assert "harassment" in ok(cli(server, "staff", "report", case_id, *mod))
+    ok(cli(server, "staff", "claim", case_id, *mod))
+    content = ok(cli(server, "staff", "content", case_id, "--reason", "review of a report", *mod))
+    assert "you will regret this, cli-test" in content and str(message.id) in content
+    assert "decided" in ok(
+        cli(server, "staff", "decide", case_id, "--action", "warn", "--note", "be kind", *mod)
+    )
+    # A decided case opens nothing any more: a refusal, exit 1, with the server's reason.
+    again = cli(server, "staff", "content", case_id, "--reason", "again", *mod)
+    assert again.returncode == 1 and "decided" in again.stderr
+
+    # Legal: A records a search warrant, A cannot approve it (four eyes), B can and discloses.
+    document = tmp_path / "warrant.pdf"
+    document.write_bytes(b"%PDF-1.4 search warrant")
+    legal_a = ("--session", str(sessions["cli_legal_a"]))
+    legal_b = ("--session", str(sessions["cli_legal_b"]))
+    created = ok(
+        cli(
+            server,
+            "legal",
+            "create",
+            "--agency",
+            "Federal Bureau of Investigation",
+            "--officer",
+            "Special Agent Dana Scully",
+            "--contact",
+            "dscully@fbi.example",
+            "--country",
+            "US",
+            "--process",
+            "search_warrant",
+            "--target",
+            b.username,
+            "--from",
+            day(-1),
+            "--to",
+            day(1),
+            "--category",
+            "message_content",
+            "--document",
+            str(document),
+            *legal_a,
+        )
+    )
+    assert "pending" in created, created
+    legal_id = created.split("case ", 1)[1].split(":", 1)[0]
+    assert legal_id in ok(cli(server, "legal", "list", "--status", "pending", *legal_b))
+    assert "search_warrant" in ok(cli(server, "legal", "show", legal_id, *legal_b))
+    own = cli(server, "legal", "approve", legal_id, *legal_a)
+    assert own.returncode == 1 and "four eyes" in own.stderr, own.stderr
+    assert "approved" in ok(cli(server, "legal", "approve", legal_id, *legal_b))
+    out = tmp_path / "package.json"
+    ok(cli(server, "legal", "disclose", legal_id, "--out", str(out), *legal_b))
+    package = orjson.loads(out.read_bytes())
+    assert package["signature"]["sha256"] and package["signature"]["value"]
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+    # The auditor sees the content reads in the access log.
+    entries = ok(
+        cli(server, "audit", "entries", "--limit", "1000", "--session", str(sessions["cli_auditor"]))
+    )
+    assert "content_accessed" in entries and "disclosure_produced" in entries
+
+    # Logging out ends the session on the server and removes the file.
+    ok(cli(server, "staff", "logout", *mod))
+    assert not sessions["cli_mod"].exists()
+    await a.close()
+    await b.close()
+
+
+def test_a_command_without_a_session_says_log_in_first(sqlite_server: Server, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "session.json"
+    for args in (("staff", "reports"), ("legal", "list"), ("audit", "entries")):
+        result = cli(sqlite_server, *args, env={"KEYHOLD_STAFF_SESSION": str(missing)})
+        assert result.returncode == 1, result
+        assert "log in first" in result.stderr and "Traceback" not in result.stderr
+    explicit = cli(sqlite_server, "staff", "whoami", "--session", str(missing))
+    assert explicit.returncode == 1 and "log in first" in explicit.stderr
