@@ -45,6 +45,12 @@ ACTIONS = ("no_violation", "remove_message", "warn", "suspend", "ban", "escalate
 MAX_REPORTED = 10
 
 
+def decided_entry(case: AnyRow, category: str, action: str, appeal: bool) -> LogEntry:
+    """The log entry of a decision (or an appeal's): what transparency reports count."""
+    details = {"case": {"id": case.id, "kind": "report"}, "region": case.region, "category": category}
+    return LogEntry("case_decided", {**details, "action": action, "appeal": appeal})
+
+
 def case_view(case: AnyRow, message_ids: Sequence[int]) -> dict[str, Any]:
     return {
         "id": case.id,
@@ -202,20 +208,7 @@ class ReportService:
             }
             await store.update_case(conn, case_id, status="decided", decision=orjson.dumps(decision).decode())
             await self._log.append(
-                conn,
-                sink,
-                [
-                    LogEntry(
-                        "case_decided",
-                        {
-                            "case": {"id": case_id, "kind": "report"},
-                            "region": case.region,
-                            "category": details["category"],
-                            "action": action,
-                            "appeal": False,
-                        },
-                    )
-                ],
+                conn, sink, [decided_entry(case, details["category"], action, appeal=False)]
             )
             self._tell(sink, case, offenders, action, appeal=False)
 
@@ -274,22 +267,9 @@ class ReportService:
             await store.update_case(
                 conn, case_id, status="appeal_decided", decision=orjson.dumps(decision).decode()
             )
-            await self._log.append(
-                conn,
-                sink,
-                [
-                    LogEntry(
-                        "case_decided",
-                        {
-                            "case": {"id": case_id, "kind": "report"},
-                            "region": case.region,
-                            "category": orjson.loads(case.details)["category"],
-                            "action": decision["action"] if uphold else "overturned",
-                            "appeal": True,
-                        },
-                    )
-                ],
-            )
+            action = decision["action"] if uphold else "overturned"
+            category = orjson.loads(case.details)["category"]
+            await self._log.append(conn, sink, [decided_entry(case, category, action, appeal=True)])
             self._tell(sink, case, decision["offenders"], "upheld" if uphold else "overturned", appeal=True)
 
         await self._writer.run(run)
