@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pyotp
+
 from conftest import Server, keyhold_cli
+from keyhold.sdk import StaffClient
 
 STAFF_PASSWORD = "staff-password-123"
 TOTP_LINE = re.compile(r"TOTP secret \(shown once\): ([A-Z2-7]+)")
@@ -34,3 +38,14 @@ def add_all_staff(server: Server, staff: dict[str, tuple[str, str]]) -> dict[str
     """Staff accounts made with the CLI, a few at a time."""
     with ThreadPoolExecutor(max_workers=3) as pool:
         return dict(pool.map(lambda n: (n, add_staff(server, n, *staff[n])), staff))
+
+
+async def login_all(server: Server, secrets: dict[str, str], shift_s: int = 0) -> dict[str, StaffClient]:
+    """One signed-in client per staff member (a TOTP code is accepted once per step);
+    `shift_s` matches a server whose clock runs that far ahead."""
+    return {
+        name: await StaffClient.login(
+            server.url, name, STAFF_PASSWORD, pyotp.TOTP(secret).at(time.time() + shift_s)
+        )
+        for name, secret in secrets.items()
+    }

@@ -25,7 +25,6 @@ from typing import Any
 
 import httpx
 import orjson
-import pyotp
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -41,7 +40,7 @@ from keyhold.sdk.verify import (
     verify_tree_head,
 )
 from keyhold.store.db import create_engine
-from staff_helpers import STAFF_PASSWORD, add_all_staff
+from staff_helpers import add_all_staff, login_all
 
 API = "/api/v1"
 STAFF = {
@@ -123,10 +122,7 @@ def log_server(
 @pytest.fixture(scope="module")
 async def world(log_server: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
     server, secrets = log_server
-    staff = {
-        name: await StaffClient.login(server.url, name, STAFF_PASSWORD, pyotp.TOTP(secrets[name]).now())
-        for name in STAFF
-    }
+    staff = await login_all(server, secrets)
     yield World(server, staff)
     for client in staff.values():
         await client.close()

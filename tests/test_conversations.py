@@ -12,7 +12,7 @@ import pytest
 
 from conftest import PASSWORD, Server, new_member, unique
 from keyhold.sdk import Client, KeyholdError
-from keyhold.sdk.client import Event, Stream
+from stream_helpers import close_all, live, next_of
 
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
@@ -50,28 +50,6 @@ async def register_only(server: Server, count: int) -> list[str]:
         )
     assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
     return names
-
-
-async def close_all(*clients: Client) -> None:
-    for client in clients:
-        await client.close()
-
-
-async def live(client: Client) -> Stream:
-    """A stream positioned after every event so far (replayed ones are consumed)."""
-    stream = await client.connect(0)
-    await asyncio.wait_for(stream.ready.wait(), 10)
-    upto = stream.last_seq
-    while upto and (await stream.next_event()).seq < upto:
-        pass
-    return stream
-
-
-async def next_of(stream: Stream, kind: str) -> Event:
-    while True:
-        event = await stream.next_event()
-        if event.type == kind:
-            return event
 
 
 def mentions(text: str, word: str) -> bool:
@@ -189,7 +167,7 @@ async def test_add_members(server: Server) -> None:
         b_stream = await live(b)
         updated = await b.add_members(group.id, [c.username])  # any member may add
         assert sorted(updated.members) == sorted([a.username, b.username, c.username])
-        event = await next_of(b_stream, "conversation.updated")
+        event = await next_of(b_stream, "conversation.updated", skip=None)
         assert event.data["conversation_id"] == group.id
         assert event.data["change"] == "members_added"
         assert event.data["members"] == [c.username]
@@ -224,7 +202,7 @@ async def test_leave(server: Server) -> None:
         a_stream = await live(a)
         c_stream = await live(c)
         await c.leave(group.id)
-        event = await next_of(a_stream, "conversation.updated")
+        event = await next_of(a_stream, "conversation.updated", skip=None)
         assert event.data["change"] == "member_left"
         assert event.data["member"] == c.username
         await a_stream.close()
@@ -234,7 +212,7 @@ async def test_leave(server: Server) -> None:
         await a.send(group.id, "c must not get this")
         direct_ac = await a.start_conversation([c.username])
         await a.send(direct_ac.id, "sentinel for c")
-        event = await next_of(c_stream, "message.new")
+        event = await next_of(c_stream, "message.new", skip=None)
         assert event.message is not None and event.message.text == "sentinel for c"
         await c_stream.close()
 

@@ -26,14 +26,13 @@ from typing import Any
 
 import httpx
 import orjson
-import pyotp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from conftest import PASSWORD, Server, keyhold_cli, new_member, start_server, stop_server
 from keyhold.sdk import Client, KeyholdError, StaffClient
 from keyhold.sdk.verify import my_access_events, verify_tree_head
-from staff_helpers import STAFF_PASSWORD, add_all_staff, cli_env
+from staff_helpers import add_all_staff, cli_env, login_all
 
 API = "/api/v1"
 JUSTIFICATION = (
@@ -151,10 +150,7 @@ def legal_server(
 @pytest.fixture(scope="module")
 async def world(legal_server: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
     server, secrets = legal_server
-    staff = {
-        name: await StaffClient.login(server.url, name, STAFF_PASSWORD, pyotp.TOTP(secrets[name]).now())
-        for name in STAFF
-    }
+    staff = await login_all(server, secrets)
     yield World(server, staff)
     for client in staff.values():
         await client.close()
@@ -588,15 +584,6 @@ async def stored_events(client: Client) -> list[dict[str, Any]]:
                 out.append((await stream.next_event(0.1)).data)
             except TimeoutError:
                 return out
-
-
-async def login_all(server: Server, secrets: dict[str, str], shift_s: int = 0) -> dict[str, StaffClient]:
-    return {
-        name: await StaffClient.login(
-            server.url, name, STAFF_PASSWORD, pyotp.TOTP(secret).at(time.time() + shift_s)
-        )
-        for name, secret in secrets.items()
-    }
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import Server, new_member, start_server, stop_server
 from keyhold.sdk import Client, KeyholdError
-from keyhold.sdk.client import Event, Message, Stream
+from keyhold.sdk.client import Event, Message
+from stream_helpers import close_all, live, next_of
 
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
@@ -37,30 +38,6 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
     assert problem["status"] == status
     assert problem["detail"]
     return dict(problem)
-
-
-async def close_all(*closeables: Client | Stream) -> None:
-    for item in closeables:
-        await item.close()
-
-
-async def live(client: Client) -> Stream:
-    """A stream positioned after every event so far (replayed ones are consumed)."""
-    stream = await client.connect(0)
-    await asyncio.wait_for(stream.ready.wait(), 10)
-    upto = stream.last_seq
-    while upto and (await stream.next_event()).seq < upto:
-        pass
-    return stream
-
-
-async def next_of(stream: Stream, kind: str) -> Event:
-    """The next event of `kind`, skipping conversation updates only (anything else fails)."""
-    while True:
-        event = await stream.next_event()
-        if event.type == kind:
-            return event
-        assert event.type == "conversation.updated", f"unexpected {event.type} while waiting for {kind}"
 
 
 async def pair(server: Server) -> tuple[Client, Client, int]:

@@ -17,7 +17,8 @@ from websockets.asyncio.client import ClientConnection
 
 from conftest import Server, new_member
 from keyhold.sdk import Client, KeyholdError
-from keyhold.sdk.client import Event, Stream
+from keyhold.sdk.client import Event
+from stream_helpers import close_all, live, next_of
 
 API = "/api/v1"
 WAIT = 10.0
@@ -57,30 +58,6 @@ async def closed_with(ws: ClientConnection) -> tuple[int | None, list[dict[str, 
         while True:
             frames.append(await recv(ws))
     return ws.close_code, frames
-
-
-async def live(client: Client) -> Stream:
-    """A stream positioned after every event so far (replayed ones are consumed)."""
-    stream = await client.connect(0)
-    await asyncio.wait_for(stream.ready.wait(), WAIT)
-    upto = stream.last_seq
-    while upto and (await stream.next_event()).seq < upto:
-        pass
-    return stream
-
-
-async def next_of(stream: Stream, kind: str) -> Event:
-    """The next event of `kind`, skipping conversation updates only (anything else fails)."""
-    while True:
-        event = await stream.next_event(WAIT)
-        if event.type == kind:
-            return event
-        assert event.type == "conversation.updated", f"unexpected {event.type} while waiting for {kind}"
-
-
-async def close_all(*closeables: Client | Stream) -> None:
-    for item in closeables:
-        await item.close()
 
 
 # -- real-time delivery ---------------------------------------------------------------------------
