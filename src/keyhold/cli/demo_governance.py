@@ -64,20 +64,17 @@ async def seed_governance(
     notes.append(f"report case {report['id']} (spam) assigned to moderator mia")
 
     year = dt.date.today().year
+
+    def request(process: str, target: str, categories: list[str], document_name: str) -> LegalRequest:
+        return LegalRequest(
+            agency="Demo County Sheriff", officer="Det. R. Quinn", contact="quinn@sheriff.example",
+            country="US", process=process, targets=[target], date_from=f"{year}-01-01",
+            date_to=f"{year}-12-31", categories=categories, document_name=document_name,
+        )  # fmt: skip
+
     warrant = await gov.legal.create(
         staff["lee"],
-        LegalRequest(
-            agency="Demo County Sheriff",
-            officer="Det. R. Quinn",
-            contact="quinn@sheriff.example",
-            country="US",
-            process="search_warrant",
-            targets=[bob.username],
-            date_from=f"{year}-01-01",
-            date_to=f"{year}-12-31",
-            categories=["subscriber_info", "message_content"],
-            document_name="warrant.pdf",
-        ),
+        request("search_warrant", bob.username, ["subscriber_info", "message_content"], "warrant.pdf"),
         b"%PDF-1.4 demo search warrant (not a real document)",
     )
     await gov.legal.approve(staff["lou"], warrant["id"])
@@ -93,18 +90,7 @@ async def seed_governance(
 
     hold = await gov.legal.create(
         staff["lee"],
-        LegalRequest(
-            agency="Demo County Sheriff",
-            officer="Det. R. Quinn",
-            contact="quinn@sheriff.example",
-            country="US",
-            process="preservation",
-            targets=[alice.username],
-            date_from=f"{year}-01-01",
-            date_to=f"{year}-12-31",
-            categories=[],
-            document_name="preservation-letter.pdf",
-        ),
+        request("preservation", alice.username, [], "preservation-letter.pdf"),
         b"%PDF-1.4 demo preservation letter (not a real document)",
     )
     await gov.legal.approve(staff["lou"], hold["id"])
