@@ -29,7 +29,7 @@ from keyhold.api.schemas import MAX_ID, Id
 from keyhold.bus.base import SubscriptionClosed
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem, invalid
-from keyhold.core.messages import SendRequest
+from keyhold.core.messages import SendRequest, Sent
 from keyhold.core.service import Keyhold
 
 log = logging.getLogger("keyhold.stream")
@@ -177,11 +177,11 @@ class Connection:
             return
         ref = frame.ref
 
-        def done(result: Any) -> None:
+        def done(result: Sent | Problem) -> None:
             if isinstance(result, Problem):
                 self.push(_error(result, ref))
             else:
-                self.push(orjson.dumps({"type": "ack", "ref": ref, "message": result}))
+                self.push(orjson.dumps({"type": "ack", "ref": ref, "message": orjson.Fragment(result.json)}))
 
         self.svc.messages.submit(request, done)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,19 @@ class EpochState:
             "started": self.started_ms,
             "last_id": self.last_message_id,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A committed send: the message as members see it, and its JSON, serialized once for
+    every recipient's event and the sender's acknowledgement."""
+
+    message: dict[str, Any]
+    json: bytes
+
+    @classmethod
+    def of(cls, message: dict[str, Any]) -> Sent:
+        return cls(message, orjson.dumps(message))
 
 
 @dataclass(slots=True)
@@ -106,8 +120,8 @@ class MessageService:
         if len(request.text) > self._settings.max_text_chars:
             raise invalid(f"text is longer than {self._settings.max_text_chars} characters")
 
-    def submit(self, request: SendRequest, done: Any) -> None:
-        """Queue a validated send; `done(result)` runs after commit (a message dict or a Problem)."""
+    def submit(self, request: SendRequest, done: Callable[[Sent | Problem], None]) -> None:
+        """Queue a validated send; `done(result)` runs after commit (a `Sent` or a Problem)."""
         self._writer.submit(request, done)
 
     async def send(self, request: SendRequest) -> dict[str, Any]:
@@ -117,11 +131,11 @@ class MessageService:
         result = await future
         if isinstance(result, Problem):
             raise result
-        return dict(result)
+        return dict(result.message)
 
     async def _commit_sends(
         self, conn: AsyncConnection, batch: list[SendRequest], sink: EventSink
-    ) -> list[dict[str, Any] | Problem]:
+    ) -> list[Sent | Problem]:
         """Writer batch handler: one transaction for every send in `batch`."""
         now = now_ms()
         idems = {f"{r.sender_id}:{r.idempotency_key}" for r in batch if r.idempotency_key}
@@ -137,16 +151,18 @@ class MessageService:
             cid: EpochState(s.current_epoch, s.epoch_messages, s.epoch_started_ms)
             for cid, s in states.items()
         }
-        batch_idems: dict[str, dict[str, Any]] = {}
+        batch_idems: dict[str, Sent] = {}
         rows: list[dict[str, Any]] = []
-        results: list[dict[str, Any] | Problem] = []
+        results: list[Sent | Problem] = []
         for req in batch:
             idem = f"{req.sender_id}:{req.idempotency_key}" if req.idempotency_key else None
             if idem is not None and (idem in earlier or idem in batch_idems):
                 # A retry: the first send with this key answers it, if it went to the same place.
                 stored = earlier.get(idem)
-                first = await self._render_row(conn, stored) if stored is not None else batch_idems[idem]
-                if first["conversation_id"] != req.conversation_id:
+                first = (
+                    Sent.of(await self._render_row(conn, stored)) if stored is not None else batch_idems[idem]
+                )
+                if first.message["conversation_id"] != req.conversation_id:
                     results.append(conflict("this idempotency key was already used for another conversation"))
                 else:
                     results.append(first)
@@ -202,9 +218,10 @@ class MessageService:
             epoch.count += 1
             epoch.last_message_id = message_id
             epoch.changed = True
+            sent = Sent.of(message)
             if idem is not None:
-                batch_idems[idem] = message
-            results.append(message)
+                batch_idems[idem] = sent
+            results.append(sent)
             sink.add(
                 PendingEvent(
                     user_ids=list(conv_members),
@@ -212,7 +229,7 @@ class MessageService:
                     conversation_id=req.conversation_id,
                     message_id=message_id,
                     data={},
-                    message_json=orjson.dumps(message),
+                    message_json=sent.json,
                 )
             )
         if rows:
