@@ -26,6 +26,13 @@ from keyhold.core.errors import invalid
 from keyhold.governance.legal import LegalRequest
 
 router = APIRouter(prefix="/staff")
+
+
+def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """A page of cases and the cursor of the next one (None on the last page)."""
+    return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+
+
 CaseId = Annotated[int, Path(ge=1, le=MAX_ID)]
 After = Annotated[int, Query(ge=0, le=MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=200)]
@@ -56,7 +63,7 @@ async def list_reports(
     staff: CurrentStaff, gov: Gov, after: After = 0, limit: Limit = 50, status: Status = None
 ) -> dict[str, Any]:
     items = await gov.reports.list_cases(staff, after, limit, status)
-    return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+    return page(items, limit)
 
 
 @router.get("/reports/{case_id}", summary="A report case (no content: read it through /content)")
@@ -129,7 +136,7 @@ async def list_legal(
     staff: CurrentStaff, gov: Gov, after: After = 0, limit: Limit = 50, status: Status = None
 ) -> dict[str, Any]:
     items = await gov.legal.list_cases(staff, after, limit, status)
-    return {"items": items, "next_after": items[-1]["id"] if len(items) == limit else None}
+    return page(items, limit)
 
 
 @router.get("/legal/{case_id}", summary="A legal case")

@@ -24,7 +24,7 @@ from keyhold.core.errors import Problem, forbidden, invalid, not_found
 from keyhold.core.writer import EventSink, Writer
 from keyhold.crypto.envelope import ConversationKey, wrap_context
 from keyhold.crypto.keyprovider import KeyProvider, KeyProviderError, WrappedKey
-from keyhold.governance.accesslog import AccessLog, LogEntry, Subject
+from keyhold.governance.accesslog import AccessLog, LogEntry, Subject, case_ref
 from keyhold.governance.staff import StaffMember
 from keyhold.store import cases as case_store
 from keyhold.store import conversations as conversation_store
@@ -167,8 +167,7 @@ class GovernedAccess:
         return LogEntry(
             type="content_accessed",
             details={
-                "case": {"id": case.id, "kind": case.kind},
-                "region": case.region,
+                **case_ref(case.id, case.kind, case.region),
                 "staff": staff.id,
                 "role": staff.role,
                 "reason": reason.strip()[:500],

@@ -45,6 +45,11 @@ ENTRY_TYPES = (
 )
 
 
+def case_ref(case_id: int, kind: str, region: str) -> dict[str, Any]:
+    """How entries name their case: transparency reports group by these fields."""
+    return {"case": {"id": case_id, "kind": kind}, "region": region}
+
+
 def canonical(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 

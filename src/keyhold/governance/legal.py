@@ -25,7 +25,7 @@ from keyhold.crypto.keyprovider import KeyProvider
 from keyhold.crypto.signing import ServiceSigner
 from keyhold.governance import legal_rules as rules
 from keyhold.governance.access import GovernedAccess
-from keyhold.governance.accesslog import AccessLog, LogEntry, Subject, canonical
+from keyhold.governance.accesslog import AccessLog, LogEntry, Subject, canonical, case_ref
 from keyhold.governance.staff import StaffMember
 from keyhold.store import accounts as account_store
 from keyhold.store import cases as store
@@ -176,8 +176,7 @@ class LegalService:
             await store.add_targets(conn, case_id, [row.id for row in found.values()])
             await self._store_document(conn, case_id, staff.region, document, request.document_name)
             summary = {
-                "case": {"id": case_id, "kind": "legal"},
-                "region": staff.region,
+                **case_ref(case_id, "legal", staff.region),
                 "country": country,
                 "process": request.process,
                 "accounts": len(found),
@@ -255,7 +254,7 @@ class LegalService:
             await store.update_case(
                 conn, case_id, status="approved", approved_by=staff.id, expires_ms=expires
             )
-            summary = {"case": {"id": case_id, "kind": "legal"}, "region": case.region, "process": process}
+            summary = {**case_ref(case_id, "legal", case.region), "process": process}
             entries = [LogEntry("case_approved", summary)]
             if process == "preservation":
                 targets = await store.target_ids(conn, case_id)
@@ -295,8 +294,7 @@ class LegalService:
                     LogEntry(
                         "case_refused",
                         {
-                            "case": {"id": case_id, "kind": "legal"},
-                            "region": case.region,
+                            **case_ref(case_id, "legal", case.region),
                             "process": orjson.loads(case.details)["process"],
                             "reason": reason.strip()[:500],
                             "by": "staff",
@@ -329,8 +327,7 @@ class LegalService:
                     LogEntry(
                         "preservation_set",
                         {
-                            "case": {"id": case_id, "kind": "legal"},
-                            "region": case.region,
+                            **case_ref(case_id, "legal", case.region),
                             "process": "preservation",
                             "accounts": len(holds),
                             "until": iso(ends),
@@ -362,8 +359,7 @@ class LegalService:
                     LogEntry(
                         "preservation_released",
                         {
-                            "case": {"id": case_id, "kind": "legal"},
-                            "region": case.region,
+                            **case_ref(case_id, "legal", case.region),
                             "accounts": len(holds),
                             "reason": "released",
                         },
@@ -398,8 +394,7 @@ class LegalService:
                 assert case is not None
                 await store.update_case(conn, case_id, status="closed")
                 details = {
-                    "case": {"id": case_id, "kind": "legal"},
-                    "region": case.region,
+                    **case_ref(case_id, "legal", case.region),
                     "accounts": sum(1 for h in expired if h.case_id == case_id),
                     "reason": "expired",
                 }
@@ -469,8 +464,7 @@ class LegalService:
                     LogEntry(
                         "disclosure_produced",
                         {
-                            "case": {"id": case_id, "kind": "legal"},
-                            "region": case.region,
+                            **case_ref(case_id, "legal", case.region),
                             "package_sha256": package_sha256,
                             "categories": details["categories"],
                             "accounts": len(targets),

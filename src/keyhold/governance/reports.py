@@ -19,7 +19,7 @@ from keyhold.config import Settings
 from keyhold.core.accounts import BANNED, Member
 from keyhold.core.errors import conflict, forbidden, invalid, not_found
 from keyhold.core.writer import EventSink, PendingEvent, Writer
-from keyhold.governance.accesslog import AccessLog, LogEntry
+from keyhold.governance.accesslog import AccessLog, LogEntry, case_ref
 from keyhold.governance.staff import StaffMember
 from keyhold.store import accounts as account_store
 from keyhold.store import cases as store
@@ -47,7 +47,7 @@ MAX_REPORTED = 10
 
 def decided_entry(case: AnyRow, category: str, action: str, appeal: bool) -> LogEntry:
     """The log entry of a decision (or an appeal's): what transparency reports count."""
-    details = {"case": {"id": case.id, "kind": "report"}, "region": case.region, "category": category}
+    details = {**case_ref(case.id, "report", case.region), "category": category}
     return LogEntry("case_decided", {**details, "action": action, "appeal": appeal})
 
 
@@ -120,8 +120,7 @@ class ReportService:
                     LogEntry(
                         "case_opened",
                         {
-                            "case": {"id": case_id, "kind": "report"},
-                            "region": member.region,
+                            **case_ref(case_id, "report", member.region),
                             "category": category,
                             "messages": len(ids),
                         },
