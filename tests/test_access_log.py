@@ -60,6 +60,20 @@ async def public(server: Server, path: str, **params: Any) -> httpx.Response:
         return await http.get(path, params=params)
 
 
+async def proven_included(server: Server, entry: dict[str, Any], head: dict[str, Any]) -> bool:
+    """The server's inclusion proof for `entry` verifies against `head`."""
+    got = (
+        await public(server, "/transparency/proof/inclusion", index=entry["index"], size=head["size"])
+    ).json()
+    return verify_inclusion(
+        leaf_hash(entry["entry"].encode()),
+        entry["index"],
+        head["size"],
+        [bytes.fromhex(p) for p in got["proof"]],
+        bytes.fromhex(head["root"]),
+    )
+
+
 async def sth(server: Server) -> dict[str, Any]:
     head = (await public(server, "/transparency/sth")).json()
     assert verify_tree_head(head), head
@@ -198,18 +212,7 @@ async def test_every_successful_read_leaves_exactly_one_entry(world: World) -> N
     for entry in all_entries:
         if orjson.loads(entry["entry"])["type"] != "content_accessed":
             continue
-        proof = (
-            await public(
-                world.server, "/transparency/proof/inclusion", index=entry["index"], size=head["size"]
-            )
-        ).json()
-        assert verify_inclusion(
-            leaf_hash(entry["entry"].encode()),
-            entry["index"],
-            head["size"],
-            [bytes.fromhex(p) for p in proof["proof"]],
-            bytes.fromhex(head["root"]),
-        )
+        assert await proven_included(world.server, entry, head)
     mine = await my_access_events(a, pinned_key=head["public_key"])
     accessed_indexes = {
         e["idx"]
@@ -400,18 +403,7 @@ async def test_inclusion_and_consistency_proofs_between_heads(world: World) -> N
     entries = await world.entries()
     for head in (first, second):
         for entry in entries[: head["size"]]:
-            got = (
-                await public(
-                    world.server, "/transparency/proof/inclusion", index=entry["index"], size=head["size"]
-                )
-            ).json()
-            assert verify_inclusion(
-                leaf_hash(entry["entry"].encode()),
-                entry["index"],
-                head["size"],
-                [bytes.fromhex(p) for p in got["proof"]],
-                bytes.fromhex(head["root"]),
-            ), (entry["index"], head["size"])
+            assert await proven_included(world.server, entry, head), (entry["index"], head["size"])
     # Proofs are only given for committed sizes.
     too_big = await public(world.server, "/transparency/proof/inclusion", index=0, size=second["size"] + 1000)
     assert too_big.status_code == 422
