@@ -7,8 +7,14 @@
 # auth, and fsync turned off. It never touches the system cluster on 5432.
 #
 # Usage:
-#   scripts/pg-test-cluster.sh start DIR   # prints the SQLAlchemy URL on stdout
-#   scripts/pg-test-cluster.sh stop  DIR   # stops the server, removes DIR (idempotent)
+#   scripts/pg-test-cluster.sh start  DIR   # prints the SQLAlchemy URL on stdout
+#   scripts/pg-test-cluster.sh stop   DIR   # stops the server, removes DIR (idempotent)
+#   scripts/pg-test-cluster.sh halt   DIR   # stops the server (fast shutdown), keeps DIR
+#   scripts/pg-test-cluster.sh resume DIR   # starts a halted server again on its port,
+#                                           # prints the same URL as `start`
+#
+# halt/resume let a test take the database away from a running Keyhold server
+# and give it back (an outage) without losing the data; both are idempotent.
 #
 # DIR must be absent or empty, and its parent directories must be traversable
 # by the `postgres` user, e.g.  DIR=$(mktemp -d /tmp/keyhold-pg.XXXXXX)
@@ -30,6 +36,8 @@ usage() {
     cat >&2 <<EOF
 usage: $PROG start DIR   start a throwaway cluster in DIR, print its SQLAlchemy URL
        $PROG stop DIR    stop the cluster in DIR and remove DIR (no-op if gone)
+       $PROG halt DIR    stop the cluster in DIR (fast shutdown), keep its data
+       $PROG resume DIR  start a halted cluster in DIR again on the same port, print its URL
 EOF
     exit 2
 }
@@ -91,6 +99,37 @@ s.close()
 PY
 }
 
+# Start the server of DIR/data on 127.0.0.1:PORT (the log is appended to DIR/log).
+pg_start() {
+    local dir=$1 port=$2
+    as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
+        -o "-k $dir -p $port -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        start >&2
+}
+
+# pg_ctl -w already waited; double-check that TCP connections are accepted.
+wait_ready() {
+    local dir=$1 port=$2 i
+    for i in $(seq 1 100); do
+        if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -U "$PG_USER" -d postgres; then
+            return 0
+        fi
+        (( i < 100 )) || { tail -n 30 "$dir/log" >&2; die "server on 127.0.0.1:$port did not become ready"; }
+        sleep 0.1
+    done
+}
+
+pg_url() {
+    printf 'postgresql+asyncpg://%s@127.0.0.1:%s/postgres' "$PG_USER" "$1"
+}
+
+# DIR must hold a cluster made by `start` (for halt and resume).
+require_cluster() {
+    local dir=$1
+    [[ -d "$dir" ]] || die "$dir does not exist (create the cluster with '$PROG start $dir')"
+    [[ -e "$dir/$MARKER" && -d "$dir/data" ]] || die "$dir is not a cluster made by '$PROG start'"
+}
+
 abs_dir() {
     local d=$1
     [[ -n "$d" ]] || die "DIR must not be empty"
@@ -144,9 +183,7 @@ cmd_start() {
         port=$(free_port) || die "could not pick a free port with python3"
         [[ "$port" =~ ^[0-9]+$ ]] || die "python3 returned a bogus port: '$port'"
         log "starting server on 127.0.0.1:$port (attempt $attempt)"
-        if as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-                -o "-k $dir -p $port -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-                start >&2; then
+        if pg_start "$dir" "$port"; then
             break
         fi
         if grep -qiE 'could not (bind|create listen)|address already in use' "$dir/log" 2>/dev/null && (( attempt < 5 )); then
@@ -160,18 +197,10 @@ cmd_start() {
         die "pg_ctl start failed (server log above, full log in $dir/log); clean up with '$PROG stop $dir'"
     done
 
-    # pg_ctl -w already waited; double-check that TCP connections are accepted.
-    local i
-    for i in $(seq 1 100); do
-        if "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -U "$PG_USER" -d postgres; then
-            break
-        fi
-        (( i < 100 )) || { tail -n 30 "$dir/log" >&2; die "server on 127.0.0.1:$port did not become ready"; }
-        sleep 0.1
-    done
+    wait_ready "$dir" "$port"
 
     printf '%s\n' "$port" >"$dir/port"
-    url="postgresql+asyncpg://$PG_USER@127.0.0.1:$port/postgres"
+    url=$(pg_url "$port")
     log "ready: $url (data in $dir, stop with '$PROG stop $dir')"
     printf '%s\n' "$url"
 }
@@ -208,10 +237,66 @@ cmd_stop() {
     log "removed $dir"
 }
 
+cmd_halt() {
+    local dir
+    dir=$(abs_dir "$1")
+
+    [[ $EUID -eq 0 ]] || die "must run as root (the server runs as user '$PG_USER' via runuser)"
+    require_cluster "$dir"
+
+    if ! postmaster_alive "$dir/data"; then
+        log "server in $dir/data is not running, nothing to halt"
+        return 0
+    fi
+    PG_BIN=$(find_pg_bin)
+    [[ -n "$PG_BIN" ]] || die "a server is running in $dir/data but no pg_ctl was found"
+    # Fast shutdown: open sessions are terminated and in-flight transactions rolled back,
+    # as clients see it when a database server is restarted; the data stays.
+    log "halting server in $dir/data (fast shutdown, data kept)"
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >&2; then
+        postmaster_alive "$dir/data" && die "pg_ctl stop failed for $dir/data (server still running)"
+        log "server is gone even though pg_ctl reported a failure; continuing"
+    fi
+    log "halted (resume with '$PROG resume $dir')"
+}
+
+cmd_resume() {
+    local dir port url
+    dir=$(abs_dir "$1")
+
+    [[ $EUID -eq 0 ]] || die "must run as root (the server runs as user '$PG_USER' via runuser)"
+    command -v runuser >/dev/null || die "runuser not found (package util-linux)"
+    require_cluster "$dir"
+    [[ -f "$dir/port" ]] || die "$dir/port is missing (was '$PROG start $dir' interrupted?)"
+    port=$(<"$dir/port")
+    [[ "$port" =~ ^[0-9]+$ ]] || die "$dir/port holds a bogus port: '$port'"
+    PG_BIN=$(find_pg_bin)
+    [[ -n "$PG_BIN" ]] || die "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/pg_ctl)"
+
+    if postmaster_alive "$dir/data"; then
+        log "server in $dir/data is already running"
+    else
+        # Same port as before: clients reconnect to the URL they already have. If another
+        # process took the port meanwhile, that is an error here (no new port is picked).
+        log "resuming server on 127.0.0.1:$port"
+        if ! pg_start "$dir" "$port"; then
+            [[ -f "$dir/log" ]] && tail -n 30 "$dir/log" >&2
+            die "pg_ctl start failed (server log above, full log in $dir/log); clean up with '$PROG stop $dir'"
+        fi
+    fi
+    wait_ready "$dir" "$port"
+
+    url=$(pg_url "$port")
+    log "ready: $url (data in $dir, stop with '$PROG stop $dir')"
+    printf '%s\n' "$url"
+}
+
 [[ $# -eq 2 ]] || usage
 case "$1" in
     start) cmd_start "$2" ;;
     stop) cmd_stop "$2" ;;
+    halt) cmd_halt "$2" ;;
+    resume) cmd_resume "$2" ;;
     -h|--help|help) usage ;;
     *) usage ;;
 esac

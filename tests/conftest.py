@@ -85,9 +85,15 @@ def create_pg_database() -> str:
 
 
 def start_server(
-    home: Path, backend: str = "sqlite", extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    home: Path,
+    backend: str = "sqlite",
+    extra_args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    database_url: str | None = None,
 ) -> Server:
-    database_url = create_pg_database() if backend == "postgres" else ""
+    """`database_url` (PostgreSQL) is used as given instead of a new database in the shared cluster."""
+    if database_url is None:
+        database_url = create_pg_database() if backend == "postgres" else ""
     port = free_port()
     log_path = home.parent / f"{home.name}-server.log"
     args = [sys.executable, "-m", "keyhold", "serve", "--home", str(home), "--port", str(port), *extra_args]
