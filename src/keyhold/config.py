@@ -38,6 +38,8 @@ class Settings:
     argon2_memory_kib: int = 64 * 1024
     argon2_parallelism: int = 4
     password_hash_concurrency: int = 2
+    # Sign-ins waiting for a hashing thread beyond the busy ones; past that: 503, Retry-After.
+    password_hash_queue: int = 16
     # A conversation key (DEK) is retired after this many messages or this many seconds.
     epoch_max_messages: int = 10_000
     epoch_max_seconds: int = 7 * 24 * 3600
@@ -47,6 +49,9 @@ class Settings:
     replay_page_size: int = 500
     tls_certfile: str = ""
     tls_keyfile: str = ""
+    # Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated, or "*").
+    # Empty: the peer address is the client's, which is what sign-in throttling counts.
+    trusted_proxies: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

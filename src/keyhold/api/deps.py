@@ -18,6 +18,12 @@ def service(request: Request) -> Keyhold:
     return svc
 
 
+def client_address(request: Request) -> str:
+    """The address a request came from: the peer, or (only behind a proxy named in
+    `trusted_proxies`) the client the proxy forwarded, as uvicorn resolves it."""
+    return request.client.host if request.client else "unknown"
+
+
 def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

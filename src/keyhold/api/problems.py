@@ -13,16 +13,21 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyhold.core.errors import Problem
+from keyhold.core.errors import Problem, unavailable
+from keyhold.crypto.passwords import PasswordHashingBusy
+from keyhold.store.db import storage_unavailable
 
 log = logging.getLogger("keyhold.api")
 PROBLEM_JSON = "application/problem+json"
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    if problem.retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(problem.retry_after)}
     return JSONResponse(
         problem.to_dict(), status_code=problem.status, media_type=PROBLEM_JSON, headers=headers
     )
@@ -64,17 +69,49 @@ async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(problem, dict(exc.headers) if exc.headers else None)
 
 
-async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+async def _on_busy_hashing(_request: Request, _exc: Exception) -> JSONResponse:
+    return problem_response(unavailable("too many sign-ins are being checked; retry in a moment"))
+
+
+def _internal(exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
     log.error("unhandled %s", type(exc).__name__, exc_info=exc)
     return problem_response(
-        Problem(500, "internal", "Internal error", "the server failed; it has been logged")
+        Problem(500, "internal", "Internal error", "the server failed; it has been logged"), headers
     )
+
+
+async def _on_storage_error(_request: Request, exc: Exception) -> JSONResponse:
+    if storage_unavailable(exc):
+        # A database restart, a lost connection: expected now and then, and the client's retry
+        # will most likely work. One line, no traceback.
+        log.warning("storage unavailable: %s", type(exc).__name__)
+        return problem_response(unavailable("storage is unavailable; retry in a moment"))
+    return _internal(exc)
+
+
+# The last-resort handler answers from outside every middleware: it brings its own headers,
+# and closes the connection, which the server drops after re-raising the error.
+LAST_RESORT_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Connection": "close",
+}
+
+
+async def _on_unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    return _internal(exc, LAST_RESORT_HEADERS)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(HTTPException, _on_http)
+    app.add_exception_handler(PasswordHashingBusy, _on_busy_hashing)
+    # Handled by type, not as a bare Exception: Starlette re-raises what reaches its last-resort
+    # handler, and the server would log a traceback for a routine database restart.
+    app.add_exception_handler(SQLAlchemyError, _on_storage_error)
+    app.add_exception_handler(OSError, _on_storage_error)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 
-from keyhold.api.deps import CurrentMember, Service, Token
-from keyhold.api.schemas import DeleteAccountBody, LoginBody, PasswordChangeBody, ProfileBody, RegisterBody
+from keyhold.api.deps import CurrentMember, Service, client_address
+from keyhold.api.schemas import (
+    DeleteAccountBody,
+    LoginBody,
+    PasswordChangeBody,
+    ProfileBody,
+    RegisterBody,
+    Text,
+)
 
 router = APIRouter()
-UsernamePath = Path(min_length=1, max_length=64)
+UsernamePath = Annotated[Text, Path(min_length=1, max_length=64)]
 
 
 @router.post("/accounts", status_code=201, summary="Register a member account")
@@ -18,14 +25,18 @@ async def register(body: RegisterBody, svc: Service) -> dict[str, Any]:
     return await svc.accounts.register(body.username, body.password, body.birthdate, body.region)
 
 
-@router.post("/sessions", status_code=201, summary="Log in: returns an opaque bearer token")
-async def login(body: LoginBody, svc: Service) -> dict[str, Any]:
-    return await svc.accounts.login(body.username, body.password)
+@router.post(
+    "/sessions",
+    status_code=201,
+    summary="Log in: returns an opaque bearer token (throttled per client address and per account)",
+)
+async def login(body: LoginBody, request: Request, svc: Service) -> dict[str, Any]:
+    return await svc.accounts.login(body.username, body.password, client_address(request))
 
 
-@router.delete("/sessions/current", status_code=204, summary="Log out this token")
-async def logout(_member: CurrentMember, token: Token, svc: Service) -> Response:
-    await svc.accounts.logout(token)
+@router.delete("/sessions/current", status_code=204, summary="Log out this token (its open streams close)")
+async def logout(member: CurrentMember, svc: Service) -> Response:
+    await svc.accounts.logout(member)
     return Response(status_code=204)
 
 
@@ -44,7 +55,9 @@ async def update_me(body: ProfileBody, member: CurrentMember, svc: Service) -> d
     return await svc.accounts.set_display_name(member, body.display_name)
 
 
-@router.put("/account/password", status_code=204, summary="Change my password")
+@router.put(
+    "/account/password", status_code=204, summary="Change my password (every other session of mine ends)"
+)
 async def change_password(body: PasswordChangeBody, member: CurrentMember, svc: Service) -> Response:
     await svc.accounts.change_password(member, body.current_password, body.new_password)
     return Response(status_code=204)
@@ -58,18 +71,18 @@ async def delete_account(body: DeleteAccountBody, member: CurrentMember, svc: Se
 
 
 @router.get("/users/{username}", summary="A member's public profile")
-async def profile(_member: CurrentMember, svc: Service, username: str = UsernamePath) -> dict[str, Any]:
+async def profile(username: UsernamePath, _member: CurrentMember, svc: Service) -> dict[str, Any]:
     return await svc.accounts.public_profile_of(username)
 
 
 @router.put("/following/{username}", status_code=204, summary="Follow a member")
-async def follow(member: CurrentMember, svc: Service, username: str = UsernamePath) -> Response:
+async def follow(username: UsernamePath, member: CurrentMember, svc: Service) -> Response:
     await svc.accounts.follow(member, username)
     return Response(status_code=204)
 
 
 @router.delete("/following/{username}", status_code=204, summary="Unfollow a member")
-async def unfollow(member: CurrentMember, svc: Service, username: str = UsernamePath) -> Response:
+async def unfollow(username: UsernamePath, member: CurrentMember, svc: Service) -> Response:
     await svc.accounts.unfollow(member, username)
     return Response(status_code=204)
 

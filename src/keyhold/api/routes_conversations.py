@@ -8,7 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from keyhold.api.deps import CurrentMember, Service
-from keyhold.api.schemas import MAX_ID, AddMembersBody, ReceiptBody, SendBody, StartConversationBody
+from keyhold.api.schemas import MAX_ID, AddMembersBody, ReceiptBody, SendBody, StartConversationBody, Text
 from keyhold.core.errors import invalid
 from keyhold.core.messages import SendRequest
 
@@ -83,7 +83,13 @@ async def send(
     conversation_id: ConversationId, body: SendBody, member: CurrentMember, svc: Service
 ) -> dict[str, Any]:
     request = SendRequest(
-        member.id, member.username, conversation_id, body.text, body.idempotency_key, body.attachment_id
+        member.id,
+        member.username,
+        conversation_id,
+        body.text,
+        body.idempotency_key,
+        body.attachment_id,
+        member.session,
     )
     return await svc.messages.send(request)
 
@@ -113,8 +119,8 @@ async def upload(
     request: Request,
     member: CurrentMember,
     svc: Service,
-    filename: Annotated[str, Query(min_length=1, max_length=200)],
-    content_type: Annotated[str, Header(max_length=200)] = "application/octet-stream",
+    filename: Annotated[Text, Query(min_length=1, max_length=200)],
+    content_type: Annotated[Text, Header(max_length=200)] = "application/octet-stream",
 ) -> dict[str, Any]:
     data = await request.body()
     return await svc.messages.upload(member.id, conversation_id, filename, content_type, data)
@@ -122,16 +128,32 @@ async def upload(
 
 @router.get("/attachments/{attachment_id}", summary="Download an attachment of one of my conversations")
 async def download(
-    attachment_id: Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")],
+    attachment_id: Annotated[Text, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")],
     member: CurrentMember,
     svc: Service,
 ) -> Response:
     async with svc.engine.connect() as conn:
         meta, data = await svc.messages.download(conn, member.id, attachment_id)
+    return attachment_response(meta["filename"], meta["content_type"], data)
+
+
+# Types a browser may show inline: raster images, which run no script. Everything else (HTML,
+# SVG, scripts, PDF...) is served as bytes to save, whatever type its uploader claimed.
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
+
+
+def attachment_response(filename: str, content_type: str, data: bytes) -> Response:
+    declared = content_type.split(";", 1)[0].strip().lower()
+    inline = declared in INLINE_TYPES
     # RFC 6266/5987: a quoted UTF-8 file name can carry any character without header injection.
-    disposition = f"attachment; filename*=UTF-8''{quote(meta['filename'], safe='')}"
+    disposition = f"{'inline' if inline else 'attachment'}; filename*=UTF-8''{quote(filename, safe='')}"
     return Response(
         data,
-        media_type=meta["content_type"],
-        headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
+        media_type=declared if inline else "application/octet-stream",
+        headers={
+            "Content-Disposition": disposition,
+            "X-Content-Type-Options": "nosniff",
+            # Even if a browser were talked into rendering it: no script, no same-origin access.
+            "Content-Security-Policy": "sandbox; default-src 'none'",
+        },
     )

@@ -10,9 +10,9 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
-from keyhold.api.deps import CurrentStaff, Gov, Token
+from keyhold.api.deps import CurrentStaff, Gov, Token, client_address
 from keyhold.api.schemas import (
     MAX_ID,
     AppealDecisionBody,
@@ -21,6 +21,7 @@ from keyhold.api.schemas import (
     ReadBody,
     RefuseBody,
     StaffLoginBody,
+    Text,
 )
 from keyhold.core.errors import invalid
 from keyhold.governance.legal import LegalRequest
@@ -36,12 +37,16 @@ def page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
 CaseId = Annotated[int, Path(ge=1, le=MAX_ID)]
 After = Annotated[int, Query(ge=0, le=MAX_ID)]
 Limit = Annotated[int, Query(ge=1, le=200)]
-Status = Annotated[str | None, Query(max_length=20)]
+Status = Annotated[Text | None, Query(max_length=20)]
 
 
-@router.post("/sessions", status_code=201, summary="Staff sign-in: password and TOTP code (1 h session)")
-async def staff_login(body: StaffLoginBody, gov: Gov) -> dict[str, Any]:
-    return await gov.staff.login(body.username, body.password, body.totp)
+@router.post(
+    "/sessions",
+    status_code=201,
+    summary="Staff sign-in: password and TOTP code (1 h session; throttled per address and account)",
+)
+async def staff_login(body: StaffLoginBody, request: Request, gov: Gov) -> dict[str, Any]:
+    return await gov.staff.login(body.username, body.password, body.totp, client_address(request))
 
 
 @router.delete("/sessions/current", status_code=204, summary="Staff sign-out")
@@ -81,7 +86,7 @@ async def report_content(
     case_id: CaseId,
     staff: CurrentStaff,
     gov: Gov,
-    reason: Annotated[str, Query(min_length=1, max_length=500)],
+    reason: Annotated[Text, Query(min_length=1, max_length=500)],
 ) -> dict[str, Any]:
     return {"items": await gov.access.read_report_window(staff, case_id, reason)}
 

@@ -7,19 +7,21 @@ other members' parts hidden behind salted hashes).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from keyhold.api.deps import CurrentMember, CurrentStaff, Gov, RestrictedMember
-from keyhold.api.schemas import MAX_ID, AppealBody, ReportBody
+from keyhold.api.schemas import MAX_ID, AppealBody, ReportBody, Text
 from keyhold.core.errors import Problem, forbidden, invalid
 from keyhold.governance.accesslog import subject_view
 from keyhold.governance.transparency import build_report, period_bounds, render_html
 from keyhold.store import accesslog as log_store
 
 router = APIRouter()
+AUDITORS = ("auditor", "admin")
 Size = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
@@ -62,7 +64,7 @@ async def consistency(gov: Gov, first: Size, second: Size) -> dict[str, Any]:
 async def entries(
     staff: CurrentStaff, gov: Gov, start: Size = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
-    if staff.role not in ("auditor", "admin"):
+    if staff.role not in AUDITORS:
         raise forbidden("log entries are for auditors")
     end = min(start + limit, _committed_size(gov))
     async with gov.svc.engine.connect() as conn:
@@ -94,17 +96,24 @@ async def appeal(
 
 
 @router.get(
-    "/transparency/report", summary="Transparency report for a period (e.g. 2026-H2), computed from the log"
+    "/transparency/report",
+    summary="Transparency report for a period (e.g. 2026-H1), computed from the log: public once the "
+    "period has ended, to auditors before",
 )
 async def transparency_report(
+    request: Request,
     gov: Gov,
-    period: Annotated[str, Query(min_length=4, max_length=7, pattern=r"^\d{4}(-H[12]|-Q[1-4])?$")],
-    format: Annotated[str, Query(pattern="^(json|html)$")] = "json",
+    period: Annotated[Text, Query(min_length=4, max_length=7, pattern=r"^\d{4}(-H[12]|-Q[1-4])?$")],
+    format: Annotated[Text, Query(pattern="^(json|html)$")] = "json",
 ) -> Any:
     try:
-        period_bounds(period)
+        _start, end = period_bounds(period)
     except ValueError as exc:
         raise invalid(str(exc)) from exc
+    if end > dt.datetime.now(dt.UTC).date():
+        # A report of a running period would change with every new case: polling it would
+        # show legal requests and holds as they happen. Auditors see it; the public waits.
+        await _require_auditor(request, gov, end)
     try:
         report = await build_report(gov.svc.engine, period, gov.log.head)
     except ValueError as exc:  # the stored log does not match its signed head
@@ -112,3 +121,19 @@ async def transparency_report(
     if format == "html":
         return HTMLResponse(render_html(report))
     return report
+
+
+async def _require_auditor(request: Request, gov: Gov, period_end: dt.date) -> None:
+    closed = Problem(
+        403,
+        "period-not-ended",
+        "Period not ended",
+        f"a period's report is public once the period has ended (this one ends {period_end.isoformat()}); "
+        "until then only auditors can read it",
+    )
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise closed
+    staff = await gov.staff.authenticate(token.strip())
+    if staff.role not in AUDITORS:
+        raise closed

@@ -9,7 +9,10 @@ Protocol (JSON text frames):
   `?since=latest` skips the replay (live events only; the `ready` frame gives the position);
 - client frames: `send` {ref, conversation_id, text, idempotency_key?, attachment_id?} →
   `ack` {ref, message} once durable, or `error` {ref, problem}; `receipt` {ref,
-  conversation_id, receipt: delivered|read, message_id} → `ack` {ref}; `ping` → `pong`.
+  conversation_id, receipt: delivered|read, message_id} → `ack` {ref}; `ping` → `pong`;
+- when the session ends (logout, password change elsewhere, suspension, ban, expiry...) the
+  server closes the socket within a second: 4401 when the session ended, 4403 when the account
+  may no longer act, with the reason; a frame that arrives after that is never acted on.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, WebSocket
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
-from keyhold.api.schemas import MAX_ID, Id
+from keyhold.api.schemas import MAX_ID, AttachmentId, Body, Id, IdempotencyKey, MessageText, Text
 from keyhold.bus.base import SubscriptionClosed
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem, invalid
@@ -36,16 +39,16 @@ log = logging.getLogger("keyhold.stream")
 router = APIRouter()
 AUTH_TIMEOUT = 10.0
 MAX_OUTBOX = 20_000
-Ref = Annotated[str, Field(max_length=64)] | Annotated[int, Field(ge=0, le=MAX_ID)] | None
+Ref = Annotated[Text, Field(max_length=64)] | Annotated[int, Field(ge=0, le=MAX_ID)] | None
 
 
-class Frame(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class Frame(Body):
+    """A client frame: strict, and its strings checked like request bodies."""
 
 
 class AuthFrame(Frame):
     type: Literal["auth"]
-    token: Annotated[str, Field(max_length=200)]
+    token: Annotated[Text, Field(max_length=200)]
     since: Annotated[int, Field(ge=0, le=2**62)] = 0
 
 
@@ -53,9 +56,9 @@ class SendFrame(Frame):
     type: Literal["send"]
     ref: Ref = None
     conversation_id: Id
-    text: Annotated[str, Field(max_length=100_000)] = ""
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    attachment_id: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    text: MessageText = ""
+    idempotency_key: IdempotencyKey | None = None
+    attachment_id: AttachmentId | None = None
 
 
 class ReceiptFrame(Frame):
@@ -88,7 +91,15 @@ class Connection:
         self.outbox: deque[bytes] = deque()
         self.wakeup = asyncio.Event()
         self.closed = False
+        self.close_code = 4408
+        self.close_reason = "fell behind; reconnect with since"
         self.tasks: set[asyncio.Task[None]] = set()
+
+    def revoke(self, code: int, reason: str) -> None:
+        """The session ended (see `core.revocation`): close now, whatever is still queued."""
+        self.close_code, self.close_reason = code, reason
+        self.closed = True
+        self.wakeup.set()
 
     def push(self, frame: bytes) -> None:
         if len(self.outbox) >= MAX_OUTBOX:
@@ -103,9 +114,10 @@ class Connection:
             self.wakeup.clear()
             if not self.outbox and not self.closed:
                 await self.wakeup.wait()
-        # Fell behind (or the pump ended): close so that the client reconnects and replays.
+        # Revoked, fell behind, or the pump ended: close so that the client knows why (and,
+        # unless revoked, reconnects and replays).
         with contextlib.suppress(Exception):
-            await self.ws.close(code=4408, reason="fell behind; reconnect with since")
+            await self.ws.close(code=self.close_code, reason=self.close_reason)
 
     async def pump(self, since: int) -> None:
         subscription = self.svc.bus.subscribe(self.member.id)
@@ -133,6 +145,8 @@ class Connection:
             subscription.close()
 
     async def handle(self, raw: str | bytes) -> None:
+        if self.closed:
+            return  # revoked or closing: nothing more is acted on
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -169,6 +183,7 @@ class Connection:
             frame.text,
             frame.idempotency_key,
             frame.attachment_id,
+            self.member.session,
         )
         try:
             self.svc.messages.validate(request)
@@ -211,6 +226,8 @@ async def _authenticate(ws: WebSocket, svc: Keyhold) -> tuple[Member, int] | Non
         try:
             raw = await asyncio.wait_for(ws.receive_text(), AUTH_TIMEOUT)
             auth = AuthFrame.model_validate(orjson.loads(raw))
+        except (WebSocketDisconnect, RuntimeError):
+            return None  # the client went away before authenticating: nothing to answer or log
         except (TimeoutError, ValidationError, orjson.JSONDecodeError, KeyError):
             await _refuse(ws, Problem(401, "unauthorized", "Not signed in", "send an auth frame first"), 4401)
             return None
@@ -241,6 +258,7 @@ async def stream(ws: WebSocket) -> None:
         return
     member, since = authenticated
     conn = Connection(ws, svc, member)
+    svc.revocations.watch(conn)
     tasks = [asyncio.create_task(conn.pump(since)), asyncio.create_task(conn.sender())]
     try:
         while not conn.closed:
@@ -255,6 +273,7 @@ async def stream(ws: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away, or we closed the socket after it fell behind
     finally:
+        svc.revocations.unwatch(conn)
         conn.closed = True
         conn.wakeup.set()
         for task in tasks:

@@ -39,7 +39,7 @@ def _ms(samples: list[float], q: float) -> float:
 
 async def _member(svc: Keyhold, name: str) -> Member:
     await svc.accounts.register(name, PASSWORD, "1990-01-01", "us")
-    login = await svc.accounts.login(name, PASSWORD)
+    login = await svc.accounts.login(name, PASSWORD, address="bench")
     return await svc.accounts.authenticate(login["token"])
 
 

@@ -240,14 +240,8 @@ def user_disable(username: str, home: HomeOption = None) -> None:
     settings = settings_for(home)
 
     async def run(svc: Keyhold) -> None:
-        async with svc.engine.begin() as conn:
-            row = await account_store.by_username(conn, username)
-            if row is None:
-                fail(f"no user named {username!r}")
-                return
-            await account_store.update_user(conn, row.id, disabled=True)
-            revoked = await account_store.revoke_all_sessions(conn, row.id)
-        console.print(f"disabled {username}; revoked {revoked} session(s)")
+        revoked = await svc.accounts.disable(username)
+        console.print(f"disabled {username}; revoked {revoked} session(s); open streams close within a second")
 
     with_service(settings, run)
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import ssl
+from pathlib import Path
 
 import uvicorn
+import websockets
 
 from keyhold.api.app import create_app
 from keyhold.config import Settings
@@ -19,14 +22,43 @@ class InsecureBindRefused(Exception):
     pass
 
 
+def _without_query(args: object, position: int) -> object:
+    if isinstance(args, tuple) and len(args) > position and isinstance(args[position], str):
+        return (*args[:position], args[position].split("?", 1)[0], *args[position + 1 :])
+    return args
+
+
 class DropQueryStrings(logging.Filter):
-    """Access-log lines keep the path and drop the query: queries can carry file names."""
+    """HTTP access lines (debug only) keep the path and drop the query: queries can carry
+    file names, and a careless client may put a token there."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        record.args = _without_query(record.args, 2)  # type: ignore[assignment]
         return True
+
+
+WEBSOCKET_LINE = '%s - "WebSocket %s"'
+WEBSOCKETS_LIBRARY = str(Path(websockets.__file__).parent) + os.sep
+
+
+class QuietWebSocketLines(logging.Filter):
+    """uvicorn's error log also carries, per WebSocket, a handshake line with the client's
+    address and query string, and (through the logger uvicorn hands the `websockets` protocol)
+    "connection open/closed" lines and, at debug, every header (bearer tokens) and frame
+    (message text). The handshake line appears only at debug, without its query; the protocol's
+    own lines never, at any level, unless they are warnings."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.pathname.startswith(WEBSOCKETS_LIBRARY):
+            return record.levelno >= logging.WARNING
+        if not (isinstance(record.msg, str) and record.msg.startswith(WEBSOCKET_LINE)):
+            return True
+        record.args = _without_query(record.args, 1)  # type: ignore[assignment]
+        return self.verbose
 
 
 def is_loopback(host: str) -> bool:
@@ -64,6 +96,10 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
         ssl_keyfile=settings.tls_keyfile or None,
         ssl_ciphers=TLS12_AEAD_CIPHERS,
         server_header=False,
+        # X-Forwarded-For is believed only from configured proxies: sign-in throttling counts
+        # client addresses, which any client could otherwise name for itself.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
         timeout_graceful_shutdown=10,
     )
     config.load()
@@ -72,6 +108,7 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
         config.ssl.options |= ssl.OP_NO_COMPRESSION
     logging.getLogger("keyhold").setLevel(log_level.upper())
     logging.getLogger("uvicorn.access").addFilter(DropQueryStrings())
+    logging.getLogger("uvicorn.error").addFilter(QuietWebSocketLines(verbose=log_level == "debug"))
     # The WebSocket library's debug output carries handshake headers (bearer tokens) and frame
     # contents (message text): never let it through, whatever the level.
     logging.getLogger("websockets").setLevel(logging.INFO)

@@ -1,4 +1,10 @@
-"""Accounts: registration, sessions (opaque bearer tokens), profile, deletion, follows."""
+"""Accounts: registration, sessions (opaque bearer tokens), profile, deletion, follows.
+
+A session ends when it is revoked (logout, logout everywhere, a password change for every other
+session, a ban, account deletion) or expires; the account may also stop acting (disabled,
+suspended, banned, deleted). `session_refusal` is the one rule for both, used when a token is
+presented and again, by `core.revocation`, for streams that are already open.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, unauthorized
+from keyhold.core.signin import SignInGuard
 from keyhold.crypto.passwords import PasswordHashing
 from keyhold.crypto.tokens import new_token, token_digest
 from keyhold.store import accounts as store
 
-USERNAME = re.compile(r"^[a-z0-9_]{3,32}$")
+USERNAME = re.compile(r"[a-z0-9_]{3,32}")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MIN_AGE_YEARS = 13
@@ -26,16 +33,50 @@ BANNED = 2**62
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """The signed-in member a request acts for."""
+    """The signed-in member a request acts for. `session` is the digest of the token it came
+    with; an in-process actor (an operator's CLI command) has none, and no revocation concerns it."""
 
     id: int
     username: str
     region: str
     display_name: str
+    session: bytes = b""
+    session_expires_ms: int = 0
+
+
+def session_refusal(row: Any, now: int, allow_suspended: bool = False) -> Problem | None:
+    """Why a session (a `store.accounts.session_user` row) may not act now, or None. What the
+    account may no longer do (403) is said before what became of the session (401): a banned
+    member's streams close with the ban as their reason, not just "revoked"."""
+    if row is None:
+        return unauthorized("the token is unknown or was revoked; log in again")
+    if row.disabled or row.deleted_ms is not None:
+        return forbidden("this account is disabled")
+    if row.suspended_until_ms > now and not allow_suspended:
+        until = (
+            "permanently (banned)"
+            if row.suspended_until_ms >= BANNED
+            else f"until {iso(row.suspended_until_ms)}"
+        )
+        return forbidden(f"this account is suspended {until}; a moderation decision can be appealed once")
+    if row.revoked_ms is not None:
+        return unauthorized("the token is unknown or was revoked; log in again")
+    if row.expires_ms <= now:
+        return unauthorized("the token has expired; log in again")
+    return None
+
+
+async def require_live_session(conn: AsyncConnection, member: Member) -> None:
+    """In a write's own transaction: refuse if the member's session ended since it was checked
+    (a frame on a stream whose session was just revoked writes nothing)."""
+    if member.session:
+        refusal = session_refusal(await store.session_user(conn, member.session), now_ms())
+        if refusal is not None:
+            raise refusal
 
 
 def check_username(username: str) -> None:
-    if not USERNAME.match(username):
+    if not USERNAME.fullmatch(username):
         raise invalid("username must be 3-32 characters of a-z, 0-9 and _")
 
 
@@ -70,9 +111,12 @@ def public_profile(row: Any) -> dict[str, Any]:
 
 
 class AccountService:
-    def __init__(self, engine: AsyncEngine, passwords: PasswordHashing, settings: Settings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, passwords: PasswordHashing, guard: SignInGuard, settings: Settings
+    ) -> None:
         self._engine = engine
         self._passwords = passwords
+        self._guard = guard
         self._settings = settings
 
     async def register(self, username: str, password: str, birthdate: str, region: str) -> dict[str, Any]:
@@ -95,17 +139,21 @@ class AccountService:
                 },
             )
             if user_id is None:
-                raise conflict(f"the username {username!r} is taken")
+                raise conflict("that username is taken")
             row = await store.by_id(conn, user_id)
         return public_profile(row)
 
-    async def login(self, username: str, password: str) -> dict[str, Any]:
-        async with self._engine.connect() as conn:
-            row = await store.by_username(conn, username)
-        # Verify even for unknown users so that timing does not reveal which usernames exist.
-        ok = await self._passwords.verify(row.password_hash if row else None, password)
-        if row is None or not ok or row.deleted_ms is not None:
-            raise unauthorized("username or password is wrong")
+    async def login(self, username: str, password: str, address: str) -> dict[str, Any]:
+        """A new session, for a sign-in from client `address` (throttled per address and name)."""
+        async with self._guard.attempt(address, "member", username) as attempt:
+            async with self._engine.connect() as conn:
+                row = await store.by_username(conn, username)
+            # Verify even for unknown users so that timing does not reveal which usernames exist.
+            ok = await self._passwords.verify(row.password_hash if row else None, password)
+            if row is None or not ok or row.deleted_ms is not None:
+                attempt.fail()
+                raise unauthorized("username or password is wrong")
+            attempt.succeed()
         if row.disabled:
             raise forbidden("this account is disabled")
         token = new_token()
@@ -118,30 +166,21 @@ class AccountService:
     async def authenticate(self, token: str, allow_suspended: bool = False) -> Member:
         """The member a token belongs to. A suspended (or banned) member's token is refused
         except where `allow_suspended`: the few routes they still need, such as appealing."""
+        session = token_digest(token)
         async with self._engine.connect() as conn:
-            row = await store.session_user(conn, token_digest(token))
-        if row is None or row.revoked:
-            raise unauthorized("the token is unknown or was revoked; log in again")
-        if row.expires_ms <= now_ms():
-            raise unauthorized("the token has expired; log in again")
-        if row.disabled or row.deleted_ms is not None:
-            raise forbidden("this account is disabled")
-        if row.suspended_until_ms > now_ms() and not allow_suspended:
-            until = (
-                "permanently (banned)"
-                if row.suspended_until_ms >= BANNED
-                else f"until {iso(row.suspended_until_ms)}"
-            )
-            raise forbidden(f"this account is suspended {until}; a moderation decision can be appealed once")
-        return Member(row.id, row.username, row.region, row.display_name)
+            row = await store.session_user(conn, session)
+        refusal = session_refusal(row, now_ms(), allow_suspended)
+        if refusal is not None or row is None:
+            raise refusal or unauthorized()
+        return Member(row.id, row.username, row.region, row.display_name, session, row.expires_ms)
 
-    async def logout(self, token: str) -> None:
+    async def logout(self, member: Member) -> None:
         async with self._engine.begin() as conn:
-            await store.revoke_session(conn, token_digest(token))
+            await store.revoke_session(conn, member.session, now_ms())
 
     async def logout_everywhere(self, member: Member) -> int:
         async with self._engine.begin() as conn:
-            return await store.revoke_all_sessions(conn, member.id)
+            return await store.revoke_all_sessions(conn, member.id, now_ms())
 
     async def profile(self, member: Member) -> dict[str, Any]:
         async with self._engine.connect() as conn:
@@ -156,12 +195,24 @@ class AccountService:
             await store.update_user(conn, member.id, display_name=name)
         return await self.profile(member)
 
-    async def change_password(self, member: Member, current: str, new: str) -> None:
+    async def change_password(self, member: Member, current: str, new: str) -> int:
+        """Set a new password and end every other session of the member (this one goes on):
+        whoever knew the old password may hold one. Returns how many sessions ended."""
         check_password(new)
         await self._check_password(member, current)
         new_hash = await self._passwords.hash(new)
         async with self._engine.begin() as conn:
             await store.update_user(conn, member.id, password_hash=new_hash)
+            return await store.revoke_all_sessions(conn, member.id, now_ms(), keep=member.session or None)
+
+    async def disable(self, username: str) -> int:
+        """An operator disables an account: it can no longer sign in, every session ends and
+        its open streams close. Returns how many sessions ended."""
+        async with self._engine.begin() as conn:
+            row = await self.user(conn, username)
+            now = now_ms()
+            await store.restrict_user(conn, row.id, now, disabled=True)
+            return await store.revoke_all_sessions(conn, row.id, now)
 
     async def _check_password(self, member: Member, password: str) -> None:
         async with self._engine.connect() as conn:
@@ -175,7 +226,7 @@ class AccountService:
     async def user(self, conn: AsyncConnection, username: str) -> Any:
         row = await store.by_username(conn, username)
         if row is None or row.deleted_ms is not None:
-            raise not_found(f"no user named {username!r}")
+            raise not_found("no such user")
         return row
 
     async def public_profile_of(self, username: str) -> dict[str, Any]:

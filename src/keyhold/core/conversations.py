@@ -9,8 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
-from keyhold.core.accounts import Member
-from keyhold.core.errors import Problem, forbidden, invalid, not_found
+from keyhold.core.accounts import Member, require_live_session
+from keyhold.core.erasure import Erasure
+from keyhold.core.errors import Problem, forbidden, invalid, not_found, not_yours
 from keyhold.core.keys import ConversationKeys
 from keyhold.core.messages import MessageService
 from keyhold.core.writer import EventSink, PendingEvent, Writer
@@ -18,8 +19,7 @@ from keyhold.store import accounts as account_store
 from keyhold.store import conversations as store
 from keyhold.store import keys as key_store
 from keyhold.store import messages as message_store
-from keyhold.store.blobs import BlobStore
-from keyhold.store.cases import conversations_of, held_conversations
+from keyhold.store.cases import held_conversations
 
 ENCRYPTIONS = ("standard", "e2ee")
 RECEIPTS = {"delivered": "delivered_upto", "read": "read_upto"}
@@ -45,14 +45,14 @@ class ConversationService:
         writer: Writer,
         messages: MessageService,
         keys: ConversationKeys,
-        blobs: BlobStore,
+        erasure: Erasure,
         settings: Settings,
     ) -> None:
         self._engine = engine
         self._writer = writer
         self._messages = messages
         self._keys = keys
-        self._blobs = blobs
+        self._erasure = erasure
         self._settings = settings
 
     # -- views -----------------------------------------------------------------------------
@@ -102,8 +102,7 @@ class ConversationService:
     async def require_member(self, conn: AsyncConnection, member: Member, conversation_id: int) -> Any:
         row = await store.membership(conn, conversation_id, member.id)
         if row is None or row.left_ms is not None:
-            # The same answer whether it does not exist or is someone else's: ids are not probes.
-            raise not_found(f"conversation {conversation_id} not found among yours")
+            raise not_yours("conversation")
         return row
 
     async def get(self, member: Member, conversation_id: int) -> dict[str, Any]:
@@ -130,7 +129,8 @@ class ConversationService:
             u for u in usernames if u not in found or found[u].deleted_ms is not None or found[u].disabled
         ]
         if missing:
-            raise not_found(f"no active user named {', '.join(repr(m) for m in missing)}")
+            # How many, not which: a detail never repeats what was submitted.
+            raise not_found(f"{len(missing)} of the named members are not active users")
         return [found[u] for u in usernames]
 
     def _announce(
@@ -246,9 +246,10 @@ class ConversationService:
             raise invalid("receipt type must be 'delivered' or 'read'")
 
         async def run(conn: AsyncConnection, sink: EventSink) -> bool:
+            await require_live_session(conn, member)
             await self.require_member(conn, member, conversation_id)
             if not await store.message_in_conversation(conn, conversation_id, message_id):
-                raise not_found(f"message {message_id} is not in conversation {conversation_id}")
+                raise not_found("that message is not in this conversation")
             changed = await store.advance_receipt(conn, conversation_id, member.id, column, message_id)
             if kind == "read":  # reading implies delivery
                 await store.advance_receipt(conn, conversation_id, member.id, "delivered_upto", message_id)
@@ -310,17 +311,16 @@ class ConversationService:
             now = now_ms()
             left = await store.leave_all(conn, member.id, now)
             # A preservation hold on this member or on anyone they talk to keeps the content of
-            # those conversations (hidden, sealed) until the hold ends.
-            preserved = await held_conversations(conn, await conversations_of(conn, [member.id]), now)
-            attachment_ids = await message_store.destroy_by_sender(conn, member.id, now, keep_in=preserved)
-            await message_store.mark_attachments_deleted(conn, attachment_ids, now)
-            await account_store.revoke_all_sessions(conn, member.id)
+            # those conversations (hidden, sealed) until the hold ends: `Erasure` decides.
+            await self._erasure.erase(conn, sink, await message_store.live_by_sender(conn, member.id), now)
+            await account_store.revoke_all_sessions(conn, member.id, now)
             await account_store.remove_all_follows(conn, member.id)
             # The username stays reserved (no one can take over a deleted member's name);
             # what could identify or authenticate the person is cleared.
-            await account_store.update_user(
+            await account_store.restrict_user(
                 conn,
                 member.id,
+                now,
                 deleted_ms=now,
                 disabled=True,
                 display_name="",
@@ -335,8 +335,6 @@ class ConversationService:
                     m.id for m in everyone if m.conversation_id == conversation_id and m.left_ms is None
                 ]
                 self._announce(sink, conversation_id, remaining, "member_left", member=member.username)
-            for attachment_id in attachment_ids:
-                self._blobs.delete(attachment_id)
 
         if member.id <= 0:
             raise forbidden("unknown member")

@@ -8,22 +8,30 @@ from typing import Any
 class Problem(Exception):
     """A refusal with a status, a stable type slug and a sentence a person can act on."""
 
-    def __init__(self, status: int, slug: str, title: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, slug: str, title: str, detail: str, retry_after: int | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug
         self.title = title
         self.detail = detail
+        # Seconds after which a retry may succeed (429, 503): the Retry-After header over HTTP,
+        # and a member of the problem itself where there are no headers (WebSocket frames).
+        self.retry_after = retry_after
         self.extra = extra
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body = {
             "type": f"https://keyhold.dev/problems/{self.slug}",
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
             **self.extra,
         }
+        if self.retry_after is not None:
+            body["retry_after"] = self.retry_after
+        return body
 
 
 def invalid(detail: str, **extra: Any) -> Problem:
@@ -42,9 +50,15 @@ def not_found(detail: str) -> Problem:
     return Problem(404, "not-found", "Not found", detail)
 
 
+def not_yours(what: str) -> Problem:
+    # One answer whether the thing does not exist or is someone else's: ids are not probes,
+    # and the detail names no submitted value.
+    return not_found(f"{what} not found among yours")
+
+
 def conflict(detail: str) -> Problem:
     return Problem(409, "conflict", "Conflict", detail)
 
 
-def unavailable(detail: str) -> Problem:
-    return Problem(503, "unavailable", "Temporarily unavailable", detail)
+def unavailable(detail: str, retry_after: int = 1) -> Problem:
+    return Problem(503, "unavailable", "Temporarily unavailable", detail, retry_after=retry_after)

@@ -19,13 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import MessageIds, iso, now_ms
 from keyhold.config import Settings
-from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found
+from keyhold.core.accounts import session_refusal
+from keyhold.core.erasure import Erasure
+from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, not_yours, unauthorized
 from keyhold.core.keys import ConversationKeys
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.envelope import ConversationKey, SealError
+from keyhold.store import accounts as account_store
 from keyhold.store import messages as store
 from keyhold.store.blobs import BlobStore
-from keyhold.store.cases import held_conversations
 from keyhold.store.rows import AnyRow
 
 log = logging.getLogger("keyhold.messages")
@@ -72,6 +74,9 @@ class SendRequest:
     text: str
     idempotency_key: str | None
     attachment_id: str | None = None
+    # The digest of the token the send came with (see `accounts.Member.session`): checked in
+    # the transaction that would store the message, so a revoked session stores nothing.
+    session: bytes = b""
 
 
 def render_message(
@@ -98,12 +103,14 @@ class MessageService:
         writer: Writer,
         keys: ConversationKeys,
         blobs: BlobStore,
+        erasure: Erasure,
         settings: Settings,
     ) -> None:
         self._engine = engine
         self._writer = writer
         self._keys = keys
         self._blobs = blobs
+        self._erasure = erasure
         self._settings = settings
         self._ids = MessageIds()
         writer.set_batch_handler(self._commit_sends)
@@ -138,6 +145,9 @@ class MessageService:
     ) -> list[Sent | Problem]:
         """Writer batch handler: one transaction for every send in `batch`."""
         now = now_ms()
+        sessions = {r.session for r in batch if r.session}
+        found = await account_store.session_users(conn, sessions) if sessions else {}
+        live = {s for s in sessions if session_refusal(found.get(s), now) is None}
         idems = {f"{r.sender_id}:{r.idempotency_key}" for r in batch if r.idempotency_key}
         earlier = await store.by_idempotency(conn, idems) if idems else {}
         conv_ids = {r.conversation_id for r in batch}
@@ -155,6 +165,14 @@ class MessageService:
         rows: list[dict[str, Any]] = []
         results: list[Sent | Problem] = []
         for req in batch:
+            if req.session and req.session not in live:
+                results.append(unauthorized("the session ended before the message was stored; log in again"))
+                continue
+            # Membership first: a former member's retry gets the 404 any send there would.
+            conv_members = members.get(req.conversation_id, {})
+            if req.conversation_id not in states or req.sender_id not in conv_members:
+                results.append(not_yours("conversation"))
+                continue
             idem = f"{req.sender_id}:{req.idempotency_key}" if req.idempotency_key else None
             if idem is not None and (idem in earlier or idem in batch_idems):
                 # A retry: the first send with this key answers it, if it went to the same place.
@@ -167,10 +185,6 @@ class MessageService:
                 else:
                     results.append(first)
                 continue
-            conv_members = members.get(req.conversation_id, {})
-            if req.conversation_id not in states or req.sender_id not in conv_members:
-                results.append(not_found(f"conversation {req.conversation_id} not found among yours"))
-                continue
             attachment = None
             if req.attachment_id:
                 att = attachments.get(req.attachment_id)
@@ -179,12 +193,10 @@ class MessageService:
                     or att.conversation_id != req.conversation_id
                     or att.uploader_id != req.sender_id
                 ):
-                    results.append(
-                        not_found(f"attachment {req.attachment_id} not found among your uploads here")
-                    )
+                    results.append(not_found("attachment not found among your uploads to this conversation"))
                     continue
                 if req.attachment_id in used or att.deleted_ms is not None:
-                    results.append(conflict(f"attachment {req.attachment_id} was already sent or deleted"))
+                    results.append(conflict("the attachment was already sent or deleted"))
                     continue
                 used.add(req.attachment_id)
                 attachment = await self._attachment_meta(conn, att)
@@ -307,28 +319,13 @@ class MessageService:
             row = found.get(message_id)
             members = await store.active_members(conn, [row.conversation_id]) if row else {}
             if row is None or user_id not in members.get(row.conversation_id, {}):
-                raise not_found(f"message {message_id} not found among your conversations")
+                raise not_found("message not found among your conversations")
             if row.sender_id != user_id:
                 raise forbidden("only the sender can delete a message for everyone")
             if row.deleted_ms is not None:
                 return render_message(row)
-            now = now_ms()
-            # Under a preservation hold the message disappears for everyone but its sealed
-            # content is kept until the hold ends; nobody is told about the hold.
-            held = bool(await held_conversations(conn, [row.conversation_id], now))
-            await store.destroy(conn, message_id, now, keep_body=held)
-            if row.attachment_id and not held:
-                await store.mark_attachments_deleted(conn, [row.attachment_id], now)
-                self._blobs.delete(row.attachment_id)
-            sink.add(
-                PendingEvent(
-                    user_ids=list(members[row.conversation_id]),
-                    type="message.deleted",
-                    conversation_id=row.conversation_id,
-                    message_id=message_id,
-                    data={"message_id": message_id},
-                )
-            )
+            await self._erasure.erase(conn, sink, [row], now_ms())
+            self._erasure.announce(sink, [row], members)
             return render_message(row)
 
         return await self._writer.run(run)
@@ -367,7 +364,7 @@ class MessageService:
             states = await store.conversation_states(conn, [conversation_id])
             members = await store.active_members(conn, [conversation_id])
             if conversation_id not in states or user_id not in members.get(conversation_id, {}):
-                raise not_found(f"conversation {conversation_id} not found among yours")
+                raise not_yours("conversation")
             state = states[conversation_id]
             epoch = EpochState(state.current_epoch, state.epoch_messages, state.epoch_started_ms)
             now = now_ms()
@@ -403,7 +400,7 @@ class MessageService:
         att = (await store.attachments_by_ids(conn, [attachment_id])).get(attachment_id)
         members = await store.active_members(conn, [att.conversation_id]) if att else {}
         if att is None or user_id not in members.get(att.conversation_id, {}):
-            raise not_found(f"attachment {attachment_id} not found among your conversations")
+            raise not_found("attachment not found among your conversations")
         if att.deleted_ms is not None:
             raise Problem(410, "content-destroyed", "Content destroyed", "this attachment was deleted")
         key = await self._keys.key_for(conn, att.conversation_id, att.epoch)

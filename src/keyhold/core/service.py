@@ -13,8 +13,11 @@ from keyhold.config import Settings
 from keyhold.core.accounts import AccountService
 from keyhold.core.conversations import ConversationService
 from keyhold.core.delivery import Replayer
+from keyhold.core.erasure import Erasure
 from keyhold.core.keys import ConversationKeys
 from keyhold.core.messages import MessageService
+from keyhold.core.revocation import RevocationWatch
+from keyhold.core.signin import SignInGuard
 from keyhold.core.writer import Writer
 from keyhold.crypto.keyprovider import KeyFileProvider, KeyProvider
 from keyhold.crypto.passwords import PasswordHashing
@@ -37,13 +40,17 @@ class Keyhold:
     messages: MessageService
     replayer: Replayer
     passwords: PasswordHashing
+    signin: SignInGuard
+    revocations: RevocationWatch
     provider: KeyProvider
     blobs: BlobStore
+    erasure: Erasure
     governance: Governance | None = None
 
     async def stop(self) -> None:
         if self.governance is not None:
             await self.governance.stop()
+        await self.revocations.stop()
         await self.writer.stop()
         self.passwords.close()
         await self.engine.dispose()
@@ -83,8 +90,11 @@ async def start_keyhold(
         settings.argon2_memory_kib,
         settings.argon2_parallelism,
         settings.password_hash_concurrency,
+        settings.password_hash_queue,
     )
-    messages = MessageService(engine, writer, keys, blobs, settings)
+    signin = SignInGuard(engine)
+    erasure = Erasure(blobs)
+    messages = MessageService(engine, writer, keys, blobs, erasure, settings)
     await messages.start()
     writer.start()
     svc = Keyhold(
@@ -93,13 +103,16 @@ async def start_keyhold(
         bus=bus,
         writer=writer,
         keys=keys,
-        accounts=AccountService(engine, passwords, settings),
-        conversations=ConversationService(engine, writer, messages, keys, blobs, settings),
+        accounts=AccountService(engine, passwords, signin, settings),
+        conversations=ConversationService(engine, writer, messages, keys, erasure, settings),
         messages=messages,
         replayer=Replayer(engine, messages, settings.replay_page_size),
         passwords=passwords,
+        signin=signin,
+        revocations=RevocationWatch(engine),
         provider=provider,
         blobs=blobs,
+        erasure=erasure,
     )
     # Governance sits beside core (it uses core's writer and keys); imported here, not at the
     # top, so that core's modules never import governance.

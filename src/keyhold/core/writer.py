@@ -23,11 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.bus.base import Bus
 from keyhold.clock import now_ms
-from keyhold.core.errors import Problem, unavailable
+from keyhold.core.errors import invalid, unavailable
 from keyhold.store import events as event_store
+from keyhold.store.db import refused_as_data, storage_unavailable
 
 log = logging.getLogger("keyhold.writer")
 T = TypeVar("T")
+RETRY_SAME_KEY = "retry with the same idempotency key"
 
 
 @dataclass
@@ -88,7 +90,6 @@ class Writer:
         self._stopping = False
         self._batch_handler: BatchHandler | None = None
         self.on_conflict: list[Callable[[], Awaitable[None]]] = []
-        self.commits = 0
 
     def set_batch_handler(self, handler: BatchHandler) -> None:
         """The function that commits a batch of sends (core.messages registers it)."""
@@ -162,6 +163,9 @@ class Writer:
             job.future.set_result(result)
 
     async def _run_batch(self, batch: list[_Job], retried: bool = False) -> None:
+        """Commit a batch of sends. If it fails for a reason other than storage being away,
+        the failing send is isolated: the batch is split and each half committed on its own,
+        so that one bad item fails only itself and every other send is acknowledged."""
         assert self._batch_handler is not None
         sink = EventSink()
         try:
@@ -172,13 +176,29 @@ class Writer:
             if isinstance(exc, IntegrityError) and not retried:
                 await self._reload_after_conflict()
                 await self._run_batch(batch, retried=True)
-                return
-            log.exception("message batch of %d failed to commit", len(batch))
-            failure = unavailable("the message could not be stored; retry with the same idempotency key")
-            results = [failure] * len(batch)
-            published = None
-        if published is not None:
-            self._after_commit(published)
+            elif storage_unavailable(exc):
+                log.warning("storage unavailable; %d send(s) refused with 503: %s", len(batch), type(exc).__name__)
+                self._answer(batch, [unavailable(f"storage is unavailable; {RETRY_SAME_KEY}") for _ in batch])
+            elif len(batch) > 1:
+                middle = len(batch) // 2
+                await self._run_batch(batch[:middle], retried)
+                await self._run_batch(batch[middle:], retried)
+            else:
+                # Never the exception's text: it could quote the item (hide_parameters keeps
+                # the SQL parameters out, the database's own message may not).
+                log.error("a send failed to commit and was refused: %s", type(exc).__name__)
+                refusal = (
+                    invalid("the message could not be stored as sent")
+                    if refused_as_data(exc)
+                    else unavailable(f"the message could not be stored; {RETRY_SAME_KEY}")
+                )
+                self._answer(batch, [refusal])
+            return
+        self._after_commit(published)
+        self._answer(batch, results)
+
+    @staticmethod
+    def _answer(batch: list[_Job], results: list[Any]) -> None:
         for job, result in zip(batch, results, strict=True):
             assert job.done is not None
             job.done(result)
@@ -228,10 +248,6 @@ class Writer:
     def _after_commit(self, published: tuple[list[tuple[int, int, bytes]], dict[int, int]]) -> None:
         events, seqs = published
         self._seqs.update(seqs)
-        self.commits += 1
         for uid, seq, payload in events:
             self._bus.publish(uid, seq, payload)
 
-
-def is_problem(result: Any) -> bool:
-    return isinstance(result, Problem)

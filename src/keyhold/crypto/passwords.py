@@ -1,32 +1,54 @@
-"""argon2id password hashing, off the event loop and with bounded concurrency.
+"""argon2id password hashing, off the event loop, with bounded concurrency and a bounded queue.
 
-Each hash costs ~100 ms and 64 MiB with the default parameters: a burst of logins must queue
-for a few worker threads rather than stall the event loop or exhaust memory.
+Each hash costs ~100 ms and 64 MiB with the default parameters: a burst of sign-ins queues for
+a few worker threads rather than stall the event loop or exhaust memory, and past a short
+queue it is refused at once (`PasswordHashingBusy`, a 503 with Retry-After) instead of making
+every sign-in behind it wait. Only sign-ins, registrations and password checks hash: requests
+made with a token never queue here.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+T = TypeVar("T")
+
+
+class PasswordHashingBusy(Exception):
+    """Every worker is busy and the queue is full: retry in a moment."""
+
 
 class PasswordHashing:
-    def __init__(self, time_cost: int, memory_kib: int, parallelism: int, concurrency: int) -> None:
+    def __init__(
+        self, time_cost: int, memory_kib: int, parallelism: int, concurrency: int, queue: int
+    ) -> None:
         self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="argon2")
+        self._capacity = concurrency + queue
+        self._admitted = 0
         # A hash that no password matches, to spend the same time on unknown usernames.
         self._dummy = self._hasher.hash("keyhold-no-such-user")
 
+    async def _run(self, fn: Callable[..., T], *args: str) -> T:
+        if self._admitted >= self._capacity:
+            raise PasswordHashingBusy("password hashing is busy")
+        self._admitted += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self._admitted -= 1
+
     async def hash(self, password: str) -> str:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._hasher.hash, password)
+        return await self._run(self._hasher.hash, password)
 
     async def verify(self, stored_hash: str | None, password: str) -> bool:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._verify_sync, stored_hash or self._dummy, password
-        )
+        return await self._run(self._verify_sync, stored_hash or self._dummy, password)
 
     def _verify_sync(self, stored_hash: str, password: str) -> bool:
         try:

@@ -7,7 +7,12 @@ not expired; staff, case and data share one region; every item is in the case's 
 targets' conversations within the date range, and `message_content` is a granted category);
 the DEK of every item is wrapped for the case's region. Only then is the access-log entry
 appended and committed, and only after that commit are the items opened, with the case
-region's KEK. A refusal names its reason and writes nothing.
+region's KEK. A refusal names its reason and writes nothing; a message id that does not exist
+is refused exactly like one out of scope (ids are not probes).
+
+What a moderator reads of a message deleted under a preservation hold is what they would read
+without the hold — a tombstone — so that no one but legal staff can tell that a hold exists;
+the content such a hold preserves opens only for a legal case.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
-from keyhold.core.errors import Problem, forbidden, invalid, not_found
+from keyhold.core.errors import Problem, invalid, not_found
 from keyhold.core.writer import EventSink, Writer
 from keyhold.crypto.envelope import ConversationKey, wrap_context
 from keyhold.crypto.keyprovider import KeyProvider, KeyProviderError, WrappedKey
@@ -95,8 +100,6 @@ class GovernedAccess:
             scope = await self.report_scope(conn, case)
             return [i for i in ids if i not in scope]
         details = orjson.loads(case.details)
-        if "message_content" not in details.get("categories", []):
-            raise refused(f"case {case.id} does not grant message_content")
         targets = await case_store.target_ids(conn, case.id)
         allowed = await case_store.target_message_ids(
             conn, targets, details["start_ms"], details["end_ms"], ids
@@ -120,14 +123,12 @@ class GovernedAccess:
                 raise not_found(f"case {case_id} not found")
             now = now_ms()
             case_is_live(case, staff, now)
+            if case.kind == "legal" and "message_content" not in orjson.loads(case.details).get("categories", []):
+                raise refused(f"case {case.id} does not grant message_content")
             rows = await case_store.messages_for_access(conn, ids)
-            missing = [i for i in ids if i not in rows]
-            if missing:
-                raise not_found(f"message(s) {missing} not found")
-            outside = await self._out_of_scope(conn, case, ids)
-            if outside:
-                raise refused(f"message(s) {outside} are outside the scope of case {case.id}")
-            live = [r for r in rows.values() if r.body is not None]
+            if len(rows) < len(ids) or await self._out_of_scope(conn, case, ids):
+                raise refused(f"one or more of the messages are outside the scope of case {case.id}")
+            live = [r for r in rows.values() if _opens(r, case)]
             wraps = await case_store.region_wraps(
                 conn, case.region, [(r.conversation_id, r.epoch) for r in live]
             )
@@ -139,7 +140,7 @@ class GovernedAccess:
             ]
             if unreachable:
                 raise refused(
-                    f"message(s) {unreachable} are not readable with the keys of region {case.region}"
+                    f"{len(unreachable)} of the messages are not readable with the keys of region {case.region}"
                 )
             entry = await self._entry(conn, case, staff, rows, reason)
             await self._log.append(conn, sink, [entry])
@@ -148,7 +149,10 @@ class GovernedAccess:
         case, rows, wraps = await self._writer.run(check_and_log)
         # The entry is durable: only now is anything opened.
         return [
-            self._open(rows[i], wraps.get((rows[i].conversation_id, rows[i].epoch)), case.region) for i in ids
+            self._open(rows[i], wraps.get((rows[i].conversation_id, rows[i].epoch)), case)
+            if _opens(rows[i], case)
+            else _tombstone(rows[i])
+            for i in ids
         ]
 
     async def _entry(
@@ -178,19 +182,10 @@ class GovernedAccess:
             subjects=list(subjects.values()),
         )
 
-    def _open(self, row: Any, wrap: Any, region: str) -> dict[str, Any]:
-        base = {
-            "id": row.id,
-            "conversation_id": row.conversation_id,
-            "sender_id": row.sender_id,
-            "sent_at": iso(row.sent_ms),
-            "kind": row.kind,
-        }
-        if row.body is None:
-            return {**base, "text": None, "deleted": True}
+    def _open(self, row: Any, wrap: Any, case: AnyRow) -> dict[str, Any]:
         try:
             dek = self._provider.unwrap(
-                region,
+                case.region,
                 WrappedKey(wrap.kek_version, wrap.wrapped_dek),
                 wrap_context(row.conversation_id, row.epoch),
             )
@@ -199,9 +194,25 @@ class GovernedAccess:
         text = ConversationKey(row.conversation_id, row.epoch, dek).open_message(
             row.id, row.sender_id, row.body
         )
-        return {**base, "text": text.decode(), "deleted": row.deleted_ms is not None}
+        return {**_item(row), "text": text.decode(), "deleted": row.deleted_ms is not None}
 
 
-def require_role(staff: StaffMember, *roles: str) -> None:
-    if staff.role not in roles:
-        raise forbidden(f"this needs the role {' or '.join(roles)}")
+def _opens(row: AnyRow, case: AnyRow) -> bool:
+    """Whether a message opens for this case: it has content, and, if deleted (its content
+    kept by a hold), only for a legal case."""
+    return row.body is not None and (row.deleted_ms is None or case.kind == "legal")
+
+
+def _item(row: AnyRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "conversation_id": row.conversation_id,
+        "sender_id": row.sender_id,
+        "sent_at": iso(row.sent_ms),
+        "kind": row.kind,
+    }
+
+
+def _tombstone(row: AnyRow) -> dict[str, Any]:
+    return {**_item(row), "text": None, "deleted": True}
+

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
+from keyhold.core.erasure import Erasure
 from keyhold.core.errors import conflict, forbidden, invalid, not_found
 from keyhold.core.writer import EventSink, Writer
 from keyhold.crypto.envelope import new_data_key, seal_document
@@ -30,7 +31,6 @@ from keyhold.governance.staff import StaffMember
 from keyhold.store import accounts as account_store
 from keyhold.store import cases as store
 from keyhold.store import disclosure as disclosure_store
-from keyhold.store import messages as message_store
 from keyhold.store.blobs import BlobStore
 from keyhold.store.rows import AnyRow
 
@@ -93,6 +93,7 @@ class LegalService:
         access: GovernedAccess,
         provider: KeyProvider,
         blobs: BlobStore,
+        erasure: Erasure,
         signer: ServiceSigner,
         settings: Settings,
     ) -> None:
@@ -102,6 +103,7 @@ class LegalService:
         self._access = access
         self._provider = provider
         self._blobs = blobs
+        self._erasure = erasure
         self._signer = signer
         self._settings = settings
 
@@ -130,7 +132,7 @@ class LegalService:
             found = await account_store.by_usernames(conn, sorted(set(request.targets)))
             missing = [t for t in request.targets if t not in found]
             if missing:
-                raise not_found(f"no account named {missing}")
+                raise not_found(f"{len(missing)} of the targets are not accounts")
             regions = {row.region for row in found.values()}
             if regions != {staff.region}:
                 raise forbidden(
@@ -351,7 +353,7 @@ class LegalService:
             now = now_ms()
             await store.update_holds(conn, case_id, released_ms=now)
             await store.update_case(conn, case_id, status="closed")
-            await self._purge_after_holds(conn, [h.user_id for h in holds], now)
+            await self._purge_after_holds(conn, sink, [h.user_id for h in holds], now)
             await self._log.append(
                 conn,
                 sink,
@@ -370,14 +372,13 @@ class LegalService:
         await self._writer.run(run)
         return await self.get(staff, case_id)
 
-    async def _purge_after_holds(self, conn: AsyncConnection, user_ids: list[int], now: int) -> None:
+    async def _purge_after_holds(
+        self, conn: AsyncConnection, sink: EventSink, user_ids: list[int], now: int
+    ) -> None:
         """Destroy what holds kept hidden, in conversations that no hold covers any more."""
         conversations = await store.conversations_of(conn, user_ids)
         still = await store.held_conversations(conn, conversations, now)
-        attachment_ids = await message_store.purge_hidden(conn, [c for c in conversations if c not in still])
-        await message_store.mark_attachments_deleted(conn, attachment_ids, now)
-        for attachment_id in attachment_ids:
-            self._blobs.delete(attachment_id)
+        await self._erasure.purge_hidden(conn, sink, [c for c in conversations if c not in still], now)
 
     async def expire_holds(self) -> int:
         """Holds that ran out without a release: end them and destroy what they kept."""
@@ -388,7 +389,7 @@ class LegalService:
             if not expired:
                 return 0
             await store.release_holds(conn, [h.id for h in expired], now)
-            await self._purge_after_holds(conn, sorted({h.user_id for h in expired}), now)
+            await self._purge_after_holds(conn, sink, sorted({h.user_id for h in expired}), now)
             for case_id in sorted({h.case_id for h in expired}):
                 case = await store.by_id(conn, case_id)
                 assert case is not None

@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import BANNED, Member
-from keyhold.core.errors import conflict, forbidden, invalid, not_found
+from keyhold.core.erasure import Erasure
+from keyhold.core.errors import conflict, forbidden, invalid, not_found, not_yours
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.governance.accesslog import AccessLog, LogEntry, case_ref
 from keyhold.governance.staff import StaffMember
@@ -25,7 +26,6 @@ from keyhold.store import accounts as account_store
 from keyhold.store import cases as store
 from keyhold.store import conversations as conversation_store
 from keyhold.store import messages as message_store
-from keyhold.store.blobs import BlobStore
 from keyhold.store.rows import AnyRow
 
 CATEGORIES = (
@@ -68,12 +68,12 @@ def case_view(case: AnyRow, message_ids: Sequence[int]) -> dict[str, Any]:
 
 class ReportService:
     def __init__(
-        self, engine: AsyncEngine, writer: Writer, log: AccessLog, blobs: BlobStore, settings: Settings
+        self, engine: AsyncEngine, writer: Writer, log: AccessLog, erasure: Erasure, settings: Settings
     ) -> None:
         self._engine = engine
         self._writer = writer
         self._log = log
-        self._blobs = blobs
+        self._erasure = erasure
         self._settings = settings
 
     async def report(
@@ -88,7 +88,7 @@ class ReportService:
         async def run(conn: AsyncConnection, sink: EventSink) -> dict[str, Any]:
             membership = await conversation_store.membership(conn, conversation_id, member.id)
             if membership is None or membership.left_ms is not None:
-                raise not_found(f"conversation {conversation_id} not found among yours")
+                raise not_yours("conversation")
             found = await message_store.by_ids(conn, ids)
             if any(i not in found or found[i].conversation_id != conversation_id for i in ids):
                 raise not_found("every reported message must be in that conversation")
@@ -195,7 +195,7 @@ class ReportService:
             reported = await store.case_message_ids(conn, case_id)
             rows = await message_store.by_ids(conn, reported)
             offenders = sorted({r.sender_id for r in rows.values()})
-            await apply_action(conn, action, offenders, reported, suspend_hours, now, self._blobs)
+            await self._apply(conn, sink, action, offenders, list(rows.values()), suspend_hours, now)
             decision = {
                 "action": action,
                 "note": note.strip()[:1000],
@@ -213,6 +213,31 @@ class ReportService:
 
         await self._writer.run(run)
         return await self.get(staff, case_id)
+
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        sink: EventSink,
+        action: str,
+        offenders: list[int],
+        reported: list[AnyRow],
+        hours: int | None,
+        now: int,
+    ) -> None:
+        if action == "remove_message":
+            live = [row for row in reported if row.deleted_ms is None]
+            await self._erasure.erase(conn, sink, live, now)
+            # Removed like a sender's delete for everyone: open clients drop the text now.
+            members = await message_store.active_members(conn, {row.conversation_id for row in live})
+            self._erasure.announce(sink, live, members)
+        elif action == "suspend" and hours:
+            for uid in offenders:
+                await account_store.restrict_user(conn, uid, now, suspended_until_ms=now + hours * 3600 * 1000)
+        elif action == "ban":
+            for uid in offenders:
+                # Not `disabled`: a banned member can still sign in, to appeal and nothing else.
+                await account_store.restrict_user(conn, uid, now, suspended_until_ms=BANNED)
+                await account_store.revoke_all_sessions(conn, uid, now)
 
     def _tell(self, sink: EventSink, case: AnyRow, offenders: list[int], action: str, appeal: bool) -> None:
         sink.add(
@@ -236,7 +261,7 @@ class ReportService:
             case = await store.by_id(conn, case_id)
             decision = orjson.loads(case.decision) if case else {}
             if case is None or member.id not in decision.get("offenders", []):
-                raise not_found(f"no decision about you in case {case_id}")
+                raise not_found("no decision about you in that case")
             if case.status != "decided" or decision.get("appeal"):
                 raise conflict("a decision can be appealed once")
             if decision["action"] == "no_violation":
@@ -273,34 +298,6 @@ class ReportService:
 
         await self._writer.run(run)
         return await self.get(staff, case_id)
-
-
-async def apply_action(
-    conn: AsyncConnection,
-    action: str,
-    offenders: list[int],
-    message_ids: list[int],
-    hours: int | None,
-    now: int,
-    blobs: BlobStore,
-) -> None:
-    if action == "remove_message":
-        rows = await message_store.by_ids(conn, message_ids)
-        preserved = await store.held_conversations(conn, {r.conversation_id for r in rows.values()}, now)
-        for row in rows.values():
-            held = row.conversation_id in preserved
-            await message_store.destroy(conn, row.id, now, keep_body=held)
-            if row.attachment_id and not held:
-                await message_store.mark_attachments_deleted(conn, [row.attachment_id], now)
-                blobs.delete(row.attachment_id)
-    elif action == "suspend" and hours:
-        for uid in offenders:
-            await account_store.update_user(conn, uid, suspended_until_ms=now + hours * 3600 * 1000)
-    elif action == "ban":
-        for uid in offenders:
-            # Not `disabled`: a banned member can still sign in, to appeal and nothing else.
-            await account_store.update_user(conn, uid, suspended_until_ms=BANNED)
-            await account_store.revoke_all_sessions(conn, uid)
 
 
 async def revert_action(conn: AsyncConnection, action: str, offenders: list[int]) -> None:

@@ -19,6 +19,7 @@ from keyhold.governance.legal import LegalService
 from keyhold.governance.reports import ReportService
 from keyhold.governance.staff import StaffService
 from keyhold.store import accesslog as log_store
+from keyhold.store.db import storage_unavailable
 
 log = logging.getLogger("keyhold.governance")
 NOTIFY_INTERVAL_SECONDS = 5.0
@@ -55,8 +56,13 @@ class Governance:
             try:
                 await self.notify_due()
                 await self.legal.expire_holds()
-            except Exception:
-                log.exception("deferred notifications or hold expiry failed; retrying")
+            except Exception as exc:
+                # A database restart is routine: one line; anything else with its traceback.
+                log.warning(
+                    "deferred notifications or hold expiry failed (%s); retrying",
+                    type(exc).__name__,
+                    exc_info=not storage_unavailable(exc),
+                )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -75,11 +81,11 @@ async def start_governance(svc: Keyhold, background: bool = True) -> Governance:
     gov = Governance(
         signer=signer,
         log=access_log,
-        staff=StaffService(svc.engine, svc.passwords, svc.provider, settings),
+        staff=StaffService(svc.engine, svc.passwords, svc.signin, svc.provider, settings),
         access=access,
-        reports=ReportService(svc.engine, svc.writer, access_log, svc.blobs, settings),
+        reports=ReportService(svc.engine, svc.writer, access_log, svc.erasure, settings),
         legal=LegalService(
-            svc.engine, svc.writer, access_log, access, svc.provider, svc.blobs, signer, settings
+            svc.engine, svc.writer, access_log, access, svc.provider, svc.blobs, svc.erasure, signer, settings
         ),
         svc=svc,
     )

@@ -1,8 +1,9 @@
 """Staff accounts: role and region, password + TOTP sign-in, short separate sessions.
 
 Staff tokens are a different kind from member tokens (own table, `ks_` prefix, 1 h default):
-a member token never opens a staff route and the reverse. Five failed sign-ins lock the
-account for 15 minutes; a TOTP code is accepted once (replays of the same step fail).
+a member token never opens a staff route and the reverse. Sign-ins are throttled like
+members' (`core.signin`: per client address and per account name, an unknown name answering
+like a real one); a TOTP code is accepted once (replays of the same step fail).
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import check_password, check_username
-from keyhold.core.errors import Problem, conflict, forbidden, invalid, unauthorized
+from keyhold.core.errors import conflict, forbidden, invalid, unauthorized
+from keyhold.core.signin import SignInGuard
 from keyhold.crypto.keyprovider import KeyProvider, WrappedKey
 from keyhold.crypto.passwords import PasswordHashing
 from keyhold.crypto.tokens import token_digest
 from keyhold.store import staff as store
 
 ROLES = ("moderator", "legal", "auditor", "admin")
-MAX_FAILURES = 5
-LOCK_MS = 15 * 60 * 1000
 STAFF_TOKEN_PREFIX = "ks_"  # noqa: S105 - a marker for secret scanners, not a secret
 
 
@@ -44,10 +44,16 @@ def _totp_context(username: str) -> bytes:
 
 class StaffService:
     def __init__(
-        self, engine: AsyncEngine, passwords: PasswordHashing, provider: KeyProvider, settings: Settings
+        self,
+        engine: AsyncEngine,
+        passwords: PasswordHashing,
+        guard: SignInGuard,
+        provider: KeyProvider,
+        settings: Settings,
     ) -> None:
         self._engine = engine
         self._passwords = passwords
+        self._guard = guard
         self._provider = provider
         self._settings = settings
 
@@ -76,7 +82,7 @@ class StaffService:
                 },
             )
         if staff_id is None:
-            raise conflict(f"a staff account named {username!r} exists")
+            raise conflict("a staff account of that name exists")
         uri = pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name="Keyhold staff")
         return {
             "id": staff_id,
@@ -93,45 +99,34 @@ class StaffService:
         )
         return pyotp.TOTP(secret.decode())
 
-    def totp_for_tests(self, row: Any) -> pyotp.TOTP:
-        """The TOTP generator of a staff row (CLI `staff totp` for operators; tests)."""
-        return self._totp(row)
-
-    async def login(self, username: str, password: str, code: str) -> dict[str, Any]:
-        now = now_ms()
-        async with self._engine.connect() as conn:
-            row = await store.by_username(conn, username)
-        password_ok = await self._passwords.verify(row.password_hash if row else None, password)
-        if row is None:
-            raise unauthorized("username, password or code is wrong")
-        if row.locked_until_ms > now:
-            raise Problem(
-                429,
-                "locked",
-                "Temporarily locked",
-                f"too many failed sign-ins; try again after {iso(row.locked_until_ms)}",
-            )
-        if row.disabled:
-            raise forbidden("this staff account is disabled")
+    def _code_step(self, row: Any, code: str, now: int) -> int | None:
+        """The time step `code` belongs to (one step of clock drift either way), or None."""
         totp = self._totp(row)
         step = totp.timecode(dt.datetime.fromtimestamp(now / 1000))
-        matched_step = None
-        for candidate in (step, step - 1, step + 1):  # one step of clock drift either way
+        for candidate in (step, step - 1, step + 1):
             if secrets.compare_digest(totp.generate_otp(candidate), code.strip()):
-                matched_step = candidate
-                break
-        if not password_ok or matched_step is None or matched_step <= row.last_totp_step:
-            failures = row.failed_attempts + 1
-            values: dict[str, Any] = {"failed_attempts": failures}
-            if failures >= MAX_FAILURES:
-                values = {"failed_attempts": 0, "locked_until_ms": now + LOCK_MS}
-            async with self._engine.begin() as conn:
-                await store.update_staff(conn, row.id, **values)
-            raise unauthorized("username, password or code is wrong")
+                return candidate
+        return None
+
+    async def login(self, username: str, password: str, code: str, address: str) -> dict[str, Any]:
+        now = now_ms()
+        async with self._guard.attempt(address, "staff", username) as attempt:
+            async with self._engine.connect() as conn:
+                row = await store.by_username(conn, username)
+            password_ok = await self._passwords.verify(row.password_hash if row else None, password)
+            step = self._code_step(row, code, now) if row is not None and password_ok else None
+            # A used step fails like a wrong code: each code signs in once.
+            if row is None or step is None or step <= row.last_totp_step:
+                attempt.fail()
+                raise unauthorized("username, password or code is wrong")
+            attempt.succeed()
+        if row.disabled:
+            raise forbidden("this staff account is disabled")
         token = STAFF_TOKEN_PREFIX + secrets.token_urlsafe(32)
         expires = now + self._settings.staff_session_seconds * 1000
         async with self._engine.begin() as conn:
-            await store.update_staff(conn, row.id, failed_attempts=0, last_totp_step=matched_step)
+            if not await store.use_totp_step(conn, row.id, step):  # a concurrent sign-in used it
+                raise unauthorized("username, password or code is wrong")
             await store.insert_session(conn, token_digest(token), row.id, now, expires)
         return {
             "token": token,

@@ -22,6 +22,7 @@ import httpx
 import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.protocol import State
 
 API = "/api/v1"
 
@@ -372,13 +373,21 @@ def _ssl_context(verify: bool | str) -> Any:
 
 
 class Stream:
-    """An open WebSocket: iterate events; `send` waits for the durable acknowledgement."""
+    """An open WebSocket: iterate events; `send` waits for the durable acknowledgement.
+
+    The stream ends when `close()` is called, when the server closes the socket or the network
+    fails, or when its reader task is cancelled (as `asyncio.run` does on exit). From then on
+    iteration ends (after `close()` or a normal close by the server, 1000/1001) or raises
+    `websockets.ConnectionClosedError`, and `next_event`, `send` and `mark`, including a `send`
+    still waiting for its ack, raise `websockets.ConnectionClosed`.
+    """
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
         self._refs = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._closing = False  # close() was called
         self.ready = asyncio.Event()
         self.last_seq = 0
         self._reader = asyncio.create_task(self._read())
@@ -399,13 +408,25 @@ class Stream:
                 elif "seq" in frame:
                     self.last_seq = int(frame["seq"])
                     self._events.put_nowait(Event.from_json(frame))
+        except websockets.ConnectionClosedError:
+            pass  # an abnormal close ends the stream too; _closed_error() tells callers how
         finally:
-            self._fail_all(self._closed_error())
-            self._events.put_nowait(None)
+            self._end()  # also when cancelled: nothing may be left waiting on a reader that is gone
 
-    def _closed_error(self) -> BaseException:
-        closed = self._ws.protocol.close_exc
-        return closed if closed is not None else websockets.ConnectionClosedError(None, None)
+    def _end(self) -> None:
+        if self._ws.protocol.state is not State.CLOSED:
+            # Cancelled (asyncio.run exiting, a cancelled close()) with the socket still open or
+            # closing. Nobody will read it again: drop it now rather than leave it half-open.
+            self._ws.transport.abort()
+        self._fail_all(self._closed_error())
+        self._events.put_nowait(None)
+
+    def _closed_error(self) -> websockets.ConnectionClosed:
+        # websockets' close_exc asserts the connection is CLOSED; after a cancellation or an
+        # abort it may still be CLOSING (or OPEN), and then no close code is known anyway.
+        if self._ws.protocol.state is State.CLOSED:
+            return self._ws.protocol.close_exc
+        return websockets.ConnectionClosedError(None, None)
 
     def _fail_all(self, exc: BaseException) -> None:
         for future in self._pending.values():
@@ -414,11 +435,16 @@ class Stream:
         self._pending.clear()
 
     async def _call(self, frame: dict[str, Any]) -> dict[str, Any]:
+        if self._reader.done():
+            raise self._closed_error()  # the reader is gone: no answer could ever arrive
         ref = next(self._refs)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[ref] = future
-        await self._ws.send(orjson.dumps({**frame, "ref": ref}).decode())
-        reply = await future
+        try:
+            await self._ws.send(orjson.dumps({**frame, "ref": ref}).decode())
+            reply = await future
+        finally:
+            self._pending.pop(ref, None)  # sending failed or the caller was cancelled
         if reply["type"] == "error":
             problem = reply["problem"]
             raise KeyholdError(int(problem["status"]), problem)
@@ -442,8 +468,15 @@ class Stream:
         }
         await self._call(frame)
 
+    async def _next(self) -> Event | None:
+        """The next event, or None once the stream has ended."""
+        event = await self._events.get()
+        if event is None:
+            self._events.put_nowait(None)  # the end marker stays for every later caller
+        return event
+
     async def next_event(self, wait: float = 10.0) -> Event:
-        event = await asyncio.wait_for(self._events.get(), wait)
+        event = await asyncio.wait_for(self._next(), wait)
         if event is None:
             raise self._closed_error()
         return event
@@ -452,21 +485,27 @@ class Stream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self._events.get()
-            if event is None:
-                rcvd = self._ws.protocol.close_rcvd
-                if rcvd is not None and rcvd.code not in (1000, 1001):
-                    raise self._closed_error()
-                return
+        while (event := await self._next()) is not None:
             yield event
+        # Ends quietly after close() or a normal close; anything else is reported.
+        closed = self._closed_error()
+        if not self._closing and not isinstance(closed, websockets.ConnectionClosedOK):
+            raise closed
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._ws.close()
-        self._reader.cancel()
-        with contextlib.suppress(BaseException):
-            await self._reader
+        """Close the socket and stop the reader. Safe to call again, concurrently, or from any state."""
+        self._closing = True
+        try:
+            with contextlib.suppress(Exception):  # already closed, or the network is gone: nothing to do
+                await self._ws.close()
+        finally:
+            # Even when close() itself is cancelled midway: stop the reader, which drops a socket
+            # still open and fails whatever waits on it.
+            self._reader.cancel()
+            # asyncio.wait, unlike awaiting the task, lets a cancellation of close() itself through.
+            await asyncio.wait([self._reader])
+            if not self._reader.cancelled():
+                self._reader.exception()  # a reader that failed on a bad frame: seen, not logged at exit
 
     async def __aenter__(self) -> Stream:
         return self

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, select, update
@@ -71,26 +71,52 @@ async def insert_session(
     )
 
 
+_SESSION_USER = select(
+    sessions.c.token_hash, sessions.c.expires_ms, sessions.c.revoked_ms, *USER_COLUMNS
+).select_from(sessions.join(users, users.c.id == sessions.c.user_id))
+
+
 async def session_user(conn: AsyncConnection, token_hash: bytes) -> AnyRow | None:
-    result = await conn.execute(
-        select(sessions.c.expires_ms, sessions.c.revoked, *USER_COLUMNS)
-        .select_from(sessions.join(users, users.c.id == sessions.c.user_id))
-        .where(sessions.c.token_hash == token_hash)
-    )
+    result = await conn.execute(_SESSION_USER.where(sessions.c.token_hash == token_hash))
     return result.first()
 
 
-async def revoke_session(conn: AsyncConnection, token_hash: bytes) -> None:
-    await conn.execute(update(sessions).where(sessions.c.token_hash == token_hash).values(revoked=True))
+async def session_users(conn: AsyncConnection, token_hashes: Collection[bytes]) -> dict[bytes, AnyRow]:
+    """The session-and-account rows of these tokens (unknown ones are absent)."""
+    result = await conn.execute(_SESSION_USER.where(sessions.c.token_hash.in_(list(token_hashes))))
+    return {bytes(row.token_hash): row for row in result}
 
 
-async def revoke_all_sessions(conn: AsyncConnection, user_id: int) -> int:
-    result = await conn.execute(
+async def revoke_session(conn: AsyncConnection, token_hash: bytes, now: int) -> None:
+    await conn.execute(
         update(sessions)
-        .where(sessions.c.user_id == user_id, sessions.c.revoked.is_(False))
-        .values(revoked=True)
+        .where(sessions.c.token_hash == token_hash, sessions.c.revoked_ms.is_(None))
+        .values(revoked_ms=now)
     )
+
+
+async def revoke_all_sessions(conn: AsyncConnection, user_id: int, now: int, keep: bytes | None = None) -> int:
+    """Revoke every live session of a user (but `keep`, the one asking); how many there were."""
+    query = update(sessions).where(sessions.c.user_id == user_id, sessions.c.revoked_ms.is_(None))
+    if keep is not None:
+        query = query.where(sessions.c.token_hash != keep)
+    result = await conn.execute(query.values(revoked_ms=now))
     return int(result.rowcount)
+
+
+async def restrict_user(conn: AsyncConnection, user_id: int, now: int, **values: Any) -> None:
+    """Disable, suspend, ban or delete: servers notice `restricted_ms` and close the open streams."""
+    await update_user(conn, user_id, restricted_ms=now, **values)
+
+
+async def revoked_since(conn: AsyncConnection, since_ms: int) -> set[bytes]:
+    result = await conn.execute(select(sessions.c.token_hash).where(sessions.c.revoked_ms >= since_ms))
+    return {bytes(row[0]) for row in result}
+
+
+async def restricted_since(conn: AsyncConnection, since_ms: int) -> set[int]:
+    result = await conn.execute(select(users.c.id).where(users.c.restricted_ms >= since_ms))
+    return {int(row[0]) for row in result}
 
 
 async def add_follow(conn: AsyncConnection, follower_id: int, followee_id: int, now: int) -> None:

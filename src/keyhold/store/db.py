@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -28,11 +30,53 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str) -> AsyncEngine:
+    # hide_parameters: a failing statement's error (and so any log line) never carries the
+    # values it was given, which may be a member's input.
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, what it wraps (`orig`) and what caused it, without repeats."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        todo += [getattr(item, "orig", None), item.__cause__, item.__context__]
+
+
+def _sqlstate(exc: BaseException) -> str:
+    for item in _chain(exc):
+        state = getattr(item, "sqlstate", None) or getattr(item, "pgcode", None)
+        if isinstance(state, str):
+            return state
+    return ""
+
+
+def storage_unavailable(exc: BaseException) -> bool:
+    """The database cannot be reached right now (restarting, connection lost, busy): the same
+    request may well succeed in a moment."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return True
+    # SQLSTATE classes: 08 connection exception, 53 insufficient resources, 57 operator
+    # intervention (a shutdown or restart).
+    if _sqlstate(exc)[:2] in ("08", "53", "57"):
+        return True
+    return any(isinstance(item, OSError) for item in _chain(exc))
+
+
+def refused_as_data(exc: BaseException) -> bool:
+    """The database refused a value as such (SQLSTATE class 22: too long, bad encoding...)."""
+    return isinstance(exc, sa_exc.DataError) or _sqlstate(exc).startswith("22")
 
 
 def _alembic_config(connection: Connection) -> Config:
@@ -51,7 +95,3 @@ async def migrate(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
 
-
-def make_revision(connection: Connection, message: str) -> None:
-    """Developer helper: autogenerate a migration from the difference to `schema.py`."""
-    command.revision(_alembic_config(connection), message=message, autogenerate=True)

@@ -35,7 +35,7 @@ async def collect(
     if "connection_logs" in categories:
         rows = (
             await conn.execute(
-                select(sessions.c.user_id, sessions.c.created_ms, sessions.c.expires_ms, sessions.c.revoked)
+                select(sessions.c.user_id, sessions.c.created_ms, sessions.c.expires_ms, sessions.c.revoked_ms)
                 .where(
                     sessions.c.user_id.in_(list(targets)),
                     sessions.c.created_ms >= start_ms,
@@ -49,7 +49,8 @@ async def collect(
                 "user_id": r.user_id,
                 "session_started": iso(r.created_ms),
                 "session_expires": iso(r.expires_ms),
-                "revoked": r.revoked,
+                "revoked": r.revoked_ms is not None,
+                "session_revoked": iso(r.revoked_ms) if r.revoked_ms is not None else None,
             }
             for r in rows
         ]

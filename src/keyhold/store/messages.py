@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -108,39 +108,23 @@ async def page(
     return rows if after is not None else rows[::-1]
 
 
-async def destroy(conn: AsyncConnection, message_id: int, at_ms: int, keep_body: bool = False) -> None:
-    """Tombstone a message. `keep_body` (a preservation hold) hides it without destroying the
-    sealed body, which is destroyed when the hold ends."""
+async def tombstone(conn: AsyncConnection, message_ids: Sequence[int], at_ms: int, keep_body: bool) -> None:
+    """Mark messages deleted. Their sealed body is destroyed, unless `keep_body` (a
+    preservation hold), which hides it until the hold ends (see `purge_hidden`)."""
+    if not message_ids:
+        return
     values: dict[str, Any] = {"deleted_ms": at_ms} if keep_body else {"body": None, "deleted_ms": at_ms}
-    await conn.execute(update(messages).where(messages.c.id == message_id).values(**values))
+    await conn.execute(update(messages).where(messages.c.id.in_(list(message_ids))).values(**values))
 
 
-async def destroy_by_sender(
-    conn: AsyncConnection, sender_id: int, at_ms: int, keep_in: Collection[int] = ()
-) -> list[str]:
-    """Tombstone every message of one sender. Content is destroyed, except in the
-    conversations `keep_in` (under a preservation hold), where it is only hidden. Returns the
-    attachment ids whose blobs are to be removed."""
-    kept = list(keep_in)
+async def live_by_sender(conn: AsyncConnection, sender_id: int) -> list[AnyRow]:
+    """(id, conversation_id, attachment_id) of every message of one sender not yet deleted."""
     result = await conn.execute(
-        select(messages.c.attachment_id).where(
-            messages.c.sender_id == sender_id,
-            messages.c.attachment_id.is_not(None),
-            messages.c.conversation_id.not_in(kept),
+        select(messages.c.id, messages.c.conversation_id, messages.c.attachment_id).where(
+            messages.c.sender_id == sender_id, messages.c.deleted_ms.is_(None)
         )
     )
-    attachment_ids = [row[0] for row in result]
-    live = (messages.c.sender_id == sender_id) & messages.c.deleted_ms.is_(None)
-    await conn.execute(
-        update(messages)
-        .where(live, messages.c.conversation_id.not_in(kept))
-        .values(body=None, deleted_ms=at_ms)
-    )
-    if kept:
-        await conn.execute(
-            update(messages).where(live, messages.c.conversation_id.in_(kept)).values(deleted_ms=at_ms)
-        )
-    return attachment_ids
+    return list(result.all())
 
 
 async def purge_hidden(conn: AsyncConnection, conversation_ids: Iterable[int]) -> list[str]:
@@ -175,7 +159,14 @@ async def insert_attachment(conn: AsyncConnection, row: dict[str, Any]) -> None:
     await conn.execute(attachments.insert(), row)
 
 
+async def hide_attachments(conn: AsyncConnection, ids: Sequence[str], at_ms: int) -> None:
+    """Deleted for members (410) while a hold keeps the sealed name and bytes."""
+    if ids:
+        await conn.execute(update(attachments).where(attachments.c.id.in_(list(ids))).values(deleted_ms=at_ms))
+
+
 async def mark_attachments_deleted(conn: AsyncConnection, ids: Sequence[str], at_ms: int) -> None:
+    """Deleted for good: the sealed name and type go now, the bytes once this commits."""
     if ids:
         await conn.execute(
             update(attachments)

@@ -46,7 +46,11 @@ users = Table(
     Column("suspended_until_ms", BigInteger, nullable=False, server_default="0"),
     # Last per-user event sequence number handed out (see `events`).
     Column("event_seq", BigInteger, nullable=False, server_default="0"),
+    # When the account was last disabled, suspended, banned or deleted: servers look for
+    # recent changes to close the streams such an account still has open.
+    Column("restricted_ms", BigInteger, nullable=False, server_default="0"),
 )
+Index("ix_users_restricted", users.c.restricted_ms)
 
 sessions = Table(
     "sessions",
@@ -56,8 +60,25 @@ sessions = Table(
     Column("user_id", ForeignKey("users.id"), nullable=False, index=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("expires_ms", BigInteger, nullable=False),
-    Column("revoked", Boolean, nullable=False, server_default="0"),
+    # When the session was revoked (logout, password change, ban...); NULL while it is live.
+    Column("revoked_ms", BigInteger, nullable=True),
 )
+Index("ix_sessions_revoked", sessions.c.revoked_ms)
+
+# Sign-in attempts per client address and per account name, kept as SHA-256 digests rather than
+# the address or name (a digest of an IPv4 address can be reversed by trying them all: rows are
+# deleted once their window has passed). `failures` counts failed sign-ins in the window that
+# started at `window_start_ms`; `pending` counts sign-ins being evaluated now, so that
+# concurrent guesses cannot exceed the limit.
+signin_throttle = Table(
+    "signin_throttle",
+    metadata,
+    Column("key", LargeBinary(32), primary_key=True),
+    Column("window_start_ms", BigInteger, nullable=False),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("pending", Integer, nullable=False, server_default="0"),
+)
+Index("ix_signin_throttle_window", signin_throttle.c.window_start_ms)
 
 follows = Table(
     "follows",
@@ -164,6 +185,7 @@ __all__ = [
     "messages",
     "metadata",
     "sessions",
+    "signin_throttle",
     "users",
 ]
 
@@ -182,8 +204,6 @@ staff = Table(
     Column("region", String(16), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
     Column("disabled", Boolean, nullable=False, server_default="0"),
-    Column("failed_attempts", Integer, nullable=False, server_default="0"),
-    Column("locked_until_ms", BigInteger, nullable=False, server_default="0"),
     Column("last_totp_step", BigInteger, nullable=False, server_default="0"),
 )
 

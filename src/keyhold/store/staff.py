@@ -38,6 +38,14 @@ async def update_staff(conn: AsyncConnection, staff_id: int, **values: Any) -> N
     await conn.execute(update(staff).where(staff.c.id == staff_id).values(**values))
 
 
+async def use_totp_step(conn: AsyncConnection, staff_id: int, step: int) -> bool:
+    """Mark a TOTP step used, atomically; False if it (or a later one) was used already."""
+    result = await conn.execute(
+        update(staff).where(staff.c.id == staff_id, staff.c.last_totp_step < step).values(last_totp_step=step)
+    )
+    return bool(result.rowcount)
+
+
 async def insert_session(
     conn: AsyncConnection, token_hash: bytes, staff_id: int, now: int, expires: int
 ) -> None:

@@ -1,0 +1,140 @@
+"""Revocation reaches open streams: a stream whose session ends is closed within a second.
+
+A token is checked when a stream opens; after that, what ends its session happens elsewhere —
+another request (logout, a password change), a moderator (suspension, ban), an operator's CLI
+command in another process (`keyhold user disable`), another server of the same deployment, or
+just time (expiry). So the watch asks storage, every `INTERVAL` seconds, which sessions were
+revoked and which accounts restricted lately (two indexed queries, whatever the number of open
+streams), re-checks only the open streams concerned with `accounts.session_refusal`, and
+closes those refused: 4401 when the session ended, 4403 when the account may no longer act.
+
+Sends do not wait for the watch: the message writer checks the sender's session in the same
+transaction that would store the message, so nothing sent after a revocation is ever stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from keyhold.clock import now_ms
+from keyhold.core.accounts import Member, session_refusal
+from keyhold.store import accounts as store
+from keyhold.store.db import storage_unavailable
+
+log = logging.getLogger("keyhold.revocation")
+INTERVAL = 0.25
+# Changes are looked for a little before the previous sweep too: a transaction that set its
+# timestamp before that sweep may have committed only after it.
+LOOKBACK_MS = 10_000
+MAX_REASON_BYTES = 120  # a WebSocket close reason is at most 123 bytes
+
+
+class Revocable(Protocol):
+    """An open stream, as the watch sees it."""
+
+    member: Member
+
+    def revoke(self, code: int, reason: str) -> None: ...
+
+
+def close_reason(detail: str) -> str:
+    return detail.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+
+
+class RevocationWatch:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._by_session: dict[bytes, set[Revocable]] = {}
+        self._by_user: dict[int, set[bytes]] = {}
+        self._expiries: list[tuple[int, bytes]] = []  # a heap of (expires_ms, session)
+        self._checked_ms = now_ms()
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, stream: Revocable) -> None:
+        session = stream.member.session
+        if not session:
+            return
+        if session not in self._by_session:
+            self._by_session[session] = set()
+            heapq.heappush(self._expiries, (stream.member.session_expires_ms, session))
+        self._by_session[session].add(stream)
+        self._by_user.setdefault(stream.member.id, set()).add(session)
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="keyhold-revocation-watch")
+
+    def unwatch(self, stream: Revocable) -> None:
+        session = stream.member.session
+        streams = self._by_session.get(session)
+        if streams is None:
+            return
+        streams.discard(stream)
+        if not streams:
+            del self._by_session[session]
+            sessions = self._by_user.get(stream.member.id, set())
+            sessions.discard(session)
+            if not sessions:
+                self._by_user.pop(stream.member.id, None)
+            if len(self._expiries) > 2 * len(self._by_session) + 1024:
+                # Sessions that closed all their streams leave entries behind: drop them.
+                self._expiries = [e for e in self._expiries if e[1] in self._by_session]
+                heapq.heapify(self._expiries)
+
+    async def sweep(self) -> int:
+        """Close the open streams whose session or account changed; how many were closed."""
+        now = now_ms()
+        since, self._checked_ms = self._checked_ms - LOOKBACK_MS, now
+        if not self._by_session:
+            return 0
+        suspects: set[bytes] = set()
+        while self._expiries and self._expiries[0][0] <= now:
+            suspects.add(heapq.heappop(self._expiries)[1])
+        async with self._engine.connect() as conn:
+            suspects |= await store.revoked_since(conn, since)
+            for user_id in await store.restricted_since(conn, since):
+                suspects |= self._by_user.get(user_id, set())
+            suspects &= self._by_session.keys()
+            rows = await store.session_users(conn, suspects) if suspects else {}
+        closed = 0
+        for session in suspects:
+            refusal = session_refusal(rows.get(session), now)
+            if refusal is None:
+                continue
+            code = 4401 if refusal.status == 401 else 4403
+            for stream in list(self._by_session.get(session, ())):
+                stream.revoke(code, close_reason(refusal.detail))
+                self.unwatch(stream)
+                closed += 1
+        return closed
+
+    async def _loop(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(INTERVAL)
+            try:
+                await self.sweep()
+            except Exception as exc:
+                # Storage may be briefly away (a database restart): say so once, retry next time.
+                if not failing:
+                    log.warning(
+                        "cannot check open streams for revoked sessions (%s); retrying",
+                        type(exc).__name__,
+                        exc_info=not storage_unavailable(exc),
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.warning("checking open streams for revoked sessions again")
+                failing = False
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
