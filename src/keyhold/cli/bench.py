@@ -540,7 +540,7 @@ def register(app: typer.Typer) -> None:
         help="Benchmarks (figures and how they were taken: docs/benchmarks.md).", no_args_is_help=True
     )
     bench_app.command("delivery")(delivery)
-    for module in ("keyhold.cli.bench_access",):
+    for module in ("keyhold.cli.bench_access", "keyhold.cli.bench_signin"):
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:

@@ -145,6 +145,7 @@ class AccountService:
 
     async def login(self, username: str, password: str, address: str) -> dict[str, Any]:
         """A new session, for a sign-in from client `address` (throttled per address and name)."""
+        self._passwords.check_capacity()  # a burst is turned away before it costs a write
         async with self._guard.attempt(address, "member", username) as attempt:
             async with self._engine.connect() as conn:
                 row = await store.by_username(conn, username)

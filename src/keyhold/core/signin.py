@@ -82,6 +82,9 @@ class SignInGuard:
         self._engine = engine
         self._settled = asyncio.Event()
         self._pruned_ms = 0
+        # One throttle write at a time from this process: a burst of sign-ins then holds one
+        # database connection, not the whole pool that token-authenticated requests need.
+        self._writing = asyncio.Lock()
 
     @asynccontextmanager
     async def attempt(self, address: str, kind: str, account: str) -> AsyncIterator[Attempt]:
@@ -104,7 +107,7 @@ class SignInGuard:
             await asyncio.shield(self._settle(guesser, everyone, named, attempt))
 
     async def _settle(self, guesser: bytes, everyone: bytes, named: bytes, attempt: Attempt) -> None:
-        async with self._engine.begin() as conn:
+        async with self._writing, self._engine.begin() as conn:
             await store.settle(conn, guesser, attempt.failed)
             await store.settle(conn, everyone, attempt.failed)
             await store.settle(conn, named, attempt.failed, forgive=attempt.succeeded)
@@ -115,7 +118,7 @@ class SignInGuard:
         deadline = time.monotonic() + PENDING_WAIT_SECONDS
         while True:
             now = now_ms()
-            async with self._engine.connect() as conn, conn.begin() as tx:
+            async with self._writing, self._engine.connect() as conn, conn.begin() as tx:
                 refusal = None
                 for key, limit in keys:
                     counter = await store.claim(conn, key, limit.failures, limit.window_ms, now)
@@ -142,7 +145,7 @@ class SignInGuard:
         """Forget counters whose window ended: what the table holds about addresses and names
         lasts no longer than it is needed."""
         self._pruned_ms = now = now_ms()
-        async with self._engine.begin() as conn:
+        async with self._writing, self._engine.begin() as conn:
             return await store.prune(
                 conn, now - max(limit.window_ms for limit in (GUESSER, ADDRESS, ACCOUNT))
             )

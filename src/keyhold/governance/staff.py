@@ -110,6 +110,7 @@ class StaffService:
 
     async def login(self, username: str, password: str, code: str, address: str) -> dict[str, Any]:
         now = now_ms()
+        self._passwords.check_capacity()  # a burst is turned away before it costs a write
         async with self._guard.attempt(address, "staff", username) as attempt:
             async with self._engine.connect() as conn:
                 row = await store.by_username(conn, username)
