@@ -49,8 +49,9 @@ class Settings:
     replay_page_size: int = 500
     tls_certfile: str = ""
     tls_keyfile: str = ""
-    # Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated, or "*").
-    # Empty: the peer address is the client's, which is what sign-in throttling counts.
+    # Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated). Empty:
+    # the peer address is the client's, which is what sign-in throttling counts. "*" is refused:
+    # it would let every client name its own address and so escape the throttle.
     trusted_proxies: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -115,6 +116,8 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         raise ValueError(f"unknown setting(s) in {config_path}: {', '.join(sorted(unknown))}")
     coerced = {k: _coerce(k, v, known[k]) for k, v in values.items() if k != "home"}
     settings = replace(base, **coerced)
+    if "*" in settings.trusted_proxies.split(","):
+        raise ValueError("trusted_proxies cannot be '*': name the proxies' addresses")
     if settings.default_region not in settings.regions:
         raise ValueError(f"default_region {settings.default_region!r} is not one of {settings.regions}")
     return settings

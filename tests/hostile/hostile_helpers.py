@@ -117,14 +117,14 @@ async def open_stream(server: Server, token: str) -> RawStream:
 
 
 @asynccontextmanager
-async def service_in_process(home: Path, backend: str) -> AsyncIterator[Keyhold]:
+async def service_in_process(home: Path, backend: str, **settings: Any) -> AsyncIterator[Keyhold]:
     """A data dir made by the real `keyhold init`, served by the real services in this process."""
     init = ["init", "--home", str(home)]
     if backend == "postgres":
         init += ["--database-url", await asyncio.to_thread(create_pg_database)]
     keyhold_cli(*init)
     cheap = {name.removeprefix("KEYHOLD_").lower(): int(value) for name, value in TEST_ENV.items()}
-    svc = await start_keyhold(load_settings(home, **cheap))
+    svc = await start_keyhold(load_settings(home, **cheap, **settings))
     try:
         yield svc
     finally:

@@ -11,6 +11,7 @@ parameters never reach the log.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,16 +22,17 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
-from hostile_helpers import assert_problem, http, member_in_process, open_stream, service_in_process
 
 from conftest import PASSWORD, Server, new_member, start_server, stop_server, unique
 from db_snapshot import snapshot
+from hostile_helpers import assert_problem, http, member_in_process, open_stream, service_in_process
 from keyhold.core.errors import Problem
 from keyhold.core.messages import SendRequest, Sent
 from keyhold.sdk import Client, StaffClient
 from staff_helpers import STAFF_PASSWORD, add_staff
 
 NUL = "a\x00b"
+LONE = "\ud800"  # an unpaired surrogate
 NUL_IN_PATH = "a%00b"  # as it travels in a URL path (httpx refuses a raw NUL there)
 
 
@@ -149,6 +151,22 @@ CASES = [
     Case("legal-agency-nul", "POST", "/staff/legal", "agency", {**LEGAL, "agency": NUL}, auth="staff"),
     Case("legal-target-nul", "POST", "/staff/legal", "targets.0", {**LEGAL, "targets": [NUL]}, auth="staff"),
     Case("legal-refuse-reason-nul", "POST", "/staff/legal/1/refuse", "reason", {"reason": NUL}, auth="staff"),
+    # A lone surrogate is valid JSON (`"\ud800"`) but no text: a database cannot store it.
+    Case("login-username-surrogate", "POST", "/sessions", "username", {"username": LONE, "password": PASSWORD}, auth="none"),
+    Case("login-password-surrogate", "POST", "/sessions", "password", {"username": "x_y_z", "password": LONE * 8}, auth="none"),
+    Case(
+        "staff-login-surrogate", "POST", "/staff/sessions", "password",
+        {"username": "staff_edge", "password": LONE, "totp": "123456"}, auth="none",
+    ),
+    Case("register-password-surrogate", "POST", "/accounts", "password", register(password="pass" + LONE + "word!"), auth="none"),
+    Case("display-name-surrogate", "PATCH", "/account", "display_name", {"display_name": "a" + LONE}),
+    Case("title-surrogate", "POST", "/conversations", "title", {"members": ["someone"], "title": LONE}),
+    Case("text-surrogate", "POST", "/conversations/{cid}/messages", "text", {"text": "hi " + LONE}),
+    Case("idempotency-key-surrogate", "POST", "/conversations/{cid}/messages", "idempotency_key", {"text": "hi", "idempotency_key": LONE}),
+    Case(
+        "report-comment-surrogate", "POST", "/reports", "comment",
+        {"conversation_id": 1, "message_ids": [1], "category": "spam", "comment": LONE},
+    ),
 ]
 
 
@@ -159,7 +177,10 @@ async def test_control_characters_are_refused_naming_the_field(world: World, cas
     before = await asyncio.to_thread(snapshot, world.server)
 
     async with http(world.server, token) as client:
-        response = await client.request(case.method, path, json=case.body, params=case.params)
+        # Encoded here with JSON escapes (`\u0000`, `\ud800`), as any client may send them.
+        body = json.dumps(case.body).encode() if case.body is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        response = await client.request(case.method, path, content=body, headers=headers, params=case.params)
 
     problem = assert_problem(response, 422)
     assert case.field in [e["field"] for e in problem.get("errors", [])], problem

@@ -15,9 +15,9 @@ from typing import Any, NoReturn
 
 import pyotp
 import pytest
-from hostile_helpers import member_in_process, service_in_process
 
 from conftest import PASSWORD, unique
+from hostile_helpers import member_in_process, service_in_process
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem
 from keyhold.core.messages import SendRequest

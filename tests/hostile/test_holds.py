@@ -35,6 +35,8 @@ STAFF = {
     "legal_b": ("legal", "us"),
     "mod_a": ("moderator", "us"),
     "mod_b": ("moderator", "us"),
+    "legal_eu_a": ("legal", "eu"),
+    "legal_eu_b": ("legal", "eu"),
 }
 # What differs between two otherwise identical items of two conversations.
 IDS_AND_TIMES = ("id", "conversation_id", "sender_id", "sender", "sent_at")
@@ -66,7 +68,7 @@ class Legal:
             agency="Federal Bureau of Investigation",
             officer="Special Agent Dana Scully",
             contact="dscully@fbi.example",
-            country="US",
+            country="US" if self.first.region == "us" else "DE",
             process=process,
             targets=targets,
             date_from=day(-1),
@@ -92,6 +94,10 @@ class World:
     @property
     def legal(self) -> Legal:
         return Legal(self.staff["legal_a"], self.staff["legal_b"])
+
+    @property
+    def legal_eu(self) -> Legal:
+        return Legal(self.staff["legal_eu_a"], self.staff["legal_eu_b"])
 
     def moderator(self, case: dict[str, Any]) -> StaffClient:
         assert case["assigned_to"] is not None, case
@@ -254,6 +260,30 @@ async def test_legal_staff_still_read_what_the_hold_keeps(world: World) -> None:
     assert read["id"] == kept.id
     assert read["text"] == "alice deletes this under the hold" and read["deleted"] is True, read
     await close_all(alice, bob)
+
+
+async def test_what_a_hold_keeps_opens_only_for_a_case_the_hold_serves(world: World) -> None:
+    """The preserved text opens for a warrant on the person the hold is on, in the hold's
+    region; a warrant of another region, or on someone else of the same conversation, reads
+    the tombstone it would read without the hold (and so learns of no hold)."""
+    alice, carol = await new_member(world.server), await new_member(world.server)
+    bob = await new_member(world.server, region="eu")
+    await world.legal.hold(alice)
+    group = await alice.start_conversation([bob.username, carol.username], title="three regions")
+    kept = await alice.send(group.id, "alice deletes this under a us hold")
+    await alice.delete_message(kept.id)
+
+    on_alice = await world.legal.approved("search_warrant", [alice.username], ["message_content"])
+    on_carol = await world.legal.approved("search_warrant", [carol.username], ["message_content"])
+    on_bob = await world.legal_eu.approved("search_warrant", [bob.username], ["message_content"])
+    [by_hold_case] = await world.legal.first.read(on_alice, [kept.id], "the preserved message")
+    [by_other_case] = await world.legal.first.read(on_carol, [kept.id], "not the hold's person")
+    [by_other_region] = await world.legal_eu.first.read(on_bob, [kept.id], "not the hold's region")
+
+    assert by_hold_case["text"] == "alice deletes this under a us hold", by_hold_case
+    for read in (by_other_case, by_other_region):
+        assert read["text"] is None and read["deleted"] is True, read
+    await close_all(alice, bob, carol)
 
 
 async def deleted_account_view(world: World, held: bool) -> tuple[int, Seen]:

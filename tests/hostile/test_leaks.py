@@ -15,14 +15,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pyotp
 import pytest
 import websockets
-from hostile_helpers import assert_problem, http, ws_url
 
-from conftest import Server, new_member, start_server, stop_server
+from conftest import Server, keyhold_cli, new_member, start_server, stop_server
+from hostile_helpers import assert_problem, http, ws_url
 from keyhold.sdk import Client, StaffClient
 from staff_helpers import STAFF_PASSWORD, add_all_staff
 
@@ -257,3 +258,14 @@ async def test_even_debug_logs_carry_no_token_frame_or_query(debug_server: Serve
         assert secret not in log  # ... but no token, query, frame or text
     await alice.close()
     await bob.close()
+
+
+def test_serve_refuses_settings_that_would_leak_or_let_clients_name_their_address(tmp_path: Path) -> None:
+    """`--log-level trace` (uvicorn's, which logs whole requests, query strings with them) and
+    `trusted_proxies = "*"` (every client could name its own address and escape the sign-in
+    throttle) are refused before anything starts."""
+    home = str(tmp_path / "kh")
+    trace = keyhold_cli("serve", "--home", home, "--port", "9", "--log-level", "trace", check=False)
+    assert trace.returncode == 2 and "trace" in trace.stderr, trace.stderr
+    star = keyhold_cli("serve", "--home", home, "--port", "9", env={"KEYHOLD_TRUSTED_PROXIES": "*"}, check=False)
+    assert star.returncode != 0 and "trusted_proxies" in star.stderr, (star.stdout, star.stderr)

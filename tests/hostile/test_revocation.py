@@ -9,13 +9,25 @@ refused and never stored. (Suspension and ban by a moderator: test_revocation_mo
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
-from hostile_helpers import http, login_token, open_stream
 
-from conftest import PASSWORD, Server, keyhold_cli, new_member, start_server, stop_server
+from conftest import PASSWORD, Server, keyhold_cli, new_member, start_server, stop_server, unique
+from hostile_helpers import http, login_token, member_in_process, open_stream, service_in_process
+from keyhold.clock import now_ms
+from keyhold.core import revocation
+from keyhold.core.accounts import Member
+from keyhold.core.errors import Problem
+from keyhold.store import accounts as account_store
 from staff_helpers import cli_env
+
+ORIGINAL_REVOKED_SINCE = account_store.revoked_since
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -130,3 +142,127 @@ async def test_an_expiring_token_closes_its_stream(short_token_server: Server) -
 
     assert code == 4401 and "expired" in reason, (code, reason)
     await alice.close()
+
+
+# -- what the review of the first fix found ---------------------------------------------------
+
+SLOW_CLOCK = """
+import os, time
+_shift = int(os.environ.get("KEYHOLD_TEST_CLOCK_SHIFT_MS") or 0)
+if _shift:
+    _ns, _s = time.time_ns, time.time
+    time.time_ns = lambda: _ns() + _shift * 1_000_000
+    time.time = lambda: _s() + _shift / 1000
+"""
+
+
+async def test_a_cli_host_whose_clock_is_behind_still_closes_the_stream(server: Server, tmp_path: Path) -> None:
+    """`keyhold user disable` from a machine whose clock runs 20 s behind: the revocation is
+    stamped by the database's clock, so the server's watch still sees it."""
+    alice = await new_member(server)
+    stream = await open_stream(server, alice.token)
+    (tmp_path / "sitecustomize.py").write_text(SLOW_CLOCK)
+    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)
+    skewed = {"PYTHONPATH": path, "KEYHOLD_TEST_CLOCK_SHIFT_MS": "-20000"}
+
+    keyhold_cli("user", "disable", alice.username, "--home", str(server.home), env={**cli_env(server), **skewed})
+
+    code, reason = await stream.closed()
+    assert code == 4403 and reason, (code, reason)
+    await alice.close()
+
+
+@dataclass(eq=False)
+class Watched:
+    """An open stream as the revocation watch sees it (the watch needs only these two)."""
+
+    member: Member
+    closed_with: tuple[int, str] | None = None
+
+    def revoke(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+
+class StorageAway(ConnectionRefusedError):
+    pass
+
+
+async def _away(*_args: object) -> NoReturn:
+    raise StorageAway("the database is restarting")
+
+
+async def closed_in_time(stream: Watched, wait: float = 10.0) -> tuple[int, str]:
+    """The close the watch gave the stream (a bound on liveness, not a measurement)."""
+    async with asyncio.timeout(wait):
+        while stream.closed_with is None:
+            await asyncio.sleep(0.05)
+    return stream.closed_with
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_an_expiry_during_an_outage_still_closes_the_stream(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session expires while storage is away, so the watch's sweeps fail then; once storage
+    is back, the stream is closed all the same."""
+    async with service_in_process(tmp_path / "kh", backend, token_ttl_seconds=1) as svc:
+        alice = await member_in_process(svc, unique("a"))
+        stream = Watched(alice)
+        monkeypatch.setattr(account_store, "revoked_since", _away)
+        svc.revocations.watch(stream)
+        await asyncio.sleep(max(0.0, (alice.session_expires_ms - now_ms()) / 1000) + 0.6)  # sweeps fail
+        assert stream.closed_with is None
+
+        monkeypatch.setattr(account_store, "revoked_since", ORIGINAL_REVOKED_SINCE)
+
+        assert (await closed_in_time(stream))[0] == 4401
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_revocation_during_a_long_outage_still_closes_the_stream(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A logout while every sweep fails for longer than the look-back (shortened here to
+    50 ms): once storage is back, the stream is closed all the same."""
+    async with service_in_process(tmp_path / "kh", backend) as svc:
+        alice = await member_in_process(svc, unique("a"))
+        stream = Watched(alice)
+        svc.revocations.watch(stream)
+        await asyncio.sleep(0.6)  # a few good sweeps: the watch has a checkpoint
+        monkeypatch.setattr(revocation, "LOOKBACK_MS", 50)
+        monkeypatch.setattr(account_store, "revoked_since", _away)
+
+        await svc.accounts.logout(alice)
+        await asyncio.sleep(0.8)  # sweeps fail, for far longer than the look-back
+        assert stream.closed_with is None
+        monkeypatch.setattr(account_store, "revoked_since", ORIGINAL_REVOKED_SINCE)
+
+        assert (await closed_in_time(stream))[0] == 4401
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_sign_in_checked_against_the_old_password_gets_no_session(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sign-in whose password was verified just before a password change commits must not
+    end with a session: the change ends every other session, this one included."""
+    async with service_in_process(tmp_path / "kh", backend) as svc:
+        alice = await member_in_process(svc, unique("a"))
+        verified, proceed = asyncio.Event(), asyncio.Event()
+        real_insert = account_store.insert_session
+
+        async def held_insert(*args: Any) -> bool:
+            verified.set()
+            await proceed.wait()  # the change commits here
+            return await real_insert(*args)
+
+        monkeypatch.setattr(account_store, "insert_session", held_insert)
+        signing_in = asyncio.create_task(svc.accounts.login(alice.username, PASSWORD, address="127.0.0.9"))
+        await verified.wait()
+        monkeypatch.undo()
+        await svc.accounts.change_password(alice, PASSWORD, NEW_PASSWORD)
+        proceed.set()
+
+        with pytest.raises(Problem) as refused:
+            await signing_in
+        assert refused.value.status == 401

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pyotp
 import pytest
-from hostile_helpers import http, open_stream
 
 from conftest import Server, new_member, start_server, stop_server
+from hostile_helpers import http, open_stream
 from keyhold.sdk import Client, StaffClient
 from staff_helpers import STAFF_PASSWORD, add_staff
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pyotp
 import pytest
-from hostile_helpers import assert_problem, fresh_address, http
 
 from conftest import PASSWORD, Server, new_member, start_server, stop_server, unique
+from hostile_helpers import assert_problem, fresh_address, http, member_in_process, service_in_process
+from keyhold.core.errors import Problem
+from keyhold.core.signin import client_of
 from staff_helpers import STAFF_PASSWORD, add_staff
 
 WRONG = "not the password, a guess"
@@ -181,3 +184,96 @@ async def test_password_hashing_has_a_bounded_queue(real_cost_server: Server) ->
     # Once the burst is over, signing in works again.
     assert (await member_login(server, fresh_address(), alice.username, PASSWORD)).status_code == 201
     await alice.close()
+
+
+# -- what the review of the first fix found ---------------------------------------------------
+
+
+async def test_strangers_cannot_lock_the_owner_out_of_an_address_they_used_before(
+    guarded: tuple[Server, str],
+) -> None:
+    """Two fresh addresses every few minutes could keep an account's own counter full for
+    ever; an address the owner signed in from is held only to its own guess limit."""
+    server, _ = guarded
+    alice = await new_member(server)
+    home = fresh_address()
+    assert (await member_login(server, home, alice.username, PASSWORD)).status_code == 201
+
+    for _ in range(12):  # strangers, each from an address of their own: the account is locked ...
+        await member_login(server, fresh_address(), alice.username, WRONG)
+    assert_throttled(await member_login(server, fresh_address(), alice.username, PASSWORD))
+
+    # ... but not for the address alice uses.
+    assert (await member_login(server, home, alice.username, PASSWORD)).status_code == 201
+    await alice.close()
+
+
+async def test_a_shared_address_full_of_wrong_guesses_still_lets_its_members_in(
+    guarded: tuple[Server, str],
+) -> None:
+    server, _ = guarded
+    alice = await new_member(server)
+    office = fresh_address()
+    assert (await member_login(server, office, alice.username, PASSWORD)).status_code == 201
+
+    for i in range(55):  # someone else behind the same address sprays made-up names
+        await member_login(server, office, f"{unique('made_up')}_{i}", WRONG)
+    assert_throttled(await member_login(server, office, unique("made_up"), WRONG))
+
+    assert (await member_login(server, office, alice.username, PASSWORD)).status_code == 201
+    await alice.close()
+
+
+async def test_retry_after_does_not_say_which_counter_refused(guarded: tuple[Server, str]) -> None:
+    """A guesser's lock and an account's lock wait out windows of the same length."""
+    server, _ = guarded
+    bob, carol = await new_member(server), await new_member(server)
+    guesser = fresh_address()
+    for _ in range(5):
+        await member_login(server, guesser, bob.username, WRONG)
+    by_guesser = await member_login(server, guesser, bob.username, WRONG)
+    for _ in range(10):
+        await member_login(server, fresh_address(), carol.username, WRONG)
+    by_account = await member_login(server, fresh_address(), carol.username, WRONG)
+
+    assert_throttled(by_guesser)
+    assert_throttled(by_account)
+    waits = [int(r.headers["retry-after"]) for r in (by_guesser, by_account)]
+    assert all(800 < wait <= 900 for wait in waits), waits
+    await bob.close()
+    await carol.close()
+
+
+@pytest.mark.parametrize(
+    ("address", "client"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_an_ipv6_host_counts_as_its_64(address: str, client: str) -> None:
+    """One IPv6 host holds a whole /64: counting its addresses one by one would not bind it."""
+    assert client_of(address) == client
+
+
+async def test_a_deleted_account_is_checked_against_the_dummy_hash(tmp_path: Path) -> None:
+    """Deleting an account leaves a hash no password matches and argon2 refuses at once: a
+    sign-in to it must still spend a full verification, or timing would tell it apart."""
+    async with service_in_process(tmp_path / "kh", "sqlite") as svc:
+        alice = await member_in_process(svc, unique("a"))
+        await svc.conversations.delete_account(alice)
+        checked: list[str | None] = []
+        real_verify = svc.passwords.verify
+
+        async def recording_verify(stored_hash: str | None, password: str) -> bool:
+            checked.append(stored_hash)
+            return await real_verify(stored_hash, password)
+
+        svc.passwords.verify = recording_verify  # type: ignore[method-assign]
+        with pytest.raises(Problem) as refused:
+            await svc.accounts.login(alice.username, PASSWORD, address="127.0.0.9")
+        assert refused.value.status == 401
+        assert checked == [None]  # None: the dummy hash, never the deleted account's "!"

@@ -17,10 +17,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 MAX_ID = 2**53 - 1
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_NEWLINE_AND_TAB = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Also lone surrogates (`"\\ud800"` is valid JSON, but no UTF-8 text): no database stores them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL_BUT_NEWLINE_AND_TAB = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 # The words of the refusal; never the value, which may be a password.
-CONTROL_REFUSED = "must not contain control characters"
+CONTROL_REFUSED = "must not contain control characters or unpaired surrogates"
 
 
 def _single_line(value: str) -> str:
@@ -31,7 +32,7 @@ def _single_line(value: str) -> str:
 
 def _multiline(value: str) -> str:
     if _CONTROL_BUT_NEWLINE_AND_TAB.search(value):
-        raise ValueError(CONTROL_REFUSED + " (other than newline and tab)")
+        raise ValueError(CONTROL_REFUSED + " (newline and tab are allowed)")
     return value
 
 

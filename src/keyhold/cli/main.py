@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -40,6 +41,16 @@ user_app = typer.Typer(help="Manage member accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Region key-encryption keys (KEKs): status and rotation.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(keys_app, name="keys")
+
+
+class LogLevel(enum.StrEnum):
+    """Levels `serve` accepts: not uvicorn's `trace`, which logs whole requests, queries included."""
+
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
 
 HomeOption = Annotated[
     Path | None,
@@ -162,7 +173,7 @@ def serve(
     database_url: Annotated[
         str | None, typer.Option(help="PostgreSQL URL instead of the embedded SQLite.")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_level: Annotated[LogLevel, typer.Option(help="How much to log (never tokens or message text).")] = LogLevel.info,
 ) -> None:
     """Start the server (initializes the data dir on first run)."""
     from keyhold.cli.serve import InsecureBindRefused, build_server, check_bind
@@ -193,7 +204,7 @@ def serve(
         f"  create users: keyhold user create alice --home {settings.home}   (or: keyhold demo seed)\n"
         f"  chat:         keyhold chat --url {url}"
     )
-    build_server(settings, host, port, log_level).run()
+    build_server(settings, host, port, log_level.value).run()
 
 
 @user_app.command("create")

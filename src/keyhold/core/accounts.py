@@ -149,9 +149,11 @@ class AccountService:
         async with self._guard.attempt(address, "member", username) as attempt:
             async with self._engine.connect() as conn:
                 row = await store.by_username(conn, username)
-            # Verify even for unknown users so that timing does not reveal which usernames exist.
-            ok = await self._passwords.verify(row.password_hash if row else None, password)
-            if row is None or not ok or row.deleted_ms is not None:
+            # An unknown name, or a deleted account (whose hash no password matches, at once),
+            # is verified against a dummy hash: timing does not tell them from a real one.
+            live = row is not None and row.deleted_ms is None
+            ok = await self._passwords.verify(row.password_hash if live and row else None, password)
+            if row is None or not live or not ok:
                 attempt.fail()
                 raise unauthorized("username or password is wrong")
             attempt.succeed()
@@ -161,7 +163,8 @@ class AccountService:
         now = now_ms()
         expires = now + self._settings.token_ttl_seconds * 1000
         async with self._engine.begin() as conn:
-            await store.insert_session(conn, token_digest(token), row.id, now, expires)
+            if not await store.insert_session(conn, token_digest(token), row.id, row.password_hash, now, expires):
+                raise unauthorized("username or password is wrong")  # it changed while we checked
         return {"token": token, "username": row.username, "expires_at": iso(expires)}
 
     async def authenticate(self, token: str, allow_suspended: bool = False) -> Member:
@@ -177,11 +180,11 @@ class AccountService:
 
     async def logout(self, member: Member) -> None:
         async with self._engine.begin() as conn:
-            await store.revoke_session(conn, member.session, now_ms())
+            await store.revoke_session(conn, member.session)
 
     async def logout_everywhere(self, member: Member) -> int:
         async with self._engine.begin() as conn:
-            return await store.revoke_all_sessions(conn, member.id, now_ms())
+            return await store.revoke_all_sessions(conn, member.id)
 
     async def profile(self, member: Member) -> dict[str, Any]:
         async with self._engine.connect() as conn:
@@ -200,26 +203,29 @@ class AccountService:
         """Set a new password and end every other session of the member (this one goes on):
         whoever knew the old password may hold one. Returns how many sessions ended."""
         check_password(new)
-        await self._check_password(member, current)
+        verified = await self._check_password(member, current)
         new_hash = await self._passwords.hash(new)
         async with self._engine.begin() as conn:
-            await store.update_user(conn, member.id, password_hash=new_hash)
-            return await store.revoke_all_sessions(conn, member.id, now_ms(), keep=member.session or None)
+            await require_live_session(conn, member)
+            if not await store.replace_password(conn, member.id, verified, new_hash):
+                raise conflict("the password was changed meanwhile; sign in again")
+            return await store.revoke_all_sessions(conn, member.id, keep=member.session or None)
 
     async def disable(self, username: str) -> int:
         """An operator disables an account: it can no longer sign in, every session ends and
         its open streams close. Returns how many sessions ended."""
         async with self._engine.begin() as conn:
             row = await self.user(conn, username)
-            now = now_ms()
-            await store.restrict_user(conn, row.id, now, disabled=True)
-            return await store.revoke_all_sessions(conn, row.id, now)
+            await store.restrict_user(conn, row.id, disabled=True)
+            return await store.revoke_all_sessions(conn, row.id)
 
-    async def _check_password(self, member: Member, password: str) -> None:
+    async def _check_password(self, member: Member, password: str) -> str:
+        """The member's password hash, once `password` is verified against it."""
         async with self._engine.connect() as conn:
             row = await store.by_id(conn, member.id)
         if row is None or not await self._passwords.verify(row.password_hash, password):
             raise Problem(403, "wrong-password", "Wrong password", "the current password is wrong")
+        return str(row.password_hash)
 
     async def verify_for_deletion(self, member: Member, password: str) -> None:
         await self._check_password(member, password)

@@ -313,14 +313,13 @@ class ConversationService:
             # A preservation hold on this member or on anyone they talk to keeps the content of
             # those conversations (hidden, sealed) until the hold ends: `Erasure` decides.
             await self._erasure.erase(conn, sink, await message_store.live_by_sender(conn, member.id), now)
-            await account_store.revoke_all_sessions(conn, member.id, now)
+            await account_store.revoke_all_sessions(conn, member.id)
             await account_store.remove_all_follows(conn, member.id)
             # The username stays reserved (no one can take over a deleted member's name);
             # what could identify or authenticate the person is cleared.
             await account_store.restrict_user(
                 conn,
                 member.id,
-                now,
                 deleted_ms=now,
                 disabled=True,
                 display_name="",

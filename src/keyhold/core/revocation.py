@@ -24,12 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyhold.clock import now_ms
 from keyhold.core.accounts import Member, session_refusal
+from keyhold.core.retrying import FailureLog
 from keyhold.store import accounts as store
-from keyhold.store.db import storage_unavailable
 
 log = logging.getLogger("keyhold.revocation")
 INTERVAL = 0.25
-# Changes are looked for a little before the previous sweep too: a transaction that set its
+# Changes are looked for a little before the previous sweep too: a transaction that took its
 # timestamp before that sweep may have committed only after it.
 LOOKBACK_MS = 10_000
 MAX_REASON_BYTES = 120  # a WebSocket close reason is at most 123 bytes
@@ -53,7 +53,7 @@ class RevocationWatch:
         self._by_session: dict[bytes, set[Revocable]] = {}
         self._by_user: dict[int, set[bytes]] = {}
         self._expiries: list[tuple[int, bytes]] = []  # a heap of (expires_ms, session)
-        self._checked_ms = now_ms()
+        self._checked_ms: int | None = None  # database time of the last successful sweep
         self._task: asyncio.Task[None] | None = None
 
     def watch(self, stream: Revocable) -> None:
@@ -86,20 +86,32 @@ class RevocationWatch:
                 heapq.heapify(self._expiries)
 
     async def sweep(self) -> int:
-        """Close the open streams whose session or account changed; how many were closed."""
-        now = now_ms()
-        since, self._checked_ms = self._checked_ms - LOOKBACK_MS, now
+        """Close the open streams whose session or account changed; how many were closed.
+
+        Changes are found by the database's clock, which stamped them (`store.db.DB_NOW_MS`),
+        so servers and CLI hosts whose clocks disagree miss nothing; and the checkpoint moves
+        only when a sweep succeeds, so a sweep that fails (storage away) forgets nothing."""
         if not self._by_session:
+            self._checked_ms = None
             return 0
-        suspects: set[bytes] = set()
+        now = now_ms()
+        expired: list[tuple[int, bytes]] = []
         while self._expiries and self._expiries[0][0] <= now:
-            suspects.add(heapq.heappop(self._expiries)[1])
-        async with self._engine.connect() as conn:
-            suspects |= await store.revoked_since(conn, since)
-            for user_id in await store.restricted_since(conn, since):
-                suspects |= self._by_user.get(user_id, set())
-            suspects &= self._by_session.keys()
-            rows = await store.session_users(conn, suspects) if suspects else {}
+            expired.append(heapq.heappop(self._expiries))
+        try:
+            async with self._engine.connect() as conn:
+                checked = await store.db_now(conn)
+                since = (self._checked_ms if self._checked_ms is not None else checked) - LOOKBACK_MS
+                suspects = {session for _, session in expired} | await store.revoked_since(conn, since)
+                for user_id in await store.restricted_since(conn, since):
+                    suspects |= self._by_user.get(user_id, set())
+                suspects &= self._by_session.keys()
+                rows = await store.session_users(conn, suspects) if suspects else {}
+        except BaseException:
+            for entry in expired:
+                heapq.heappush(self._expiries, entry)
+            raise
+        self._checked_ms = checked
         closed = 0
         for session in suspects:
             refusal = session_refusal(rows.get(session), now)
@@ -113,24 +125,15 @@ class RevocationWatch:
         return closed
 
     async def _loop(self) -> None:
-        failing = False
+        failures = FailureLog(log, "checking open streams for revoked sessions")
         while True:
             await asyncio.sleep(INTERVAL)
             try:
                 await self.sweep()
             except Exception as exc:
-                # Storage may be briefly away (a database restart): say so once, retry next time.
-                if not failing:
-                    log.warning(
-                        "cannot check open streams for revoked sessions (%s); retrying",
-                        type(exc).__name__,
-                        exc_info=not storage_unavailable(exc),
-                    )
-                failing = True
+                failures.failed(exc)  # storage may be briefly away: retried next time
             else:
-                if failing:
-                    log.warning("checking open streams for revoked sessions again")
-                failing = False
+                failures.succeeded()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -117,18 +117,21 @@ class GovernedAccess:
 
         async def check_and_log(
             conn: AsyncConnection, sink: EventSink
-        ) -> tuple[Any, dict[int, Any], dict[Any, Any]]:
+        ) -> tuple[Any, dict[int, Any], dict[Any, Any], set[int]]:
             case = await case_store.by_id(conn, case_id)
             if case is None:
                 raise not_found(f"case {case_id} not found")
             now = now_ms()
             case_is_live(case, staff, now)
-            if case.kind == "legal" and "message_content" not in orjson.loads(case.details).get("categories", []):
+            if case.kind == "legal" and "message_content" not in orjson.loads(case.details).get(
+                "categories", []
+            ):
                 raise refused(f"case {case.id} does not grant message_content")
             rows = await case_store.messages_for_access(conn, ids)
             if len(rows) < len(ids) or await self._out_of_scope(conn, case, ids):
                 raise refused(f"one or more of the messages are outside the scope of case {case.id}")
-            live = [r for r in rows.values() if _opens(r, case)]
+            opening = await self._opening(conn, case, rows.values(), now)
+            live = [r for r in rows.values() if r.id in opening]
             wraps = await case_store.region_wraps(
                 conn, case.region, [(r.conversation_id, r.epoch) for r in live]
             )
@@ -144,16 +147,32 @@ class GovernedAccess:
                 )
             entry = await self._entry(conn, case, staff, rows, reason)
             await self._log.append(conn, sink, [entry])
-            return case, rows, wraps
+            return case, rows, wraps, opening
 
-        case, rows, wraps = await self._writer.run(check_and_log)
+        case, rows, wraps, opening = await self._writer.run(check_and_log)
         # The entry is durable: only now is anything opened.
         return [
-            self._open(rows[i], wraps.get((rows[i].conversation_id, rows[i].epoch)), case)
-            if _opens(rows[i], case)
+            self._open(rows[i], wraps[(rows[i].conversation_id, rows[i].epoch)], case)
+            if i in opening
             else _tombstone(rows[i])
             for i in ids
         ]
+
+    async def _opening(self, conn: AsyncConnection, case: AnyRow, rows: Any, now: int) -> set[int]:
+        """The ids among `rows` whose content opens for this case. A message deleted but kept by
+        a preservation hold opens only for a legal case of the hold's region that names a
+        person the hold is on; to everyone else (moderators, other cases, other regions) it is
+        the tombstone it would be without the hold, so no one else learns a hold exists."""
+        kept = [r for r in rows if r.body is not None and r.deleted_ms is not None]
+        preserved: set[int] = set()
+        if kept and case.kind == "legal":
+            targets = await case_store.target_ids(conn, case.id)
+            preserved = await case_store.held_conversations(
+                conn, {r.conversation_id for r in kept}, now, region=case.region, user_ids=targets
+            )
+        return {
+            r.id for r in rows if r.body is not None and (r.deleted_ms is None or r.conversation_id in preserved)
+        }
 
     async def _entry(
         self, conn: AsyncConnection, case: AnyRow, staff: StaffMember, rows: dict[int, Any], reason: str
@@ -197,12 +216,6 @@ class GovernedAccess:
         return {**_item(row), "text": text.decode(), "deleted": row.deleted_ms is not None}
 
 
-def _opens(row: AnyRow, case: AnyRow) -> bool:
-    """Whether a message opens for this case: it has content, and, if deleted (its content
-    kept by a hold), only for a legal case."""
-    return row.body is not None and (row.deleted_ms is None or case.kind == "legal")
-
-
 def _item(row: AnyRow) -> dict[str, Any]:
     return {
         "id": row.id,
@@ -215,4 +228,3 @@ def _item(row: AnyRow) -> dict[str, Any]:
 
 def _tombstone(row: AnyRow) -> dict[str, Any]:
     return {**_item(row), "text": None, "deleted": True}
-

@@ -232,12 +232,12 @@ class ReportService:
             self._erasure.announce(sink, live, members)
         elif action == "suspend" and hours:
             for uid in offenders:
-                await account_store.restrict_user(conn, uid, now, suspended_until_ms=now + hours * 3600 * 1000)
+                await account_store.restrict_user(conn, uid, suspended_until_ms=now + hours * 3600 * 1000)
         elif action == "ban":
             for uid in offenders:
                 # Not `disabled`: a banned member can still sign in, to appeal and nothing else.
-                await account_store.restrict_user(conn, uid, now, suspended_until_ms=BANNED)
-                await account_store.revoke_all_sessions(conn, uid, now)
+                await account_store.restrict_user(conn, uid, suspended_until_ms=BANNED)
+                await account_store.revoke_all_sessions(conn, uid)
 
     def _tell(self, sink: EventSink, case: AnyRow, offenders: list[int], action: str, appeal: bool) -> None:
         sink.add(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.clock import now_ms
+from keyhold.core.retrying import FailureLog
 from keyhold.core.service import Keyhold
 from keyhold.core.writer import EventSink, PendingEvent
 from keyhold.crypto.signing import ServiceSigner
@@ -19,7 +20,6 @@ from keyhold.governance.legal import LegalService
 from keyhold.governance.reports import ReportService
 from keyhold.governance.staff import StaffService
 from keyhold.store import accesslog as log_store
-from keyhold.store.db import storage_unavailable
 
 log = logging.getLogger("keyhold.governance")
 NOTIFY_INTERVAL_SECONDS = 5.0
@@ -51,18 +51,16 @@ class Governance:
         return await self.svc.writer.run(run)
 
     async def _notify_loop(self) -> None:
+        failures = FailureLog(log, "deferred notifications and hold expiry")
         while True:
             await asyncio.sleep(NOTIFY_INTERVAL_SECONDS)
             try:
                 await self.notify_due()
                 await self.legal.expire_holds()
             except Exception as exc:
-                # A database restart is routine: one line; anything else with its traceback.
-                log.warning(
-                    "deferred notifications or hold expiry failed (%s); retrying",
-                    type(exc).__name__,
-                    exc_info=not storage_unavailable(exc),
-                )
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     async def stop(self) -> None:
         if self._task is not None:

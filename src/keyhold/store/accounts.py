@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import BigInteger, LargeBinary, and_, delete, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.db import db_now_ms
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import follows, sessions, users
 
@@ -59,16 +60,40 @@ async def list_users(conn: AsyncConnection, after_id: int, limit: int) -> Sequen
     return result.all()
 
 
+async def replace_password(conn: AsyncConnection, user_id: int, verified_hash: str, new_hash: str) -> bool:
+    """Set a new password hash if the old one is still `verified_hash` (False otherwise)."""
+    result = await conn.execute(
+        update(users)
+        .where(users.c.id == user_id, users.c.password_hash == verified_hash)
+        .values(password_hash=new_hash)
+    )
+    return bool(result.rowcount)
+
+
 async def update_user(conn: AsyncConnection, user_id: int, **values: Any) -> None:
     await conn.execute(update(users).where(users.c.id == user_id).values(**values))
 
 
 async def insert_session(
-    conn: AsyncConnection, token_hash: bytes, user_id: int, now: int, expires: int
-) -> None:
-    await conn.execute(
-        insert(sessions).values(token_hash=token_hash, user_id=user_id, created_ms=now, expires_ms=expires)
+    conn: AsyncConnection, token_hash: bytes, user_id: int, verified_hash: str, now: int, expires: int
+) -> bool:
+    """A new session, only if the password it was verified against is still the account's: a
+    password change that commits meanwhile leaves nothing behind (on PostgreSQL the row lock
+    orders the two; on SQLite the one statement is atomic). False if it changed."""
+    still = (
+        select(
+            literal(token_hash, LargeBinary()),
+            users.c.id,
+            literal(now, BigInteger()),
+            literal(expires, BigInteger()),
+        )
+        .where(users.c.id == user_id, users.c.password_hash == verified_hash)
+        .with_for_update(read=True)
     )
+    result = await conn.execute(
+        insert(sessions).from_select(["token_hash", "user_id", "created_ms", "expires_ms"], still)
+    )
+    return bool(result.rowcount)
 
 
 _SESSION_USER = select(
@@ -87,26 +112,34 @@ async def session_users(conn: AsyncConnection, token_hashes: Collection[bytes]) 
     return {bytes(row.token_hash): row for row in result}
 
 
-async def revoke_session(conn: AsyncConnection, token_hash: bytes, now: int) -> None:
+# Revocations and restrictions are stamped with the database's clock: open streams are found
+# by comparing these stamps with that same clock (core.revocation).
+
+
+async def revoke_session(conn: AsyncConnection, token_hash: bytes) -> None:
     await conn.execute(
         update(sessions)
         .where(sessions.c.token_hash == token_hash, sessions.c.revoked_ms.is_(None))
-        .values(revoked_ms=now)
+        .values(revoked_ms=db_now_ms())
     )
 
 
-async def revoke_all_sessions(conn: AsyncConnection, user_id: int, now: int, keep: bytes | None = None) -> int:
+async def revoke_all_sessions(conn: AsyncConnection, user_id: int, keep: bytes | None = None) -> int:
     """Revoke every live session of a user (but `keep`, the one asking); how many there were."""
     query = update(sessions).where(sessions.c.user_id == user_id, sessions.c.revoked_ms.is_(None))
     if keep is not None:
         query = query.where(sessions.c.token_hash != keep)
-    result = await conn.execute(query.values(revoked_ms=now))
+    result = await conn.execute(query.values(revoked_ms=db_now_ms()))
     return int(result.rowcount)
 
 
-async def restrict_user(conn: AsyncConnection, user_id: int, now: int, **values: Any) -> None:
+async def restrict_user(conn: AsyncConnection, user_id: int, **values: Any) -> None:
     """Disable, suspend, ban or delete: servers notice `restricted_ms` and close the open streams."""
-    await update_user(conn, user_id, restricted_ms=now, **values)
+    await update_user(conn, user_id, restricted_ms=db_now_ms(), **values)
+
+
+async def db_now(conn: AsyncConnection) -> int:
+    return int((await conn.execute(select(db_now_ms()))).scalar_one())
 
 
 async def revoked_since(conn: AsyncConnection, since_ms: int) -> set[bytes]:

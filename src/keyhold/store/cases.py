@@ -163,11 +163,24 @@ async def held_users(conn: AsyncConnection, user_ids: Iterable[int], now_ms: int
     return {row[0] for row in result}
 
 
-async def held_conversations(conn: AsyncConnection, conversation_ids: Iterable[int], now_ms: int) -> set[int]:
-    """Which of these conversations have a member (current or former) under an active hold."""
-    active = select(holds.c.user_id).where(
-        holds.c.released_ms.is_(None), holds.c.starts_ms <= now_ms, holds.c.ends_ms > now_ms
+async def held_conversations(
+    conn: AsyncConnection,
+    conversation_ids: Iterable[int],
+    now_ms: int,
+    region: str | None = None,
+    user_ids: Iterable[int] | None = None,
+) -> set[int]:
+    """Which of these conversations have a member (current or former) under an active hold;
+    only holds of `region` and on `user_ids`, when given."""
+    active = (
+        select(holds.c.user_id)
+        .select_from(holds.join(cases, cases.c.id == holds.c.case_id))
+        .where(holds.c.released_ms.is_(None), holds.c.starts_ms <= now_ms, holds.c.ends_ms > now_ms)
     )
+    if region is not None:
+        active = active.where(cases.c.region == region)
+    if user_ids is not None:
+        active = active.where(holds.c.user_id.in_(list(user_ids)))
     result = await conn.execute(
         select(members.c.conversation_id)
         .where(members.c.conversation_id.in_(list(conversation_ids)), members.c.user_id.in_(active))

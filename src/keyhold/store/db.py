@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import BigInteger, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -37,6 +41,24 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+
+
+class db_now_ms(FunctionElement[int]):
+    """The database's clock, in ms since the epoch: for stamps that several processes (servers,
+    CLI commands on other hosts) write and compare, so that their clocks need not agree."""
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(db_now_ms, "postgresql")
+def _db_now_ms_postgresql(_element: db_now_ms, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+
+
+@compiles(db_now_ms, "sqlite")
+def _db_now_ms_sqlite(_element: db_now_ms, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -71,12 +93,15 @@ def storage_unavailable(exc: BaseException) -> bool:
     # intervention (a shutdown or restart).
     if _sqlstate(exc)[:2] in ("08", "53", "57"):
         return True
-    return any(isinstance(item, OSError) for item in _chain(exc))
+    # Connecting to a database that is down fails below the driver, unwrapped.
+    return any(isinstance(item, ConnectionError | TimeoutError | socket.gaierror) for item in _chain(exc))
 
 
 def refused_as_data(exc: BaseException) -> bool:
     """The database refused a value as such (SQLSTATE class 22: too long, bad encoding...)."""
-    return isinstance(exc, sa_exc.DataError) or _sqlstate(exc).startswith("22")
+    if isinstance(exc, sa_exc.DataError) or _sqlstate(exc).startswith("22"):
+        return True
+    return any(isinstance(item, UnicodeError) for item in _chain(exc))
 
 
 def _alembic_config(connection: Connection) -> Config:

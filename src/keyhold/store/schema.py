@@ -80,6 +80,17 @@ signin_throttle = Table(
 )
 Index("ix_signin_throttle_window", signin_throttle.c.window_start_ms)
 
+# (address, account) pairs that signed in successfully, as SHA-256 digests, with the time of
+# the last success: such an address is held only to its own guess limit for that account, so
+# strangers cannot lock an owner out of the addresses they use. Deleted after 30 days unused.
+signin_known = Table(
+    "signin_known",
+    metadata,
+    Column("key", LargeBinary(32), primary_key=True),
+    Column("last_ms", BigInteger, nullable=False),
+)
+Index("ix_signin_known_last", signin_known.c.last_ms)
+
 follows = Table(
     "follows",
     metadata,
@@ -185,6 +196,7 @@ __all__ = [
     "messages",
     "metadata",
     "sessions",
+    "signin_known",
     "signin_throttle",
     "users",
 ]

@@ -13,6 +13,7 @@ from sqlalchemy import case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.schema import signin_known as known
 from keyhold.store.schema import signin_throttle as throttle
 
 
@@ -20,7 +21,6 @@ from keyhold.store.schema import signin_throttle as throttle
 class Counter:
     window_start_ms: int
     failures: int
-    pending: int
 
 
 async def claim(conn: AsyncConnection, key: bytes, limit: int, window_ms: int, now: int) -> Counter | None:
@@ -40,14 +40,10 @@ async def claim(conn: AsyncConnection, key: bytes, limit: int, window_ms: int, n
     if taken.rowcount:
         return None
     row = (
-        await conn.execute(
-            select(throttle.c.window_start_ms, throttle.c.failures, throttle.c.pending).where(
-                throttle.c.key == key
-            )
-        )
+        await conn.execute(select(throttle.c.window_start_ms, throttle.c.failures).where(throttle.c.key == key))
     ).first()
     if row is not None:
-        return Counter(row.window_start_ms, row.failures, row.pending)
+        return Counter(row.window_start_ms, row.failures)
     try:
         async with conn.begin_nested():
             await conn.execute(insert(throttle).values(key=key, window_start_ms=now, failures=0, pending=1))
@@ -66,9 +62,25 @@ async def settle(conn: AsyncConnection, key: bytes, failed: bool, forgive: bool 
     await conn.execute(update(throttle).where(throttle.c.key == key).values(values))
 
 
-async def prune(conn: AsyncConnection, older_than_ms: int) -> int:
-    """Forget counters whose window ended and that have nothing in progress."""
-    result = await conn.execute(
-        delete(throttle).where(throttle.c.window_start_ms < older_than_ms, throttle.c.pending == 0)
+async def known_since(conn: AsyncConnection, key: bytes, since_ms: int) -> bool:
+    """Whether this (address, account) pair signed in successfully since `since_ms`."""
+    result = await conn.execute(select(known.c.key).where(known.c.key == key, known.c.last_ms >= since_ms))
+    return result.first() is not None
+
+
+async def remember(conn: AsyncConnection, key: bytes, now: int) -> None:
+    if not (await conn.execute(update(known).where(known.c.key == key).values(last_ms=now))).rowcount:
+        try:
+            async with conn.begin_nested():
+                await conn.execute(insert(known).values(key=key, last_ms=now))
+        except IntegrityError:
+            pass  # a concurrent success remembered it
+
+
+async def prune(conn: AsyncConnection, windows_before_ms: int, known_before_ms: int) -> int:
+    """Forget counters whose window ended (with nothing in progress) and stale known pairs."""
+    counters = await conn.execute(
+        delete(throttle).where(throttle.c.window_start_ms < windows_before_ms, throttle.c.pending == 0)
     )
-    return int(result.rowcount)
+    pairs = await conn.execute(delete(known).where(known.c.last_ms < known_before_ms))
+    return int(counters.rowcount) + int(pairs.rowcount)

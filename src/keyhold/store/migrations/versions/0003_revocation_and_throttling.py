@@ -33,6 +33,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key"),
     )
     op.create_index("ix_signin_throttle_window", "signin_throttle", ["window_start_ms"])
+    op.create_table(
+        "signin_known",
+        sa.Column("key", sa.LargeBinary(length=32), nullable=False),
+        sa.Column("last_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("key"),
+    )
+    op.create_index("ix_signin_known_last", "signin_known", ["last_ms"])
     # Staff sign-in failures are counted by the throttle now, like members'.
     with op.batch_alter_table("staff") as batch:
         batch.drop_column("failed_attempts")
@@ -43,6 +50,8 @@ def downgrade() -> None:
     with op.batch_alter_table("staff") as batch:
         batch.add_column(sa.Column("locked_until_ms", sa.BigInteger(), server_default="0", nullable=False))
         batch.add_column(sa.Column("failed_attempts", sa.Integer(), server_default="0", nullable=False))
+    op.drop_index("ix_signin_known_last", table_name="signin_known")
+    op.drop_table("signin_known")
     op.drop_index("ix_signin_throttle_window", table_name="signin_throttle")
     op.drop_table("signin_throttle")
     with op.batch_alter_table("sessions") as batch:
