@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 
 import pyotp
+import pytest
 
-from conftest import Server, keyhold_cli
+from conftest import Server, keyhold_cli, start_server, stop_server
 from keyhold.sdk import StaffClient
 
 STAFF_PASSWORD = "staff-password-123"
@@ -49,3 +52,26 @@ async def login_all(server: Server, secrets: dict[str, str], shift_s: int = 0) -
         )
         for name, secret in secrets.items()
     }
+
+
+@contextmanager
+def server_with_staff(
+    tmp_path_factory: pytest.TempPathFactory, name: str, backend: str, staff: dict[str, tuple[str, str]]
+) -> Iterator[tuple[Server, dict[str, str]]]:
+    """A server of its own with these staff (name: (role, region)); their TOTP secrets."""
+    server = start_server(tmp_path_factory.mktemp(name) / "kh", backend)
+    try:
+        yield server, add_all_staff(server, staff)
+    finally:
+        stop_server(server)
+
+
+@asynccontextmanager
+async def signed_in(server: Server, secrets: dict[str, str]) -> AsyncIterator[dict[str, StaffClient]]:
+    """Every staff member signed in once (a TOTP code is accepted once per step)."""
+    staff = await login_all(server, secrets)
+    try:
+        yield staff
+    finally:
+        for client in staff.values():
+            await client.close()

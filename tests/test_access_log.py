@@ -29,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import Server, keyhold_cli, new_member, start_server, stop_server
+from conftest import Server, keyhold_cli, new_member
 from keyhold.governance.audit import verify_log
 from keyhold.governance.merkle import leaf_hash, verify_inclusion
 from keyhold.sdk import Client, KeyholdError, StaffClient, VerificationError
@@ -40,7 +40,7 @@ from keyhold.sdk.verify import (
     verify_tree_head,
 )
 from keyhold.store.db import create_engine
-from staff_helpers import add_all_staff, login_all
+from staff_helpers import server_with_staff, signed_in
 
 API = "/api/v1"
 STAFF = {
@@ -126,20 +126,15 @@ class World:
 def log_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, dict[str, str]]]:
-    server = start_server(tmp_path_factory.mktemp("access-log") / "kh", request.param)
-    try:
-        yield server, add_all_staff(server, STAFF)
-    finally:
-        stop_server(server)
+    with server_with_staff(tmp_path_factory, "access-log", request.param, STAFF) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 async def world(log_server: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
     server, secrets = log_server
-    staff = await login_all(server, secrets)
-    yield World(server, staff)
-    for client in staff.values():
-        await client.close()
+    async with signed_in(server, secrets) as staff:
+        yield World(server, staff)
 
 
 async def warrant(world: World, targets: list[str], **extra: Any) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from clock_shift import shifted_env
 from conftest import PASSWORD, Server, keyhold_cli, new_member, start_server, stop_server
 from keyhold.sdk import Client, KeyholdError, StaffClient
 from keyhold.sdk.verify import my_access_events, verify_tree_head
@@ -518,16 +518,6 @@ async def test_cli_export_beside_the_running_server_keeps_its_log_whole(world: W
 # -- time passes: a dedicated server restarted 31 days later ---------------------------------------
 
 SHIFT_S = 31 * DAY
-SITECUSTOMIZE = """
-import os
-import time
-
-_shift_ms = int(os.environ.get("KEYHOLD_TEST_CLOCK_SHIFT_MS") or 0)
-if _shift_ms:
-    _time_ns, _time = time.time_ns, time.time
-    time.time_ns = lambda: _time_ns() + _shift_ms * 1_000_000
-    time.time = lambda: _time() + _shift_ms / 1000
-"""
 LATER_STAFF = {"legal_a": ("legal", "us"), "legal_b": ("legal", "us"), "audit": ("auditor", "us")}
 
 
@@ -570,11 +560,6 @@ class Later:
         stop_server(self.server)
 
 
-def shifted_env(shim_dir: Path, shift_s: int) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(shim_dir), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": path, "KEYHOLD_TEST_CLOCK_SHIFT_MS": str(shift_s * 1000)}
-
-
 async def stored_events(client: Client) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     async with await client.connect(0) as stream:
@@ -591,7 +576,6 @@ async def later(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Later
     root = tmp_path_factory.mktemp("gov-later")
     shim = root / "shim"
     shim.mkdir()
-    (shim / "sitecustomize.py").write_text(SITECUSTOMIZE)
     home = root / "kh"
     server = start_server(home)
     secrets = add_all_staff(server, LATER_STAFF)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pyotp
 import websockets
 from websockets.asyncio.client import ClientConnection
 
@@ -24,6 +26,8 @@ from conftest import PASSWORD, TEST_ENV, Server, create_pg_database, keyhold_cli
 from keyhold.config import load_settings
 from keyhold.core.accounts import Member
 from keyhold.core.service import Keyhold, start_keyhold
+from keyhold.governance.service import Governance
+from keyhold.governance.staff import StaffMember
 
 API = "/api/v1"
 PROBLEM_JSON = "application/problem+json"
@@ -135,3 +139,11 @@ async def member_in_process(svc: Keyhold, username: str) -> Member:
     await svc.accounts.register(username, PASSWORD, "1990-05-17", "us")
     token = (await svc.accounts.login(username, PASSWORD, address="in-process"))["token"]
     return await svc.accounts.authenticate(token)
+
+
+async def staff_in_process(gov: Governance, username: str, role: str, region: str = "us") -> StaffMember:
+    """A staff member made and signed in (password and TOTP) through the real services."""
+    added = await gov.staff.add(username, PASSWORD, role, region)
+    code = pyotp.TOTP(added["totp_secret"]).at(time.time())
+    signed_in = await gov.staff.login(username, PASSWORD, code, address="in-process")
+    return await gov.staff.authenticate(signed_in["token"])

@@ -23,13 +23,13 @@ import httpx
 import pyotp
 import pytest
 
-from conftest import PASSWORD, Server, new_member, start_server, stop_server, unique
+from conftest import PASSWORD, Server, new_member, unique
 from db_snapshot import snapshot
 from hostile_helpers import assert_problem, http, member_in_process, open_stream, service_in_process
 from keyhold.core.errors import Problem
 from keyhold.core.messages import SendRequest, Sent
 from keyhold.sdk import Client, StaffClient
-from staff_helpers import STAFF_PASSWORD, add_staff
+from staff_helpers import STAFF_PASSWORD, server_with_staff
 
 NUL = "a\x00b"
 LONE = "\ud800"  # an unpaired surrogate
@@ -38,11 +38,8 @@ NUL_IN_PATH = "a%00b"  # as it travels in a URL path (httpx refuses a raw NUL th
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def edge_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    server = start_server(tmp_path_factory.mktemp("edge") / "kh", request.param)
-    try:
-        yield server, add_staff(server, "staff_edge", "legal", "us")
-    finally:
-        stop_server(server)
+    with server_with_staff(tmp_path_factory, "edge", request.param, {"staff_edge": ("legal", "us")}) as (server, secrets):
+        yield server, secrets["staff_edge"]
 
 
 @dataclass

@@ -10,14 +10,14 @@ event write raises) and then read the attachment through the real paths.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, NoReturn
 
-import pyotp
 import pytest
 
-from conftest import PASSWORD, unique
-from hostile_helpers import member_in_process, service_in_process
+from conftest import unique
+from hostile_helpers import member_in_process, service_in_process, staff_in_process
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem
 from keyhold.core.messages import SendRequest
@@ -33,6 +33,14 @@ class StorageFailure(Exception):
 
 async def _fail(*_args: Any, **_kwargs: Any) -> NoReturn:
     raise StorageFailure("the transaction failed before its commit")
+
+
+async def fails_before_commit(svc: Keyhold, monkeypatch: pytest.MonkeyPatch, operation: Awaitable[Any]) -> None:
+    """Run `operation` with its transaction failing just before its commit."""
+    monkeypatch.setattr(svc.writer, "_write_events", _fail)
+    with pytest.raises(StorageFailure):
+        await operation
+    monkeypatch.undo()
 
 
 async def attachment_sent(svc: Keyhold, sender: Member, to: Member) -> tuple[int, int, str]:
@@ -61,10 +69,7 @@ async def test_a_failed_delete_for_everyone_keeps_the_attachment(
         alice, bob = await member_in_process(svc, unique("a")), await member_in_process(svc, unique("b"))
         _cid, message_id, attachment_id = await attachment_sent(svc, alice, bob)
 
-        monkeypatch.setattr(svc.writer, "_write_events", _fail)
-        with pytest.raises(StorageFailure):
-            await svc.messages.delete_for_everyone(alice.id, message_id)
-        monkeypatch.undo()
+        await fails_before_commit(svc, monkeypatch, svc.messages.delete_for_everyone(alice.id, message_id))
 
         assert await downloaded(svc, bob, attachment_id) == DATA
 
@@ -76,10 +81,7 @@ async def test_a_failed_account_deletion_keeps_the_attachments(
         alice, bob = await member_in_process(svc, unique("a")), await member_in_process(svc, unique("b"))
         _cid, _message_id, attachment_id = await attachment_sent(svc, alice, bob)
 
-        monkeypatch.setattr(svc.writer, "_write_events", _fail)
-        with pytest.raises(StorageFailure):
-            await svc.conversations.delete_account(alice)
-        monkeypatch.undo()
+        await fails_before_commit(svc, monkeypatch, svc.conversations.delete_account(alice))
 
         assert await downloaded(svc, bob, attachment_id) == DATA
 
@@ -92,16 +94,11 @@ async def test_a_failed_moderator_removal_keeps_the_attachment(
         assert gov is not None
         alice, bob = await member_in_process(svc, unique("a")), await member_in_process(svc, unique("b"))
         cid, message_id, attachment_id = await attachment_sent(svc, alice, bob)
-        added = await gov.staff.add("mod_destroy", PASSWORD, "moderator", "us")
-        signed_in = await gov.staff.login("mod_destroy", PASSWORD, pyotp.TOTP(added["totp_secret"]).at(time.time()), "in-process")
-        moderator = await gov.staff.authenticate(signed_in["token"])
+        moderator = await staff_in_process(gov, "mod_destroy", "moderator")
         case = await gov.reports.report(bob, cid, [message_id], "spam", "")
         await gov.reports.claim(moderator, case["id"])
 
-        monkeypatch.setattr(svc.writer, "_write_events", _fail)
-        with pytest.raises(StorageFailure):
-            await gov.reports.decide(moderator, case["id"], "remove_message", "", None, None)
-        monkeypatch.undo()
+        await fails_before_commit(svc, monkeypatch, gov.reports.decide(moderator, case["id"], "remove_message", "", None, None))
 
         assert await downloaded(svc, bob, attachment_id) == DATA
 
@@ -114,11 +111,7 @@ async def test_a_failed_hold_release_keeps_what_the_hold_preserved(
         assert gov is not None
         alice, bob = await member_in_process(svc, unique("a")), await member_in_process(svc, unique("b"))
         _cid, message_id, attachment_id = await attachment_sent(svc, alice, bob)
-        legal = []
-        for name in ("legal_one", "legal_two"):
-            added = await gov.staff.add(name, PASSWORD, "legal", "us")
-            signed_in = await gov.staff.login(name, PASSWORD, pyotp.TOTP(added["totp_secret"]).at(time.time()), "in-process")
-            legal.append(await gov.staff.authenticate(signed_in["token"]))
+        legal = [await staff_in_process(gov, name, "legal") for name in ("legal_one", "legal_two")]
         today = time.strftime("%Y-%m-%d", time.gmtime())
         request = LegalRequest(
             agency="Agency", officer="Officer", contact="o@agency.example", country="US",
@@ -128,10 +121,7 @@ async def test_a_failed_hold_release_keeps_what_the_hold_preserved(
         await gov.legal.approve(legal[1], case["id"])
         await svc.messages.delete_for_everyone(alice.id, message_id)  # kept, hidden, by the hold
 
-        monkeypatch.setattr(svc.writer, "_write_events", _fail)
-        with pytest.raises(StorageFailure):
-            await gov.legal.release(legal[0], case["id"])
-        monkeypatch.undo()
+        await fails_before_commit(svc, monkeypatch, gov.legal.release(legal[0], case["id"]))
 
         # The hold still stands, so what it preserves is still there, sealed.
         assert svc.blobs.read(attachment_id)

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from conftest import PASSWORD, Server, new_member, start_server, stop_server
+from conftest import PASSWORD, Server, new_member
 from keyhold.sdk import Client, Event, KeyholdError, Message, StaffClient, Stream
-from staff_helpers import add_all_staff, login_all
+from staff_helpers import server_with_staff, signed_in
 from stream_helpers import WAIT, close_all, live, next_of
 
 STAFF = {
@@ -115,20 +115,15 @@ class World:
 def holds_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, dict[str, str]]]:
-    server = start_server(tmp_path_factory.mktemp("holds") / "kh", request.param)
-    try:
-        yield server, add_all_staff(server, STAFF)
-    finally:
-        stop_server(server)
+    with server_with_staff(tmp_path_factory, "holds", request.param, STAFF) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 async def world(holds_server: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
     server, secrets = holds_server
-    staff = await login_all(server, secrets)
-    yield World(server, staff)
-    for client in staff.values():
-        await client.close()
+    async with signed_in(server, secrets) as staff:
+        yield World(server, staff)
 
 
 async def download_status(client: Client, attachment_id: str) -> int:

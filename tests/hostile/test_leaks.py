@@ -11,32 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pyotp
 import pytest
 import websockets
 
 from conftest import Server, keyhold_cli, new_member, start_server, stop_server
 from hostile_helpers import assert_problem, http, ws_url
 from keyhold.sdk import Client, StaffClient
-from staff_helpers import STAFF_PASSWORD, add_all_staff
+from staff_helpers import server_with_staff, signed_in
 
 STAFF = {"mod_leaks": ("moderator", "us"), "audit_leaks": ("auditor", "us"), "legal_leaks": ("legal", "us")}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def leaky(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    server = start_server(tmp_path_factory.mktemp("leaks") / "kh", request.param)
-    try:
-        yield server, add_all_staff(server, STAFF)
-    finally:
-        stop_server(server)
+    with server_with_staff(tmp_path_factory, "leaks", request.param, STAFF) as served:
+        yield served
 
 
 @dataclass
@@ -48,13 +43,8 @@ class World:
 @pytest.fixture(scope="module")
 async def world(leaky: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
     server, secrets = leaky
-    staff = {
-        name: await StaffClient.login(server.url, name, STAFF_PASSWORD, pyotp.TOTP(secret).at(time.time()))
-        for name, secret in secrets.items()
-    }
-    yield World(server, staff)
-    for client in staff.values():
-        await client.close()
+    async with signed_in(server, secrets) as staff:
+        yield World(server, staff)
 
 
 def marker() -> str:

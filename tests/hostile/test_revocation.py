@@ -10,7 +10,6 @@ refused and never stored. (Suspension and ban by a moderator: test_revocation_mo
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from clock_shift import shifted_env
 from conftest import PASSWORD, Server, keyhold_cli, new_member, start_server, stop_server, unique
 from hostile_helpers import http, login_token, member_in_process, open_stream, service_in_process
 from keyhold.clock import now_ms
@@ -146,14 +146,6 @@ async def test_an_expiring_token_closes_its_stream(short_token_server: Server) -
 
 # -- what the review of the first fix found ---------------------------------------------------
 
-SLOW_CLOCK = """
-import os, time
-_shift = int(os.environ.get("KEYHOLD_TEST_CLOCK_SHIFT_MS") or 0)
-if _shift:
-    _ns, _s = time.time_ns, time.time
-    time.time_ns = lambda: _ns() + _shift * 1_000_000
-    time.time = lambda: _s() + _shift / 1000
-"""
 
 
 async def test_a_cli_host_whose_clock_is_behind_still_closes_the_stream(server: Server, tmp_path: Path) -> None:
@@ -161,9 +153,7 @@ async def test_a_cli_host_whose_clock_is_behind_still_closes_the_stream(server: 
     stamped by the database's clock, so the server's watch still sees it."""
     alice = await new_member(server)
     stream = await open_stream(server, alice.token)
-    (tmp_path / "sitecustomize.py").write_text(SLOW_CLOCK)
-    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)
-    skewed = {"PYTHONPATH": path, "KEYHOLD_TEST_CLOCK_SHIFT_MS": "-20000"}
+    skewed = shifted_env(tmp_path / "shim", -20)
 
     keyhold_cli("user", "disable", alice.username, "--home", str(server.home), env={**cli_env(server), **skewed})
 

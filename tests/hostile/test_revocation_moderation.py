@@ -9,21 +9,18 @@ from collections.abc import AsyncIterator, Iterator
 import pyotp
 import pytest
 
-from conftest import Server, new_member, start_server, stop_server
+from conftest import Server, new_member
 from hostile_helpers import http, open_stream
 from keyhold.sdk import Client, StaffClient
-from staff_helpers import STAFF_PASSWORD, add_staff
+from staff_helpers import STAFF_PASSWORD, server_with_staff
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def moderated_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Server, str]]:
-    server = start_server(tmp_path_factory.mktemp("moderated") / "kh", request.param)
-    try:
-        yield server, add_staff(server, "mod_revoke", "moderator", "us")
-    finally:
-        stop_server(server)
+    with server_with_staff(tmp_path_factory, "moderated", request.param, {"mod_revoke": ("moderator", "us")}) as (server, secrets):
+        yield server, secrets["mod_revoke"]
 
 
 @pytest.fixture(scope="module")

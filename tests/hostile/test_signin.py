@@ -23,18 +23,15 @@ from conftest import PASSWORD, Server, new_member, start_server, stop_server, un
 from hostile_helpers import assert_problem, fresh_address, http, member_in_process, service_in_process
 from keyhold.core.errors import Problem
 from keyhold.core.signin import client_of
-from staff_helpers import STAFF_PASSWORD, add_staff
+from staff_helpers import STAFF_PASSWORD, server_with_staff
 
 WRONG = "not the password, a guess"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def guarded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    server = start_server(tmp_path_factory.mktemp("signin") / "kh", request.param)
-    try:
-        yield server, add_staff(server, "staff_guarded", "moderator", "us")
-    finally:
-        stop_server(server)
+    with server_with_staff(tmp_path_factory, "signin", request.param, {"staff_guarded": ("moderator", "us")}) as (server, secrets):
+        yield server, secrets["staff_guarded"]
 
 
 async def staff_signin(server: Server, address: str, username: str, password: str, code: str) -> httpx.Response:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from keyhold.store.db import storage_unavailable
 
@@ -28,3 +30,18 @@ class FailureLog:
         if self._failing:
             self._log.warning("%s works again", self._what)
         self._failing = False
+
+
+async def run_periodically(
+    interval: float, step: Callable[[], Awaitable[object]], log: logging.Logger, what: str
+) -> None:
+    """Run `step` every `interval` seconds until cancelled; a failing step is retried next time."""
+    failures = FailureLog(log, what)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await step()
+        except Exception as exc:
+            failures.failed(exc)
+        else:
+            failures.succeeded()

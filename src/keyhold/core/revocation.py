@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyhold.clock import now_ms
 from keyhold.core.accounts import Member, session_refusal
-from keyhold.core.retrying import FailureLog
+from keyhold.core.retrying import run_periodically
 from keyhold.store import accounts as store
 
 log = logging.getLogger("keyhold.revocation")
@@ -66,7 +66,10 @@ class RevocationWatch:
         self._by_session[session].add(stream)
         self._by_user.setdefault(stream.member.id, set()).add(session)
         if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="keyhold-revocation-watch")
+            self._task = asyncio.create_task(
+                run_periodically(INTERVAL, self.sweep, log, "checking open streams for revoked sessions"),
+                name="keyhold-revocation-watch",
+            )
 
     def unwatch(self, stream: Revocable) -> None:
         session = stream.member.session
@@ -124,16 +127,6 @@ class RevocationWatch:
                 closed += 1
         return closed
 
-    async def _loop(self) -> None:
-        failures = FailureLog(log, "checking open streams for revoked sessions")
-        while True:
-            await asyncio.sleep(INTERVAL)
-            try:
-                await self.sweep()
-            except Exception as exc:
-                failures.failed(exc)  # storage may be briefly away: retried next time
-            else:
-                failures.succeeded()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.clock import now_ms
-from keyhold.core.retrying import FailureLog
+from keyhold.core.retrying import run_periodically
 from keyhold.core.service import Keyhold
 from keyhold.core.writer import EventSink, PendingEvent
 from keyhold.crypto.signing import ServiceSigner
@@ -50,17 +50,9 @@ class Governance:
 
         return await self.svc.writer.run(run)
 
-    async def _notify_loop(self) -> None:
-        failures = FailureLog(log, "deferred notifications and hold expiry")
-        while True:
-            await asyncio.sleep(NOTIFY_INTERVAL_SECONDS)
-            try:
-                await self.notify_due()
-                await self.legal.expire_holds()
-            except Exception as exc:
-                failures.failed(exc)
-            else:
-                failures.succeeded()
+    async def _due_work(self) -> None:
+        await self.notify_due()
+        await self.legal.expire_holds()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -88,5 +80,8 @@ async def start_governance(svc: Keyhold, background: bool = True) -> Governance:
         svc=svc,
     )
     if background:
-        gov._task = asyncio.create_task(gov._notify_loop(), name="keyhold-access-notifications")
+        gov._task = asyncio.create_task(
+            run_periodically(NOTIFY_INTERVAL_SECONDS, gov._due_work, log, "deferred notifications and hold expiry"),
+            name="keyhold-access-notifications",
+        )
     return gov
