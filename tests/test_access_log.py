@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from conftest import Server, keyhold_cli, new_member
+from keyhold.crypto.merkle import leaf_hash, verify_inclusion
 from keyhold.governance.audit import verify_log
-from keyhold.governance.merkle import leaf_hash, verify_inclusion
 from keyhold.sdk import Client, KeyholdError, StaffClient, VerificationError
 from keyhold.sdk.verify import (
     my_access_events,
@@ -418,7 +418,7 @@ async def test_inclusion_and_consistency_proofs_between_heads(world: World) -> N
 @pytest.fixture(scope="module")
 def seeded_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("seeded") / "kh"
-    keyhold_cli("demo", "seed", "--home", str(home))
+    keyhold_cli("demo", "seed", "--init", "--home", str(home))
     return home
 
 

@@ -13,13 +13,16 @@ COLUMNS = {"COLUMNS": "200"}
 
 async def test_demo_seed_is_idempotent_and_gives_alice_conversations(tmp_path: Path) -> None:
     home = tmp_path / "demo"
-    first = keyhold_cli("demo", "seed", "--home", str(home), env=COLUMNS)
+    refused = keyhold_cli("demo", "seed", "--home", str(home), env=COLUMNS, check=False)
+    assert refused.returncode == 1 and "no data dir" in refused.stderr and not home.exists(), refused.stderr
+    first = keyhold_cli("demo", "seed", "--init", "--home", str(home), env=COLUMNS)
     assert "initialized a new data dir" in first.stdout
     for user in USERS:
         assert f"{user.username} " in first.stdout
     assert first.stdout.count("created") == len(USERS) + len(CONVERSATIONS)
     assert DEMO_PASSWORD in first.stdout
-    assert "keyhold chat --username alice" in first.stdout
+    # The hints name the program as it was run (here `python -m keyhold`): they work when pasted.
+    assert "-m keyhold chat --username alice" in first.stdout
 
     second = keyhold_cli("demo", "seed", "--home", str(home), env=COLUMNS)
     assert second.returncode == 0

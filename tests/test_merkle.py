@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyhold.governance import merkle
-from keyhold.governance.merkle import (
+from keyhold.crypto import merkle
+from keyhold.crypto.merkle import (
     EMPTY_ROOT,
     MerkleTree,
     consistency_proof,

@@ -19,7 +19,7 @@ import pyotp
 import pytest
 
 from conftest import Server, keyhold_cli, new_member, start_server, stop_server
-from keyhold.governance.merkle import leaf_hash, root_from_leaf_hashes
+from keyhold.crypto.merkle import leaf_hash, root_from_leaf_hashes
 from keyhold.governance.transparency import compute_report, period_bounds, render_html
 
 H2_START = int(dt.datetime(2026, 7, 1, tzinfo=dt.UTC).timestamp() * 1000)

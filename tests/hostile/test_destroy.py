@@ -21,7 +21,7 @@ from hostile_helpers import member_in_process, service_in_process, staff_in_proc
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem
 from keyhold.core.messages import SendRequest
-from keyhold.core.service import Keyhold
+from keyhold.app import Keyhold
 from keyhold.governance.legal import LegalRequest
 
 DATA = b"attachment bytes that must outlive a failed transaction"
@@ -52,8 +52,7 @@ async def attachment_sent(svc: Keyhold, sender: Member, to: Member) -> tuple[int
 
 
 async def downloaded(svc: Keyhold, reader: Member, attachment_id: str) -> bytes:
-    async with svc.engine.connect() as conn:
-        _meta, data = await svc.messages.download(conn, reader.id, attachment_id)
+    _meta, data = await svc.messages.download(reader.id, attachment_id)
     return data
 
 
@@ -91,7 +90,6 @@ async def test_a_failed_moderator_removal_keeps_the_attachment(
 ) -> None:
     async with service_in_process(tmp_path / "kh", backend) as svc:
         gov = svc.governance
-        assert gov is not None
         alice, bob = await member_in_process(svc, unique("a")), await member_in_process(svc, unique("b"))
         cid, message_id, attachment_id = await attachment_sent(svc, alice, bob)
         moderator = await staff_in_process(gov, "mod_destroy", "moderator")
@@ -108,7 +106,6 @@ async def test_a_failed_hold_release_keeps_what_the_hold_preserved(
 ) -> None:
     async with service_in_process(tmp_path / "kh", backend) as svc:
         gov = svc.governance
-        assert gov is not None
         alice, bob = await member_in_process(svc, unique("a")), await member_in_process(svc, unique("b"))
         _cid, message_id, attachment_id = await attachment_sent(svc, alice, bob)
         legal = [await staff_in_process(gov, name, "legal") for name in ("legal_one", "legal_two")]

@@ -1,20 +1,41 @@
-"""Request dependencies: the running service and the signed-in member."""
+"""Request dependencies: the services, and who the request acts for."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 
-from keyhold.core.accounts import Member
+from keyhold.config import Settings
+from keyhold.core.accounts import AccountService, Member
+from keyhold.core.conversations import ConversationService
+from keyhold.core.delivery import Delivery
 from keyhold.core.errors import unauthorized
-from keyhold.core.service import Keyhold
+from keyhold.core.messages import MessageService
+from keyhold.core.revocation import RevocationWatch
 from keyhold.governance.service import Governance
-from keyhold.governance.staff import StaffMember
+from keyhold.governance.staff import STAFF_TOKEN_PREFIX, StaffMember
 
 
-def service(request: Request) -> Keyhold:
-    svc: Keyhold = request.app.state.keyhold
+class Services(Protocol):
+    """What the API is given to call (built by `keyhold.app`): domain services only — no
+    engine, no store, no bus."""
+
+    settings: Settings
+    accounts: AccountService
+    conversations: ConversationService
+    messages: MessageService
+    delivery: Delivery
+    revocations: RevocationWatch
+    governance: Governance
+
+    async def check_storage(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def service(request: Request) -> Services:
+    svc: Services = request.app.state.keyhold
     return svc
 
 
@@ -42,16 +63,23 @@ async def restricted_member(request: Request) -> Member:
 
 
 def governance(request: Request) -> Governance:
-    gov = service(request).governance
-    assert gov is not None
-    return gov
+    return service(request).governance
 
 
 async def current_staff(request: Request) -> StaffMember:
     return await governance(request).staff.authenticate(bearer_token(request))
 
 
-Service = Annotated[Keyhold, Depends(service)]
+async def optional_staff(request: Request) -> StaffMember | None:
+    """The staff member, on a route that answers the public too (and staff more); any other
+    bearer (none, a member's token) is the public."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip().startswith(STAFF_TOKEN_PREFIX):
+        return None
+    return await governance(request).staff.authenticate(token.strip())
+
+
+Service = Annotated[Services, Depends(service)]
 Gov = Annotated[Governance, Depends(governance)]
 CurrentStaff = Annotated[StaffMember, Depends(current_staff)]
 CurrentMember = Annotated[Member, Depends(current_member)]

@@ -17,9 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyhold.core.errors import Problem, unavailable
-from keyhold.crypto.passwords import PasswordHashingBusy
-from keyhold.store.db import storage_unavailable
+from keyhold.core.errors import Problem, outage
 
 log = logging.getLogger("keyhold.api")
 PROBLEM_JSON = "application/problem+json"
@@ -69,10 +67,6 @@ async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(problem, dict(exc.headers) if exc.headers else None)
 
 
-async def _on_busy_hashing(_request: Request, _exc: Exception) -> JSONResponse:
-    return problem_response(unavailable("too many sign-ins are being checked; retry in a moment"))
-
-
 def _internal(exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
     log.error("unhandled %s", type(exc).__name__, exc_info=exc)
     return problem_response(
@@ -81,11 +75,12 @@ def _internal(exc: Exception, headers: dict[str, str] | None = None) -> JSONResp
 
 
 async def _on_storage_error(_request: Request, exc: Exception) -> JSONResponse:
-    if storage_unavailable(exc):
+    problem = outage(exc)
+    if problem is not None:
         # A database restart, a lost connection: expected now and then, and the client's retry
         # will most likely work. One line, no traceback.
         log.warning("storage unavailable: %s", type(exc).__name__)
-        return problem_response(unavailable("storage is unavailable; retry in a moment"))
+        return problem_response(problem)
     return _internal(exc)
 
 
@@ -107,7 +102,6 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(HTTPException, _on_http)
-    app.add_exception_handler(PasswordHashingBusy, _on_busy_hashing)
     # Handled by type, not as a bare Exception: Starlette re-raises what reaches its last-resort
     # handler, and the server would log a traceback for a routine database restart.
     app.add_exception_handler(SQLAlchemyError, _on_storage_error)

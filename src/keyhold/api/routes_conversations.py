@@ -68,14 +68,7 @@ async def history(
 ) -> dict[str, Any]:
     if before is not None and after is not None:
         raise invalid("give either before or after, not both")
-    async with svc.engine.connect() as conn:
-        await svc.conversations.require_member(conn, member, conversation_id)
-        items = await svc.messages.history(conn, conversation_id, before, after, limit)
-    return {
-        "items": items,
-        "next_before": items[0]["id"] if items and len(items) == limit else None,
-        "next_after": items[-1]["id"] if items else after,
-    }
+    return await svc.conversations.history(member, conversation_id, before, after, limit)
 
 
 @router.post("/conversations/{conversation_id}/messages", status_code=201, summary="Send a message")
@@ -132,8 +125,7 @@ async def download(
     member: CurrentMember,
     svc: Service,
 ) -> Response:
-    async with svc.engine.connect() as conn:
-        meta, data = await svc.messages.download(conn, member.id, attachment_id)
+    meta, data = await svc.messages.download(member.id, attachment_id)
     return attachment_response(meta["filename"], meta["content_type"], data)
 
 

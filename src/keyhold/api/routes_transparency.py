@@ -7,21 +7,17 @@ other members' parts hidden behind salted hashes).
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
-from keyhold.api.deps import CurrentMember, CurrentStaff, Gov, RestrictedMember
+from keyhold.api.deps import CurrentMember, CurrentStaff, Gov, RestrictedMember, optional_staff
 from keyhold.api.schemas import MAX_ID, AppealBody, ReportBody, Text
-from keyhold.core.errors import Problem, forbidden, invalid
-from keyhold.governance.accesslog import subject_view
-from keyhold.governance.transparency import build_report, period_bounds, render_html
-from keyhold.store import accesslog as log_store
+from keyhold.core.errors import invalid
+from keyhold.governance.transparency import render_html
 
 router = APIRouter()
-AUDITORS = ("auditor", "admin")
 Size = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
@@ -38,21 +34,17 @@ async def key(gov: Gov) -> dict[str, str]:
     return {"algorithm": "Ed25519", "public_key": gov.signer.public_key_bytes.hex()}
 
 
-def _committed_size(gov: Gov) -> int:
-    return gov.log.head.size if gov.log.head else 0
-
-
 @router.get("/transparency/proof/inclusion", summary="Inclusion proof of entry `index` in the tree of `size`")
 async def inclusion(gov: Gov, index: Size, size: Size) -> dict[str, Any]:
-    if not 0 <= index < size <= _committed_size(gov):
-        raise invalid(f"need 0 <= index < size <= {_committed_size(gov)}")
+    if not 0 <= index < size <= gov.committed_size:
+        raise invalid(f"need 0 <= index < size <= {gov.committed_size}")
     return {"index": index, "size": size, "proof": [h.hex() for h in gov.log.inclusion_proof(index, size)]}
 
 
 @router.get("/transparency/proof/consistency", summary="Consistency proof between two tree sizes")
 async def consistency(gov: Gov, first: Size, second: Size) -> dict[str, Any]:
-    if not 0 <= first <= second <= _committed_size(gov):
-        raise invalid(f"need 0 <= first <= second <= {_committed_size(gov)}")
+    if not 0 <= first <= second <= gov.committed_size:
+        raise invalid(f"need 0 <= first <= second <= {gov.committed_size}")
     return {
         "first": first,
         "second": second,
@@ -64,17 +56,12 @@ async def consistency(gov: Gov, first: Size, second: Size) -> dict[str, Any]:
 async def entries(
     staff: CurrentStaff, gov: Gov, start: Size = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
-    if staff.role not in AUDITORS:
-        raise forbidden("log entries are for auditors")
-    end = min(start + limit, _committed_size(gov))
-    async with gov.svc.engine.connect() as conn:
-        rows = await log_store.entries(conn, start, end)
-    return {"items": [{"index": r.idx, "entry": r.entry.decode()} for r in rows], "next_start": end}
+    return await gov.log_entries(staff, start, limit)
 
 
 @router.get("/account/access-events", summary="Staff access to my data, each with an inclusion proof")
 async def my_access_events(member: CurrentMember, gov: Gov) -> dict[str, Any]:
-    return await subject_view(gov.svc.engine, gov.log, member.id)
+    return await gov.access_events(member)
 
 
 @router.post("/reports", status_code=201, summary="Report messages of one of my conversations")
@@ -106,34 +93,8 @@ async def transparency_report(
     period: Annotated[Text, Query(min_length=4, max_length=7, pattern=r"^\d{4}(-H[12]|-Q[1-4])?$")],
     format: Annotated[Text, Query(pattern="^(json|html)$")] = "json",
 ) -> Any:
-    try:
-        _start, end = period_bounds(period)
-    except ValueError as exc:
-        raise invalid(str(exc)) from exc
-    if end > dt.datetime.now(dt.UTC).date():
-        # A report of a running period would change with every new case: polling it would
-        # show legal requests and holds as they happen. Auditors see it; the public waits.
-        await _require_auditor(request, gov, end)
-    try:
-        report = await build_report(gov.svc.engine, period, gov.log.head)
-    except ValueError as exc:  # the stored log does not match its signed head
-        raise Problem(500, "integrity", "Access log does not verify", str(exc)) from exc
+    viewer = await optional_staff(request)
+    report = await gov.transparency_report(period, viewer)
     if format == "html":
         return HTMLResponse(render_html(report))
     return report
-
-
-async def _require_auditor(request: Request, gov: Gov, period_end: dt.date) -> None:
-    closed = Problem(
-        403,
-        "period-not-ended",
-        "Period not ended",
-        f"a period's report is public once the period has ended (this one ends {period_end.isoformat()}); "
-        "until then only auditors can read it",
-    )
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise closed
-    staff = await gov.staff.authenticate(token.strip())
-    if staff.role not in AUDITORS:
-        raise closed

@@ -28,12 +28,11 @@ from fastapi import APIRouter, WebSocket
 from pydantic import Field, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from keyhold.api.deps import Services
 from keyhold.api.schemas import MAX_ID, AttachmentId, Body, Id, IdempotencyKey, MessageText, Text
-from keyhold.bus.base import SubscriptionClosed
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem, invalid
 from keyhold.core.messages import SendRequest, Sent
-from keyhold.core.service import Keyhold
 
 log = logging.getLogger("keyhold.stream")
 router = APIRouter()
@@ -84,7 +83,7 @@ def _error(problem: Problem, ref: Any = None) -> bytes:
 class Connection:
     """One authenticated socket: a pump (replay, then live events), a sender, and a reader."""
 
-    def __init__(self, ws: WebSocket, svc: Keyhold, member: Member) -> None:
+    def __init__(self, ws: WebSocket, svc: Services, member: Member) -> None:
         self.ws = ws
         self.svc = svc
         self.member = member
@@ -120,29 +119,13 @@ class Connection:
             await self.ws.close(code=self.close_code, reason=self.close_reason)
 
     async def pump(self, since: int) -> None:
-        subscription = self.svc.bus.subscribe(self.member.id)
-        try:
-            last = since
-            # Subscribed first, replayed second: anything committed meanwhile is in the
-            # subscription and is skipped below if the replay already carried it.
-            while True:
-                page = await self.svc.replayer.page(self.member, last)
-                for seq, payload in page:
-                    self.push(payload)
-                    last = seq
-                if len(page) < self.svc.settings.replay_page_size:
-                    break
-            self.push(orjson.dumps({"type": "ready", "seq": last}))
-            while not self.closed:
-                seq, payload = await subscription.get()
-                if seq > last:
-                    self.push(payload)
-                    last = seq
-        except SubscriptionClosed:
-            self.closed = True
-            self.wakeup.set()
-        finally:
-            subscription.close()
+        """Replayed, then live events (`core.delivery`); when they end, the member fell behind."""
+        async for frame in self.svc.delivery.frames(self.member, since):
+            if self.closed:
+                return
+            self.push(frame)
+        self.closed = True
+        self.wakeup.set()
 
     async def handle(self, raw: str | bytes) -> None:
         if self.closed:
@@ -210,7 +193,7 @@ class Connection:
             self.push(_error(problem, frame.ref))
 
 
-async def _authenticate(ws: WebSocket, svc: Keyhold) -> tuple[Member, int] | None:
+async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Member, int] | None:
     since_param = ws.query_params.get("since", "0")
     header = ws.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -237,10 +220,7 @@ async def _authenticate(ws: WebSocket, svc: Keyhold) -> tuple[Member, int] | Non
     except Problem as problem:
         await _refuse(ws, problem, 4401 if problem.status == 401 else 4403)
         return None
-    current = await svc.replayer.latest_seq(member)
-    # A position ahead of the log (a client of a restored server, say) would silence the stream.
-    since = current if latest else min(since, current)
-    return member, since
+    return member, await svc.delivery.position(member, None if latest else since)
 
 
 async def _refuse(ws: WebSocket, problem: Problem, code: int) -> None:
@@ -251,7 +231,7 @@ async def _refuse(ws: WebSocket, problem: Problem, code: int) -> None:
 
 @router.websocket("/stream")
 async def stream(ws: WebSocket) -> None:
-    svc: Keyhold = ws.app.state.keyhold
+    svc: Services = ws.app.state.keyhold
     await ws.accept()
     authenticated = await _authenticate(ws, svc)
     if authenticated is None:

@@ -13,12 +13,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from keyhold.app import Keyhold
+from keyhold.cli.common import HomeOption, console, ensure_initialized, fail, settings_for, with_service
 from keyhold.cli.demo_governance import seed_governance
-from keyhold.cli.main import HomeOption, console, initialize, settings_for, with_service
+from keyhold.clients.terminal import command_name
 from keyhold.core.accounts import Member
 from keyhold.core.messages import SendRequest
-from keyhold.core.service import Keyhold
-from keyhold.store import accounts as account_store
 
 # Public by design: it is printed for newcomers. Never use the demo on a reachable server.
 DEMO_PASSWORD = "keyhold-demo"  # noqa: S105
@@ -131,21 +131,12 @@ class SeedReport:
     notes: list[str] = field(default_factory=list)
 
 
-async def _member(svc: Keyhold, username: str) -> Member | None:
-    async with svc.engine.connect() as conn:
-        row = await account_store.by_username(conn, username)
-    if row is None or row.deleted_ms is not None or row.disabled:
-        return None
-    return Member(row.id, row.username, row.region, row.display_name)
-
-
 async def _ensure_users(svc: Keyhold, password: str, report: SeedReport) -> dict[str, Member]:
     members: dict[str, Member] = {}
     regions = svc.settings.regions
     for user in USERS:
-        existing = await _member(svc, user.username)
-        async with svc.engine.connect() as conn:
-            taken = await account_store.by_username(conn, user.username) is not None
+        existing = await svc.accounts.acting_as(user.username)
+        taken = await svc.accounts.exists(user.username)
         if existing is not None:
             members[user.username] = existing
             report.users.append((user.username, existing.region, "exists, skipped"))
@@ -156,7 +147,7 @@ async def _ensure_users(svc: Keyhold, password: str, report: SeedReport) -> dict
             continue
         region = user.region if user.region in regions else svc.settings.default_region
         await svc.accounts.register(user.username, password, user.birthdate, region)
-        member = await _member(svc, user.username)
+        member = await svc.accounts.acting_as(user.username)
         assert member is not None
         await svc.accounts.set_display_name(member, user.display_name)
         members[user.username] = member
@@ -237,41 +228,45 @@ async def seed(svc: Keyhold, password: str = DEMO_PASSWORD) -> SeedReport:
     return report
 
 
-def register(app: typer.Typer) -> None:
-    demo_app = typer.Typer(help="Demo data for a newcomer to look around in.", no_args_is_help=True)
+demo_app = typer.Typer(help="Demo data for a newcomer to look around in.", no_args_is_help=True)
 
-    @demo_app.command("seed")
-    def seed_command(
-        home: HomeOption = None,
-        password: Annotated[
-            str, typer.Option(help="Password for the demo users created now.")
-        ] = DEMO_PASSWORD,
-    ) -> None:
-        """Create demo users (alice, bob, carol, dave in regions us/eu/row), friendships, 1:1 and
-        group conversations with messages and read receipts. Initializes the data dir if needed.
-        Safe to run again: whatever exists already is skipped."""
-        settings = settings_for(home)
-        if initialize(settings):
-            console.print(f"initialized a new data dir at {settings.home}")
-        report = with_service(settings, lambda svc: seed(svc, password), exclusive=True)
 
-        users = Table("user", "region", "status", title="Users")
-        for row in report.users:
-            users.add_row(*row)
-        console.print(users)
-        conversations = Table("conversation", "members", "messages", "status", title="Conversations")
-        for conv_row in report.conversations:
-            conversations.add_row(*conv_row)
-        console.print(conversations)
-        for note in report.notes:
-            console.print(f"  {note}")
-        console.print(
-            f"\nDemo password: [bold]{password}[/bold] (users that already existed keep theirs).\n"
-            "Look around:\n"
-            f"  keyhold serve --home {settings.home}\n"
-            "  keyhold chat --username alice    (in another terminal; or bob, carol, dave)\n"
-            f"Staff (mia moderator, lee and lou legal, ada auditor) sign in with {password!r} and their TOTP;\n"
-            f"  check the access log: keyhold audit verify --home {settings.home}"
-        )
+@demo_app.command("seed")
+def seed_command(
+    home: HomeOption = None,
+    password: Annotated[str, typer.Option(help="Password for the demo users created now.")] = DEMO_PASSWORD,
+    init: Annotated[bool, typer.Option("--init", help="Make the data dir if there is none yet.")] = False,
+) -> None:
+    """Create demo users (alice, bob, carol, dave in regions us/eu/row), friendships, 1:1 and
+    group conversations with messages and read receipts, and staff with cases. Safe to run
+    again: whatever exists already is skipped. Run it before `serve`, or with the server stopped."""
+    settings = settings_for(home)
+    keyhold = command_name()
+    if not (settings.home / "config.toml").exists():
+        if not init:
+            fail(
+                f"there is no data dir at {settings.home}: give --home (or KEYHOLD_HOME) to your server's "
+                f"(`make run` uses ./var), or add --init to make a new one there"
+            )
+        ensure_initialized(settings)
+        console.print(f"initialized a new data dir at {settings.home}")
+    report = with_service(settings, lambda svc: seed(svc, password), exclusive=True)
 
-    app.add_typer(demo_app, name="demo")
+    users = Table("user", "region", "status", title="Users")
+    for row in report.users:
+        users.add_row(*row)
+    console.print(users)
+    conversations = Table("conversation", "members", "messages", "status", title="Conversations")
+    for conv_row in report.conversations:
+        conversations.add_row(*conv_row)
+    console.print(conversations)
+    for note in report.notes:
+        console.print(f"  {note}")
+    console.print(
+        f"\nDemo password: [bold]{password}[/bold] (users that already existed keep theirs).\n"
+        "Look around:\n"
+        f"  {keyhold} serve --home {settings.home}\n"
+        f"  {keyhold} chat --username alice    (in another terminal; or bob, carol, dave)\n"
+        f"Staff (mia moderator, lee and lou legal, ada auditor) sign in with {password!r} and their TOTP;\n"
+        f"  check the access log: {keyhold} audit verify --home {settings.home}"
+    )

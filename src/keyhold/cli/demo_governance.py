@@ -6,14 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, select
-
+from keyhold.app import Keyhold
 from keyhold.core.accounts import Member
-from keyhold.core.service import Keyhold
 from keyhold.governance.legal import LegalRequest
 from keyhold.governance.staff import StaffMember
-from keyhold.store import staff as staff_store
-from keyhold.store.schema import cases
 
 DEMO_STAFF = (  # username, role, region
     ("mia", "moderator", "us"),
@@ -24,18 +20,14 @@ DEMO_STAFF = (  # username, role, region
 
 
 async def _staff(svc: Keyhold, password: str, notes: list[str]) -> dict[str, StaffMember]:
-    assert svc.governance is not None
     out: dict[str, StaffMember] = {}
     for username, role, region in DEMO_STAFF:
-        async with svc.engine.connect() as conn:
-            row = await staff_store.by_username(conn, username)
-        if row is None:
+        member = await svc.governance.staff.acting_as(username)
+        if member is None:
             made = await svc.governance.staff.add(username, password, role, region)
             notes.append(f"staff {username} ({role}, {region}): TOTP secret {made['totp_secret']}")
-            async with svc.engine.connect() as conn:
-                row = await staff_store.by_username(conn, username)
-        assert row is not None
-        out[username] = StaffMember(row.id, row.username, row.role, row.region)
+            member = StaffMember(made["id"], username, role, region)
+        out[username] = member
     return out
 
 
@@ -47,12 +39,11 @@ async def seed_governance(
     notes: list[str],
 ) -> None:
     gov = svc.governance
-    if gov is None or not {"alice", "bob"} <= set(members) or "alice-bob" not in conversation_ids:
+    if not {"alice", "bob"} <= set(members) or "alice-bob" not in conversation_ids:
         notes.append("governance demo skipped (needs alice, bob and their conversation)")
         return
     staff = await _staff(svc, password, notes)
-    async with svc.engine.connect() as conn:
-        existing = (await conn.execute(select(func.count()).select_from(cases))).scalar_one()
+    existing = await gov.case_count()
     if existing:
         notes.append(f"{existing} case(s) exist: report/legal demo cases skipped")
         return
@@ -98,6 +89,4 @@ async def seed_governance(
 
 
 async def _history(svc: Keyhold, member: Member, conversation_id: int) -> list[dict[str, Any]]:
-    async with svc.engine.connect() as conn:
-        await svc.conversations.require_member(conn, member, conversation_id)
-        return await svc.messages.history(conn, conversation_id, None, None, 50)
+    return list((await svc.conversations.history(member, conversation_id, None, None, 50))["items"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import uvicorn
 import websockets
 
-from keyhold.api.app import create_app
+from keyhold.app import asgi_app
 from keyhold.config import Settings
 
 # TLS 1.2 AEAD suites with forward secrecy; TLS 1.3 suites are all AEAD already.
@@ -80,7 +80,7 @@ def check_bind(host: str, tls: bool, insecure_http: bool) -> None:
 
 def build_server(settings: Settings, host: str, port: int, log_level: str = "info") -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(settings),
+        asgi_app(settings),
         host=host,
         port=port,
         loop="uvloop",

@@ -6,18 +6,14 @@ import asyncio
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from keyhold.cli.main import HomeOption, console, fail, settings_for
-from keyhold.config import CONFIG_FILE
-from keyhold.governance.accesslog import TreeHead
-from keyhold.governance.transparency import build_report, period_bounds, render_html
-from keyhold.store import accesslog as log_store
-from keyhold.store.db import create_engine
+from keyhold.cli.common import HomeOption, console, fail, require_initialized, settings_for
+from keyhold.governance.transparency import period_bounds, render_html, report_from_storage
 
 transparency_app = typer.Typer(
     help="Transparency reports computed from the access log (recomputable by any auditor).",
@@ -28,17 +24,6 @@ transparency_app = typer.Typer(
 class ReportFormat(StrEnum):
     html = "html"
     json = "json"
-
-
-async def _report(database_url: str, period: str) -> dict[str, Any]:
-    engine = create_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            row = await log_store.latest_head(conn)
-        head = TreeHead(row.size, row.root, row.timestamp_ms, row.signature) if row else None
-        return await build_report(engine, period, head)
-    finally:
-        await engine.dispose()
 
 
 @transparency_app.command("report")
@@ -55,10 +40,9 @@ def report(
     except ValueError as exc:
         fail(str(exc), 2)
     settings = settings_for(home)
-    if not (settings.home / CONFIG_FILE).exists():
-        fail(f"{settings.home} is not a Keyhold data dir")
+    require_initialized(settings)
     try:
-        result = asyncio.run(_report(settings.effective_database_url, period))
+        result = asyncio.run(report_from_storage(settings.effective_database_url, period))
     except ValueError as exc:
         fail(str(exc))
         return
@@ -81,6 +65,3 @@ def report(
         highlight=False,
     )
 
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(transparency_app, name="transparency")

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, unauthorized
+from keyhold.core.passwords import Passwords
 from keyhold.core.signin import SignInGuard
-from keyhold.crypto.passwords import PasswordHashing
 from keyhold.crypto.tokens import new_token, token_digest
 from keyhold.store import accounts as store
 
@@ -112,7 +112,7 @@ def public_profile(row: Any) -> dict[str, Any]:
 
 class AccountService:
     def __init__(
-        self, engine: AsyncEngine, passwords: PasswordHashing, guard: SignInGuard, settings: Settings
+        self, engine: AsyncEngine, passwords: Passwords, guard: SignInGuard, settings: Settings
     ) -> None:
         self._engine = engine
         self._passwords = passwords
@@ -210,6 +210,34 @@ class AccountService:
             if not await store.replace_password(conn, member.id, verified, new_hash):
                 raise conflict("the password was changed meanwhile; sign in again")
             return await store.revoke_all_sessions(conn, member.id, keep=member.session or None)
+
+    async def list_accounts(self, after_id: int, limit: int) -> list[dict[str, Any]]:
+        """Accounts in id order, for operators: id, name, region, creation, status."""
+        async with self._engine.connect() as conn:
+            rows = await store.list_users(conn, after_id, limit)
+        return [
+            {
+                "id": r.id,
+                "username": r.username,
+                "region": r.region,
+                "created_at": iso(r.created_ms),
+                "status": "deleted" if r.deleted_ms else "disabled" if r.disabled else "active",
+            }
+            for r in rows
+        ]
+
+    async def acting_as(self, username: str) -> Member | None:
+        """An active member, for an operator's command acting in their name in this process
+        (no session: no revocation concerns it); None if there is no such active account."""
+        async with self._engine.connect() as conn:
+            row = await store.by_username(conn, username)
+        if row is None or row.deleted_ms is not None or row.disabled:
+            return None
+        return Member(row.id, row.username, row.region, row.display_name)
+
+    async def exists(self, username: str) -> bool:
+        async with self._engine.connect() as conn:
+            return await store.by_username(conn, username) is not None
 
     async def disable(self, username: str) -> int:
         """An operator disables an account: it can no longer sign in, every session ends and

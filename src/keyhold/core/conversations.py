@@ -112,6 +112,19 @@ class ConversationService:
             view["unread"] = await store.unread_count(conn, conversation_id, member.id, row.read_upto)
         return view
 
+    async def history(
+        self, member: Member, conversation_id: int, before: int | None, after: int | None, limit: int
+    ) -> dict[str, Any]:
+        """A page of a conversation's messages (members only), with the cursors either way."""
+        async with self._engine.connect() as conn:
+            await self.require_member(conn, member, conversation_id)
+            items = await self._messages.history(conn, conversation_id, before, after, limit)
+        return {
+            "items": items,
+            "next_before": items[0]["id"] if items and len(items) == limit else None,
+            "next_after": items[-1]["id"] if items else after,
+        }
+
     async def list_mine(self, member: Member, before: int | None, limit: int) -> dict[str, Any]:
         async with self._engine.connect() as conn:
             rows = await store.list_for_user(conn, member.id, before, limit + 1)

@@ -1,12 +1,20 @@
-"""Rendering stored events for a reconnecting client (replay after `since`)."""
+"""Delivery to a member's stream: every event after `since`, replayed from storage, then live
+from the bus, each exactly once and in `seq` order.
+
+Subscribed first, replayed second: anything committed meanwhile is in the subscription and is
+skipped if the replay already carried it. A subscriber that falls too far behind is cut off
+(the stream ends) and resumes from storage with `since`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from keyhold.bus.base import Bus, SubscriptionClosed
 from keyhold.core.accounts import Member
 from keyhold.core.messages import MessageService
 from keyhold.core.writer import PendingEvent, render_event
@@ -15,15 +23,44 @@ from keyhold.store import events as event_store
 from keyhold.store import messages as message_store
 
 
-class Replayer:
-    def __init__(self, engine: AsyncEngine, messages: MessageService, page_size: int) -> None:
+class Delivery:
+    def __init__(self, engine: AsyncEngine, bus: Bus, messages: MessageService, page_size: int) -> None:
         self._engine = engine
+        self._bus = bus
         self._messages = messages
         self._page_size = page_size
 
-    async def latest_seq(self, member: Member) -> int:
+    async def position(self, member: Member, since: int | None) -> int:
+        """Where a stream starts: after `since`, or after everything so far when `since` is
+        None (live only). A position ahead of the log (a client of a restored server) would
+        silence the stream: it is brought back to the log's end."""
         async with self._engine.connect() as conn:
-            return (await event_store.last_seqs(conn, [member.id])).get(member.id, 0)
+            latest = (await event_store.last_seqs(conn, [member.id])).get(member.id, 0)
+        return latest if since is None else min(since, latest)
+
+    async def frames(self, member: Member, since: int) -> AsyncIterator[bytes]:
+        """The member's events after `since` as rendered frames: the replay, a `ready` frame
+        with the position reached, then live events until the subscriber falls behind."""
+        subscription = self._bus.subscribe(member.id)
+        try:
+            last = since
+            while True:
+                page = await self.page(member, last)
+                for seq, payload in page:
+                    yield payload
+                    last = seq
+                if len(page) < self._page_size:
+                    break
+            yield orjson.dumps({"type": "ready", "seq": last})
+            while True:
+                seq, payload = await subscription.get()
+                if seq > last:
+                    yield payload
+                    last = seq
+        except SubscriptionClosed:
+            return
+        finally:
+            subscription.close()
 
     async def page(self, member: Member, after_seq: int) -> list[tuple[int, bytes]]:
         """The next page of the member's events after `after_seq`, rendered as sent live.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from keyhold.store.db import storage_unavailable
+
 
 class Problem(Exception):
     """A refusal with a status, a stable type slug and a sentence a person can act on."""
@@ -62,3 +64,11 @@ def conflict(detail: str) -> Problem:
 
 def unavailable(detail: str, retry_after: int = 1) -> Problem:
     return Problem(503, "unavailable", "Temporarily unavailable", detail, retry_after=retry_after)
+
+
+def outage(exc: BaseException) -> Problem | None:
+    """What an exception means to a client when storage is away (a database restart, a lost
+    connection): a 503 its retry will most likely get past. None for anything else."""
+    if storage_unavailable(exc):
+        return unavailable("storage is unavailable; retry in a moment")
+    return None

@@ -114,3 +114,15 @@ async def rewrap_all(
             on_progress(len(rows))
         if len(rows) < page:
             return done
+
+
+async def wraps_by_kek_version(engine: AsyncEngine) -> dict[tuple[str, int], int]:
+    """How many live DEKs each (region, KEK version) wraps: what `keys status` shows."""
+    async with engine.connect() as conn:
+        return {(region, version): count for region, version, count in await key_store.counts_by_version(conn)}
+
+
+async def live_wraps(engine: AsyncEngine) -> int:
+    """How many live wrapped DEKs there are: the work `rewrap_all` has to look at."""
+    async with engine.connect() as conn:
+        return await key_store.count_live(conn)

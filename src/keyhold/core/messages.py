@@ -394,7 +394,11 @@ class MessageService:
 
         return await self._writer.run(run)
 
-    async def download(
+    async def download(self, user_id: int, attachment_id: str) -> tuple[dict[str, Any], bytes]:
+        async with self._engine.connect() as conn:
+            return await self._download(conn, user_id, attachment_id)
+
+    async def _download(
         self, conn: AsyncConnection, user_id: int, attachment_id: str
     ) -> tuple[dict[str, Any], bytes]:
         att = (await store.attachments_by_ids(conn, [attachment_id])).get(attachment_id)

@@ -15,7 +15,6 @@ the first entry whose bytes no longer match.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,12 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
 from keyhold.core.writer import EventSink, PendingEvent
-from keyhold.crypto.signing import ServiceSigner, verify_signature
-from keyhold.governance.merkle import MerkleTree, leaf_hash
+from keyhold.crypto.merkle import MerkleTree, block_hash, head_signature_valid, leaf_hash, sth_message
+from keyhold.crypto.signing import ServiceSigner
 from keyhold.store import accesslog as store
 
 ENTRY_VERSION = 1
-STH_PREFIX = b"keyhold-sth/v1"
 ENTRY_TYPES = (
     "case_opened",
     "case_approved",
@@ -52,14 +50,6 @@ def case_ref(case_id: int, kind: str, region: str) -> dict[str, Any]:
 
 def canonical(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def block_hash(block: bytes) -> str:
-    return leaf_hash(b"keyhold-block/v1" + block).hex()
-
-
-def sth_message(size: int, root: bytes, timestamp_ms: int) -> bytes:
-    return STH_PREFIX + struct.pack(">Q", size) + root + struct.pack(">Q", timestamp_ms)
 
 
 @dataclass
@@ -111,7 +101,7 @@ def _with_notifications(entries: Sequence[LogEntry], now: int) -> list[LogEntry]
 
 
 def verify_tree_head(head: TreeHead, public_key: bytes) -> bool:
-    return verify_signature(public_key, head.signature, sth_message(head.size, head.root, head.timestamp_ms))
+    return head_signature_valid(public_key, head.signature, head.size, head.root, head.timestamp_ms)
 
 
 class AccessLog:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyhold.governance.accesslog import TreeHead, block_hash, verify_tree_head
-from keyhold.governance.merkle import MerkleTree, leaf_hash, verify_consistency
+from keyhold.crypto.merkle import MerkleTree, block_hash, leaf_hash, verify_consistency
+from keyhold.governance.accesslog import TreeHead, verify_tree_head
 from keyhold.store import accesslog as store
+from keyhold.store.db import create_engine
 
 
 @dataclass
@@ -101,3 +102,13 @@ async def verify_log(engine: AsyncEngine, public_key: bytes) -> AuditResult:
             f"entry {covered}: not covered by any signed tree head (appended outside the log)"
         )
     return result
+
+
+async def verify_stored_log(database_url: str, public_key: bytes) -> AuditResult:
+    """`verify_log` over a data dir's database, without starting its services: a log that
+    does not verify must still be examined."""
+    engine = create_engine(database_url)
+    try:
+        return await verify_log(engine, public_key)
+    finally:
+        await engine.dispose()

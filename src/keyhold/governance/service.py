@@ -1,28 +1,45 @@
-"""Governed access wired to the running service: staff, cases, the access log, notifications."""
+"""Governed access: staff, cases, the access log and its public face, notifications.
+
+Built by the wiring (`keyhold.app`) from core's pieces; core never sees it. What the API asks of
+governance beyond the services (log entries for auditors, a member's own access events, the
+transparency report) is decided here, roles included.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import now_ms
+from keyhold.config import Settings
+from keyhold.core.accounts import Member
+from keyhold.core.erasure import Erasure
+from keyhold.core.errors import Problem, forbidden, invalid
+from keyhold.core.passwords import Passwords
 from keyhold.core.retrying import run_periodically
-from keyhold.core.service import Keyhold
-from keyhold.core.writer import EventSink, PendingEvent
+from keyhold.core.signin import SignInGuard
+from keyhold.core.writer import EventSink, PendingEvent, Writer
+from keyhold.crypto.keyprovider import KeyProvider
 from keyhold.crypto.signing import ServiceSigner
 from keyhold.governance.access import GovernedAccess
-from keyhold.governance.accesslog import AccessLog
+from keyhold.governance.accesslog import AccessLog, subject_view
 from keyhold.governance.legal import LegalService
 from keyhold.governance.reports import ReportService
-from keyhold.governance.staff import StaffService
+from keyhold.governance.staff import StaffMember, StaffService
+from keyhold.governance.transparency import build_report, period_bounds
 from keyhold.store import accesslog as log_store
+from keyhold.store import cases as case_store
+from keyhold.store.blobs import BlobStore
 
 log = logging.getLogger("keyhold.governance")
 NOTIFY_INTERVAL_SECONDS = 5.0
+AUDITORS = ("auditor", "admin")
 
 
 @dataclass
@@ -33,7 +50,8 @@ class Governance:
     access: GovernedAccess
     reports: ReportService
     legal: LegalService
-    svc: Keyhold
+    engine: AsyncEngine
+    writer: Writer
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def notify_due(self) -> int:
@@ -48,11 +66,55 @@ class Governance:
                 sink.add(PendingEvent([row.user_id], "access.visible", data={"index": row.idx}))
             return len(due)
 
-        return await self.svc.writer.run(run)
+        return await self.writer.run(run)
 
     async def _due_work(self) -> None:
         await self.notify_due()
         await self.legal.expire_holds()
+
+    # -- the log's public face ------------------------------------------------------------------
+
+    async def case_count(self) -> int:
+        async with self.engine.connect() as conn:
+            return await case_store.count(conn)
+
+    @property
+    def committed_size(self) -> int:
+        return self.log.head.size if self.log.head else 0
+
+    async def log_entries(self, staff: StaffMember, start: int, limit: int) -> dict[str, Any]:
+        """Whole entries, for auditors."""
+        if staff.role not in AUDITORS:
+            raise forbidden("log entries are for auditors")
+        end = min(start + limit, self.committed_size)
+        async with self.engine.connect() as conn:
+            rows = await log_store.entries(conn, start, end)
+        return {"items": [{"index": r.idx, "entry": r.entry.decode()} for r in rows], "next_start": end}
+
+    async def access_events(self, member: Member) -> dict[str, Any]:
+        """Staff access to the member's data, each entry with its inclusion proof."""
+        return await subject_view(self.engine, self.log, member.id)
+
+    async def transparency_report(self, period: str, viewer: StaffMember | None) -> dict[str, Any]:
+        """The report of a period, computed from the log. A running period's report would
+        change with every new case (polling it would show legal requests and holds as they
+        happen): it is public once the period has ended, for auditors before."""
+        try:
+            _start, end = period_bounds(period)
+        except ValueError as exc:
+            raise invalid(str(exc)) from exc
+        if end > dt.datetime.now(dt.UTC).date() and (viewer is None or viewer.role not in AUDITORS):
+            raise Problem(
+                403,
+                "period-not-ended",
+                "Period not ended",
+                f"a period's report is public once the period has ended (this one ends {end.isoformat()}); "
+                "until then only auditors can read it",
+            )
+        try:
+            return await build_report(self.engine, period, self.log.head)
+        except ValueError as exc:  # the stored log does not match its signed head
+            raise Problem(500, "integrity", "Access log does not verify", str(exc)) from exc
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -61,23 +123,31 @@ class Governance:
                 await self._task
 
 
-async def start_governance(svc: Keyhold, background: bool = True) -> Governance:
-    settings = svc.settings
+async def start_governance(
+    settings: Settings,
+    engine: AsyncEngine,
+    writer: Writer,
+    provider: KeyProvider,
+    passwords: Passwords,
+    signin: SignInGuard,
+    erasure: Erasure,
+    blobs: BlobStore,
+    background: bool = True,
+) -> Governance:
     signer = ServiceSigner.load(settings.signing_key_file)
-    access_log = AccessLog(svc.engine, signer)
+    access_log = AccessLog(engine, signer)
     await access_log.load()
-    svc.writer.on_conflict.append(access_log.load)
-    access = GovernedAccess(svc.engine, svc.writer, svc.provider, access_log, settings)
+    writer.on_conflict.append(access_log.load)
+    access = GovernedAccess(engine, writer, provider, access_log, settings)
     gov = Governance(
         signer=signer,
         log=access_log,
-        staff=StaffService(svc.engine, svc.passwords, svc.signin, svc.provider, settings),
+        staff=StaffService(engine, passwords, signin, provider, settings),
         access=access,
-        reports=ReportService(svc.engine, svc.writer, access_log, svc.erasure, settings),
-        legal=LegalService(
-            svc.engine, svc.writer, access_log, access, svc.provider, svc.blobs, svc.erasure, signer, settings
-        ),
-        svc=svc,
+        reports=ReportService(engine, writer, access_log, erasure, settings),
+        legal=LegalService(engine, writer, access_log, access, provider, blobs, erasure, signer, settings),
+        engine=engine,
+        writer=writer,
     )
     if background:
         gov._task = asyncio.create_task(

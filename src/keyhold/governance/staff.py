@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import check_password, check_username
-from keyhold.core.errors import conflict, forbidden, invalid, unauthorized
+from keyhold.core.errors import conflict, forbidden, invalid, not_found, unauthorized
+from keyhold.core.passwords import Passwords
 from keyhold.core.signin import SignInGuard
 from keyhold.crypto.keyprovider import KeyProvider, WrappedKey
-from keyhold.crypto.passwords import PasswordHashing
 from keyhold.crypto.tokens import token_digest
 from keyhold.store import staff as store
 
@@ -46,7 +46,7 @@ class StaffService:
     def __init__(
         self,
         engine: AsyncEngine,
-        passwords: PasswordHashing,
+        passwords: Passwords,
         guard: SignInGuard,
         provider: KeyProvider,
         settings: Settings,
@@ -65,8 +65,7 @@ class StaffService:
             raise invalid(f"role must be one of {', '.join(ROLES)}")
         if region not in self._settings.regions:
             raise invalid(f"region must be one of {', '.join(self._settings.regions)}")
-        secret = pyotp.random_base32()
-        wrapped = self._provider.wrap(region, secret.encode(), _totp_context(username))
+        secret, wrapped, uri = self._new_totp(username, region)
         password_hash = await self._passwords.hash(password)
         async with self._engine.begin() as conn:
             staff_id = await store.insert_staff(
@@ -83,7 +82,6 @@ class StaffService:
             )
         if staff_id is None:
             raise conflict("a staff account of that name exists")
-        uri = pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name="Keyhold staff")
         return {
             "id": staff_id,
             "username": username,
@@ -92,6 +90,51 @@ class StaffService:
             "totp_secret": secret,
             "otpauth_uri": uri,
         }
+
+    def _new_totp(self, username: str, region: str) -> tuple[str, WrappedKey, str]:
+        """A new TOTP secret, wrapped under the region's KEK, and its otpauth URI."""
+        secret = pyotp.random_base32()
+        wrapped = self._provider.wrap(region, secret.encode(), _totp_context(username))
+        uri = pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name="Keyhold staff")
+        return secret, wrapped, uri
+
+    async def reset_totp(self, username: str) -> dict[str, Any]:
+        """A new second factor for a staff member who lost theirs (an operator's act): the old
+        codes stop working, open staff sessions end, the new secret is shown once."""
+        async with self._engine.begin() as conn:
+            row = await store.by_username(conn, username)
+            if row is None:
+                raise not_found("no such staff account")
+            secret, wrapped, uri = self._new_totp(row.username, row.region)
+            await store.update_staff(
+                conn, row.id, totp_sealed=wrapped.blob, totp_kek_version=wrapped.kek_version, last_totp_step=0
+            )
+            ended = await store.revoke_sessions_of(conn, row.id)
+        return {"username": row.username, "totp_secret": secret, "otpauth_uri": uri, "sessions_ended": ended}
+
+    async def list_staff(self) -> list[dict[str, Any]]:
+        async with self._engine.connect() as conn:
+            rows = await store.list_staff(conn)
+        return [
+            {
+                "id": r.id,
+                "username": r.username,
+                "role": r.role,
+                "region": r.region,
+                "created_at": iso(r.created_ms),
+                "status": "disabled" if r.disabled else "active",
+            }
+            for r in rows
+        ]
+
+    async def acting_as(self, username: str) -> StaffMember | None:
+        """An active staff member, for an operator's command in this process acting in their
+        name (e.g. `legal export --as`); None if there is none."""
+        async with self._engine.connect() as conn:
+            row = await store.by_username(conn, username)
+        if row is None or row.disabled:
+            return None
+        return StaffMember(row.id, row.username, row.role, row.region)
 
     def _totp(self, row: Any) -> pyotp.TOTP:
         secret = self._provider.unwrap(

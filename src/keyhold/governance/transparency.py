@@ -20,12 +20,13 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyhold.clock import iso
+from keyhold.crypto.merkle import MerkleTree, leaf_hash
 from keyhold.governance.accesslog import TreeHead
 from keyhold.governance.legal_rules import PROCESSES
-from keyhold.governance.merkle import MerkleTree, leaf_hash
 from keyhold.governance.reports import ACTIONS
 from keyhold.governance.reports import CATEGORIES as REPORT_CATEGORIES
 from keyhold.store import accesslog as store
+from keyhold.store.db import create_engine
 
 FORMAT = "keyhold-transparency/v1"
 _PERIOD = re.compile(r"(\d{4})(?:-(H[12]|Q[1-4]))?")
@@ -410,3 +411,16 @@ then counts them by the definitions at the end of this page; the JSON version of
 · tree size {_e(report["tree_size"])} · root <code>{_e(report["root"])}</code></footer>
 </main></body></html>
 """
+
+
+async def report_from_storage(database_url: str, period: str) -> dict[str, Any]:
+    """The report of a data dir, as of its newest signed tree head, without starting its
+    services (an operator's or auditor's command; any period)."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            row = await store.latest_head(conn)
+        head = TreeHead(row.size, row.root, row.timestamp_ms, row.signature) if row else None
+        return await build_report(engine, period, head)
+    finally:
+        await engine.dispose()

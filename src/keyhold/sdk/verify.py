@@ -19,23 +19,24 @@ What is checked for an access event (an item of `/api/v1/account/access-events`)
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from keyhold.governance.merkle import leaf_hash, verify_consistency, verify_inclusion
+from keyhold.crypto.merkle import (
+    HASH_SIZE,
+    block_hash,
+    head_signature_valid,
+    leaf_hash,
+    sth_message,
+    verify_consistency,
+    verify_inclusion,
+)
 from keyhold.sdk.client import KeyholdError, _raise_for
 
 if TYPE_CHECKING:
     from keyhold.sdk.client import Client
-
-STH_PREFIX = b"keyhold-sth/v1"
-BLOCK_PREFIX = b"keyhold-block/v1"
-HASH_SIZE = 32
 
 __all__ = [
     "VerificationError",
@@ -54,16 +55,6 @@ class VerificationError(KeyholdError):
     def __init__(self, reason: str) -> None:
         super().__init__(0, {"title": "Verification failed", "detail": reason})
         self.reason = reason
-
-
-def sth_message(size: int, root: bytes, timestamp_ms: int) -> bytes:
-    """The bytes a signed tree head signs."""
-    return STH_PREFIX + struct.pack(">Q", size) + root + struct.pack(">Q", timestamp_ms)
-
-
-def block_hash(block: bytes) -> str:
-    """The commitment to a member block that its entry lists in `subjects` (hex)."""
-    return leaf_hash(BLOCK_PREFIX + block).hex()
 
 
 def _hex(value: object, length: int | None = None) -> bytes | None:
@@ -111,11 +102,7 @@ def verify_tree_head(head_json: Mapping[str, Any], pinned_key: bytes | str | Non
         pinned = _key_bytes(pinned_key)
         if pinned is None or pinned != public_key:
             return False
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, sth_message(size, root, timestamp))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return head_signature_valid(public_key, signature, size, root, timestamp)
 
 
 def verify_consistency_between(

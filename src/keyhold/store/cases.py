@@ -26,6 +26,10 @@ async def insert_case(conn: AsyncConnection, row: dict[str, Any]) -> int:
     return int((await conn.execute(insert(cases).values(**row).returning(cases.c.id))).scalar_one())
 
 
+async def count(conn: AsyncConnection) -> int:
+    return int((await conn.execute(select(func.count()).select_from(cases))).scalar_one())
+
+
 async def by_id(conn: AsyncConnection, case_id: int) -> AnyRow | None:
     return (await conn.execute(select(cases).where(cases.c.id == case_id))).first()
 

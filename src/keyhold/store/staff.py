@@ -65,6 +65,15 @@ async def session_staff(conn: AsyncConnection, token_hash: bytes) -> AnyRow | No
     return result.first()
 
 
+async def revoke_sessions_of(conn: AsyncConnection, staff_id: int) -> int:
+    result = await conn.execute(
+        update(staff_sessions)
+        .where(staff_sessions.c.staff_id == staff_id, staff_sessions.c.revoked.is_(False))
+        .values(revoked=True)
+    )
+    return int(result.rowcount)
+
+
 async def revoke_session(conn: AsyncConnection, token_hash: bytes) -> None:
     await conn.execute(
         update(staff_sessions).where(staff_sessions.c.token_hash == token_hash).values(revoked=True)

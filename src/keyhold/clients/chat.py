@@ -26,7 +26,7 @@ import httpx
 import typer
 from rich.text import Text
 
-from keyhold.cli.main import console, fail
+from keyhold.clients.terminal import console, fail
 from keyhold.sdk import Client, Conversation, Event, KeyholdError, Message
 
 try:  # GNU readline: line editing and history at the prompt, when available
@@ -709,6 +709,3 @@ def chat(
         _restore_terminal(state)
     raise typer.Exit(code)
 
-
-def register(app: typer.Typer) -> None:
-    app.command("chat", epilog="Commands inside the chat:\n\n" + COMMANDS_HELP)(chat)

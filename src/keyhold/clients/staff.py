@@ -22,7 +22,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from keyhold.cli.main import console, fail
+from keyhold.clients.terminal import console, fail
 from keyhold.sdk.client import KeyholdError
 from keyhold.sdk.staff import StaffClient
 
@@ -411,11 +411,3 @@ LEGAL_COMMANDS: dict[str, Callable[..., None]] = {
     "refuse": legal_refuse, "extend": legal_extend, "release": legal_release, "disclose": legal_disclose,
 }  # fmt: skip
 
-
-def register_workflows(staff_app: typer.Typer, legal_app: typer.Typer, audit_app: typer.Typer) -> None:
-    """Add the API workflow commands to `keyhold staff`, `keyhold legal` and `keyhold audit`."""
-    for name, fn in STAFF_COMMANDS.items():
-        staff_app.command(name)(fn)
-    for name, fn in LEGAL_COMMANDS.items():
-        legal_app.command(name)(fn)
-    audit_app.command("entries")(audit_entries)

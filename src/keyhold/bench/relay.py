@@ -13,7 +13,7 @@ generator runs unchanged against it:
   (the same shape as Keyhold's) so that the sender's logic is identical;
 - `{"type": "ping"}` → `pong`; anything else → `error`.
 
-Run: `python -m keyhold.cli.relay --port 9000` (it prints `relay listening on ...` when ready).
+Run: `python -m keyhold.bench.relay --port 9000` (it prints `relay listening on ...` when ready).
 It deliberately imports nothing from Keyhold.
 """
 

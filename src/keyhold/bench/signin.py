@@ -24,10 +24,11 @@ from typing import Annotated, Any
 import httpx
 import orjson
 import typer
+from rich.console import Console
 
-from keyhold.cli.bench_procs import _stop, _wait_http, free_port
-from keyhold.cli.main import console
+from keyhold.bench.procs import _stop, _wait_http, free_port
 
+console = Console()
 API = "/api/v1"
 PASSWORD = "bench-password-not-secret"  # noqa: S105 - a throwaway account on a throwaway server
 
@@ -138,6 +139,3 @@ def signin(
     if json_out is not None:
         json_out.write_text(output + "\n")
 
-
-def register(app: typer.Typer) -> None:
-    app.command("signin")(signin)

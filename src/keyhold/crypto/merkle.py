@@ -1,4 +1,6 @@
-"""RFC 9162 (Certificate Transparency v2) Merkle tree over SHA-256; pure, no storage.
+"""RFC 9162 (Certificate Transparency v2) Merkle tree over SHA-256, signed tree heads and
+member-block commitments; pure, no storage, no keys held. The server (governance) builds the
+access log with it and the SDK verifies what the server shows with the same code.
 
 Proof generators raise ``ValueError`` (bad arguments are a caller bug); verifiers
 only return ``False``, since their input usually comes from an untrusted peer.
@@ -6,9 +8,12 @@ only return ``False``, since their input usually comes from an untrusted peer.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Sequence
 
 from cryptography.hazmat.primitives import hashes
+
+from keyhold.crypto.signing import verify_signature
 
 HASH_SIZE = 32
 _SHA256 = hashes.SHA256()
@@ -262,3 +267,24 @@ class MerkleTree:
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
         return _proof(self._subtree, old_size, self._check_size(new_size))
+
+
+# -- what signed tree heads and member blocks commit to (shared by the server and the SDK) ------
+
+STH_PREFIX = b"keyhold-sth/v1"
+BLOCK_PREFIX = b"keyhold-block/v1"
+
+
+def sth_message(size: int, root: bytes, timestamp_ms: int) -> bytes:
+    """The bytes a signed tree head signs: prefix, size and timestamp as 8-byte big-endian."""
+    return STH_PREFIX + struct.pack(">Q", size) + root + struct.pack(">Q", timestamp_ms)
+
+
+def head_signature_valid(public_key: bytes, signature: bytes, size: int, root: bytes, timestamp_ms: int) -> bool:
+    """Whether `signature` is the Ed25519 signature of that tree head by `public_key`."""
+    return verify_signature(public_key, signature, sth_message(size, root, timestamp_ms))
+
+
+def block_hash(block: bytes) -> str:
+    """The commitment to a member block that its entry lists in `subjects` (hex)."""
+    return leaf_hash(BLOCK_PREFIX + block).hex()

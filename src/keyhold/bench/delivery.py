@@ -11,7 +11,7 @@ What it does:
    the text carries the send time, so the recipient measures delivery latency
    (send → `message.new` received);
 5. checks that every message was acknowledged and delivered exactly once;
-6. with `--baseline relay`, runs the identical load against `keyhold.cli.relay` (a bare
+6. with `--baseline relay`, runs the identical load against `keyhold.bench.relay` (a bare
    websockets + uvloop + orjson relay: no auth, storage or crypto) and reports the ratio.
 
 The load runs in worker processes (`--workers`, each with whole pairs), separate from the
@@ -51,8 +51,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from keyhold.cli.bench_load import ClientSpec, LoadResult, WorkerSpec, _worker_main
-from keyhold.cli.bench_procs import (
+from keyhold.bench.load import ClientSpec, LoadResult, WorkerSpec, _worker_main
+from keyhold.bench.procs import (
     _default_workers,
     _git_commit,
     _machine,
@@ -427,7 +427,7 @@ def delivery(
         if baseline == "relay":
             relay_port = free_port()
             relay = subprocess.Popen(
-                [sys.executable, "-m", "keyhold.cli.relay", "--port", str(relay_port)],
+                [sys.executable, "-m", "keyhold.bench.relay", "--port", str(relay_port)],
                 stdout=subprocess.DEVNULL,
             )
             try:
@@ -531,21 +531,3 @@ def delivery(
     if bad:
         raise typer.Exit(1)
 
-
-def register(app: typer.Typer) -> None:
-    """Add `keyhold bench` (delivery here; other benchmarks plug in from their own modules)."""
-    import importlib
-
-    bench_app = typer.Typer(
-        help="Benchmarks (figures and how they were taken: docs/benchmarks.md).", no_args_is_help=True
-    )
-    bench_app.command("delivery")(delivery)
-    for module in ("keyhold.cli.bench_access", "keyhold.cli.bench_signin"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(bench_app)
-    app.add_typer(bench_app, name="bench")

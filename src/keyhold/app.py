@@ -1,0 +1,188 @@
+"""Wiring: builds the services of one data dir from its settings, starts and stops them.
+
+The only module that knows every layer. `core` offers seams (the writer's batch handler, the
+key provider, the bus); governance is built from core's pieces here; the API is handed the
+result. Nothing below imports this module: the arrows of `docs/architecture.md` point down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from keyhold.api.app import create_app
+from keyhold.bus.base import Bus
+from keyhold.bus.local import LocalBus
+from keyhold.config import CONFIG_FILE, Settings, render_config
+from keyhold.core.accounts import AccountService
+from keyhold.core.conversations import ConversationService
+from keyhold.core.delivery import Delivery
+from keyhold.core.erasure import Erasure
+from keyhold.core.keys import ConversationKeys
+from keyhold.core.messages import MessageService
+from keyhold.core.passwords import Passwords
+from keyhold.core.revocation import RevocationWatch
+from keyhold.core.signin import SignInGuard
+from keyhold.core.writer import Writer
+from keyhold.crypto.keyprovider import KeyFileProvider, KeyProvider
+from keyhold.crypto.passwords import PasswordHashing
+from keyhold.crypto.signing import ServiceSigner
+from keyhold.crypto.tls import write_self_signed
+from keyhold.governance.service import Governance, start_governance
+from keyhold.store.blobs import BlobStore
+from keyhold.store.db import create_engine, migrate
+
+
+@dataclass
+class Keyhold:
+    """The running service of one data dir."""
+
+    settings: Settings
+    engine: AsyncEngine
+    bus: Bus
+    writer: Writer
+    keys: ConversationKeys
+    accounts: AccountService
+    conversations: ConversationService
+    messages: MessageService
+    delivery: Delivery
+    passwords: Passwords
+    signin: SignInGuard
+    revocations: RevocationWatch
+    provider: KeyProvider
+    blobs: BlobStore
+    erasure: Erasure
+    governance: Governance
+
+    async def check_storage(self) -> None:
+        """Raise if the database does not answer (the health check)."""
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def stop(self) -> None:
+        await self.governance.stop()
+        await self.revocations.stop()
+        await self.writer.stop()
+        self.passwords.close()
+        await self.engine.dispose()
+
+
+class DataDirError(Exception):
+    """A data dir that cannot be used as it is (a key file lost, the database unreachable)."""
+
+
+class MissingKeyMaterial(DataDirError):
+    """An initialized data dir lost a key file: refusing beats silently making new keys."""
+
+
+def open_key_provider(settings: Settings, create: bool = False) -> KeyFileProvider:
+    """The local KEK file. Only `create` (a new data dir) may make it; a missing key file in
+    an existing data dir would make every `standard` message unreadable, so it is an error."""
+    if not create and not settings.key_file.exists():
+        raise MissingKeyMaterial(
+            f"{settings.key_file} is missing: restore it from your backup (without it no standard "
+            "message can be read); to start over with new keys, use a new data dir"
+        )
+    provider = KeyFileProvider(settings.key_file)
+    provider.ensure_regions(settings.regions)
+    return provider
+
+
+def initialize(
+    settings: Settings, self_signed: bool = False, hostnames: list[str] | None = None
+) -> tuple[bool, tuple[Path, Path] | None]:
+    """Create the data dir on first use (config, keys, signing key, blob store, schema); safe
+    to run again. Returns whether it was new and, with `self_signed`, the certificate and key."""
+    home = settings.home
+    new = not (home / CONFIG_FILE).exists()
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    open_key_provider(settings, create=new)  # a new dir gets keys.json (0600), one KEK per region
+    if new:
+        if not settings.signing_key_file.exists():
+            ServiceSigner.create(settings.signing_key_file)
+        (home / CONFIG_FILE).write_text(render_config(settings))
+    elif not settings.signing_key_file.exists():
+        raise MissingKeyMaterial(
+            f"{settings.signing_key_file} is missing: restore it from your backup (signed tree heads and "
+            "packages made so far can only be checked against its public key)"
+        )
+    settings.blob_dir.mkdir(exist_ok=True)
+
+    async def _migrate() -> None:
+        engine = create_engine(settings.effective_database_url)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(_migrate())
+    except (OSError, SQLAlchemyError) as exc:
+        raise DataDirError(
+            f"cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        ) from exc
+    certificate = None
+    if self_signed:
+        certificate = home / "tls-cert.pem", home / "tls-key.pem"
+        write_self_signed(*certificate, hostnames or ["localhost", "127.0.0.1"])
+    return new, certificate
+
+
+async def start_keyhold(
+    settings: Settings, provider: KeyProvider | None = None, bus: Bus | None = None
+) -> Keyhold:
+    """Migrate storage, start the writer and the background tasks; the caller must `await
+    stop()`."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.effective_database_url)
+    await migrate(engine)
+    bus = bus or LocalBus()
+    writer = Writer(engine, bus, settings.write_batch_max)
+    provider = provider or open_key_provider(settings)
+    keys = ConversationKeys(provider)
+    blobs = BlobStore(settings.blob_dir)
+    passwords = Passwords(
+        PasswordHashing(
+            settings.argon2_time_cost,
+            settings.argon2_memory_kib,
+            settings.argon2_parallelism,
+            settings.password_hash_concurrency,
+            settings.password_hash_queue,
+        )
+    )
+    signin = SignInGuard(engine)
+    erasure = Erasure(blobs)
+    messages = MessageService(engine, writer, keys, blobs, erasure, settings)
+    await messages.start()
+    writer.start()
+    governance = await start_governance(settings, engine, writer, provider, passwords, signin, erasure, blobs)
+    return Keyhold(
+        settings=settings,
+        engine=engine,
+        bus=bus,
+        writer=writer,
+        keys=keys,
+        accounts=AccountService(engine, passwords, signin, settings),
+        conversations=ConversationService(engine, writer, messages, keys, erasure, settings),
+        messages=messages,
+        delivery=Delivery(engine, bus, messages, settings.replay_page_size),
+        passwords=passwords,
+        signin=signin,
+        revocations=RevocationWatch(engine),
+        provider=provider,
+        blobs=blobs,
+        erasure=erasure,
+        governance=governance,
+    )
+
+
+def asgi_app(settings: Settings) -> FastAPI:
+    """The HTTP + WebSocket application of a data dir, starting its services with it."""
+    return create_app(settings, start_keyhold)

@@ -1,0 +1,1 @@
+"""Benchmarks (`keyhold bench ...`) and the bare relay they compare with."""

@@ -1,0 +1,1 @@
+"""The terminal clients: `keyhold chat` for members, `keyhold staff|legal|audit` for staff; on the SDK only."""

@@ -1,0 +1,51 @@
+"""Terminal output shared by every `keyhold` command: one console for results, one for errors.
+
+On a terminal, Rich wraps to its width. Piped or captured, nothing is wrapped: hashes, ids and
+commands printed for copying must survive as one line (Rich would otherwise wrap at 80).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+
+def _console(stderr: bool) -> Console:
+    # Not bound to a stream: Rich writes to whatever sys.stdout/sys.stderr is at print time.
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=100_000, soft_wrap=True)
+
+
+console = _console(stderr=False)
+err = _console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _shortest(path: Path) -> str:
+    relative = os.path.relpath(path)
+    return relative if len(relative) < len(str(path)) else str(path)
+
+
+def command_name() -> str:
+    """How to type this program in a hint, so that the hint works when pasted: `keyhold` when
+    that name on PATH is this program, else its path (`.venv/bin/keyhold`, say), or
+    `python -m keyhold` when run that way."""
+    script = Path(sys.argv[0])
+    if script.name == "__main__.py":
+        return f"{_shortest(Path(sys.executable))} -m keyhold"
+    found = shutil.which(script.name)
+    if found and Path(found).resolve() == script.resolve():
+        return script.name
+    return _shortest(script.absolute())

@@ -1,0 +1,131 @@
+"""The layers point one way (DESIGN.md, docs/architecture.md): every `keyhold` import under
+`src/` — top-level, deferred inside a function, or for type checking only — is read from the
+syntax tree and checked against the arrows below. An arrow against them fails with the file,
+the line and the import.
+
+    cli ──► clients ──► sdk ──► crypto (pure verification only)
+    cli ──► app ──► api ──► governance ──► core ──► crypto, store, bus
+                     │  └──► safety, e2ee ──┘
+                     └──────────────────────► core
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "keyhold"
+
+BASE = {"clock", "config"}  # leaf modules with no keyhold imports: time and settings
+SERVER = {"core", "crypto", "store", "bus"} | BASE
+ALLOWED: dict[str, set[str]] = {
+    "clock": set(),
+    "config": set(),
+    "crypto": {"crypto"},
+    "store": {"store"} | BASE,
+    "bus": {"bus"},
+    "core": SERVER,
+    "safety": {"safety"} | SERVER,
+    "e2ee": {"e2ee"} | SERVER,
+    "governance": {"governance"} | SERVER,
+    # The API parses and answers; it reaches storage, keys and fan-out only through services.
+    "api": {"api", "governance", "safety", "e2ee", "core"} | BASE,
+    "app": {"app", "api", "governance", "safety", "e2ee"} | SERVER,
+    "sdk": {"sdk", "crypto"},
+    "clients": {"clients", "sdk"},
+    "bench": {"bench", "sdk", "app", "core", "governance"} | BASE,
+    "cli": {"cli", "clients", "bench", "app", "core", "governance", "crypto"} | BASE,
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+# The SDK may use only the pure, verification-only part of `crypto`, never key handling.
+SDK_CRYPTO = {"keyhold.crypto.merkle"}
+
+
+@dataclass(frozen=True)
+class Arrow:
+    source: str  # the importing module's layer
+    target: str  # the imported module, dotted
+    where: str  # file:line
+
+    @property
+    def layer(self) -> str:
+        parts = self.target.split(".")
+        return parts[1] if len(parts) > 1 else "__init__"
+
+
+def layer_of(path: Path, root: Path) -> str:
+    rel = path.relative_to(root)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def arrows(path: Path, root: Path = SRC) -> list[Arrow]:
+    found = []
+    source = layer_of(path, root)
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.level:
+            pytest.fail(f"{path}:{node.lineno}: relative import; write it absolute")
+        elif isinstance(node, ast.ImportFrom) and node.module == "keyhold":
+            # `from keyhold import x`: x is a module of the package, or a name from __init__
+            names = [f"keyhold.{a.name}" if (root / f"{a.name}.py").exists() or (root / a.name).is_dir() else "keyhold" for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "keyhold":
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.split(".")[0] == "keyhold"]
+        where = f"{path.name if root != SRC else path.relative_to(SRC.parent.parent)}:{getattr(node, 'lineno', 0)}"
+        found += [Arrow(source, name, where) for name in names]
+    return found
+
+
+def against_the_layers(found: list[Arrow], layer: str) -> list[str]:
+    return [
+        f"{a.where}: {layer} imports {a.target}"
+        for a in found
+        if a.source == layer and a.layer not in (layer, "__init__") and a.layer not in ALLOWED[layer]
+    ]
+
+
+ALL = [arrow for path in sorted(SRC.rglob("*.py")) for arrow in arrows(path)]
+
+
+def test_the_scan_sees_the_code() -> None:
+    """A guard against a scan that silently finds nothing."""
+    assert len(ALL) > 200
+    assert {a.source for a in ALL} >= {"api", "core", "governance", "store", "sdk", "cli", "app"}
+    unknown = {layer_of(path, SRC) for path in SRC.rglob("*.py")} - set(ALLOWED)
+    assert not unknown, f"layers the test does not know: {unknown}"
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_no_arrow_points_the_wrong_way(layer: str) -> None:
+    wrong = against_the_layers(ALL, layer)
+    assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
+
+
+def test_the_sdk_uses_only_pure_crypto() -> None:
+    wrong = [f"{a.where}: {a.target}" for a in ALL if a.source == "sdk" and a.layer == "crypto" and a.target not in SDK_CRYPTO]
+    assert not wrong, "the SDK imports key-handling crypto:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    ("layer", "planted"),
+    [
+        ("core", "from keyhold.governance.service import Governance\n"),
+        ("governance", "def f():\n    from keyhold.api import app\n"),
+        ("api", "import keyhold.store.accounts\n"),
+        ("sdk", "from keyhold.core import errors\n"),
+        ("clients", "from keyhold.cli.main import app\n"),
+        ("store", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from keyhold.core.accounts import Member\n"),
+    ],
+)
+def test_the_scan_catches_a_planted_arrow(tmp_path: Path, layer: str, planted: str) -> None:
+    """The scan itself is tested: a module of `layer` holding `planted` is caught."""
+    root = tmp_path / "keyhold"
+    module = root / layer / "planted.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(planted)
+    assert against_the_layers(arrows(module, root), layer)
