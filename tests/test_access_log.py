@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from conftest import Server, keyhold_cli, new_member
 from keyhold.crypto.merkle import leaf_hash, verify_inclusion
 from keyhold.governance.audit import verify_log
-from keyhold.sdk import Client, KeyholdError, StaffClient, VerificationError
+from keyhold.sdk import Client, KeyholdError, LegalRequest, StaffClient, VerificationError
 from keyhold.sdk.verify import (
     my_access_events,
     verify_access_event,
@@ -140,17 +140,19 @@ async def world(log_server: tuple[Server, dict[str, str]]) -> AsyncIterator[Worl
 async def warrant(world: World, targets: list[str], **extra: Any) -> int:
     today = time.strftime("%Y-%m-%d", time.gmtime())
     case = await world.staff["legal_a"].create_legal_case(
-        agency="FBI",
-        officer="Agent Smith",
-        contact="smith@fbi.example",
-        country="US",
-        process="search_warrant",
-        targets=targets,
-        date_from=today,
-        date_to=today,
-        categories=["message_content"],
-        document=b"%PDF-1.4 warrant",
-        **extra,
+        LegalRequest(
+                agency="FBI",
+            officer="Agent Smith",
+            contact="smith@fbi.example",
+            country="US",
+            process="search_warrant",
+            targets=targets,
+            date_from=today,
+            date_to=today,
+            categories=["message_content"],
+            document=b"%PDF-1.4 warrant",
+            **extra,
+        )
     )
     assert case["status"] == "pending", case
     return int((await world.staff["legal_b"].approve(case["id"]))["id"])

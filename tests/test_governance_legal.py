@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from clock_shift import shifted_env
 from conftest import PASSWORD, Server, keyhold_cli, new_member, start_server, stop_server
-from keyhold.sdk import Client, KeyholdError, StaffClient
+from keyhold.sdk import Client, KeyholdError, LegalRequest, StaffClient
 from keyhold.sdk.verify import my_access_events, verify_tree_head
 from staff_helpers import add_all_staff, cli_env, login_all
 
@@ -93,17 +93,19 @@ class Legal:
         **extra: Any,
     ) -> dict[str, Any]:
         return await self.first.create_legal_case(
-            agency="Federal Bureau of Investigation",
-            officer="Special Agent Dana Scully",
-            contact="dscully@fbi.example",
-            country=country,
-            process=process,
-            targets=targets,
-            date_from=date_from or day(-1),
-            date_to=date_to or day(1),
-            categories=categories,
-            document=f"%PDF-1.4 {process} for {targets}".encode(),
-            **extra,
+            LegalRequest(
+                agency="Federal Bureau of Investigation",
+                officer="Special Agent Dana Scully",
+                contact="dscully@fbi.example",
+                country=country,
+                process=process,
+                targets=targets,
+                date_from=date_from or day(-1),
+                date_to=date_to or day(1),
+                categories=categories,
+                document=f"%PDF-1.4 {process} for {targets}".encode(),
+                **extra,
+            )
         )
 
     async def approved(self, process: str, targets: list[str], categories: list[str], **extra: Any) -> int:
@@ -214,16 +216,18 @@ async def test_a_warrant_from_outside_the_region_is_refused_unless_mlat(world: W
     eu = world.staff["legal_eu"]
     await refused(
         eu.create_legal_case(
-            agency="Police nationale",
-            officer="Cmdt. Maigret",
-            contact="maigret@police.example",
-            country="FR",
-            process="search_warrant",
-            targets=[b.username],
-            date_from=day(-1),
-            date_to=day(1),
-            categories=["message_content"],
-            document=b"%PDF mandat",
+            LegalRequest(
+                agency="Police nationale",
+                officer="Cmdt. Maigret",
+                contact="maigret@police.example",
+                country="FR",
+                process="search_warrant",
+                targets=[b.username],
+                date_from=day(-1),
+                date_to=day(1),
+                categories=["message_content"],
+                document=b"%PDF mandat",
+            )
         ),
         403,
         "region",

@@ -75,10 +75,6 @@ class Settings:
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.db_path}"
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.effective_database_url.startswith("sqlite")
-
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
     if isinstance(default, bool):

@@ -23,9 +23,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from conftest import PASSWORD, TEST_ENV, Server, create_pg_database, keyhold_cli
+from keyhold.app import Keyhold, start_keyhold
 from keyhold.config import load_settings
 from keyhold.core.accounts import Member
-from keyhold.app import Keyhold, start_keyhold
 from keyhold.governance.service import Governance
 from keyhold.governance.staff import StaffMember
 

@@ -18,10 +18,10 @@ import pytest
 
 from conftest import unique
 from hostile_helpers import member_in_process, service_in_process, staff_in_process
+from keyhold.app import Keyhold
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem
 from keyhold.core.messages import SendRequest
-from keyhold.app import Keyhold
 from keyhold.governance.legal import LegalRequest
 
 DATA = b"attachment bytes that must outlive a failed transaction"

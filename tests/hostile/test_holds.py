@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from conftest import PASSWORD, Server, new_member
-from keyhold.sdk import Client, Event, KeyholdError, Message, StaffClient, Stream
+from keyhold.sdk import Client, Event, KeyholdError, LegalRequest, Message, StaffClient, Stream
 from staff_helpers import server_with_staff, signed_in
 from stream_helpers import WAIT, close_all, live, next_of
 
@@ -65,16 +65,18 @@ class Legal:
 
     async def approved(self, process: str, targets: list[str], categories: list[str]) -> int:
         case = await self.first.create_legal_case(
-            agency="Federal Bureau of Investigation",
-            officer="Special Agent Dana Scully",
-            contact="dscully@fbi.example",
-            country="US" if self.first.region == "us" else "DE",
-            process=process,
-            targets=targets,
-            date_from=day(-1),
-            date_to=day(1),
-            categories=categories,
-            document=f"%PDF-1.4 {process} for {targets}".encode(),
+            LegalRequest(
+                agency="Federal Bureau of Investigation",
+                officer="Special Agent Dana Scully",
+                contact="dscully@fbi.example",
+                country="US" if self.first.region == "us" else "DE",
+                process=process,
+                targets=targets,
+                date_from=day(-1),
+                date_to=day(1),
+                categories=categories,
+                document=f"%PDF-1.4 {process} for {targets}".encode(),
+            )
         )
         assert case["status"] == "pending", case
         approved = await self.second.approve(case["id"])

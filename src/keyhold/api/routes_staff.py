@@ -119,20 +119,7 @@ async def create_legal(body: LegalCaseBody, staff: CurrentStaff, gov: Gov) -> di
         document = base64.b64decode(body.document_base64, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise invalid("document_base64 is not valid base64") from exc
-    request = LegalRequest(
-        agency=body.agency,
-        officer=body.officer,
-        contact=body.contact,
-        country=body.country,
-        process=body.process,
-        targets=body.targets,
-        date_from=body.date_from,
-        date_to=body.date_to,
-        categories=list(body.categories),
-        justification=body.justification,
-        nondisclosure_until=body.nondisclosure_until,
-        document_name=body.document_name,
-    )
+    request = LegalRequest(**body.model_dump(exclude={"document_base64"}))
     return await gov.legal.create(staff, request, document)
 
 

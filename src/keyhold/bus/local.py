@@ -38,12 +38,6 @@ class LocalSubscription:
             await self._wakeup.wait()
         return self._pending.popleft()
 
-    def drain(self) -> list[tuple[int, bytes]]:
-        """Everything pending now, without waiting (lets a sender batch its writes)."""
-        items = list(self._pending)
-        self._pending.clear()
-        return items
-
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -70,6 +64,3 @@ class LocalBus:
             subs.discard(sub)
             if not subs:
                 del self._subscribers[sub.user_id]
-
-    def connected_users(self) -> int:
-        return len(self._subscribers)

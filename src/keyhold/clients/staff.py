@@ -24,7 +24,7 @@ from rich.text import Text
 
 from keyhold.clients.terminal import console, fail
 from keyhold.sdk.client import KeyholdError
-from keyhold.sdk.staff import StaffClient
+from keyhold.sdk.staff import LegalRequest, StaffClient
 
 T = TypeVar("T")
 SESSION_ENV = "KEYHOLD_STAFF_SESSION"
@@ -306,19 +306,11 @@ def legal_create(
     case = with_staff(
         session,
         lambda c: c.create_legal_case(
-            agency,
-            officer,
-            contact,
-            country,
-            process,
-            target,
-            date_from,
-            date_to,
-            category,
-            body,
-            justification,
-            nondisclosure_until,
-            document.name,
+            LegalRequest(
+                agency=agency, officer=officer, contact=contact, country=country, process=process,
+                targets=target, date_from=date_from, date_to=date_to, categories=category, document=body,
+                justification=justification, nondisclosure_until=nondisclosure_until, document_name=document.name,
+            )
         ),
     )
     refused_if(case, "was")

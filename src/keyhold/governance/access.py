@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
@@ -30,9 +29,10 @@ from keyhold.core.writer import EventSink, Writer
 from keyhold.crypto.envelope import ConversationKey, wrap_context
 from keyhold.crypto.keyprovider import KeyProvider, KeyProviderError, WrappedKey
 from keyhold.governance.accesslog import AccessLog, LogEntry, Subject, case_ref
-from keyhold.governance.staff import StaffMember
+from keyhold.governance.staff import HANDLE_LEGAL, TAKE_REPORTS, StaffMember, has_role
 from keyhold.store import cases as case_store
 from keyhold.store import conversations as conversation_store
+from keyhold.store.cases import Case
 from keyhold.store.rows import AnyRow
 
 MAX_ITEMS = 200
@@ -42,19 +42,19 @@ def refused(reason: str) -> Problem:
     return Problem(403, "access-refused", "Access refused", reason)
 
 
-def case_is_live(case: AnyRow, staff: StaffMember, now: int) -> None:
+def case_is_live(case: Case, staff: StaffMember, now: int) -> None:
     """Role, state, expiry and region: the checks that hold for every item of a case."""
     if case.region != staff.region:
         raise refused(f"case {case.id} is in region {case.region}; you act for region {staff.region}")
     if case.kind == "report":
-        if staff.role != "moderator":
+        if not has_role(staff, TAKE_REPORTS):
             raise refused("report cases are read by moderators only")
         if case.status not in ("open", "appealed"):
             raise refused(f"case {case.id} is {case.status}; content is open only while it is under review")
         if case.assigned_to != staff.id:
             raise refused(f"case {case.id} is not assigned to you")
     else:
-        if staff.role != "legal":
+        if not has_role(staff, HANDLE_LEGAL):
             raise refused("legal cases are read by legal staff only")
         if case.status != "approved":
             raise refused(f"case {case.id} is {case.status}; content needs an approved case (four eyes)")
@@ -77,7 +77,8 @@ class GovernedAccess:
         self._log = log
         self._settings = settings
 
-    async def report_scope(self, conn: AsyncConnection, case: AnyRow) -> set[int]:
+    async def report_scope(self, conn: AsyncConnection, case: Case) -> set[int]:
+        assert case.conversation_id is not None  # every report case is about one conversation
         scope: set[int] = set()
         for reported in await case_store.case_message_ids(conn, case.id):
             window = await case_store.context_window(
@@ -95,11 +96,11 @@ class GovernedAccess:
             scope = sorted(await self.report_scope(conn, case))
         return await self.read_messages(staff, case_id, scope, reason)
 
-    async def _out_of_scope(self, conn: AsyncConnection, case: AnyRow, ids: Sequence[int]) -> list[int]:
+    async def _out_of_scope(self, conn: AsyncConnection, case: Case, ids: Sequence[int]) -> list[int]:
         if case.kind == "report":
             scope = await self.report_scope(conn, case)
             return [i for i in ids if i not in scope]
-        details = orjson.loads(case.details)
+        details = case.details
         targets = await case_store.target_ids(conn, case.id)
         allowed = await case_store.target_message_ids(
             conn, targets, details["start_ms"], details["end_ms"], ids
@@ -123,7 +124,7 @@ class GovernedAccess:
                 raise not_found(f"case {case_id} not found")
             now = now_ms()
             case_is_live(case, staff, now)
-            if case.kind == "legal" and "message_content" not in orjson.loads(case.details).get(
+            if case.kind == "legal" and "message_content" not in case.details.get(
                 "categories", []
             ):
                 raise refused(f"case {case.id} does not grant message_content")
@@ -158,7 +159,7 @@ class GovernedAccess:
             for i in ids
         ]
 
-    async def _opening(self, conn: AsyncConnection, case: AnyRow, rows: Any, now: int) -> set[int]:
+    async def _opening(self, conn: AsyncConnection, case: Case, rows: Any, now: int) -> set[int]:
         """The ids among `rows` whose content opens for this case. A message deleted but kept by
         a preservation hold opens only for a legal case of the hold's region that names a
         person the hold is on; to everyone else (moderators, other cases, other regions) it is
@@ -175,9 +176,9 @@ class GovernedAccess:
         }
 
     async def _entry(
-        self, conn: AsyncConnection, case: AnyRow, staff: StaffMember, rows: dict[int, Any], reason: str
+        self, conn: AsyncConnection, case: Case, staff: StaffMember, rows: dict[int, Any], reason: str
     ) -> LogEntry:
-        details = orjson.loads(case.details)
+        details = case.details
         visible_from = int(details.get("nondisclosure_until_ms") or 0)
         by_conversation: dict[int, list[int]] = {}
         for row in rows.values():
@@ -201,7 +202,7 @@ class GovernedAccess:
             subjects=list(subjects.values()),
         )
 
-    def _open(self, row: Any, wrap: Any, case: AnyRow) -> dict[str, Any]:
+    def _open(self, row: Any, wrap: Any, case: Case) -> dict[str, Any]:
         try:
             dek = self._provider.unwrap(
                 case.region,

@@ -27,12 +27,12 @@ from keyhold.crypto.signing import ServiceSigner
 from keyhold.governance import legal_rules as rules
 from keyhold.governance.access import GovernedAccess
 from keyhold.governance.accesslog import AccessLog, LogEntry, Subject, canonical, case_ref
-from keyhold.governance.staff import StaffMember
+from keyhold.governance.staff import HANDLE_LEGAL, StaffMember, require_role
 from keyhold.store import accounts as account_store
 from keyhold.store import cases as store
 from keyhold.store import disclosure as disclosure_store
 from keyhold.store.blobs import BlobStore
-from keyhold.store.rows import AnyRow
+from keyhold.store.cases import Case
 
 DAY_MS = 24 * 3600 * 1000
 MAX_DOCUMENT = 20 * 1024 * 1024
@@ -67,8 +67,8 @@ def _count(section: Any) -> Any:
     return {k: len(v) for k, v in section.items()} if isinstance(section, dict) else len(section)
 
 
-def legal_view(case: AnyRow, targets: Sequence[str] = ()) -> dict[str, Any]:
-    details = orjson.loads(case.details)
+def legal_view(case: Case, targets: Sequence[str] = ()) -> dict[str, Any]:
+    details = case.details
     return {
         "id": case.id,
         "kind": "legal",
@@ -80,7 +80,7 @@ def legal_view(case: AnyRow, targets: Sequence[str] = ()) -> dict[str, Any]:
         "approved_by": case.approved_by,
         "targets": list(targets),
         "details": details,
-        "decision": orjson.loads(case.decision),
+        "decision": case.decision,
     }
 
 
@@ -109,8 +109,7 @@ class LegalService:
 
     @staticmethod
     def _require_legal(staff: StaffMember) -> None:
-        if staff.role != "legal":
-            raise forbidden("legal cases are handled by legal staff")
+        require_role(staff, HANDLE_LEGAL, "handling legal cases")
 
     async def create(self, staff: StaffMember, request: LegalRequest, document: bytes) -> dict[str, Any]:
         self._require_legal(staff)
@@ -171,8 +170,8 @@ class LegalService:
                     "status": "pending" if ruling.allowed else "refused",
                     "created_ms": now,
                     "created_by": staff.id,
-                    "details": orjson.dumps(details).decode(),
-                    "decision": orjson.dumps({} if ruling.allowed else {"refused": ruling.reason}).decode(),
+                    "details": details,
+                    "decision": {} if ruling.allowed else {"refused": ruling.reason},
                 },
             )
             await store.add_targets(conn, case_id, [row.id for row in found.values()])
@@ -211,7 +210,7 @@ class LegalService:
             },
         )
 
-    async def _case(self, conn: AsyncConnection, staff: StaffMember, case_id: int) -> AnyRow:
+    async def _case(self, conn: AsyncConnection, staff: StaffMember, case_id: int) -> Case:
         case = await store.by_id(conn, case_id)
         if case is None or case.kind != "legal" or case.region != staff.region:
             raise not_found(f"legal case {case_id} not found in region {staff.region}")
@@ -221,9 +220,8 @@ class LegalService:
         self._require_legal(staff)
         async with self._engine.connect() as conn:
             case = await self._case(conn, staff, case_id)
-            targets = await store.target_ids(conn, case_id)
-            names = [row.username for uid in targets if (row := await account_store.by_id(conn, uid))]
-        return legal_view(case, names)
+            names = await store.target_names(conn, [case_id])
+        return legal_view(case, names.get(case_id, []))
 
     async def list_cases(
         self, staff: StaffMember, after: int, limit: int, status: str | None
@@ -231,7 +229,8 @@ class LegalService:
         self._require_legal(staff)
         async with self._engine.connect() as conn:
             rows = await store.list_cases(conn, "legal", staff.region, after, limit, status)
-        return [legal_view(r) for r in rows]
+            names = await store.target_names(conn, [r.id for r in rows])
+        return [legal_view(r, names.get(r.id, [])) for r in rows]
 
     async def approve(self, staff: StaffMember, case_id: int) -> dict[str, Any]:
         self._require_legal(staff)
@@ -244,7 +243,7 @@ class LegalService:
                 raise forbidden(
                     "four eyes: a case is approved by a second legal staff member, not its creator"
                 )
-            details = orjson.loads(case.details)
+            details = case.details
             now = now_ms()
             process = details["process"]
             if process == "emergency":
@@ -288,7 +287,7 @@ class LegalService:
             if case.status != "pending":
                 raise conflict(f"case {case_id} is {case.status}, not pending")
             decision = {"refused": reason.strip()[:2000], "by": staff.id}
-            await store.update_case(conn, case_id, status="refused", decision=orjson.dumps(decision).decode())
+            await store.update_case(conn, case_id, status="refused", decision=decision)
             await self._log.append(
                 conn,
                 sink,
@@ -297,7 +296,7 @@ class LegalService:
                         "case_refused",
                         {
                             **case_ref(case_id, "legal", case.region),
-                            "process": orjson.loads(case.details)["process"],
+                            "process": case.details["process"],
                             "reason": reason.strip()[:500],
                             "by": "staff",
                         },
@@ -313,7 +312,7 @@ class LegalService:
 
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             case = await self._case(conn, staff, case_id)
-            details = orjson.loads(case.details)
+            details = case.details
             holds = await store.holds_of_case(conn, case_id)
             if details["process"] != "preservation" or case.status != "approved" or not holds:
                 raise conflict("only an approved preservation can be extended")
@@ -409,7 +408,7 @@ class LegalService:
         self._require_legal(staff)
         async with self._engine.connect() as conn:
             case = await self._case(conn, staff, case_id)
-            details = orjson.loads(case.details)
+            details = case.details
             if case.status != "approved" or details["process"] == "preservation":
                 raise conflict("only an approved (non-preservation) case is fulfilled with a package")
             if case.expires_ms is not None and case.expires_ms <= now_ms():

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
@@ -21,11 +20,12 @@ from keyhold.core.erasure import Erasure
 from keyhold.core.errors import conflict, forbidden, invalid, not_found, not_yours
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.governance.accesslog import AccessLog, LogEntry, case_ref
-from keyhold.governance.staff import StaffMember
+from keyhold.governance.staff import SEE_REPORTS, TAKE_REPORTS, StaffMember, require_role
 from keyhold.store import accounts as account_store
 from keyhold.store import cases as store
 from keyhold.store import conversations as conversation_store
 from keyhold.store import messages as message_store
+from keyhold.store.cases import Case
 from keyhold.store.rows import AnyRow
 
 CATEGORIES = (
@@ -45,13 +45,13 @@ ACTIONS = ("no_violation", "remove_message", "warn", "suspend", "ban", "escalate
 MAX_REPORTED = 10
 
 
-def decided_entry(case: AnyRow, category: str, action: str, appeal: bool) -> LogEntry:
+def decided_entry(case: Case, category: str, action: str, appeal: bool) -> LogEntry:
     """The log entry of a decision (or an appeal's): what transparency reports count."""
     details = {**case_ref(case.id, "report", case.region), "category": category}
     return LogEntry("case_decided", {**details, "action": action, "appeal": appeal})
 
 
-def case_view(case: AnyRow, message_ids: Sequence[int]) -> dict[str, Any]:
+def case_view(case: Case, message_ids: Sequence[int]) -> dict[str, Any]:
     return {
         "id": case.id,
         "kind": case.kind,
@@ -61,8 +61,8 @@ def case_view(case: AnyRow, message_ids: Sequence[int]) -> dict[str, Any]:
         "conversation_id": case.conversation_id,
         "assigned_to": case.assigned_to,
         "reported_messages": list(message_ids),
-        "details": orjson.loads(case.details),
-        "decision": orjson.loads(case.decision),
+        "details": case.details,
+        "decision": case.decision,
     }
 
 
@@ -109,7 +109,7 @@ class ReportService:
                     "reporter_id": member.id,
                     "conversation_id": conversation_id,
                     "assigned_to": assignee,
-                    "details": orjson.dumps(details).decode(),
+                    "details": details,
                 },
             )
             await store.add_messages(conn, case_id, ids)
@@ -133,9 +133,8 @@ class ReportService:
 
         return await self._writer.run(run)
 
-    async def _case_for(self, conn: AsyncConnection, staff: StaffMember, case_id: int) -> AnyRow:
-        if staff.role not in ("moderator", "admin"):
-            raise forbidden("report cases are for moderators")
+    async def _case_for(self, conn: AsyncConnection, staff: StaffMember, case_id: int) -> Case:
+        require_role(staff, SEE_REPORTS, "seeing report cases")
         case = await store.by_id(conn, case_id)
         if case is None or case.kind != "report" or case.region != staff.region:
             raise not_found(f"report case {case_id} not found in region {staff.region}")
@@ -144,8 +143,7 @@ class ReportService:
     async def list_cases(
         self, staff: StaffMember, after: int, limit: int, status: str | None
     ) -> list[dict[str, Any]]:
-        if staff.role not in ("moderator", "admin"):
-            raise forbidden("report cases are for moderators")
+        require_role(staff, SEE_REPORTS, "seeing report cases")
         async with self._engine.connect() as conn:
             rows = await store.list_cases(conn, "report", staff.region, after, limit, status)
             return [case_view(r, await store.case_message_ids(conn, r.id)) for r in rows]
@@ -156,14 +154,13 @@ class ReportService:
             return case_view(case, await store.case_message_ids(conn, case_id))
 
     async def claim(self, staff: StaffMember, case_id: int) -> dict[str, Any]:
-        if staff.role != "moderator":
-            raise forbidden("only moderators take report cases")
+        require_role(staff, TAKE_REPORTS, "taking report cases")
 
         async def run(conn: AsyncConnection, _sink: EventSink) -> None:
             case = await self._case_for(conn, staff, case_id)
             if case.assigned_to not in (None, staff.id):
                 raise conflict(f"case {case_id} is assigned to another moderator")
-            if case.status == "appealed" and orjson.loads(case.decision).get("decided_by") == staff.id:
+            if case.status == "appealed" and case.decision.get("decided_by") == staff.id:
                 raise forbidden("an appeal is decided by a different moderator")
             await store.update_case(conn, case_id, assigned_to=staff.id)
 
@@ -188,7 +185,7 @@ class ReportService:
             case = await self._case_for(conn, staff, case_id)
             if case.status != "open" or case.assigned_to != staff.id:
                 raise conflict(f"case {case_id} is {case.status} and must be open and assigned to you")
-            details = orjson.loads(case.details)
+            details = case.details
             if details.get("child_safety") and action != "no_violation" and not hotline_reference:
                 raise invalid("child-safety cases need the hotline report reference (mandatory report)")
             now = now_ms()
@@ -205,11 +202,11 @@ class ReportService:
                 "hotline_reference": hotline_reference,
                 "offenders": offenders,
             }
-            await store.update_case(conn, case_id, status="decided", decision=orjson.dumps(decision).decode())
+            await store.update_case(conn, case_id, status="decided", decision=decision)
             await self._log.append(
                 conn, sink, [decided_entry(case, details["category"], action, appeal=False)]
             )
-            self._tell(sink, case, offenders, action, appeal=False)
+            self._tell(sink, case, offenders, action, note.strip()[:1000], appeal=False)
 
         await self._writer.run(run)
         return await self.get(staff, case_id)
@@ -239,27 +236,20 @@ class ReportService:
                 await account_store.restrict_user(conn, uid, suspended_until_ms=BANNED)
                 await account_store.revoke_all_sessions(conn, uid)
 
-    def _tell(self, sink: EventSink, case: AnyRow, offenders: list[int], action: str, appeal: bool) -> None:
-        sink.add(
-            PendingEvent(
-                [case.reporter_id],
-                "report.outcome",
-                data={"case_id": case.id, "action": action, "appeal": appeal},
-            )
-        )
+    def _tell(
+        self, sink: EventSink, case: Case, offenders: list[int], action: str, note: str, appeal: bool
+    ) -> None:
+        """The reporter and the people acted on learn the outcome, with the moderator's note."""
+        assert case.reporter_id is not None  # every report case has its reporter
+        told = {"case_id": case.id, "action": action, "appeal": appeal, "note": note}
+        sink.add(PendingEvent([case.reporter_id], "report.outcome", data=told))
         if action != "no_violation" or appeal:
-            sink.add(
-                PendingEvent(
-                    offenders,
-                    "moderation.action",
-                    data={"case_id": case.id, "action": action, "appeal": appeal, "can_appeal": not appeal},
-                )
-            )
+            sink.add(PendingEvent(offenders, "moderation.action", data={**told, "can_appeal": not appeal}))
 
     async def appeal(self, member: Member, case_id: int, statement: str) -> None:
         async def run(conn: AsyncConnection, _sink: EventSink) -> None:
             case = await store.by_id(conn, case_id)
-            decision = orjson.loads(case.decision) if case else {}
+            decision = dict(case.decision) if case else {}
             if case is None or member.id not in decision.get("offenders", []):
                 raise not_found("no decision about you in that case")
             if case.status != "decided" or decision.get("appeal"):
@@ -268,7 +258,7 @@ class ReportService:
                 raise conflict("there is nothing to appeal")
             decision["appeal"] = {"statement": statement.strip()[:2000], "at": iso(now_ms())}
             await store.update_case(
-                conn, case_id, status="appealed", assigned_to=None, decision=orjson.dumps(decision).decode()
+                conn, case_id, status="appealed", assigned_to=None, decision=decision
             )
 
         await self._writer.run(run)
@@ -278,7 +268,7 @@ class ReportService:
     ) -> dict[str, Any]:
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             case = await self._case_for(conn, staff, case_id)
-            decision = orjson.loads(case.decision)
+            decision = dict(case.decision)
             if case.status != "appealed":
                 raise conflict(f"case {case_id} has no pending appeal")
             if decision.get("decided_by") == staff.id:
@@ -289,12 +279,13 @@ class ReportService:
                 await revert_action(conn, decision["action"], decision["offenders"])
             decision["appeal"].update({"upheld": uphold, "note": note.strip()[:1000], "decided_by": staff.id})
             await store.update_case(
-                conn, case_id, status="appeal_decided", decision=orjson.dumps(decision).decode()
+                conn, case_id, status="appeal_decided", decision=decision
             )
             action = decision["action"] if uphold else "overturned"
-            category = orjson.loads(case.details)["category"]
+            category = case.details["category"]
             await self._log.append(conn, sink, [decided_entry(case, category, action, appeal=True)])
-            self._tell(sink, case, decision["offenders"], "upheld" if uphold else "overturned", appeal=True)
+            outcome = "upheld" if uphold else "overturned"
+            self._tell(sink, case, decision["offenders"], outcome, note.strip()[:1000], appeal=True)
 
         await self._writer.run(run)
         return await self.get(staff, case_id)

@@ -20,7 +20,7 @@ from keyhold.clock import now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import Member
 from keyhold.core.erasure import Erasure
-from keyhold.core.errors import Problem, forbidden, invalid
+from keyhold.core.errors import Problem, invalid
 from keyhold.core.passwords import Passwords
 from keyhold.core.retrying import run_periodically
 from keyhold.core.signin import SignInGuard
@@ -31,7 +31,7 @@ from keyhold.governance.access import GovernedAccess
 from keyhold.governance.accesslog import AccessLog, subject_view
 from keyhold.governance.legal import LegalService
 from keyhold.governance.reports import ReportService
-from keyhold.governance.staff import StaffMember, StaffService
+from keyhold.governance.staff import AUDIT, StaffMember, StaffService, has_role, require_role
 from keyhold.governance.transparency import build_report, period_bounds
 from keyhold.store import accesslog as log_store
 from keyhold.store import cases as case_store
@@ -39,7 +39,6 @@ from keyhold.store.blobs import BlobStore
 
 log = logging.getLogger("keyhold.governance")
 NOTIFY_INTERVAL_SECONDS = 5.0
-AUDITORS = ("auditor", "admin")
 
 
 @dataclass
@@ -84,8 +83,7 @@ class Governance:
 
     async def log_entries(self, staff: StaffMember, start: int, limit: int) -> dict[str, Any]:
         """Whole entries, for auditors."""
-        if staff.role not in AUDITORS:
-            raise forbidden("log entries are for auditors")
+        require_role(staff, AUDIT, "reading whole log entries")
         end = min(start + limit, self.committed_size)
         async with self.engine.connect() as conn:
             rows = await log_store.entries(conn, start, end)
@@ -103,7 +101,7 @@ class Governance:
             _start, end = period_bounds(period)
         except ValueError as exc:
             raise invalid(str(exc)) from exc
-        if end > dt.datetime.now(dt.UTC).date() and (viewer is None or viewer.role not in AUDITORS):
+        if end > dt.datetime.now(dt.UTC).date() and (viewer is None or not has_role(viewer, AUDIT)):
             raise Problem(
                 403,
                 "period-not-ended",

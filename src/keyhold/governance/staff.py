@@ -38,6 +38,23 @@ class StaffMember:
     region: str
 
 
+# Who may do what: every staff role check reads one of these, through `require_role`.
+SEE_REPORTS = ("moderator", "admin")  # list and look at report cases (no content)
+TAKE_REPORTS = ("moderator",)  # claim, decide and read report cases
+HANDLE_LEGAL = ("legal",)  # legal cases, their content and disclosure
+AUDIT = ("auditor", "admin")  # whole log entries, running transparency periods
+
+
+def has_role(staff: StaffMember, roles: tuple[str, ...]) -> bool:
+    return staff.role in roles
+
+
+def require_role(staff: StaffMember, roles: tuple[str, ...], work: str) -> None:
+    """Refuse (403) unless `staff` has one of `roles`; `work` says what was asked."""
+    if not has_role(staff, roles):
+        raise forbidden(f"{work} is for {' or '.join(roles)} staff")
+
+
 def _totp_context(username: str) -> bytes:
     return b"keyhold/staff-totp/v1|" + username.encode()
 

@@ -10,12 +10,13 @@ it. `render_html` makes a self-contained page (inline CSS and SVG charts, nothin
 from __future__ import annotations
 
 import datetime as dt
-import html
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import jinja2
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -245,10 +246,6 @@ async def build_report(engine: AsyncEngine, period: str, head: TreeHead | None) 
 # -- HTML ------------------------------------------------------------------------------------------
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
 _LABELS = {"mlat": "MLAT", "escalate_legal": "Escalate to legal", "no_violation": "No violation found"}
 
 
@@ -258,35 +255,43 @@ def _label(key: str) -> str:
     return key.replace("_", " ").capitalize() if key.islower() else key
 
 
-def bar_chart(title: str, rows: Sequence[tuple[str, int]]) -> str:
-    """A horizontal bar chart as inline SVG (no scripts, no external references)."""
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: int
+    y: int
+    width: float  # to the value's end
+    drawn: float  # what is drawn: a sliver for small non-zero values, nothing for zero
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A horizontal bar chart's geometry; the template draws it as inline SVG."""
+
+    title: str
+    bars: list[Bar]
+    label_width: int = 200
+    bar_width: int = 340
+    row_height: int = 26
+
+    @property
+    def width(self) -> int:
+        return self.label_width + self.bar_width + 60
+
+    @property
+    def height(self) -> int:
+        return self.row_height * len(self.bars) + 6
+
+
+def bar_chart(title: str, rows: Sequence[tuple[str, int]]) -> Chart:
     if not rows or not any(n for _, n in rows):
-        return (
-            f'<figure><figcaption>{_e(title)}</figcaption><p class="empty">None in this period.</p></figure>'
-        )
-    label_w, bar_w, row_h = 200, 340, 26
-    width, height = label_w + bar_w + 60, row_h * len(rows) + 6
+        return Chart(title, [])
+    chart = Chart(title, [])
     top = max(n for _, n in rows)
-    parts = [
-        f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-        f'aria-label="{_e(title)}"><title>{_e(title)}</title>'
-    ]
     for i, (label, n) in enumerate(rows):
-        y = 3 + i * row_h
-        w = round(bar_w * n / top, 1) if top else 0
-        parts.append(
-            f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end" class="lbl">{_e(_label(label))}</text>'
-            f'<rect x="{label_w}" y="{y + 4}" width="{max(w, 1.5) if n else 0}" height="{row_h - 8}" rx="3" '
-            f'class="bar"><title>{_e(_label(label))}: {n}</title></rect>'
-            f'<text x="{label_w + w + 6}" y="{y + 17}" class="val">{n}</text>'
-        )
-    parts.append("</svg>")
-    return f"<figure><figcaption>{_e(title)}</figcaption>{''.join(parts)}</figure>"
-
-
-def _table(rows: Sequence[tuple[str, object]]) -> str:
-    body = "".join(f"<tr><th scope=row>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
-    return f'<table class="figures">{body}</table>'
+        width = round(chart.bar_width * n / top, 1) if top else 0
+        chart.bars.append(Bar(_label(label), n, 3 + i * chart.row_height, width, max(width, 1.5) if n else 0))
+    return chart
 
 
 def _n(count: int, noun: str) -> str:
@@ -297,120 +302,76 @@ def _percent(share: dict[str, Any]) -> str:
     return "—" if share["percent"] is None else f"{share['percent']}%"
 
 
-_CSS = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;background:#f6f7f9;margin:0}
-main{max-width:880px;margin:0 auto;padding:28px 20px 60px}
-h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 10px;border-bottom:2px solid #dde2ea;padding-bottom:4px}
-.sub{color:#5b6475;margin:0 0 18px}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(125px,1fr));gap:10px;margin:18px 0}
-.card{background:#fff;border:1px solid #dde2ea;border-radius:8px;padding:10px 14px}
-.card b{display:block;font-size:24px;color:#1f4e8c}.card span{color:#5b6475;font-size:13px}
-.note{background:#fff;border-left:4px solid #1f4e8c;padding:10px 16px;border-radius:4px}
-figure{background:#fff;border:1px solid #dde2ea;border-radius:8px;margin:12px 0;padding:10px 14px;overflow-x:auto}
-figcaption{font-weight:600;margin-bottom:4px}svg{display:block}
-svg .bar{fill:#3d73b8}svg .lbl{font-size:13px;fill:#1d2330}svg .val{font-size:13px;fill:#5b6475}
-table{border-collapse:collapse;background:#fff;margin:10px 0;min-width:60%}.defs{width:100%}.defs th{white-space:nowrap}
-th,td{border:1px solid #dde2ea;padding:5px 10px;text-align:left;vertical-align:top}
-td{font-variant-numeric:tabular-nums}.figures td{text-align:right}
-.empty{color:#5b6475;margin:4px 0}code{font-size:13px;word-break:break-all}
-footer{margin-top:36px;color:#5b6475;font-size:13px}
-"""
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("keyhold.governance", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
 
 
 def render_html(report: dict[str, Any]) -> str:
-    """A self-contained page: inline CSS, inline SVG, no scripts, opens offline."""
+    """A self-contained page (templates/transparency.html): inline CSS, inline SVG, no
+    scripts, opens offline."""
     legal, reports, access = report["legal"], report["reports"], report["content_access"]
     refused, preservation = legal["refused"], legal["preservation"]
-    cards = [
-        (legal["requests"], "legal requests"),
-        (legal["accounts_specified"], "accounts specified"),
-        (_percent(legal["with_data_disclosed"]), "of legal requests with data disclosed"),
-        (reports["cases"], "user reports"),
-        (access["accesses"], "staff content accesses"),
-        (access["messages"], "messages read by staff"),
-    ]
+    share, emergency, appeals = legal["with_data_disclosed"], legal["emergency"], reports["appeals"]
     by_type = access["by_case_type"]
-    access_rows: list[tuple[str, object]] = [
-        (f"{_label(kind)} cases", ", ".join(_n(v[k], k) for k in ("accesses", "messages", "cases")))
-        for kind, v in by_type.items()
-    ]
-    definitions = "".join(
-        f"<tr><th scope=row><code>{_e(k)}</code></th><td>{_e(v)}</td></tr>"
-        for k, v in report["definitions"].items()
-    )
-    share, emergency = legal["with_data_disclosed"], legal["emergency"]
     holds = f"{preservation['holds_set']} / {preservation['extensions']} / {preservation['released']}"
-    legal_rows: list[tuple[str, object]] = [
-        ("Requests received", legal["requests"]),
-        ("Accounts specified", legal["accounts_specified"]),
-        ("Approved (four eyes)", legal["approved"]),
-        ("Requests with data disclosed", f"{share['count']} ({_percent(share)})"),
-        ("Disclosure packages produced", legal["disclosures"]["packages"]),
-        ("Refused by the rules", refused["by_rules"]),
-        ("Refused by legal staff", refused["by_staff"]),
-        ("Emergency requests (approved)", f"{emergency['requests']} ({emergency['approved']})"),
-        ("Preservation requests", preservation["requests"]),
-        ("Preservation holds set / extended / released", holds),
-    ]
-    appeals = reports["appeals"]
-    report_rows: list[tuple[str, object]] = [
-        ("Report cases opened", reports["cases"]),
-        ("Messages reported", reports["messages_reported"]),
-        ("Decisions", reports["decisions"]["total"]),
-        ("Appeals decided", appeals["decided"]),
-        ("Appeals: decision upheld", appeals["upheld"]),
-        ("Appeals: decision overturned", appeals["overturned"]),
-    ]
-    access_rows[:0] = [("Content accesses", access["accesses"]), ("Messages read", access["messages"])]
-    access_rows += [
-        ("Members notified of an access", report["notifications"]["sent"]),
-        ("Notifications deferred (non-disclosure order)", report["notifications"]["deferred"]),
-    ]
-    sections = [
-        "<h2>Law-enforcement requests</h2>",
-        _table(legal_rows),
-        bar_chart("Legal requests by country", list(legal["by_country"].items())),
-        bar_chart("Legal requests by legal process", list(legal["by_process"].items())),
-        "<h2>User reports</h2>",
-        _table(report_rows),
-        bar_chart("Reports by category", list(reports["by_category"].items())),
-        bar_chart("Moderation decisions by action", list(reports["decisions"]["by_action"].items())),
-        "<h2>Staff access to message content</h2>",
-        "<p>Every time a staff member reads message content, under a report case or an approved "
-        "legal case, an entry is appended to the log <em>before</em> the content is decrypted.</p>",
-        _table(access_rows),
-        bar_chart(
-            "Content accesses by case type", [(f"{k} cases", v["accesses"]) for k, v in by_type.items()]
-        ),
-        bar_chart("Messages read by case type", [(f"{k} cases", v["messages"]) for k, v in by_type.items()]),
-    ]
-    title = f"Keyhold transparency report — {report['period']}"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title><style>{_CSS}</style></head>
-<body><main>
-<h1>{_e(title)}</h1>
-<p class="sub">{_e(report["from"])} to {_e(report["to"])} (UTC) · {_e(report["entries_considered"])} log entries in the period</p>
-<div class="cards">{"".join(f"<div class=card><b>{_e(v)}</b><span>{_e(t)}</span></div>" for v, t in cards)}</div>
-<div class="note"><p><strong>What is counted.</strong> Every figure here is computed only from the
-service's access log: an append-only Merkle tree (RFC 9162) in which each governed act — a case
-opened, approved or refused, a moderation decision, a staff read of content, a disclosure, a
-preservation hold, a notification — is an entry. An entry counts when its time falls in the period.</p>
-<p><strong>How to recompute it.</strong> This report was computed against the log of
-<strong>{_e(report["tree_size"])}</strong> entries whose signed root is
-<code>{_e(report["root"])}</code> (tree head signed {_e(report.get("tree_head_signed_at") or "—")}). An auditor fetches those entries
-(<code>GET /api/v1/transparency/entries</code>), checks that they hash to that root and that the
-service signed it (<code>GET /api/v1/transparency/sth</code>, or <code>keyhold audit verify</code>),
-then counts them by the definitions at the end of this page; the JSON version of this report
-(<code>--format json</code>) holds the same figures.</p></div>
-{"".join(sections)}
-<h2>Definitions</h2>
-<table class="defs">{definitions}</table>
-<footer>Format {_e(report["format"])} · window {_e(report["window_ms"]["start"])} ≤ time_ms &lt; {_e(report["window_ms"]["end"])}
-· tree size {_e(report["tree_size"])} · root <code>{_e(report["root"])}</code></footer>
-</main></body></html>
-"""
+    return _TEMPLATES.get_template("transparency.html").render(
+        title=f"Keyhold transparency report — {report['period']}",
+        report=report,
+        cards=[
+            (legal["requests"], "legal requests"),
+            (legal["accounts_specified"], "accounts specified"),
+            (_percent(share), "of legal requests with data disclosed"),
+            (reports["cases"], "user reports"),
+            (access["accesses"], "staff content accesses"),
+            (access["messages"], "messages read by staff"),
+        ],
+        legal_rows=[
+            ("Requests received", legal["requests"]),
+            ("Accounts specified", legal["accounts_specified"]),
+            ("Approved (four eyes)", legal["approved"]),
+            ("Requests with data disclosed", f"{share['count']} ({_percent(share)})"),
+            ("Disclosure packages produced", legal["disclosures"]["packages"]),
+            ("Refused by the rules", refused["by_rules"]),
+            ("Refused by legal staff", refused["by_staff"]),
+            ("Emergency requests (approved)", f"{emergency['requests']} ({emergency['approved']})"),
+            ("Preservation requests", preservation["requests"]),
+            ("Preservation holds set / extended / released", holds),
+        ],
+        report_rows=[
+            ("Report cases opened", reports["cases"]),
+            ("Messages reported", reports["messages_reported"]),
+            ("Decisions", reports["decisions"]["total"]),
+            ("Appeals decided", appeals["decided"]),
+            ("Appeals: decision upheld", appeals["upheld"]),
+            ("Appeals: decision overturned", appeals["overturned"]),
+        ],
+        access_rows=[
+            ("Content accesses", access["accesses"]),
+            ("Messages read", access["messages"]),
+            *(
+                (f"{_label(kind)} cases", ", ".join(_n(v[k], k) for k in ("accesses", "messages", "cases")))
+                for kind, v in by_type.items()
+            ),
+            ("Members notified of an access", report["notifications"]["sent"]),
+            ("Notifications deferred (non-disclosure order)", report["notifications"]["deferred"]),
+        ],
+        charts={
+            "by_country": bar_chart("Legal requests by country", list(legal["by_country"].items())),
+            "by_process": bar_chart("Legal requests by legal process", list(legal["by_process"].items())),
+            "by_category": bar_chart("Reports by category", list(reports["by_category"].items())),
+            "by_action": bar_chart("Moderation decisions by action", list(reports["decisions"]["by_action"].items())),
+            "accesses_by_type": bar_chart(
+                "Content accesses by case type", [(f"{k} cases", v["accesses"]) for k, v in by_type.items()]
+            ),
+            "messages_by_type": bar_chart(
+                "Messages read by case type", [(f"{k} cases", v["messages"]) for k, v in by_type.items()]
+            ),
+        },
+    )
 
 
 async def report_from_storage(database_url: str, period: str) -> dict[str, Any]:

@@ -14,13 +14,37 @@ with the server's problem+json (`.status`, `.problem["detail"]`).
 from __future__ import annotations
 
 import base64
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
 
 from keyhold.sdk.client import API, ApiSession, _http_verify, _raise_for
 
-__all__ = ["StaffClient"]
+__all__ = ["LegalRequest", "StaffClient"]
+
+
+@dataclass(frozen=True)
+class LegalRequest:
+    """A law-enforcement request as recorded (`POST /api/v1/staff/legal`), with its document."""
+
+    agency: str
+    officer: str
+    contact: str
+    country: str  # ISO 3166 two-letter code of the agency
+    process: str  # subpoena | court_order | search_warrant | emergency | preservation | mlat
+    targets: list[str]  # usernames
+    date_from: str  # YYYY-MM-DD
+    date_to: str  # YYYY-MM-DD
+    categories: list[str]  # subscriber_info, connection_logs, conversation_metadata, message_content
+    document: bytes  # the legal process document, stored sealed
+    justification: str = ""  # required for emergencies
+    nondisclosure_until: str | None = None  # members are not told before this day
+    document_name: str = "request.pdf"
+
+    def to_json(self) -> dict[str, Any]:
+        body = {k: v for k, v in asdict(self).items() if k != "document" and v is not None}
+        return {**body, "document_base64": base64.b64encode(self.document).decode()}
 
 
 class StaffClient(ApiSession):
@@ -137,41 +161,10 @@ class StaffClient(ApiSession):
 
     # -- legal cases (legal staff) -----------------------------------------------------------
 
-    async def create_legal_case(
-        self,
-        agency: str,
-        officer: str,
-        contact: str,
-        country: str,
-        process: str,
-        targets: list[str],
-        date_from: str,
-        date_to: str,
-        categories: list[str],
-        document: bytes,
-        justification: str = "",
-        nondisclosure_until: str | None = None,
-        document_name: str = "request.pdf",
-    ) -> dict[str, Any]:
+    async def create_legal_case(self, request: LegalRequest) -> dict[str, Any]:
         """Record a law-enforcement request; the rules rule on it at once (`status` is
         `pending` for a second legal staff member, or `refused` with `details.ruling`)."""
-        body: dict[str, Any] = {
-            "agency": agency,
-            "officer": officer,
-            "contact": contact,
-            "country": country,
-            "process": process,
-            "targets": list(targets),
-            "date_from": date_from,
-            "date_to": date_to,
-            "categories": list(categories),
-            "justification": justification,
-            "document_name": document_name,
-            "document_base64": base64.b64encode(document).decode(),
-        }
-        if nondisclosure_until is not None:
-            body["nondisclosure_until"] = nondisclosure_until
-        return dict(await self._request("POST", "/staff/legal", json=body))
+        return dict(await self._request("POST", "/staff/legal", json=request.to_json()))
 
     async def legal_cases(self, status: str | None = None) -> list[dict[str, Any]]:
         return await self._pages("/staff/legal", status)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,32 +21,62 @@ from keyhold.store.schema import (
     members,
     messages,
     staff,
+    users,
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Case:
+    """A case row, its JSON columns decoded (here, and only here)."""
+
+    id: int
+    kind: str  # report | legal
+    region: str
+    status: str
+    created_ms: int
+    expires_ms: int | None
+    reporter_id: int | None
+    conversation_id: int | None
+    created_by: int | None
+    assigned_to: int | None
+    approved_by: int | None
+    details: dict[str, Any]
+    decision: dict[str, Any]
+
+
+def _case(row: AnyRow) -> Case:
+    fields = dict(row._mapping)
+    return Case(**{**fields, "details": orjson.loads(row.details), "decision": orjson.loads(row.decision)})
+
+
+def _encoded(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: orjson.dumps(v).decode() if k in ("details", "decision") else v for k, v in values.items()}
+
+
 async def insert_case(conn: AsyncConnection, row: dict[str, Any]) -> int:
-    return int((await conn.execute(insert(cases).values(**row).returning(cases.c.id))).scalar_one())
+    return int((await conn.execute(insert(cases).values(**_encoded(row)).returning(cases.c.id))).scalar_one())
 
 
 async def count(conn: AsyncConnection) -> int:
     return int((await conn.execute(select(func.count()).select_from(cases))).scalar_one())
 
 
-async def by_id(conn: AsyncConnection, case_id: int) -> AnyRow | None:
-    return (await conn.execute(select(cases).where(cases.c.id == case_id))).first()
+async def by_id(conn: AsyncConnection, case_id: int) -> Case | None:
+    row = (await conn.execute(select(cases).where(cases.c.id == case_id))).first()
+    return None if row is None else _case(row)
 
 
 async def update_case(conn: AsyncConnection, case_id: int, **values: Any) -> None:
-    await conn.execute(update(cases).where(cases.c.id == case_id).values(**values))
+    await conn.execute(update(cases).where(cases.c.id == case_id).values(**_encoded(values)))
 
 
 async def list_cases(
     conn: AsyncConnection, kind: str, region: str, after_id: int, limit: int, status: str | None = None
-) -> Sequence[AnyRow]:
+) -> list[Case]:
     query = select(cases).where(cases.c.kind == kind, cases.c.region == region, cases.c.id > after_id)
     if status:
         query = query.where(cases.c.status == status)
-    return (await conn.execute(query.order_by(cases.c.id).limit(limit))).all()
+    return [_case(row) for row in await conn.execute(query.order_by(cases.c.id).limit(limit))]
 
 
 async def add_messages(conn: AsyncConnection, case_id: int, message_ids: Iterable[int]) -> None:
@@ -63,6 +95,20 @@ async def add_targets(conn: AsyncConnection, case_id: int, user_ids: Iterable[in
 async def target_ids(conn: AsyncConnection, case_id: int) -> list[int]:
     result = await conn.execute(select(case_targets.c.user_id).where(case_targets.c.case_id == case_id))
     return sorted(row[0] for row in result)
+
+
+async def target_names(conn: AsyncConnection, case_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The usernames each case names as targets, sorted."""
+    result = await conn.execute(
+        select(case_targets.c.case_id, users.c.username)
+        .select_from(case_targets.join(users, users.c.id == case_targets.c.user_id))
+        .where(case_targets.c.case_id.in_(list(case_ids)))
+        .order_by(case_targets.c.case_id, users.c.username)
+    )
+    names: dict[int, list[str]] = {}
+    for case_id, username in result:
+        names.setdefault(case_id, []).append(username)
+    return names
 
 
 async def context_window(conn: AsyncConnection, conversation_id: int, around: int, k: int) -> list[int]:
@@ -152,19 +198,6 @@ async def holds_of_case(conn: AsyncConnection, case_id: int) -> Sequence[AnyRow]
 
 async def update_holds(conn: AsyncConnection, case_id: int, **values: Any) -> None:
     await conn.execute(update(holds).where(holds.c.case_id == case_id).values(**values))
-
-
-async def held_users(conn: AsyncConnection, user_ids: Iterable[int], now_ms: int) -> set[int]:
-    """Which of these users are under an active preservation hold."""
-    result = await conn.execute(
-        select(holds.c.user_id).where(
-            holds.c.user_id.in_(list(user_ids)),
-            holds.c.released_ms.is_(None),
-            holds.c.starts_ms <= now_ms,
-            holds.c.ends_ms > now_ms,
-        )
-    )
-    return {row[0] for row in result}
 
 
 async def held_conversations(
