@@ -148,3 +148,12 @@ async def new_member(server: Server, region: str = "us", name: str | None = None
     return await Client.register(
         server.url, name or unique(), PASSWORD, birthdate="1990-05-17", region=region
     )
+
+
+async def raw(client: Client, method: str, path: str, **kwargs: object) -> httpx.Response:
+    """A request with the client's token but no SDK in between: for tests of the API's own
+    answers (statuses, headers) rather than of the SDK."""
+    async with httpx.AsyncClient(
+        base_url=client.base_url + "/api/v1", headers={"Authorization": f"Bearer {client.token}"}, timeout=60
+    ) as http:
+        return await http.request(method, path, **kwargs)  # type: ignore[arg-type]

@@ -29,12 +29,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import Server, keyhold_cli, new_member
+from conftest import Server, keyhold_cli, new_member, raw
 from keyhold.crypto.merkle import leaf_hash, verify_inclusion
 from keyhold.governance.audit import verify_log
 from keyhold.sdk import Client, KeyholdError, LegalRequest, StaffClient, VerificationError
 from keyhold.sdk.verify import (
-    my_access_events,
     verify_access_event,
     verify_consistency_between,
     verify_tree_head,
@@ -81,11 +80,7 @@ async def sth(server: Server) -> dict[str, Any]:
 
 
 async def report(client: Client, conversation_id: int, message_ids: list[int]) -> int:
-    response = await client._http.post(
-        "/reports", json={"conversation_id": conversation_id, "message_ids": message_ids, "category": "spam"}
-    )
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
+    return int((await client.report(conversation_id, message_ids, "spam"))["id"])
 
 
 async def conversation_with(a: Client, b: Client, count: int, prefix: str) -> tuple[int, list[int]]:
@@ -177,7 +172,7 @@ async def test_every_successful_read_leaves_exactly_one_entry(world: World) -> N
         details = accessed[0]["details"]
         # The entry counts the messages; which ones is in each member's block (below).
         assert details["messages"] == len(message_ids)
-        [seen] = [i for i in await my_access_events(a) if i["index"] == accessed[0]["idx"]]
+        [seen] = [i for i in await a.access_events() if i["index"] == accessed[0]["idx"]]
         assert seen["messages"] == sorted(message_ids)
         assert details["case"] == {"id": case_id, "kind": "report"}
         assert details["staff"] == moderator.id and details["role"] == "moderator"
@@ -189,7 +184,7 @@ async def test_every_successful_read_leaves_exactly_one_entry(world: World) -> N
     window = await moderator.report_content(case_id, "whole window")
     accessed = await world.accesses_since(before)
     assert len(accessed) == 1 and accessed[0]["details"]["messages"] == len(window) == len(ids)
-    [seen] = [i for i in await my_access_events(b) if i["index"] == accessed[0]["idx"]]
+    [seen] = [i for i in await b.access_events() if i["index"] == accessed[0]["idx"]]
     assert seen["messages"] == [m["id"] for m in window] == ids
 
     # Concurrent reads: one entry each, none lost, none merged.
@@ -198,7 +193,7 @@ async def test_every_successful_read_leaves_exactly_one_entry(world: World) -> N
     accessed = await world.accesses_since(before)
     assert sorted(e["details"]["reason"] for e in accessed) == sorted(f"concurrent {i}" for i in ids[:6])
     assert all(e["details"]["messages"] == 1 for e in accessed)
-    by_index = {i["index"]: i["messages"] for i in await my_access_events(a)}
+    by_index = {i["index"]: i["messages"] for i in await a.access_events()}
     assert sorted(by_index[e["idx"]][0] for e in accessed) == ids[:6]
 
     # Each entry's inclusion proof verifies against the current signed tree head: as an auditor
@@ -210,7 +205,7 @@ async def test_every_successful_read_leaves_exactly_one_entry(world: World) -> N
         if orjson.loads(entry["entry"])["type"] != "content_accessed":
             continue
         assert await proven_included(world.server, entry, head)
-    mine = await my_access_events(a, pinned_key=head["public_key"])
+    mine = await a.access_events(pinned_key=head["public_key"])
     accessed_indexes = {
         e["idx"]
         for e in parsed(all_entries)
@@ -277,7 +272,7 @@ async def test_a_member_sees_their_entries_and_no_one_elses(world: World) -> Non
         await moderator.decide(case_id, "no_violation")
 
     views = {
-        name: await my_access_events(client) for name, client in (("a", a), ("b", b), ("c", c), ("d", d))
+        name: await client.access_events() for name, client in (("a", a), ("b", b), ("c", c), ("d", d))
     }
     for name, expected in (("a", ab_ids), ("b", ab_ids), ("c", cd_ids), ("d", cd_ids)):
         items = views[name]
@@ -308,12 +303,28 @@ async def test_a_conversation_partner_does_not_learn_about_the_targets_other_con
     _bc, bc_ids = await conversation_with(b, c, 2, "bc")
     case_id = await warrant(world, [b.username])
     await world.staff["legal_a"].read(case_id, ab_ids + bc_ids, "warrant review")
-    [item] = [i for i in await my_access_events(a) if i["type"] == "content_accessed"]
+    [item] = [i for i in await a.access_events() if i["type"] == "content_accessed"]
     assert item["messages"] == ab_ids
     leaked = [m for m in bc_ids if str(m) in item["entry"]]
     assert not leaked, f"a's entry names messages of b and c's conversation: {leaked} in {item['entry']}"
     for client in (a, b, c):
         await client.close()
+
+
+class Tampering(httpx.AsyncBaseTransport):
+    """A transport that answers `/account/access-events` with `body` and passes the rest on."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self._body = body
+        self._real = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/account/access-events"):
+            return httpx.Response(200, json=self._body, request=request)
+        return await self._real.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._real.aclose()
 
 
 async def test_the_sdk_rejects_tampered_access_events(world: World) -> None:
@@ -322,7 +333,7 @@ async def test_the_sdk_rejects_tampered_access_events(world: World) -> None:
     case_id = await report(a, conv, [ids[0]])
     moderator = world.assignee(await world.staff["mod_a"].report(case_id))
     await moderator.report_content(case_id, "review")
-    data = (await a._http.get("/account/access-events")).json()
+    data = (await raw(a, "GET", "/account/access-events")).json()
     head, [item] = data["tree_head"], data["items"]
     user = orjson.loads(item["block"])["user"]
     assert verify_tree_head(head, head["public_key"])
@@ -355,16 +366,14 @@ async def test_the_sdk_rejects_tampered_access_events(world: World) -> None:
     other_head = {**head, "public_key": "11" * 32}
     assert not verify_access_event(item, other_head)
 
-    async def tampered_get(*_args: Any, **_kw: Any) -> httpx.Response:
-        body = {"tree_head": head, "items": [{**item, "block": forged_block}]}
-        return httpx.Response(200, json=body, request=httpx.Request("GET", "http://x"))
-
-    original = a._http.get
-    a._http.get = tampered_get  # type: ignore[method-assign]
+    # A server that alters what it shows: through the SDK's transport seam, the forged block
+    # replaces the real one in the answer; everything else goes to the real server.
+    forged = {"tree_head": head, "items": [{**item, "block": forged_block}]}
+    tampering = Client(a.base_url, a.username, a.token, transport=Tampering(forged))
     with pytest.raises(VerificationError):
-        await my_access_events(a)
-    a._http.get = original  # type: ignore[method-assign]
-    assert len(await my_access_events(a)) == 1
+        await tampering.access_events()
+    await tampering.close()
+    assert len(await a.access_events()) == 1
     await moderator.decide(case_id, "no_violation")
     await a.close()
     await b.close()

@@ -86,11 +86,7 @@ async def test_staff_workflows_from_the_terminal(sqlite_server: Server, tmp_path
     a, b = await new_member(server), await new_member(server)
     conv = await a.start_conversation([b.username])
     message = await b.send(conv.id, "you will regret this, cli-test")
-    response = await a._http.post(
-        "/reports", json={"conversation_id": conv.id, "message_ids": [message.id], "category": "harassment"}
-    )
-    assert response.status_code == 201, response.text
-    case_id = str(response.json()["id"])
+    case_id = str((await a.report(conv.id, [message.id], "harassment"))["id"])
 
     mod = ("--session", str(sessions["cli_mod"]))
     assert "cli_mod" in ok(cli(server, "staff", "whoami", *mod))

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from clock_shift import shifted_env
 from conftest import PASSWORD, Server, keyhold_cli, new_member, start_server, stop_server
 from keyhold.sdk import Client, KeyholdError, LegalRequest, StaffClient
-from keyhold.sdk.verify import my_access_events, verify_tree_head
+from keyhold.sdk.verify import verify_tree_head
 from staff_helpers import add_all_staff, cli_env, login_all
 
 API = "/api/v1"
@@ -457,7 +457,7 @@ async def test_disclosure_package_is_signed_and_holds_only_in_scope_data(world: 
     accessed = [e for e in new if e["type"] == "content_accessed"]
     produced = [e for e in new if e["type"] == "disclosure_produced"]
     assert len(accessed) == 1 and accessed[0]["details"]["messages"] == len(ab_ids)
-    [seen] = [i for i in await my_access_events(a) if i["index"] == accessed[0]["idx"]]
+    [seen] = [i for i in await a.access_events() if i["index"] == accessed[0]["idx"]]
     assert seen["messages"] == ab_ids  # the partner's view: only their conversation's messages
     assert [p["details"]["package_sha256"] for p in produced] == [package["signature"]["sha256"]]
 
@@ -598,13 +598,13 @@ async def later(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Later
         new = [orjson.loads(e["entry"]) for e in (await staff["audit"].all_log_entries())[size:]]
         seen["ndo_types"] = [e["type"] for e in new]
         ndo_indexes = {e["idx"] for e in new if e["type"] == "content_accessed"}
-        seen["b_view"] = await my_access_events(b)
-        seen["a_view"] = await my_access_events(a)
+        seen["b_view"] = await b.access_events()
+        seen["a_view"] = await a.access_events()
         seen["b_events"] = await stored_events(b)
         # A plain warrant (no order): its access is visible at once.
         plain_case = await legal.approved("search_warrant", [b.username], ["message_content"])
         await legal.first.read(plain_case, ids[2:], "no order")
-        seen["b_view_after_plain"] = await my_access_events(b)
+        seen["b_view_after_plain"] = await b.access_events()
         # An emergency request, approved (72 hours).
         emergency = await legal.file(
             "emergency", [b.username], ["subscriber_info"], justification=JUSTIFICATION
@@ -670,7 +670,7 @@ async def test_an_access_under_a_nondisclosure_order_appears_when_it_expires(lat
             await asyncio.sleep(0.5)
     assert len(announced) == 1, "no access.visible event after the order expired"
     for member in (later.a, later.b):
-        view = await my_access_events(member)  # every proof verifies
+        view = await member.access_events()  # every proof verifies
         [item] = [i for i in view if i["index"] == ndo_index]
         assert item["type"] == "content_accessed" and item["messages"] == later.ids[:2]
         assert item["case"] == {"id": later.ndo_case, "kind": "legal"}

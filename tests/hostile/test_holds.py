@@ -139,12 +139,7 @@ async def download_status(client: Client, attachment_id: str) -> int:
 
 
 async def report(client: Client, conversation_id: int, message_ids: list[int]) -> int:
-    response = await client._http.post(
-        "/reports",
-        json={"conversation_id": conversation_id, "message_ids": message_ids, "category": "harassment"},
-    )
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
+    return int((await client.report(conversation_id, message_ids, "harassment"))["id"])
 
 
 def without_ids(item: dict[str, Any]) -> dict[str, Any]:

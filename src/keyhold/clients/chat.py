@@ -22,12 +22,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, Protocol
 
-import httpx
 import typer
 from rich.text import Text
 
 from keyhold.clients.terminal import console, fail
-from keyhold.sdk import Client, Conversation, Event, KeyholdError, Message
+from keyhold.sdk import Client, Conversation, Event, KeyholdConnectionError, KeyholdError, Message
 
 try:  # GNU readline: line editing and history at the prompt, when available
     import readline as _readline
@@ -297,8 +296,6 @@ class Chat:
             return await command(rest.strip())
         except KeyholdError as exc:
             self.error(_detail(exc))
-        except httpx.HTTPError as exc:
-            self.error(f"cannot reach the server: {exc}")
         return True
 
     async def send(self, text: str) -> bool:
@@ -307,11 +304,11 @@ class Chat:
             return True
         try:
             msg = await self.client.send(self.open.id, text)
+        except KeyholdConnectionError as exc:
+            self.error(f"not sent: {_detail(exc)}")
+            return True
         except KeyholdError as exc:
             self.error(_detail(exc))
-            return True
-        except httpx.HTTPError as exc:
-            self.error(f"not sent, cannot reach the server: {exc}")
             return True
         self.newest = max(self.newest or 0, msg.id)
         if msg.id not in self.shown:  # the live stream may have printed it already
@@ -486,7 +483,7 @@ class Chat:
 
     async def conversation(self, conversation_id: int) -> Conversation | None:
         if conversation_id not in self.known:
-            with contextlib.suppress(KeyholdError, httpx.HTTPError):
+            with contextlib.suppress(KeyholdError):
                 self.known[conversation_id] = await self.client.conversation(conversation_id)
         return self.known.get(conversation_id)
 
@@ -555,7 +552,7 @@ class Chat:
             try:
                 async for event in self.client.events(since=last):
                     last = event.seq
-                    with contextlib.suppress(KeyholdError, httpx.HTTPError):
+                    with contextlib.suppress(KeyholdError):
                         await self.on_event(event)
                 return
             except KeyholdError as exc:
@@ -596,10 +593,10 @@ async def run_chat(
         _fatal("the password is empty")
     try:
         client = await Client.login(url, username, password, verify=verify)
+    except KeyholdConnectionError as exc:
+        _fatal(f"cannot reach {url}: {_detail(exc)}")
     except KeyholdError as exc:
         _fatal(f"cannot sign in as {username}: {_detail(exc)}")
-    except httpx.HTTPError as exc:
-        _fatal(f"cannot reach {url}: {exc}")
     del password
     chat = Chat(client, screen, page)
     listener: asyncio.Task[None] | None = None

@@ -16,14 +16,13 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import httpx
 import orjson
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from keyhold.clients.terminal import console, fail
-from keyhold.sdk.client import KeyholdError
+from keyhold.clients.terminal import command_name, console, fail
+from keyhold.sdk import KeyholdConnectionError, KeyholdError
 from keyhold.sdk.staff import LegalRequest, StaffClient
 
 T = TypeVar("T")
@@ -82,12 +81,12 @@ def run_api(make: Callable[[], Coroutine[Any, Any, T]], url: str) -> T:
     """Run one coroutine; a refusal or network failure becomes a clean error (exit 1)."""
     try:
         return asyncio.run(make())
+    except KeyholdConnectionError as exc:
+        fail(f"cannot reach {url}: {exc.problem['detail']}")
     except KeyholdError as exc:
         detail = exc.problem.get("detail") or exc.problem.get("title") or str(exc)
-        hint = " (log in again with `keyhold staff login`)" if exc.status == 401 else ""
+        hint = f" (log in again with `{command_name()} staff login`)" if exc.status == 401 else ""
         fail(f"refused ({exc.status}): {detail}{hint}")
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach {url}: {exc}")
     raise AssertionError("unreachable")
 
 

@@ -24,16 +24,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
+from keyhold.sdk.errors import KeyholdConnectionError, KeyholdError, KeyholdTimeout
+from keyhold.sdk.verify import verify_access_events
+
 API = "/api/v1"
-
-
-class KeyholdError(Exception):
-    """A refusal from the server: `.status` and `.problem` (the RFC 9457 problem+json)."""
-
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
-        self.status = status
-        self.problem = problem
-        super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', '')}")
 
 
 @dataclass(frozen=True)
@@ -124,7 +118,10 @@ def _raise_for(response: httpx.Response) -> None:
             "detail": response.text[:200],
             "status": response.status_code,
         }
-    raise KeyholdError(response.status_code, problem)
+    retry_after = response.headers.get("retry-after")
+    raise KeyholdError(
+        response.status_code, problem, float(retry_after) if retry_after and retry_after.isdigit() else None
+    )
 
 
 def _ws_url(base_url: str) -> str:
@@ -134,17 +131,28 @@ def _ws_url(base_url: str) -> str:
 
 
 class ApiSession:
-    """An authenticated HTTP session to the API: what member and staff clients share."""
+    """An HTTP session to the API (signed in with `token`, or not): what member and staff
+    clients share. `transport` is httpx's seam: pass `httpx.ASGITransport(app)` to talk to an
+    application in memory, or a transport of your own to observe or alter traffic in tests."""
 
-    def __init__(self, base_url: str, token: str, verify: bool | str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        self.token = token or ""
         self._verify = verify
+        self._transport = transport
         self._http = httpx.AsyncClient(
             base_url=self.base_url + API,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=timeout,
             verify=_http_verify(verify),
+            transport=transport,
         )
 
     async def close(self) -> None:
@@ -156,17 +164,40 @@ class ApiSession:
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = await self._http.request(method, path, **kwargs)
+    async def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The server's answer, or a `KeyholdError` (a refusal, or the network failing)."""
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise KeyholdTimeout(f"no answer from {self.base_url} in time ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise KeyholdConnectionError(f"cannot reach {self.base_url} ({type(exc).__name__})") from exc
         _raise_for(response)
+        return response
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._response(method, path, **kwargs)
         return None if response.status_code == 204 else response.json()
+
+    async def transparency_head(self) -> dict[str, Any]:
+        """The newest signed tree head of the access log (public); check it with
+        `keyhold.sdk.verify_tree_head`."""
+        return dict(await self._request("GET", "/transparency/sth"))
 
 
 class Client(ApiSession):
     """A signed-in member. Create with `Client.register(...)` or `Client.login(...)`."""
 
-    def __init__(self, base_url: str, username: str, token: str, verify: bool | str = True) -> None:
-        super().__init__(base_url, token, verify)
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        token: str,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(base_url, token, verify, timeout=timeout, transport=transport)
         self.username = username
 
     # -- sessions ----------------------------------------------------------------------------
@@ -180,26 +211,28 @@ class Client(ApiSession):
         birthdate: str = "2000-01-01",
         region: str = "us",
         verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> Client:
-        async with httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + API, timeout=30.0, verify=_http_verify(verify)
-        ) as http:
-            body = {"username": username, "password": password, "birthdate": birthdate, "region": region}
-            _raise_for(await http.post("/accounts", json=body))
-        return await cls.login(base_url, username, password, verify=verify)
+        body = {"username": username, "password": password, "birthdate": birthdate, "region": region}
+        async with ApiSession(base_url, verify=verify, transport=transport) as anonymous:
+            await anonymous._request("POST", "/accounts", json=body)
+        return await cls.login(base_url, username, password, verify=verify, transport=transport)
 
     @classmethod
-    async def login(cls, base_url: str, username: str, password: str, verify: bool | str = True) -> Client:
-        async with httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + API, timeout=30.0, verify=_http_verify(verify)
-        ) as http:
-            response = await http.post("/sessions", json={"username": username, "password": password})
-            _raise_for(response)
-            data = response.json()
-        return cls(base_url, data["username"], data["token"], verify=verify)
+    async def login(
+        cls,
+        base_url: str,
+        username: str,
+        password: str,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Client:
+        async with ApiSession(base_url, verify=verify, transport=transport) as anonymous:
+            data = await anonymous._request("POST", "/sessions", json={"username": username, "password": password})
+        return cls(base_url, data["username"], data["token"], verify=verify, transport=transport)
 
     async def logout(self) -> None:
-        _raise_for(await self._http.delete("/sessions/current"))
+        await self._request("DELETE", "/sessions/current")
 
     async def logout_everywhere(self) -> int:
         return int((await self._request("DELETE", "/sessions"))["revoked"])
@@ -218,6 +251,10 @@ class Client(ApiSession):
 
     async def delete_account(self, password: str) -> None:
         await self._request("POST", "/account/delete", json={"password": password})
+
+    async def user(self, username: str) -> dict[str, Any]:
+        """A member's public profile: username, display name, region, created_at."""
+        return dict(await self._request("GET", f"/users/{username}"))
 
     async def follow(self, username: str) -> None:
         await self._request("PUT", f"/following/{username}")
@@ -319,20 +356,45 @@ class Client(ApiSession):
         return await self.send(conversation_id, text, attachment_id=attachment.id)
 
     async def download(self, attachment_id: str) -> bytes:
-        response = await self._http.get(f"/attachments/{attachment_id}")
-        _raise_for(response)
-        return response.content
+        return (await self._response("GET", f"/attachments/{attachment_id}")).content
+
+    # -- safety and governance -----------------------------------------------------------------
+
+    async def report(
+        self, conversation_id: int, message_ids: list[int], category: str, comment: str = ""
+    ) -> dict[str, Any]:
+        """Report messages of one of my conversations to the moderators of my region:
+        `{id, status, category}`; the outcome arrives as a `report.outcome` event."""
+        body = {"conversation_id": conversation_id, "message_ids": message_ids, "category": category}
+        if comment:
+            body["comment"] = comment
+        return dict(await self._request("POST", "/reports", json=body))
+
+    async def appeal(self, case_id: int, statement: str) -> None:
+        """Appeal a moderation decision about me, once (works while suspended or banned)."""
+        await self._request("POST", f"/reports/{case_id}/appeal", json={"statement": statement})
+
+    async def access_events(self, pinned_key: bytes | str | None = None) -> list[dict[str, Any]]:
+        """Staff access to my data, every entry verified (its member block, its inclusion in
+        the log, the tree head's signature, by `pinned_key` when given); raises
+        `VerificationError` if anything the server shows does not verify."""
+        user_id = int((await self.me())["id"])
+        data = await self._request("GET", "/account/access-events")
+        return verify_access_events(data, user_id, pinned_key)
 
     # -- real time ---------------------------------------------------------------------------
 
     async def connect(self, since: int = 0) -> Stream:
         """Open the event stream; use as an async context manager or call `close()`."""
-        ws = await websockets.connect(
-            _ws_url(self.base_url) + f"?since={since}",
-            additional_headers={"Authorization": f"Bearer {self.token}"},
-            max_size=2**22,
-            ssl=None if not self.base_url.startswith("https") else _ssl_context(self._verify),
-        )
+        try:
+            ws = await websockets.connect(
+                _ws_url(self.base_url) + f"?since={since}",
+                additional_headers={"Authorization": f"Bearer {self.token}"},
+                max_size=2**22,
+                ssl=None if not self.base_url.startswith("https") else _ssl_context(self._verify),
+            )
+        except (OSError, websockets.InvalidHandshake) as exc:
+            raise KeyholdConnectionError(f"cannot open the stream at {self.base_url} ({type(exc).__name__})") from exc
         return Stream(ws)
 
     async def events(self, since: int = 0) -> AsyncIterator[Event]:
@@ -346,13 +408,13 @@ class Client(ApiSession):
                         if event.seq > last:
                             last = event.seq
                             yield event
-            except (OSError, websockets.ConnectionClosedError) as exc:
-                if (
-                    isinstance(exc, websockets.ConnectionClosedError)
-                    and exc.rcvd
-                    and exc.rcvd.code in (4401, 4403)
-                ):
-                    raise KeyholdError(401, {"title": "Not signed in", "detail": exc.rcvd.reason}) from exc
+            except (KeyholdConnectionError, websockets.ConnectionClosedError) as exc:
+                # The session ended (4401) or the account may not act (4403): reconnecting
+                # cannot help. Anything else (a restart, a network blip, falling behind) can.
+                closed = exc.rcvd if isinstance(exc, websockets.ConnectionClosedError) else None
+                if closed is not None and closed.code in (4401, 4403):
+                    status = 401 if closed.code == 4401 else 403
+                    raise KeyholdError(status, {"title": "Stream closed", "detail": closed.reason}) from exc
                 await asyncio.sleep(0.2)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from keyhold.sdk.client import API, ApiSession, _http_verify, _raise_for
+from keyhold.sdk.client import ApiSession
 
 __all__ = ["LegalRequest", "StaffClient"]
 
@@ -60,8 +60,9 @@ class StaffClient(ApiSession):
         staff_id: int = 0,
         expires_at: str = "",
         verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(base_url, token, verify, timeout=60.0)
+        super().__init__(base_url, token, verify, timeout=60.0, transport=transport)
         self.username = username
         self.role = role
         self.region = region
@@ -70,17 +71,18 @@ class StaffClient(ApiSession):
 
     @classmethod
     async def login(
-        cls, base_url: str, username: str, password: str, totp_code: str, verify: bool | str = True
+        cls,
+        base_url: str,
+        username: str,
+        password: str,
+        totp_code: str,
+        verify: bool | str = True,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> StaffClient:
         """Sign in with password and the current TOTP code (each code is accepted once)."""
-        async with httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + API, timeout=60.0, verify=_http_verify(verify)
-        ) as http:
-            response = await http.post(
-                "/staff/sessions", json={"username": username, "password": password, "totp": totp_code}
-            )
-            _raise_for(response)
-            data = response.json()
+        body = {"username": username, "password": password, "totp": totp_code}
+        async with ApiSession(base_url, verify=verify, timeout=60.0, transport=transport) as anonymous:
+            data = await anonymous._request("POST", "/staff/sessions", json=body)
         client = cls(
             base_url,
             data["token"],
@@ -89,6 +91,7 @@ class StaffClient(ApiSession):
             data["region"],
             expires_at=data.get("expires_at", ""),
             verify=verify,
+            transport=transport,
         )
         try:
             client.id = int((await client.me())["id"])

@@ -1,10 +1,11 @@
 """Client-side checks of the access log: signed tree heads and a member's own access events.
 
-Pure functions over what the public API returns; nothing here trusts the server.
+Pure functions over what the public API returns; nothing here trusts the server, and nothing
+here talks to it (`Client.access_events` fetches, then calls `verify_access_events`).
 
-    head = (await client._http.get("/transparency/sth")).json()
+    head = await client.transparency_head()
     assert verify_tree_head(head, pinned_key="…hex…")
-    events = await my_access_events(client)   # raises VerificationError if any proof fails
+    events = await client.access_events()   # raises VerificationError if any proof fails
 
 What is checked for an access event (an item of `/api/v1/account/access-events`):
 - the tree head is signed by its Ed25519 key (and that key is the pinned one, if given):
@@ -20,7 +21,7 @@ What is checked for an access event (an item of `/api/v1/account/access-events`)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -33,17 +34,14 @@ from keyhold.crypto.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from keyhold.sdk.client import KeyholdError, _raise_for
-
-if TYPE_CHECKING:
-    from keyhold.sdk.client import Client
+from keyhold.sdk.errors import KeyholdError
 
 __all__ = [
     "VerificationError",
     "block_hash",
-    "my_access_events",
     "sth_message",
     "verify_access_event",
+    "verify_access_events",
     "verify_consistency_between",
     "verify_tree_head",
 ]
@@ -167,18 +165,12 @@ def verify_access_event(
     return verify_inclusion(leaf_hash(entry_bytes), index, size, [p for p in proof if p is not None], root)
 
 
-async def my_access_events(
-    client: Client, user_id: int | None = None, pinned_key: bytes | str | None = None
+def verify_access_events(
+    data: Mapping[str, Any], user_id: int, pinned_key: bytes | str | None = None
 ) -> list[dict[str, Any]]:
-    """Fetch the signed-in member's access events and verify every one of them against the
-    tree head returned with them; raise `VerificationError` if anything fails.
-
-    Every block must name this member: `user_id`, or else the id `/account` reports."""
-    if user_id is None:
-        user_id = int((await client.me())["id"])
-    response = await client._http.get("/account/access-events")
-    _raise_for(response)
-    data = response.json()
+    """Verify every item of `/account/access-events` (as returned) against the tree head
+    returned with them, each block naming `user_id`; raise `VerificationError` if anything
+    fails, else return the items."""
     items = data.get("items")
     head = data.get("tree_head")
     if not isinstance(items, list):
@@ -187,12 +179,8 @@ async def my_access_events(
         return []
     if not isinstance(head, dict) or not verify_tree_head(head, pinned_key):
         raise VerificationError("the signed tree head does not verify")
-    named: set[int] = set()
     for item in items:
         if not isinstance(item, dict) or not verify_access_event(item, head, user_id, pinned_key):
             where = item.get("index") if isinstance(item, dict) else "?"
             raise VerificationError(f"access event at index {where} does not verify")
-        named.add(int(orjson.loads(item["block"].encode())["user"]))
-    if len(named) > 1:
-        raise VerificationError(f"access events name several members: {sorted(named)}")
     return [dict(item) for item in items]

@@ -1,0 +1,79 @@
+"""The SDK as a library user meets it: every member route is a method, every failure a
+`KeyholdError` (the network's too), and httpx's transport seam lets it talk to the application
+in memory, without a socket."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import PASSWORD, TEST_ENV, free_port, keyhold_cli, unique
+from keyhold.api.app import create_app
+from keyhold.app import Keyhold, start_keyhold
+from keyhold.config import load_settings
+from keyhold.sdk import Client, KeyholdConnectionError, KeyholdError, KeyholdTimeout
+
+
+@pytest.fixture
+async def in_memory(tmp_path: Path) -> AsyncIterator[httpx.ASGITransport]:
+    """The real application and services of a fresh data dir, reached through ASGI in memory."""
+    home = tmp_path / "kh"
+    keyhold_cli("init", "--home", str(home))
+    cheap = {name.removeprefix("KEYHOLD_").lower(): int(value) for name, value in TEST_ENV.items()}
+    settings = load_settings(home, **cheap)
+    svc: Keyhold = await start_keyhold(settings)
+    app = create_app(settings, start_keyhold)
+    app.state.keyhold = svc  # the lifespan would do this; ASGITransport does not run it
+    try:
+        yield httpx.ASGITransport(app=app)
+    finally:
+        await svc.stop()
+
+
+async def test_the_sdk_runs_against_the_application_in_memory(in_memory: httpx.ASGITransport) -> None:
+    url = "http://keyhold.test"
+    alice = await Client.register(url, unique("a"), PASSWORD, birthdate="1990-05-17", transport=in_memory)
+    bob = await Client.register(url, unique("b"), PASSWORD, birthdate="1990-05-17", transport=in_memory)
+    conv = await alice.start_conversation([bob.username])
+    sent = await alice.send(conv.id, "hello in memory")
+    assert [m.text for m in await bob.history(conv.id)] == ["hello in memory"]
+    assert (await bob.user(alice.username))["username"] == alice.username
+
+    case = await bob.report(conv.id, [sent.id], "spam", "testing the SDK")
+    assert case["status"] == "open" and case["category"] == "spam"
+    assert await bob.access_events() == []  # nobody read anything yet
+    assert (await alice.transparency_head())["size"] >= 1
+    with pytest.raises(KeyholdError) as refused:
+        await alice.appeal(int(case["id"]), "nothing to appeal")
+    assert refused.value.status == 404
+    await alice.close()
+    await bob.close()
+
+
+async def test_an_unreachable_server_is_a_keyhold_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(KeyholdConnectionError) as caught:
+        await Client.login(url, "nobody_here", PASSWORD)
+    assert caught.value.status == 0 and isinstance(caught.value, KeyholdError)
+    client = Client(url, "nobody_here", "kh_not_a_token")
+    with pytest.raises(KeyholdConnectionError):
+        await client.me()
+    with pytest.raises(KeyholdConnectionError):
+        await client.connect()
+    await client.close()
+
+
+async def test_a_server_that_never_answers_is_a_timeout() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        client = Client(url, "nobody_here", "kh_not_a_token", timeout=0.3)
+        with pytest.raises(KeyholdTimeout):
+            await asyncio.wait_for(client.me(), 10)
+        await client.close()
