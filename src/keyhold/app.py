@@ -24,6 +24,7 @@ from keyhold.core.accounts import AccountService
 from keyhold.core.conversations import ConversationService
 from keyhold.core.delivery import Delivery
 from keyhold.core.erasure import Erasure
+from keyhold.core.groups import GroupService
 from keyhold.core.keys import ConversationKeys
 from keyhold.core.messages import MessageService
 from keyhold.core.passwords import Passwords
@@ -50,6 +51,7 @@ class Keyhold:
     keys: ConversationKeys
     accounts: AccountService
     conversations: ConversationService
+    groups: GroupService
     messages: MessageService
     delivery: Delivery
     passwords: Passwords
@@ -163,6 +165,7 @@ async def start_keyhold(
     await messages.start()
     writer.start()
     governance = await start_governance(settings, engine, writer, provider, passwords, signin, erasure, blobs)
+    conversations = ConversationService(engine, writer, messages, keys, erasure, settings)
     return Keyhold(
         settings=settings,
         engine=engine,
@@ -170,7 +173,8 @@ async def start_keyhold(
         writer=writer,
         keys=keys,
         accounts=AccountService(engine, passwords, signin, settings),
-        conversations=ConversationService(engine, writer, messages, keys, erasure, settings),
+        conversations=conversations,
+        groups=GroupService(writer, conversations, settings),
         messages=messages,
         delivery=Delivery(engine, bus, messages, settings.replay_page_size),
         passwords=passwords,

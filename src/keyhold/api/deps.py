@@ -11,6 +11,7 @@ from keyhold.core.accounts import AccountService, Member
 from keyhold.core.conversations import ConversationService
 from keyhold.core.delivery import Delivery
 from keyhold.core.errors import unauthorized
+from keyhold.core.groups import GroupService
 from keyhold.core.messages import MessageService
 from keyhold.core.revocation import RevocationWatch
 from keyhold.governance.service import Governance
@@ -24,6 +25,7 @@ class Services(Protocol):
     settings: Settings
     accounts: AccountService
     conversations: ConversationService
+    groups: GroupService
     messages: MessageService
     delivery: Delivery
     revocations: RevocationWatch

@@ -8,7 +8,16 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from keyhold.api.deps import CurrentMember, Service
-from keyhold.api.schemas import MAX_ID, AddMembersBody, ReceiptBody, SendBody, StartConversationBody, Text
+from keyhold.api.schemas import (
+    MAX_ID,
+    AddMembersBody,
+    ReceiptBody,
+    RenameBody,
+    RoleBody,
+    SendBody,
+    StartConversationBody,
+    Text,
+)
 from keyhold.core.errors import invalid
 from keyhold.core.messages import SendRequest
 
@@ -16,6 +25,7 @@ router = APIRouter()
 ConversationId = Annotated[int, Path(ge=1, le=MAX_ID)]
 MessageId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Cursor = Annotated[int | None, Query(ge=0, le=2**62)]
+UsernamePath = Annotated[Text, Path(min_length=1, max_length=64)]
 
 
 @router.post("/conversations", summary="Start a conversation (an existing 1:1 is returned, 200)")
@@ -44,17 +54,44 @@ async def get(conversation_id: ConversationId, member: CurrentMember, svc: Servi
     return await svc.conversations.get(member, conversation_id)
 
 
-@router.post("/conversations/{conversation_id}/members", summary="Add members to a group")
+@router.patch("/conversations/{conversation_id}", summary="Rename a group (its owner and admins)")
+async def rename(
+    conversation_id: ConversationId, body: RenameBody, member: CurrentMember, svc: Service
+) -> dict[str, Any]:
+    return await svc.groups.rename(member, conversation_id, body.title)
+
+
+@router.post("/conversations/{conversation_id}/members", summary="Add members to a group (its owner and admins)")
 async def add_members(
     conversation_id: ConversationId, body: AddMembersBody, member: CurrentMember, svc: Service
 ) -> dict[str, Any]:
-    return await svc.conversations.add_members(member, conversation_id, body.members)
+    return await svc.groups.add(member, conversation_id, body.members)
 
 
 @router.delete("/conversations/{conversation_id}/members/me", status_code=204, summary="Leave a group")
 async def leave(conversation_id: ConversationId, member: CurrentMember, svc: Service) -> Response:
-    await svc.conversations.leave(member, conversation_id)
+    await svc.groups.leave(member, conversation_id)
     return Response(status_code=204)
+
+
+@router.delete(
+    "/conversations/{conversation_id}/members/{username}",
+    summary="Remove a member from a group (owner and admins; an admin only by the owner)",
+)
+async def remove_member(
+    conversation_id: ConversationId, username: UsernamePath, member: CurrentMember, svc: Service
+) -> dict[str, Any]:
+    return await svc.groups.remove(member, conversation_id, username)
+
+
+@router.put(
+    "/conversations/{conversation_id}/members/{username}/role",
+    summary="Make a member admin (owner and admins) or an admin member again (owner)",
+)
+async def set_role(
+    conversation_id: ConversationId, username: UsernamePath, body: RoleBody, member: CurrentMember, svc: Service
+) -> dict[str, Any]:
+    return await svc.groups.set_role(member, conversation_id, username, body.role)
 
 
 @router.get("/conversations/{conversation_id}/messages", summary="History, paginated by message id")

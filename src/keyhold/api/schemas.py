@@ -97,6 +97,14 @@ class StartConversationBody(Body):
     kind: Literal["direct", "group"] | None = None
 
 
+class RenameBody(Body):
+    title: Annotated[Text, Field(min_length=1, max_length=100)]
+
+
+class RoleBody(Body):
+    role: Literal["admin", "member"]
+
+
 class AddMembersBody(Body):
     members: Annotated[list[Username], Field(min_length=1, max_length=64)]
 

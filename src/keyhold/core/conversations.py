@@ -38,6 +38,18 @@ def readable_by(encryption: str, regions: Sequence[str]) -> str:
     return f"the participants; Keyhold staff only under an approved report or legal case in {where}"
 
 
+def announce(sink: EventSink, conversation_id: int, user_ids: list[int], change: str, **data: Any) -> None:
+    """A `conversation.updated` event (what changed, by whom) to these members."""
+    sink.add(
+        PendingEvent(
+            user_ids=user_ids,
+            type="conversation.updated",
+            conversation_id=conversation_id,
+            data={"change": change, **data},
+        )
+    )
+
+
 class ConversationService:
     def __init__(
         self,
@@ -81,6 +93,8 @@ class ConversationService:
                 ),
                 "title": r.title,
                 "members": [p.username for p in people],
+                "owner": next((p.username for p in people if p.role == "owner"), None),
+                "admins": [p.username for p in people if p.role == "admin"],
                 "created_at": iso(r.created_ms),
                 "unread": int(getattr(r, "unread", 0) or 0),
                 "last_message": None,
@@ -136,7 +150,8 @@ class ConversationService:
 
     # -- changes ---------------------------------------------------------------------------
 
-    async def _users(self, conn: AsyncConnection, usernames: Sequence[str]) -> list[Any]:
+    async def users(self, conn: AsyncConnection, usernames: Sequence[str]) -> list[Any]:
+        """The active accounts of these names, in order; 404 (how many, not which) if any is not."""
         found = await account_store.by_usernames(conn, usernames)
         missing = [
             u for u in usernames if u not in found or found[u].deleted_ms is not None or found[u].disabled
@@ -145,18 +160,6 @@ class ConversationService:
             # How many, not which: a detail never repeats what was submitted.
             raise not_found(f"{len(missing)} of the named members are not active users")
         return [found[u] for u in usernames]
-
-    def _announce(
-        self, sink: EventSink, conversation_id: int, user_ids: list[int], change: str, **data: Any
-    ) -> None:
-        sink.add(
-            PendingEvent(
-                user_ids=user_ids,
-                type="conversation.updated",
-                conversation_id=conversation_id,
-                data={"change": change, **data},
-            )
-        )
 
     async def start(
         self, member: Member, usernames: Sequence[str], encryption: str, title: str, kind: str | None
@@ -181,7 +184,7 @@ class ConversationService:
             raise invalid(f"a group has at most {self._settings.max_group_members} members")
 
         async def run(conn: AsyncConnection, sink: EventSink) -> tuple[int, bool]:
-            people = await self._users(conn, others)
+            people = await self.users(conn, others)
             ids = sorted([member.id, *(p.id for p in people)])
             direct_key = f"{ids[0]}:{ids[1]}" if kind == "direct" else None
             now = now_ms()
@@ -201,57 +204,12 @@ class ConversationService:
                 existing = await store.by_direct_key(conn, direct_key)
                 assert existing is not None
                 return existing, False
-            await store.insert_members(conn, conversation_id, ids, now)
-            self._announce(sink, conversation_id, ids, "created", by=member.username)
+            await store.insert_members(conn, conversation_id, ids, now, owner=member.id if kind == "group" else None)
+            announce(sink, conversation_id, ids, "created", by=member.username)
             return conversation_id, True
 
         conversation_id, created = await self._writer.run(run)
         return await self.get(member, conversation_id), created
-
-    async def add_members(
-        self, member: Member, conversation_id: int, usernames: Sequence[str]
-    ) -> dict[str, Any]:
-        async def run(conn: AsyncConnection, sink: EventSink) -> None:
-            row = await self.require_member(conn, member, conversation_id)
-            if row.kind != "group":
-                raise invalid("members can only be added to groups; start a group instead")
-            people = await self._users(conn, sorted(set(usernames)))
-            everyone = await store.member_rows(conn, [conversation_id])
-            current = {m.id for m in everyone if m.left_ms is None}
-            former = {m.id for m in everyone if m.left_ms is not None}
-            new = [p for p in people if p.id not in current]
-            if len(current) + len(new) > self._settings.max_group_members:
-                raise invalid(f"a group has at most {self._settings.max_group_members} members")
-            if not new:
-                return
-            now = now_ms()
-            await store.rejoin(conn, conversation_id, [p.id for p in new if p.id in former], now)
-            await store.insert_members(conn, conversation_id, [p.id for p in new if p.id not in former], now)
-            await store.force_new_epoch(conn, conversation_id)
-            self._announce(
-                sink,
-                conversation_id,
-                sorted(current | {p.id for p in new}),
-                "members_added",
-                by=member.username,
-                members=[p.username for p in new],
-            )
-
-        await self._writer.run(run)
-        return await self.get(member, conversation_id)
-
-    async def leave(self, member: Member, conversation_id: int) -> None:
-        async def run(conn: AsyncConnection, sink: EventSink) -> None:
-            row = await self.require_member(conn, member, conversation_id)
-            if row.kind != "group":
-                raise invalid("a direct conversation cannot be left")
-            everyone = await store.member_rows(conn, [conversation_id])
-            current = [m.id for m in everyone if m.left_ms is None]
-            await store.set_left(conn, conversation_id, member.id, now_ms())
-            await store.force_new_epoch(conn, conversation_id)
-            self._announce(sink, conversation_id, current, "member_left", member=member.username)
-
-        await self._writer.run(run)
 
     async def receipt(self, member: Member, conversation_id: int, kind: str, message_id: int) -> bool:
         column = RECEIPTS.get(kind)
@@ -346,7 +304,7 @@ class ConversationService:
                 remaining = [
                     m.id for m in everyone if m.conversation_id == conversation_id and m.left_ms is None
                 ]
-                self._announce(sink, conversation_id, remaining, "member_left", member=member.username)
+                announce(sink, conversation_id, remaining, "member_left", member=member.username)
 
         if member.id <= 0:
             raise forbidden("unknown member")

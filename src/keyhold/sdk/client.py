@@ -74,6 +74,8 @@ class Conversation:
     title: str = ""
     unread: int = 0
     last_message: dict[str, Any] | None = None
+    owner: str | None = None  # groups only
+    admins: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Conversation:
@@ -86,6 +88,8 @@ class Conversation:
             title=data.get("title", ""),
             unread=int(data.get("unread", 0)),
             last_message=data.get("last_message"),
+            owner=data.get("owner"),
+            admins=list(data.get("admins") or []),
         )
 
 
@@ -296,6 +300,20 @@ class Client(ApiSession):
 
     async def leave(self, conversation_id: int) -> None:
         await self._request("DELETE", f"/conversations/{conversation_id}/members/me")
+
+    async def remove_member(self, conversation_id: int, username: str) -> Conversation:
+        """Remove someone from a group (its owner and admins; an admin by the owner only)."""
+        data = await self._request("DELETE", f"/conversations/{conversation_id}/members/{username}")
+        return Conversation.from_json(data)
+
+    async def rename(self, conversation_id: int, title: str) -> Conversation:
+        data = await self._request("PATCH", f"/conversations/{conversation_id}", json={"title": title})
+        return Conversation.from_json(data)
+
+    async def set_role(self, conversation_id: int, username: str, role: str) -> Conversation:
+        """`admin` (the owner and admins may promote) or `member` (the owner demotes)."""
+        path = f"/conversations/{conversation_id}/members/{username}/role"
+        return Conversation.from_json(await self._request("PUT", path, json={"role": role}))
 
     # -- messages ----------------------------------------------------------------------------
 

@@ -36,13 +36,16 @@ async def by_direct_key(conn: AsyncConnection, direct_key: str) -> int | None:
 
 
 async def insert_members(
-    conn: AsyncConnection, conversation_id: int, user_ids: Sequence[int], now: int
+    conn: AsyncConnection, conversation_id: int, user_ids: Sequence[int], now: int, owner: int | None = None
 ) -> None:
     if not user_ids:
         return
     await conn.execute(
         insert(members),
-        [{"conversation_id": conversation_id, "user_id": uid, "joined_ms": now} for uid in user_ids],
+        [
+            {"conversation_id": conversation_id, "user_id": uid, "joined_ms": now, "role": "owner" if uid == owner else "member"}
+            for uid in user_ids
+        ],
     )
 
 
@@ -50,8 +53,20 @@ async def rejoin(conn: AsyncConnection, conversation_id: int, user_ids: Sequence
     await conn.execute(
         update(members)
         .where(members.c.conversation_id == conversation_id, members.c.user_id.in_(list(user_ids)))
-        .values(left_ms=None, joined_ms=now)
+        .values(left_ms=None, joined_ms=now, role="member")
     )
+
+
+async def set_role(conn: AsyncConnection, conversation_id: int, user_id: int, role: str) -> None:
+    await conn.execute(
+        update(members)
+        .where(members.c.conversation_id == conversation_id, members.c.user_id == user_id)
+        .values(role=role)
+    )
+
+
+async def set_title(conn: AsyncConnection, conversation_id: int, title: str) -> None:
+    await conn.execute(update(conversations).where(conversations.c.id == conversation_id).values(title=title))
 
 
 async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) -> AnyRow | None:
@@ -68,6 +83,7 @@ async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) 
             members.c.left_ms,
             members.c.read_upto,
             members.c.delivered_upto,
+            members.c.role,
         )
         .select_from(conversations.join(members, members.c.conversation_id == conversations.c.id))
         .where(conversations.c.id == conversation_id, members.c.user_id == user_id)
@@ -76,9 +92,17 @@ async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) 
 
 
 async def member_rows(conn: AsyncConnection, conversation_ids: Sequence[int]) -> Sequence[AnyRow]:
-    """(conversation_id, user id, username, region, left_ms) for every member ever."""
+    """(conversation_id, user id, username, region, left_ms, role, joined_ms) for every member ever."""
     result = await conn.execute(
-        select(members.c.conversation_id, users.c.id, users.c.username, users.c.region, members.c.left_ms)
+        select(
+            members.c.conversation_id,
+            users.c.id,
+            users.c.username,
+            users.c.region,
+            members.c.left_ms,
+            members.c.role,
+            members.c.joined_ms,
+        )
         .select_from(members.join(users, users.c.id == members.c.user_id))
         .where(members.c.conversation_id.in_(list(conversation_ids)))
         .order_by(members.c.conversation_id, users.c.username)

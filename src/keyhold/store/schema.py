@@ -125,6 +125,8 @@ members = Table(
     Column("left_ms", BigInteger, nullable=True),
     Column("delivered_upto", BigInteger, nullable=False, server_default="0"),
     Column("read_upto", BigInteger, nullable=False, server_default="0"),
+    # In a group: owner (its creator, then whoever it passes to) | admin | member.
+    Column("role", String(8), nullable=False, server_default="member"),
 )
 
 conversation_keys = Table(
