@@ -16,7 +16,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 import orjson
@@ -402,8 +402,9 @@ class Client(ApiSession):
 
     # -- real time ---------------------------------------------------------------------------
 
-    async def connect(self, since: int = 0) -> Stream:
-        """Open the event stream; use as an async context manager or call `close()`."""
+    async def connect(self, since: int | Literal["latest"] = 0) -> Stream:
+        """Open the event stream after event `since` (`"latest"`: live events only, `ready`
+        tells the position); use as an async context manager or call `close()`."""
         try:
             ws = await websockets.connect(
                 _ws_url(self.base_url) + f"?since={since}",

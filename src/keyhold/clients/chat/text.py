@@ -1,0 +1,89 @@
+"""The chat's words: the help, and how times, sizes and snippets are written."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import NoReturn
+
+from keyhold.clients.terminal import fail
+from keyhold.sdk import KeyholdError
+
+DEFAULT_PAGE = 20
+REPORT_CATEGORIES = (
+    "harassment", "hate", "child_sexual_content", "grooming", "sexual_extortion",
+    "violent_threat", "self_harm", "scam", "spam", "other",
+)  # fmt: skip
+
+COMMANDS_HELP = """\
+/list              conversations: number, title or members, unread count,
+                   last message, and who can read it (readable by)
+/open N            open conversation N of /list, show its recent messages
+/open USER         open your 1:1 with USER (@USER works too); if you have
+                   none, your first message starts it
+/new U1 U2 [--title T]
+                   start a group with these members and open it
+/history [N]       N older messages of the open conversation (default 20)
+/read              mark the open conversation read (opening and answering do)
+/delete [N]        delete your message #N for everyone (a tombstone stays);
+                   without N: your last message in the open conversation
+/attach FILE [TEXT]
+                   send a file, with an optional caption
+/save N FILE       save the file of message #N to FILE
+/report N [N...] CATEGORY [COMMENT]
+                   report messages #N to the moderators; CATEGORY is one of
+                   harassment, hate, child_sexual_content, grooming,
+                   sexual_extortion, violent_threat, self_harm, scam, spam, other
+/appeal CASE TEXT  appeal a moderation decision about you (once)
+/add U1 [U2...]    add members to the open group (its owner and admins)
+/remove USER       remove a member from the open group (owner and admins)
+/rename TITLE      rename the open group (owner and admins)
+/promote USER      make a member of the open group an admin (owner and admins)
+/leave             leave the open group
+/whoami            who you are signed in as, and where
+/help              this list
+/quit              leave (Ctrl-D works too)
+other text         is sent to the open conversation (// sends a leading /)
+New messages arrive live: printed as they come in the open conversation,
+and as a one-line notice for the others. Moderation outcomes and staff
+access to your data are announced the same way."""
+
+
+def detail(exc: KeyholdError) -> str:
+    text = exc.problem.get("detail") or exc.problem.get("title")
+    return str(text) if text else str(exc)
+
+
+def fatal(message: str) -> NoReturn:
+    fail(message)
+
+
+def when(sent_at: str) -> str:
+    try:
+        moment = dt.datetime.fromisoformat(sent_at.replace("Z", "+00:00")).astimezone()
+    except ValueError:
+        return sent_at
+    today = dt.datetime.now().astimezone().date()
+    return moment.strftime("%H:%M") if moment.date() == today else moment.strftime("%b %d %H:%M")
+
+
+def size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / (1024 * 1024):.1f} MiB"
+
+
+def save_new(target: Path, filename: str, data: bytes) -> Path:
+    """Write `data` to `target` (into it, under `filename`, if it is a directory); never over
+    an existing file."""
+    path = target.expanduser()
+    if path.is_dir():
+        path = path / Path(filename).name
+    with path.open("xb") as out:
+        out.write(data)
+    return path
+
+
+def snippet(text: str, width: int = 60) -> str:
+    one_line = text.replace("\n", " ")
+    return one_line if len(one_line) <= width else one_line[: width - 1] + "…"
