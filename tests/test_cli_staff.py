@@ -42,24 +42,21 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def login(server: Server, name: str, secret: str, session: Path) -> None:
-    ok(
-        cli(
-            server,
-            "staff",
-            "login",
-            "--url",
-            server.url,
-            "--username",
-            name,
-            "--password-stdin",
-            "--totp",
-            pyotp.TOTP(secret).now(),
-            "--session",
-            str(session),
-            stdin=STAFF_PASSWORD + "\n",
-        )
-    )
+def row_of(table: str, first_cell: str) -> str:
+    """The table line whose first cell is `first_cell`."""
+    rows = [line for line in table.splitlines() if line.strip("│┃ ").split(" ", 1)[0] == first_cell]
+    assert len(rows) == 1, table
+    return rows[0]
+
+
+def login(server: Server, name: str, secret: str, session: Path, find_server: str = "--url") -> None:
+    """Sign in, naming the server by `--url`, `$KEYHOLD_URL`, or only `$KEYHOLD_PORT` (this machine)."""
+    where: tuple[str, ...] = ("--url", server.url) if find_server == "--url" else ()
+    env = {"KEYHOLD_URL": server.url} if find_server == "KEYHOLD_URL" else {}
+    if find_server == "KEYHOLD_PORT":
+        env = {"KEYHOLD_PORT": server.url.rsplit(":", 1)[1]}
+    args = ("--username", name, "--password-stdin", "--totp", pyotp.TOTP(secret).now(), "--session", str(session))
+    ok(cli(server, "staff", "login", *where, *args, stdin=STAFF_PASSWORD + "\n", env=env))
 
 
 async def test_staff_workflows_from_the_terminal(sqlite_server: Server, tmp_path: Path) -> None:
@@ -74,8 +71,10 @@ async def test_staff_workflows_from_the_terminal(sqlite_server: Server, tmp_path
         },
     )
     sessions = {name: tmp_path / f"{name}.json" for name in secrets}
+    find_server = {"cli_legal_a": "KEYHOLD_URL", "cli_legal_b": "KEYHOLD_PORT"}
     for name, secret in secrets.items():
-        login(server, name, secret, sessions[name])
+        login(server, name, secret, sessions[name], find_server.get(name, "--url"))
+        assert orjson.loads(sessions[name].read_bytes())["url"] == server.url
     mode = stat.S_IMODE(sessions["cli_mod"].stat().st_mode)
     assert mode == 0o600, oct(mode)
     stored = orjson.loads(sessions["cli_mod"].read_bytes())
@@ -92,9 +91,13 @@ async def test_staff_workflows_from_the_terminal(sqlite_server: Server, tmp_path
     assert "cli_mod" in ok(cli(server, "staff", "whoami", *mod))
     assert case_id in ok(cli(server, "staff", "reports", "--status", "open", *mod))
     assert "harassment" in ok(cli(server, "staff", "report", case_id, *mod))
-    ok(cli(server, "staff", "claim", case_id, *mod))
+    assert "assigned to cli_mod" in ok(cli(server, "staff", "claim", case_id, *mod))
+    # Tables name people: the assignee by staff username, senders by member username.
+    claimed = row_of(ok(cli(server, "staff", "reports", *mod)), case_id)
+    assert "cli_mod" in claimed, claimed
     content = ok(cli(server, "staff", "content", case_id, "--reason", "review of a report", *mod))
-    assert "you will regret this, cli-test" in content and str(message.id) in content
+    line = row_of(content, str(message.id))
+    assert "you will regret this, cli-test" in line and b.username in line, content
     assert "decided" in ok(
         cli(server, "staff", "decide", case_id, "--action", "warn", "--note", "be kind", *mod)
     )
@@ -137,11 +140,14 @@ async def test_staff_workflows_from_the_terminal(sqlite_server: Server, tmp_path
     )
     assert "pending" in created, created
     legal_id = created.split("case ", 1)[1].split(":", 1)[0]
-    assert legal_id in ok(cli(server, "legal", "list", "--status", "pending", *legal_b))
+    pending = row_of(ok(cli(server, "legal", "list", "--status", "pending", *legal_b)), legal_id)
+    assert b.username in pending and "cli_legal_a" in pending, pending  # the target and who recorded it
     assert "search_warrant" in ok(cli(server, "legal", "show", legal_id, *legal_b))
     own = cli(server, "legal", "approve", legal_id, *legal_a)
     assert own.returncode == 1 and "four eyes" in own.stderr, own.stderr
     assert "approved" in ok(cli(server, "legal", "approve", legal_id, *legal_b))
+    approved = row_of(ok(cli(server, "legal", "list", *legal_b)), legal_id)
+    assert "cli_legal_a" in approved and "cli_legal_b" in approved, approved
     out = tmp_path / "package.json"
     ok(cli(server, "legal", "disclose", legal_id, "--out", str(out), *legal_b))
     package = orjson.loads(out.read_bytes())

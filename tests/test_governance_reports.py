@@ -241,6 +241,8 @@ async def test_warn_tells_the_reporter_and_the_offender(world: World) -> None:
     assert [(e["action"], e["appeal"]) for e in outcome] == [("warn", False)]
     action = await events_of(b, "moderation.action", case_id)
     assert [(e["action"], e["can_appeal"]) for e in action] == [("warn", True)]
+    # The moderator's note reaches both people it concerns.
+    assert [e["note"] for e in outcome] == [e["note"] for e in action] == ["be kind"]
     # The reporter is not told of a moderation action, the offender not of the outcome.
     assert await events_of(a, "moderation.action", case_id) == []
     assert await events_of(b, "report.outcome", case_id) == []

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import keyhold
 from keyhold.api import routes_accounts, routes_conversations, routes_staff, routes_transparency, stream
 from keyhold.api.deps import Service, Services
+from keyhold.api.docs import install_api_docs
 from keyhold.api.problems import BodySizeLimit, install_problem_handlers
 from keyhold.config import Settings
 from keyhold.governance.legal import MAX_DOCUMENT
@@ -67,11 +68,12 @@ def create_app(settings: Settings, start: Callable[[Settings], Awaitable[Service
         version=keyhold.__version__,
         description="Direct messaging where every conversation states, enforces and proves who can read it.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_api_docs(app, API_PREFIX)
     health = APIRouter()
 
     @health.get("/health", summary="Liveness: the server is up and its storage answers")

@@ -21,7 +21,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from keyhold.clients.terminal import command_name, console, fail
+from keyhold.clients.terminal import command_name, console, fail, server_url
 from keyhold.sdk import KeyholdConnectionError, KeyholdError
 from keyhold.sdk.staff import LegalRequest, StaffClient
 
@@ -141,8 +141,15 @@ def refused_if(case: dict[str, Any], what: str) -> None:
 
 
 def staff_login(
-    url: Annotated[str, typer.Option(help="Server URL, e.g. https://keyhold.example.")],
     username: Annotated[str, typer.Option(help="Your staff username.")],
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="KEYHOLD_URL",
+            help="The Keyhold server, e.g. https://keyhold.example; default http://127.0.0.1:$KEYHOLD_PORT (8000).",
+            show_default=False,
+        ),
+    ] = None,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
     ] = False,
@@ -159,9 +166,10 @@ def staff_login(
         password = typer.prompt("Password", hide_input=True)
     code = totp or typer.prompt("TOTP code", hide_input=True)
     verify: bool | str = str(ca_file) if ca_file else True
+    server = server_url(url)
 
     async def run() -> dict[str, Any]:
-        client = await StaffClient.login(url, username, password, code.strip(), verify=verify)
+        client = await StaffClient.login(server, username, password, code.strip(), verify=verify)
         try:
             return {
                 "url": client.base_url,
@@ -175,7 +183,7 @@ def staff_login(
         finally:
             await client.close()
 
-    stored = run_api(run, url)
+    stored = run_api(run, server)
     path = session_path(session)
     write_private(path, orjson.dumps(stored, option=orjson.OPT_INDENT_2))
     console.print(
@@ -216,7 +224,7 @@ def staff_reports(
     """Report cases of your region."""
     cases = with_staff(session, lambda c: c.reports(status=status))
     rows = [
-        [c["id"], c["status"], c["created_at"], (c.get("details") or {}).get("category"), c["assigned_to"]]
+        [c["id"], c["status"], c["created_at"], (c.get("details") or {}).get("category"), c.get("assigned_to_name")]
         for c in cases
     ]
     table(["id", "status", "created", "category", "assigned to"], rows, title="report cases")
@@ -230,7 +238,7 @@ def staff_report(case_id: CaseArg, session: SessionOption = None) -> None:
 def staff_claim(case_id: CaseArg, session: SessionOption = None) -> None:
     """Assign a report case (or an appeal) to yourself."""
     case = with_staff(session, lambda c: c.claim(case_id))
-    console.print(f"case {case['id']}: {case['status']}, assigned to {case['assigned_to']}")
+    console.print(f"case {case['id']}: {case['status']}, assigned to {case.get('assigned_to_name')}")
 
 
 def staff_content(
@@ -241,7 +249,7 @@ def staff_content(
     """Read the reported messages and the context around them (logged before it is shown)."""
     items = with_staff(session, lambda c: c.report_content(case_id, reason))
     rows = [
-        [m["id"], m["sender_id"], m["sent_at"], "(deleted)" if m.get("deleted") else m["text"]] for m in items
+        [m["id"], m.get("sender"), m["sent_at"], "(deleted)" if m.get("deleted") else m["text"]] for m in items
     ]
     table(["id", "sender", "time", "text"], rows, title=f"content of case {case_id}")
 
@@ -323,7 +331,7 @@ def legal_list(
     cases = with_staff(session, lambda c: c.legal_cases(status=status))
     rows = [
         [c["id"], c["status"], (c.get("details") or {}).get("process"), ", ".join(c.get("targets") or []),
-         c["created_at"], c["created_by"], c["approved_by"]]
+         c["created_at"], c.get("created_by_name"), c.get("approved_by_name")]
         for c in cases
     ]  # fmt: skip
     table(["id", "status", "process", "targets", "created", "by", "approved by"], rows, title="legal cases")

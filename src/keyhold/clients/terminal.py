@@ -49,3 +49,9 @@ def command_name() -> str:
     if found and Path(found).resolve() == script.resolve():
         return script.name
     return _shortest(script.absolute())
+
+
+def server_url(url: str | None) -> str:
+    """`--url`, else `$KEYHOLD_URL` (typer reads it), else this machine on `$KEYHOLD_PORT`,
+    the port `make run` and `keyhold serve` use."""
+    return (url or f"http://127.0.0.1:{os.environ.get('KEYHOLD_PORT') or 8000}").rstrip("/")

@@ -222,6 +222,7 @@ def _item(row: AnyRow) -> dict[str, Any]:
         "id": row.id,
         "conversation_id": row.conversation_id,
         "sender_id": row.sender_id,
+        "sender": row.sender,
         "sent_at": iso(row.sent_ms),
         "kind": row.kind,
     }

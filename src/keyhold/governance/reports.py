@@ -60,6 +60,7 @@ def case_view(case: Case, message_ids: Sequence[int]) -> dict[str, Any]:
         "created_at": iso(case.created_ms),
         "conversation_id": case.conversation_id,
         "assigned_to": case.assigned_to,
+        "assigned_to_name": case.assigned_to_name,
         "reported_messages": list(message_ids),
         "details": case.details,
         "decision": case.decision,

@@ -42,6 +42,23 @@ class Case:
     approved_by: int | None
     details: dict[str, Any]
     decision: dict[str, Any]
+    # The staff usernames behind the three ids, for people reading a case (None where unset).
+    created_by_name: str | None
+    assigned_to_name: str | None
+    approved_by_name: str | None
+
+
+_creator, _assignee, _approver = staff.alias("creator"), staff.alias("assignee"), staff.alias("approver")
+_CASES = select(
+    cases,
+    _creator.c.username.label("created_by_name"),
+    _assignee.c.username.label("assigned_to_name"),
+    _approver.c.username.label("approved_by_name"),
+).select_from(
+    cases.outerjoin(_creator, _creator.c.id == cases.c.created_by)
+    .outerjoin(_assignee, _assignee.c.id == cases.c.assigned_to)
+    .outerjoin(_approver, _approver.c.id == cases.c.approved_by)
+)
 
 
 def _case(row: AnyRow) -> Case:
@@ -62,7 +79,7 @@ async def count(conn: AsyncConnection) -> int:
 
 
 async def by_id(conn: AsyncConnection, case_id: int) -> Case | None:
-    row = (await conn.execute(select(cases).where(cases.c.id == case_id))).first()
+    row = (await conn.execute(_CASES.where(cases.c.id == case_id))).first()
     return None if row is None else _case(row)
 
 
@@ -73,7 +90,7 @@ async def update_case(conn: AsyncConnection, case_id: int, **values: Any) -> Non
 async def list_cases(
     conn: AsyncConnection, kind: str, region: str, after_id: int, limit: int, status: str | None = None
 ) -> list[Case]:
-    query = select(cases).where(cases.c.kind == kind, cases.c.region == region, cases.c.id > after_id)
+    query = _CASES.where(cases.c.kind == kind, cases.c.region == region, cases.c.id > after_id)
     if status:
         query = query.where(cases.c.status == status)
     return [_case(row) for row in await conn.execute(query.order_by(cases.c.id).limit(limit))]
@@ -145,7 +162,12 @@ async def target_message_ids(
 
 
 async def messages_for_access(conn: AsyncConnection, message_ids: Sequence[int]) -> dict[int, AnyRow]:
-    result = await conn.execute(select(messages).where(messages.c.id.in_(list(message_ids))))
+    """Message rows with their sender's username (`sender`)."""
+    result = await conn.execute(
+        select(messages, users.c.username.label("sender"))
+        .select_from(messages.join(users, users.c.id == messages.c.sender_id))
+        .where(messages.c.id.in_(list(message_ids)))
+    )
     return {row.id: row for row in result}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,16 +14,10 @@ import typer
 from keyhold.clients.chat.io import Lines, PipedLines, Screen, TerminalLines
 from keyhold.clients.chat.session import Chat
 from keyhold.clients.chat.text import DEFAULT_PAGE, detail, fatal
-from keyhold.clients.terminal import console
+from keyhold.clients.terminal import console, server_url
 from keyhold.sdk import Client, KeyholdConnectionError, KeyholdError
 
 STREAM_OPEN_TIMEOUT = 30.0
-
-
-def server_url(url: str | None) -> str:
-    """`--url`, else `$KEYHOLD_URL` (typer reads it), else this machine on `$KEYHOLD_PORT`,
-    the port `make run` and `keyhold serve` use."""
-    return (url or f"http://127.0.0.1:{os.environ.get('KEYHOLD_PORT') or 8000}").rstrip("/")
 
 
 async def _stream_position(client: Client) -> int:
