@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +81,47 @@ def test_refuses_an_odd_number_of_clients(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "even number" in proc.stderr
+
+
+def run_connections(tmp_path: Path, *args: str, **popen: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "keyhold", "bench", "connections", *args, "--json", str(tmp_path / "c.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+        **popen,
+    )
+
+
+def test_idle_connections_held_with_heartbeats_and_a_trickle(tmp_path: Path) -> None:
+    """`keyhold bench connections` at a small scale: every connection stays up through the
+    hold, every heartbeat is answered, every trickle message is delivered once."""
+    proc = run_connections(
+        tmp_path, "--idle", "40", "--hold", "2", "--heartbeat", "0.5", "--trickle", "10", "--trickle-pairs", "3"
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["idle_connections"] == 40 and report["trickle_pairs"] == 3
+    assert report["trickle_messages"] == 20
+    assert report["sent"] == report["acked"] == report["delivered"] == 20
+    assert report["dropped"] == report["errors"] == report["lost"] == report["duplicates"] == 0
+    # 40 clients pinging every 0.5 s for about 2 s: each was answered several times.
+    assert report["pongs"] >= 2 * 40, report["pongs"]
+    assert 0 < report["delivery_p50_ms"] <= report["delivery_p95_ms"] <= report["delivery_p99_ms"]
+    assert 0 < report["server_rss_before_mb"] <= report["server_rss_peak_mb"]
+    assert report["server_rss_mb"] > 0 and report["rss_target_met"] is True
+    assert "idle connections held" in proc.stdout
+
+
+def test_connections_refused_above_the_open_files_limit(tmp_path: Path) -> None:
+    """With a hard limit too low for the sockets asked for, the bench says so before starting
+    anything (rather than failing half-way with EMFILE)."""
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+    proc = run_connections(tmp_path, "--idle", "2000", preexec_fn=low_limit)
+    assert proc.returncode == 2
+    assert "open files" in proc.stderr and "2,000 connections" in proc.stderr
+    assert not (tmp_path / "c.json").exists()

@@ -12,6 +12,8 @@ the line and the import.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,3 +131,16 @@ def test_the_scan_catches_a_planted_arrow(tmp_path: Path, layer: str, planted: s
     module.parent.mkdir(parents=True)
     module.write_text(planted)
     assert against_the_layers(arrows(module, root), layer)
+
+
+def test_the_command_line_starts_without_the_server() -> None:
+    """Client commands (`keyhold chat`, `keyhold staff …`) and `--help` load neither the web
+    framework nor the database layer nor the services: they start in a fraction of the time.
+    Server commands import what they need inside their functions."""
+    probe = (
+        "import sys, keyhold.cli.main; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('fastapi', 'sqlalchemy', 'alembic', 'uvicorn') or m in ('keyhold.app', 'keyhold.api.app'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.split() == [], loaded.stdout

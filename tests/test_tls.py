@@ -156,14 +156,18 @@ def permissive_server(cert: Path) -> Iterator[int]:
         ctx.minimum_version = ssl.TLSVersion.TLSv1
     ctx.set_ciphers("ALL:@SECLEVEL=0")
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)  # closing a listener does not wake a blocked accept(): poll `stop`
     stop = threading.Event()
 
     def serve() -> None:
         while not stop.is_set():
             try:
                 conn, _ = listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(5)
             with contextlib.suppress(OSError, ssl.SSLError), ctx.wrap_socket(conn, server_side=True) as tls:
                 tls.recv(1)
 

@@ -37,7 +37,7 @@ from keyhold.crypto.signing import ServiceSigner
 from keyhold.crypto.tls import write_self_signed
 from keyhold.governance.service import Governance, start_governance
 from keyhold.store.blobs import BlobStore
-from keyhold.store.db import create_engine, migrate
+from keyhold.store.db import create_engine, migrate, writer_transactions
 
 
 @dataclass
@@ -146,7 +146,7 @@ async def start_keyhold(
     engine = create_engine(settings.effective_database_url)
     await migrate(engine)
     bus = bus or LocalBus()
-    writer = Writer(engine, bus, settings.write_batch_max)
+    writer = Writer(engine, writer_transactions(settings.effective_database_url, engine), bus, settings.write_batch_max)
     provider = provider or open_key_provider(settings)
     keys = ConversationKeys(provider)
     blobs = BlobStore(settings.blob_dir)

@@ -267,3 +267,34 @@ async def test_a_send_that_fails_in_the_database_fails_only_itself(
             stored = await svc.messages.history(conn, view["id"], None, None, 200)
         assert sorted(m["text"] for m in stored) == sorted(f"message {i}" for i in range(100) if i % 10 != 3)
     assert "[parameters:" not in caplog.text and poison not in caplog.text
+
+
+async def test_a_failure_after_the_commit_does_not_stop_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug past a committed transaction (here: publishing to the bus raises) answers the
+    sends of that batch with a retryable 503 instead of stopping the single writer, which would
+    leave every later write waiting for ever. The retry finds the committed message."""
+    async with service_in_process(tmp_path / "kh", "sqlite") as svc:
+        alice = await member_in_process(svc, unique("wr"))
+        bob = await member_in_process(svc, unique("wr"))
+        view, _ = await svc.conversations.start(alice, [bob.username], "standard", "", None)
+
+        def broken_publish(*_args: object) -> None:
+            raise RuntimeError("a bug in the fan-out")
+
+        monkeypatch.setattr(svc.bus, "publish", broken_publish)
+        request = SendRequest(alice.id, alice.username, view["id"], "first", "key-1")
+        with pytest.raises(Problem) as refused:
+            async with asyncio.timeout(30):
+                await svc.messages.send(request)
+        assert refused.value.status == 503
+        monkeypatch.undo()
+
+        async with asyncio.timeout(30):
+            retried = await svc.messages.send(request)
+            later = await svc.messages.send(SendRequest(alice.id, alice.username, view["id"], "second", "key-2"))
+        async with svc.engine.connect() as conn:
+            stored = await svc.messages.history(conn, view["id"], None, None, 10)
+        assert sorted(m["text"] for m in stored) == ["first", "second"]
+        assert retried["id"] != later["id"]

@@ -31,7 +31,7 @@ class StorageFailure(Exception):
     """What a lost connection or a full disk raises at the end of a transaction."""
 
 
-async def _fail(*_args: Any, **_kwargs: Any) -> NoReturn:
+def _fail(*_args: Any, **_kwargs: Any) -> NoReturn:
     raise StorageFailure("the transaction failed before its commit")
 
 

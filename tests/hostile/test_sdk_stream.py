@@ -191,8 +191,9 @@ async def next_event_cancelled():
     say("waiting", await outcome(waiting))
     timed_out = await outcome(stream.next_event(0.2))
     say("short wait", timed_out)
-    # Nothing was lost and the stream still works.
-    sent = await stream.send(ARGS["conversation_id"], "after the cancel")
+    # Nothing was lost and the stream still works (a send over the API, not this stream,
+    # which would get an ack and no echo).
+    sent = await client.send(ARGS["conversation_id"], "after the cancel")
     while True:
         event = await stream.next_event(WAIT)
         if event.type == "message.new":

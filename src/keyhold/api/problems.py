@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyhold.api.schemas import refusal
 from keyhold.core.errors import Problem, outage
 
 log = logging.getLogger("keyhold.api")
@@ -39,7 +40,7 @@ def _describe(errors: list[Any]) -> tuple[str, list[dict[str, str]]]:
             cleaned.append({"field": "body", "problem": "not valid JSON"})
             continue
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        cleaned.append({"field": loc, "problem": str(err.get("msg", "invalid"))})
+        cleaned.append({"field": loc, "problem": refusal(err)})
     summary = "; ".join(f"{e['field']}: {e['problem']}" for e in cleaned[:5])
     return summary, cleaned
 

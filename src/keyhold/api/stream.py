@@ -8,7 +8,8 @@ Protocol (JSON text frames):
   seq > N, then streams live ones; each event carries the member's `seq`, strictly increasing;
   `?since=latest` skips the replay (live events only; the `ready` frame gives the position);
 - client frames: `send` {ref, conversation_id, text, idempotency_key?, attachment_id?} →
-  `ack` {ref, message} once durable, or `error` {ref, problem}; `receipt` {ref,
+  `ack` {ref, message} once durable, or `error` {ref, problem}; the sending stream gets no
+  `message.new` for its own send (the ack carries the message), the sender's other streams do; `receipt` {ref,
   conversation_id, receipt: delivered|read, message_id} → `ack` {ref}; `ping` → `pong`;
 - when the session ends (logout, password change elsewhere, suspension, ban, expiry...) the
   server closes the socket within a second: 4401 when the session ended, 4403 when the account
@@ -19,17 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, WebSocket
-from pydantic import Field, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from keyhold.api.deps import Services
-from keyhold.api.schemas import MAX_ID, AttachmentId, Body, Id, IdempotencyKey, MessageText, Text
+from keyhold.api.schemas import MAX_ID, AttachmentId, Body, Id, IdempotencyKey, MessageText, Text, refusal
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem, invalid
 from keyhold.core.messages import SendRequest, Sent
@@ -38,6 +40,7 @@ log = logging.getLogger("keyhold.stream")
 router = APIRouter()
 AUTH_TIMEOUT = 10.0
 MAX_OUTBOX = 20_000
+_origins = itertools.count(1)  # a process-unique id per connection (see `bus.base.Bus.publish`)
 Ref = Annotated[Text, Field(max_length=64)] | Annotated[int, Field(ge=0, le=MAX_ID)] | None
 
 
@@ -73,7 +76,36 @@ class PingFrame(Frame):
     ref: Ref = None
 
 
-FRAMES: dict[str, type[Frame]] = {"send": SendFrame, "receipt": ReceiptFrame, "ping": PingFrame}
+# One pass in pydantic's core: parse, pick the model by `type`, validate.
+CLIENT_FRAMES: TypeAdapter[SendFrame | ReceiptFrame | PingFrame] = TypeAdapter(
+    Annotated[SendFrame | ReceiptFrame | PingFrame, Field(discriminator="type")]
+)
+_NOT_A_FRAME_TYPE = ("union_tag_invalid", "union_tag_not_found", "model_attributes_type", "model_type")
+
+
+def _frame_refusal(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    if first["type"] == "json_invalid":
+        return "the frame is not valid JSON"
+    if first["type"] in _NOT_A_FRAME_TYPE or not first["loc"]:
+        return "unknown frame type; expected send, receipt or ping"
+    # loc[0] is the frame's type; pydantic also names the member of a union that failed.
+    where = ".".join(str(p) for p in first["loc"][1:] if isinstance(p, int) or _is_field(p)) or "frame"
+    return f"{where}: {refusal(first)}"
+
+
+def _is_field(name: str) -> bool:
+    return name.isidentifier() and name not in ("int", "str", "bool", "float", "none")
+
+
+def _ref_in(raw: str | bytes) -> Any:
+    """The `ref` of a refused frame, to answer it by (when there is one to read)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    ref = data.get("ref") if isinstance(data, dict) else None
+    return ref if isinstance(ref, str | int) else None
 
 
 def _error(problem: Problem, ref: Any = None) -> bytes:
@@ -93,10 +125,14 @@ class Connection:
         self.close_code = 4408
         self.close_reason = "fell behind; reconnect with since"
         self.tasks: set[asyncio.Task[None]] = set()
+        self.origin = next(_origins)
 
     def revoke(self, code: int, reason: str) -> None:
         """The session ended (see `core.revocation`): close now, whatever is still queued."""
         self.close_code, self.close_reason = code, reason
+        self.end()
+
+    def end(self, _task: asyncio.Task[None] | None = None) -> None:
         self.closed = True
         self.wakeup.set()
 
@@ -120,34 +156,16 @@ class Connection:
 
     async def pump(self, since: int) -> None:
         """Replayed, then live events (`core.delivery`); when they end, the member fell behind."""
-        async for frame in self.svc.delivery.frames(self.member, since):
-            if self.closed:
-                return
-            self.push(frame)
-        self.closed = True
-        self.wakeup.set()
+        await self.svc.delivery.deliver(self.member, since, self.origin, self.push)
+        self.end()
 
     async def handle(self, raw: str | bytes) -> None:
         if self.closed:
             return  # revoked or closing: nothing more is acted on
         try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self.push(_error(invalid("the frame is not valid JSON")))
-            return
-        ref = data.get("ref") if isinstance(data, dict) else None
-        model = FRAMES.get(str(data.get("type"))) if isinstance(data, dict) else None
-        if model is None:
-            self.push(_error(invalid("unknown frame type; expected send, receipt or ping"), ref))
-            return
-        try:
-            frame = model.model_validate(data)
+            frame = CLIENT_FRAMES.validate_json(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            self.push(
-                _error(invalid(f"{where}: {first['msg']}"), ref if isinstance(ref, str | int) else None)
-            )
+            self.push(_error(invalid(_frame_refusal(exc)), _ref_in(raw)))
             return
         if isinstance(frame, SendFrame):
             self._send(frame)
@@ -167,6 +185,7 @@ class Connection:
             frame.idempotency_key,
             frame.attachment_id,
             self.member.session,
+            self.origin,
         )
         try:
             self.svc.messages.validate(request)
@@ -240,6 +259,9 @@ async def stream(ws: WebSocket) -> None:
     conn = Connection(ws, svc, member)
     svc.revocations.watch(conn)
     tasks = [asyncio.create_task(conn.pump(since)), asyncio.create_task(conn.sender())]
+    for task in tasks:
+        # Either ending (even by a bug) ends the connection: checked once per frame below.
+        task.add_done_callback(conn.end)
     try:
         while not conn.closed:
             message = await ws.receive()
@@ -248,14 +270,11 @@ async def stream(ws: WebSocket) -> None:
             raw = message.get("text") or message.get("bytes")
             if raw is not None:
                 await conn.handle(raw)
-            if any(t.done() for t in tasks):
-                break
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client went away, or we closed the socket after it fell behind
     finally:
         svc.revocations.unwatch(conn)
-        conn.closed = True
-        conn.wakeup.set()
+        conn.end()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -14,7 +14,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
@@ -22,12 +22,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from keyhold.app import Keyhold, initialize, start_keyhold
-from keyhold.config import Settings, load_settings
-from keyhold.core.accounts import Member
-from keyhold.core.messages import SendRequest
-from keyhold.governance.legal import LegalRequest
-from keyhold.governance.staff import StaffMember
+if TYPE_CHECKING:  # the server's modules load only when this bench runs: every other
+    # command starts without them (`keyhold --help` and the clients stay quick)
+    from keyhold.app import Keyhold
+    from keyhold.config import Settings
+    from keyhold.core.accounts import Member
+    from keyhold.governance.staff import StaffMember
 
 console = Console()
 PASSWORD = "bench-password-not-secret"  # noqa: S105 - throwaway accounts in a throwaway dir
@@ -46,10 +46,16 @@ async def _member(svc: Keyhold, name: str) -> Member:
 
 async def _staff(svc: Keyhold, name: str) -> StaffMember:
     made = await svc.governance.staff.add(name, PASSWORD, "legal", "us")
+    from keyhold.governance.staff import StaffMember
+
     return StaffMember(made["id"], name, "legal", "us")
 
 
 async def run_access_bench(settings: Settings, messages: int, reads: int, batch: int) -> dict[str, Any]:
+    from keyhold.app import start_keyhold
+    from keyhold.core.messages import SendRequest
+    from keyhold.governance.legal import LegalRequest
+
     svc = await start_keyhold(settings)
     try:
         gov = svc.governance
@@ -128,33 +134,6 @@ async def run_access_bench(settings: Settings, messages: int, reads: int, batch:
         await svc.stop()
 
 
-def register(bench_app: typer.Typer) -> None:
-    @bench_app.command("access")
-    def access(
-        json_out: Annotated[
-            Path | None, typer.Option("--json", help="Write the figures as JSON here.")
-        ] = None,
-        messages: Annotated[int, typer.Option(min=10, help="Messages in the target's conversation.")] = 200,
-        reads: Annotated[int, typer.Option(min=10, help="Timed reads of each kind.")] = 300,
-        batch: Annotated[int, typer.Option(min=1, max=200, help="Messages per batched staff read.")] = 20,
-    ) -> None:
-        """Cost of one governed staff read (checks + durable log entry + unwrap + decrypt)
-        against a participant's read of the same message, on a throwaway data dir."""
-        with tempfile.TemporaryDirectory(prefix="keyhold-bench-access-") as tmp:
-            # Cheap argon2 for the throwaway accounts: sign-up cost is not what is measured.
-            settings = load_settings(
-                Path(tmp) / "home", argon2_time_cost=1, argon2_memory_kib=8192, argon2_parallelism=1
-            )
-            initialize(settings)
-            figures = asyncio.run(run_access_bench(settings, messages, reads, batch))
-        table = Table("figure", "value", title="Governed access cost")
-        for key, value in figures.items():
-            table.add_row(key, str(value))
-        console.print(table)
-        if json_out is not None:
-            json_out.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
-
-
 def access(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON here.")] = None,
     messages: Annotated[int, typer.Option(min=10, help="Messages in the target's conversation.")] = 200,
@@ -163,9 +142,14 @@ def access(
 ) -> None:
     """Cost of one governed staff read (checks + durable log entry + unwrap + decrypt)
     against a participant's read of the same message, on a throwaway data dir."""
+    from keyhold.app import initialize
+    from keyhold.config import load_settings
+
     with tempfile.TemporaryDirectory(prefix="keyhold-bench-access-") as tmp:
         # Cheap argon2 for the throwaway accounts: sign-up cost is not what is measured.
-        settings = load_settings(Path(tmp) / "home", argon2_time_cost=1, argon2_memory_kib=8192, argon2_parallelism=1)
+        settings = load_settings(
+            Path(tmp) / "home", argon2_time_cost=1, argon2_memory_kib=8192, argon2_parallelism=1
+        )
         initialize(settings)
         figures = asyncio.run(run_access_bench(settings, messages, reads, batch))
     table = Table("figure", "value", title="Governed access cost")

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 PACING_TICK_S = 0.001
+CONNECTING_AT_ONCE = 20  # per worker: handshakes in flight
+# Shared counters, per worker: COUNTERS slots at COUNTERS * worker + one of these.
+ACKED, DELIVERED, CONNECTED, COUNTERS = 0, 1, 2, 3
 TEXT_PAD = "the quick brown fox jumps over the lazy dog"
 
 
@@ -38,6 +41,9 @@ class WorkerSpec:
     idle_timeout: float
     text_bytes: int
     transport: str  # "sansio" or "asyncio"
+    # Every client sends a `ping` frame this often (s), the clients spread evenly over the
+    # interval; None: no heartbeats (the server's WebSocket pings are answered either way).
+    heartbeat_s: float | None = None
 
 
 @dataclass
@@ -49,6 +55,8 @@ class WorkerResult:
     delivered: int = 0
     duplicates: int = 0
     echoes: int = 0
+    pongs: int = 0
+    dropped: int = 0  # connections the server closed before the end
     missing_acks: int = 0
     missing_deliveries: int = 0
     seq_errors: int = 0
@@ -88,6 +96,10 @@ class LoadResult:
     server_rss_peak_mb: float | None
     behind_schedule_ms: float
     error_samples: list[str]
+    connect_s: float = 0.0  # until every client was connected and `ready`
+    pongs: int = 0
+    dropped: int = 0
+    server_rss_before_mb: float | None = None  # before the clients connected
 
 
 # -- the worker: one event loop, a share of the clients ------------------------------------
@@ -290,6 +302,8 @@ class _Worker:
             if isinstance(n, int) and 0 <= n < c.spec.count and not c.acked[n]:
                 self._slot_freed(c)
             self._check_finished()
+        elif kind == "pong":
+            r.pongs += 1
         elif kind == "ready":
             c.last_seq = int(frame.get("seq", 0))
             c.ready.set()
@@ -307,7 +321,10 @@ class _Worker:
 
     def on_lost(self, c: _Client, exc: BaseException | None) -> None:
         r = self.result
-        if not self.finished.is_set() and len(r.error_samples) < 5:
+        if self.finished.is_set():
+            return
+        r.dropped += 1
+        if len(r.error_samples) < 5:
             r.error_samples.append(f"client {c.spec.index}: connection ended: {exc!r}"[:300])
 
     def _check_finished(self) -> None:
@@ -376,8 +393,9 @@ class _Worker:
                 )
                 self.readers.append(loop.create_task(self._reader(c)))
             await asyncio.wait_for(c.ready.wait(), 30)
+            self.counters[COUNTERS * self.spec.worker + CONNECTED] += 1
 
-        sem = asyncio.Semaphore(20)
+        sem = asyncio.Semaphore(CONNECTING_AT_ONCE)
 
         async def limited(c: _Client) -> None:
             async with sem:
@@ -433,13 +451,38 @@ class _Worker:
                 # 1,000 msgs/s the sends due within a millisecond go out together.
                 await asyncio.sleep(max(delay, PACING_TICK_S))
 
+    async def _heartbeats(self) -> None:
+        """Each client pings every `heartbeat_s`, client k at offset k/N of the interval, so
+        that the server sees a steady N/interval pings per second, as from real idle apps."""
+        assert self.spec.heartbeat_s
+        interval_ns = int(self.spec.heartbeat_s * 1e9)
+        live = [c for c in self.clients if c.conn is not None]
+        if not live:
+            return
+        start = time.monotonic_ns()
+        k = 0
+        while True:
+            due = start + k * interval_ns // len(live)
+            delay = (due - time.monotonic_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(max(delay, PACING_TICK_S))
+            c = live[k % len(live)]
+            ping = self.dumps({"type": "ping", "ref": k})
+            k += 1
+            # A connection the server closed is counted by `on_lost`, not here.
+            with contextlib.suppress(Exception):
+                if self.sansio:
+                    c.conn.send(ping)
+                else:
+                    await c.conn.send(ping, text=True)
+
     async def _report_progress(self) -> None:
         w = self.spec.worker
         last = (-1, -1)
         while True:
             r = self.result
-            self.counters[2 * w] = r.acked + r.errors
-            self.counters[2 * w + 1] = r.delivered
+            self.counters[COUNTERS * w + ACKED] = r.acked + r.errors
+            self.counters[COUNTERS * w + DELIVERED] = r.delivered
             if (r.acked, r.delivered) != last:
                 last = (r.acked, r.delivered)
                 self.progress_at = time.monotonic()
@@ -463,6 +506,7 @@ class _Worker:
         cpu0 = time.process_time()
         r.first_send_ns = t0
         progress = loop.create_task(self._report_progress())
+        heartbeats = loop.create_task(self._heartbeats()) if self.spec.heartbeat_s else None
         senders: list[asyncio.Task[None]] = []
         if self.spec.rate:
             senders.append(loop.create_task(self._paced(t0)))
@@ -485,8 +529,11 @@ class _Worker:
                 r.error_samples.append(f"sender failed: {t.exception()!r}"[:300])
         await asyncio.sleep(0.3)  # let late duplicates show up
         progress.cancel()
-        self.counters[2 * self.spec.worker] = r.acked + r.errors
-        self.counters[2 * self.spec.worker + 1] = r.delivered
+        if heartbeats is not None:
+            heartbeats.cancel()
+        base = COUNTERS * self.spec.worker
+        self.counters[base + ACKED] = r.acked + r.errors
+        self.counters[base + DELIVERED] = r.delivered
         for t in senders:
             t.cancel()
         self.finished.set()  # from here on, a closed connection is not an error

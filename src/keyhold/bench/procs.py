@@ -6,11 +6,17 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import resource
+import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 API = "/api/v1"
@@ -106,6 +112,72 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class OwnServer:
+    """A throwaway `keyhold serve` for one benchmark: SQLite on disk, a free loopback port, its
+    output in a log file beside the data dir. The data dir is a temp dir (removed on stop)
+    unless `home` names one (kept)."""
+
+    def __init__(self, home: Path | None, env: Mapping[str, str]) -> None:
+        self._temp_dir = None if home is not None else tempfile.mkdtemp(prefix="keyhold-bench-")
+        self.data_dir = home.resolve() if home is not None else Path(self._temp_dir or ".") / "home"
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-bench-server.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._env = dict(env)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "keyhold",
+            "serve",
+            "--home",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+        ]
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self._env)
+        _wait_http(self.url, self._process, self.log_path, 90)
+
+    def stop(self) -> None:
+        """Stop the server (the data dir stays until `close`)."""
+        if self._process is not None:
+            _stop(self._process)
+            self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+    def __enter__(self) -> OwnServer:
+        return self
+
+    def __exit__(
+        self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def raise_open_files_limit(needed: int) -> int:
+    """Raise this process's soft limit on open files (children inherit it) to at least
+    `needed`, up to the hard limit; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return needed if soft == resource.RLIM_INFINITY else soft
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
 
 
 def _git_commit() -> str | None:

@@ -13,9 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,7 +23,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from keyhold.bench.procs import _stop, _wait_http, free_port
+from keyhold.bench.procs import OwnServer
 
 console = Console()
 API = "/api/v1"
@@ -54,7 +51,9 @@ async def _measure(url: str, bogus: int) -> dict[str, Any]:
         (await http.post("/accounts", json=body)).raise_for_status()
 
         async def real_login() -> tuple[float, httpx.Response]:
-            return await _timed(http.post("/sessions", json={"username": "bench_owner", "password": PASSWORD}))
+            return await _timed(
+                http.post("/sessions", json={"username": "bench_owner", "password": PASSWORD})
+            )
 
         quiet_login, login = await real_login()
         token = login.json()["token"]
@@ -62,7 +61,9 @@ async def _measure(url: str, bogus: int) -> dict[str, Any]:
         quiet_token = [(await _timed(http.get("/account", headers=auth)))[0] for _ in range(20)]
 
         guessers = [
-            httpx.AsyncClient(base_url=base, timeout=120, transport=httpx.AsyncHTTPTransport(local_address=_address(i)))
+            httpx.AsyncClient(
+                base_url=base, timeout=120, transport=httpx.AsyncHTTPTransport(local_address=_address(i))
+            )
             for i in range(bogus)
         ]
         done = asyncio.Event()
@@ -117,25 +118,12 @@ def signin(
 ) -> None:
     """A burst of bogus sign-ins at full argon2id cost: how it is answered, and what it does to a
     real sign-in and to token-authenticated requests meanwhile."""
-    temp_dir = tempfile.mkdtemp(prefix="keyhold-bench-signin-")
-    data_dir = Path(temp_dir) / "home"
-    log_path = Path(temp_dir) / "server.log"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "keyhold", "serve", "--home", str(data_dir), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if not k.startswith("KEYHOLD_ARGON2_")},
-        )
-    try:
-        _wait_http(url, server, log_path, 90)
-        result = asyncio.run(_measure(url, bogus))
-    finally:
-        _stop(server)
+    # Full production argon2 cost: whatever the caller's environment lowers is dropped.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYHOLD_ARGON2_")}
+    with OwnServer(None, env) as server:
+        server.start()
+        result = asyncio.run(_measure(server.url, bogus))
     output = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     console.print_json(output)
     if json_out is not None:
         json_out.write_text(output + "\n")
-

@@ -1,60 +1,61 @@
-"""In-process bus for the embedded deployment: a dict of subscriber queues per user."""
+"""In-process bus for the embedded deployment: a dict of subscribers per user."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
-from keyhold.bus.base import SubscriptionClosed
-
-# A subscriber this far behind is cut off rather than allowed to grow memory without bound.
+# A subscriber this far behind (while it replays from storage) is cut off rather than allowed
+# to grow memory without bound.
 MAX_PENDING = 10_000
 
 
 class LocalSubscription:
-    def __init__(self, bus: LocalBus, user_id: int) -> None:
+    def __init__(self, bus: LocalBus, user_id: int, origin: int) -> None:
         self.user_id = user_id
+        self.origin = origin
         self._bus = bus
         self._pending: deque[tuple[int, bytes]] = deque()
-        self._wakeup = asyncio.Event()
-        self._overflowed = False
-        self._closed = False
+        self._forward: Callable[[int, bytes], None] | None = None
+        self._closed = asyncio.Event()
 
     def deliver(self, seq: int, payload: bytes) -> None:
-        if self._closed:
+        if self._closed.is_set():
             return
-        if len(self._pending) >= MAX_PENDING:
-            self._overflowed = True
+        if self._forward is not None:
+            self._forward(seq, payload)
+        elif len(self._pending) >= MAX_PENDING:
             self.close()
         else:
             self._pending.append((seq, payload))
-        self._wakeup.set()
 
-    async def get(self) -> tuple[int, bytes]:
-        while not self._pending:
-            if self._overflowed or self._closed:
-                raise SubscriptionClosed("subscriber fell behind; reconnect with since=<last seq>")
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        return self._pending.popleft()
+    def forward(self, to: Callable[[int, bytes], None]) -> None:
+        while self._pending and not self._closed.is_set():
+            to(*self._pending.popleft())
+        self._forward = to
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        if not self._closed.is_set():
+            self._closed.set()
+            self._pending.clear()
             self._bus.unsubscribe(self)
-            self._wakeup.set()
 
 
 class LocalBus:
     def __init__(self) -> None:
         self._subscribers: dict[int, set[LocalSubscription]] = {}
 
-    def publish(self, user_id: int, seq: int, payload: bytes) -> None:
+    def publish(self, user_id: int, seq: int, payload: bytes, origin: int = 0) -> None:
         for sub in tuple(self._subscribers.get(user_id, ())):
-            sub.deliver(seq, payload)
+            if not origin or sub.origin != origin:
+                sub.deliver(seq, payload)
 
-    def subscribe(self, user_id: int) -> LocalSubscription:
-        sub = LocalSubscription(self, user_id)
+    def subscribe(self, user_id: int, origin: int = 0) -> LocalSubscription:
+        sub = LocalSubscription(self, user_id, origin)
         self._subscribers.setdefault(user_id, set()).add(sub)
         return sub
 

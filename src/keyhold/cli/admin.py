@@ -7,19 +7,21 @@ import errno
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from keyhold.app import Keyhold, MissingKeyMaterial, open_key_provider
 from keyhold.cli.common import HomeOption, console, ensure_initialized, fail, settings_for, with_service
 from keyhold.cli.lock import DataDirBusy, acquire
 from keyhold.clients.terminal import command_name
 from keyhold.config import Settings
-from keyhold.core.keys import live_wraps, rewrap_all, wraps_by_kek_version
 from keyhold.crypto.keyprovider import KeyFileProvider
+
+# The server's modules load only inside the commands that use them (see cli/common.py).
+if TYPE_CHECKING:
+    from keyhold.app import Keyhold
 
 user_app = typer.Typer(help="Manage member accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Region key-encryption keys (KEKs): status and rotation.", no_args_is_help=True)
@@ -35,6 +37,8 @@ class LogLevel(enum.StrEnum):
 
 
 def key_provider(settings: Settings) -> KeyFileProvider:
+    from keyhold.app import MissingKeyMaterial, open_key_provider
+
     try:
         return open_key_provider(settings)
     except MissingKeyMaterial as exc:
@@ -155,6 +159,8 @@ def user_disable(username: str, home: HomeOption = None) -> None:
 @keys_app.command("status")
 def keys_status(home: HomeOption = None) -> None:
     """KEK versions per region and how many conversation keys each wraps."""
+    from keyhold.core.keys import wraps_by_kek_version
+
     settings = settings_for(home)
     provider = key_provider(settings)
     counts = with_service(settings, lambda svc: wraps_by_kek_version(svc.engine))
@@ -173,6 +179,8 @@ def keys_rotate(
 ) -> None:
     """Add a new KEK version and rewrap every conversation key under it. Old messages stay
     readable; the old KEK versions stay in the key file until nothing uses them."""
+    from keyhold.core.keys import live_wraps, rewrap_all
+
     settings = settings_for(home)
     provider = key_provider(settings)
     regions = region or list(provider.versions())

@@ -7,15 +7,18 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from keyhold.app import DataDirError, Keyhold, initialize, start_keyhold
 from keyhold.cli.lock import DataDirBusy, acquire
 from keyhold.clients.terminal import console, err, fail
 from keyhold.config import Settings, load_settings
-from keyhold.core.errors import Problem
+
+# The server's modules load only inside the commands that use them: client commands (chat,
+# staff) and `--help` start without FastAPI, SQLAlchemy and the services.
+if TYPE_CHECKING:
+    from keyhold.app import Keyhold
 
 T = TypeVar("T")
 
@@ -36,6 +39,8 @@ def settings_for(home: Path | None, **overrides: object) -> Settings:
 
 def ensure_initialized(settings: Settings, self_signed: bool = False, hostnames: list[str] | None = None) -> bool:
     """The data dir, made on first use (see `keyhold.app.initialize`); True if it was new."""
+    from keyhold.app import DataDirError, initialize
+
     try:
         new, certificate = initialize(settings, self_signed, hostnames)
     except DataDirError as exc:
@@ -58,6 +63,9 @@ def require_initialized(settings: Settings) -> None:
 def with_service(settings: Settings, fn: Callable[[Keyhold], Awaitable[T]], exclusive: bool = False) -> T:
     """Run `fn` against the data dir in-process. `exclusive` commands append events or
     access-log entries and so must not run beside a server on the same data dir."""
+    from keyhold.app import DataDirError, start_keyhold
+    from keyhold.core.errors import Problem
+
     if exclusive:
         try:
             _lock = acquire(settings.home, "keyhold " + " ".join(sys.argv[1:3]))

@@ -8,17 +8,18 @@ rest, events recorded for every member's stream. Running it again changes nothin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from keyhold.app import Keyhold
 from keyhold.cli.common import HomeOption, console, ensure_initialized, fail, settings_for, with_service
-from keyhold.cli.demo_governance import seed_governance
 from keyhold.clients.terminal import command_name
-from keyhold.core.accounts import Member
-from keyhold.core.messages import SendRequest
+
+# The server's modules load only inside the commands that use them (see cli/common.py).
+if TYPE_CHECKING:
+    from keyhold.app import Keyhold
+    from keyhold.core.accounts import Member
 
 # Public by design: it is printed for newcomers. Never use the demo on a reachable server.
 DEMO_PASSWORD = "keyhold-demo"  # noqa: S105
@@ -180,6 +181,8 @@ async def _find_group(svc: Keyhold, member: Member, title: str, people: set[str]
 async def _ensure_conversation(
     svc: Keyhold, demo: DemoConversation, members: dict[str, Member], report: SeedReport
 ) -> int | None:
+    from keyhold.core.messages import SendRequest
+
     people = (demo.starter, *demo.others)
     label = demo.title or " & ".join(people)
     missing = [p for p in people if p not in members]
@@ -214,6 +217,8 @@ async def _ensure_conversation(
 
 
 async def seed(svc: Keyhold, password: str = DEMO_PASSWORD) -> SeedReport:
+    from keyhold.cli.demo_governance import seed_governance
+
     """Create the demo users, friendships and conversations that do not exist yet."""
     report = SeedReport()
     members = await _ensure_users(svc, password, report)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.table import Table
 
-from keyhold.app import Keyhold
 from keyhold.cli.common import (
     HomeOption,
     console,
@@ -21,8 +20,11 @@ from keyhold.cli.common import (
     with_service,
 )
 from keyhold.crypto.signing import ServiceSigner
-from keyhold.governance.audit import verify_stored_log
-from keyhold.governance.staff import ROLES
+from keyhold.governance.roles import ROLES
+
+# The server's modules load only inside the commands that use them (see cli/common.py).
+if TYPE_CHECKING:
+    from keyhold.app import Keyhold
 
 staff_app = typer.Typer(
     help="Staff accounts (moderator, legal, auditor, admin), each bound to a region.", no_args_is_help=True
@@ -76,6 +78,8 @@ def staff_totp_reset(username: str, home: HomeOption = None) -> None:
 @audit_app.command("verify")
 def audit_verify(home: HomeOption = None) -> None:
     """Re-derive the access log from storage; exit 1 naming the first entry that does not match."""
+    from keyhold.governance.audit import verify_stored_log
+
     settings = settings_for(home)
     require_initialized(settings)
     try:

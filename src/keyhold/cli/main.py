@@ -12,6 +12,7 @@ from __future__ import annotations
 import typer
 
 from keyhold.bench.access import access as bench_access
+from keyhold.bench.connections import connections as bench_connections
 from keyhold.bench.delivery import delivery as bench_delivery
 from keyhold.bench.signin import signin as bench_signin
 from keyhold.cli.admin import init, keys_app, serve, user_app
@@ -46,6 +47,7 @@ app.add_typer(demo_app, name="demo")
 
 bench_app = typer.Typer(help="Benchmarks (figures and how they were taken: docs/benchmarks.md).", no_args_is_help=True)
 bench_app.command("delivery")(bench_delivery)
+bench_app.command("connections")(bench_connections)
 bench_app.command("access")(bench_access)
 bench_app.command("signin")(bench_signin)
 app.add_typer(bench_app, name="bench")

@@ -10,10 +10,8 @@ from typing import Annotated
 
 import orjson
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from keyhold.cli.common import HomeOption, console, fail, require_initialized, settings_for
-from keyhold.governance.transparency import period_bounds, render_html, report_from_storage
 
 transparency_app = typer.Typer(
     help="Transparency reports computed from the access log (recomputable by any auditor).",
@@ -35,6 +33,11 @@ def report(
 ) -> None:
     """Legal requests, user reports and staff content accesses of a period, from the access log
     as of its newest signed tree head (the report names that head's size and root)."""
+    # Loaded here, not at the top: see cli/common.py.
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from keyhold.governance.transparency import period_bounds, render_html, report_from_storage
+
     try:
         period_bounds(period)
     except ValueError as exc:

@@ -21,7 +21,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from keyhold.clients.terminal import command_name, console, fail, server_url
+from keyhold.clients.terminal import ServerUrlOption, command_name, console, fail, server_url
 from keyhold.sdk import KeyholdConnectionError, KeyholdError
 from keyhold.sdk.staff import LegalRequest, StaffClient
 
@@ -142,14 +142,7 @@ def refused_if(case: dict[str, Any], what: str) -> None:
 
 def staff_login(
     username: Annotated[str, typer.Option(help="Your staff username.")],
-    url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="KEYHOLD_URL",
-            help="The Keyhold server, e.g. https://keyhold.example; default http://127.0.0.1:$KEYHOLD_PORT (8000).",
-            show_default=False,
-        ),
-    ] = None,
+    url: ServerUrlOption = None,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
     ] = False,

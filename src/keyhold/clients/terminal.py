@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -49,6 +49,18 @@ def command_name() -> str:
     if found and Path(found).resolve() == script.resolve():
         return script.name
     return _shortest(script.absolute())
+
+
+# The `--url` option of every client command: typer falls back to $KEYHOLD_URL, then
+# `server_url` to this machine on $KEYHOLD_PORT.
+ServerUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="KEYHOLD_URL",
+        help="The Keyhold server (https://… for TLS); default http://127.0.0.1:$KEYHOLD_PORT (8000).",
+        show_default=False,
+    ),
+]
 
 
 def server_url(url: str | None) -> str:

@@ -1,20 +1,21 @@
 """Delivery to a member's stream: every event after `since`, replayed from storage, then live
 from the bus, each exactly once and in `seq` order.
 
-Subscribed first, replayed second: anything committed meanwhile is in the subscription and is
-skipped if the replay already carried it. A subscriber that falls too far behind is cut off
-(the stream ends) and resumes from storage with `since`.
+Subscribed first, replayed second: anything committed meanwhile is queued in the subscription
+and skipped if the replay already carried it. Live events then go straight from the bus to the
+stream's outbox. A subscriber that falls too far behind is cut off (the stream ends) and
+resumes from storage with `since`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyhold.bus.base import Bus, SubscriptionClosed
+from keyhold.bus.base import Bus
 from keyhold.core.accounts import Member
 from keyhold.core.messages import MessageService
 from keyhold.core.writer import PendingEvent, render_event
@@ -35,30 +36,33 @@ class Delivery:
         None (live only). A position ahead of the log (a client of a restored server) would
         silence the stream: it is brought back to the log's end."""
         async with self._engine.connect() as conn:
-            latest = (await event_store.last_seqs(conn, [member.id])).get(member.id, 0)
+            latest = (await conn.run_sync(event_store.last_seqs, [member.id])).get(member.id, 0)
         return latest if since is None else min(since, latest)
 
-    async def frames(self, member: Member, since: int) -> AsyncIterator[bytes]:
-        """The member's events after `since` as rendered frames: the replay, a `ready` frame
-        with the position reached, then live events until the subscriber falls behind."""
-        subscription = self._bus.subscribe(member.id)
+    async def deliver(self, member: Member, since: int, origin: int, push: Callable[[bytes], None]) -> None:
+        """Push the member's events after `since` as rendered frames: the replay, a `ready`
+        frame with the position reached, then live events as they are published (those that
+        answer `origin`, the stream's own sends, left out). Returns when the subscription is
+        cut off (the member fell behind); the caller cancels it to stop."""
+        subscription = self._bus.subscribe(member.id, origin)
         try:
             last = since
             while True:
                 page = await self.page(member, last)
                 for seq, payload in page:
-                    yield payload
+                    push(payload)
                     last = seq
                 if len(page) < self._page_size:
                     break
-            yield orjson.dumps({"type": "ready", "seq": last})
-            while True:
-                seq, payload = await subscription.get()
-                if seq > last:
-                    yield payload
-                    last = seq
-        except SubscriptionClosed:
-            return
+            push(orjson.dumps({"type": "ready", "seq": last}))
+            replayed = last
+
+            def live(seq: int, payload: bytes) -> None:
+                if seq > replayed:  # committed during the replay: sent already
+                    push(payload)
+
+            subscription.forward(live)
+            await subscription.wait_closed()
         finally:
             subscription.close()
 

@@ -3,14 +3,20 @@
 This module opens DEKs for the service's own work on behalf of participants (sealing new
 messages, showing history to members). Staff never come through here: content for a
 non-participant is opened only by `governance.access`.
+
+`key_for` and `new_epoch` are synchronous (a sync `Connection`): batches of sends use them on
+the writer's database thread, async code through `AsyncConnection.run_sync`. The cache is
+shared by both threads, hence its lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyhold.clock import now_ms
 from keyhold.core.errors import Problem
@@ -24,10 +30,9 @@ class ConversationKeys:
         self.provider = provider
         self._cache: OrderedDict[tuple[int, int], ConversationKey] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()
 
-    async def new_epoch(
-        self, conn: AsyncConnection, conversation_id: int, epoch: int, regions: Iterable[str]
-    ) -> ConversationKey:
+    def new_epoch(self, conn: Connection, conversation_id: int, epoch: int, regions: Iterable[str]) -> ConversationKey:
         """Make and store (inside the caller's transaction) the DEK of a new epoch."""
         dek = new_data_key()
         context = wrap_context(conversation_id, epoch)
@@ -45,17 +50,18 @@ class ConversationKeys:
                     "created_ms": created,
                 }
             )
-        await key_store.insert_wraps(conn, rows)
+        key_store.insert_wraps(conn, rows)
         key = ConversationKey(conversation_id, epoch, dek)
         self._remember(key)
         return key
 
-    async def key_for(self, conn: AsyncConnection, conversation_id: int, epoch: int) -> ConversationKey:
-        cached = self._cache.get((conversation_id, epoch))
-        if cached is not None:
-            self._cache.move_to_end((conversation_id, epoch))
-            return cached
-        wraps = await key_store.wraps_for(conn, conversation_id, epoch)
+    def key_for(self, conn: Connection, conversation_id: int, epoch: int) -> ConversationKey:
+        with self._lock:
+            cached = self._cache.get((conversation_id, epoch))
+            if cached is not None:
+                self._cache.move_to_end((conversation_id, epoch))
+                return cached
+        wraps = key_store.wraps_for(conn, conversation_id, epoch)
         live = [w for w in wraps if w.wrapped_dek is not None]
         if not live:
             raise Problem(
@@ -75,13 +81,15 @@ class ConversationKeys:
         return key
 
     def forget_conversation(self, conversation_id: int) -> None:
-        for cached in [k for k in self._cache if k[0] == conversation_id]:
-            del self._cache[cached]
+        with self._lock:
+            for cached in [k for k in self._cache if k[0] == conversation_id]:
+                del self._cache[cached]
 
     def _remember(self, key: ConversationKey) -> None:
-        self._cache[(key.conversation_id, key.epoch)] = key
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[(key.conversation_id, key.epoch)] = key
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
 
 async def rewrap_all(

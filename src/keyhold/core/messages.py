@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import MessageIds, iso, now_ms
@@ -77,6 +78,9 @@ class SendRequest:
     # The digest of the token the send came with (see `accounts.Member.session`): checked in
     # the transaction that would store the message, so a revoked session stores nothing.
     session: bytes = b""
+    # The stream connection the send came from (0: not a stream), which is not sent the
+    # message back as `message.new`: its `ack` carries the message already.
+    origin: int = 0
 
 
 def render_message(
@@ -140,29 +144,30 @@ class MessageService:
             raise result
         return dict(result.message)
 
-    async def _commit_sends(
-        self, conn: AsyncConnection, batch: list[SendRequest], sink: EventSink
-    ) -> list[Sent | Problem]:
-        """Writer batch handler: one transaction for every send in `batch`."""
+    def _commit_sends(self, conn: Connection, batch: list[SendRequest], sink: EventSink) -> list[Sent | Problem]:
+        """Writer batch handler: one transaction for every send in `batch`, run whole on the
+        writer's database thread (synchronous code: no trip back to the event loop until the
+        commit)."""
         now = now_ms()
+        sent_at = iso(now)  # one timestamp for the whole batch: it commits as one
         sessions = {r.session for r in batch if r.session}
-        found = await account_store.session_users(conn, sessions) if sessions else {}
+        found = account_store.session_users(conn, sessions) if sessions else {}
         live = {s for s in sessions if session_refusal(found.get(s), now) is None}
         idems = {f"{r.sender_id}:{r.idempotency_key}" for r in batch if r.idempotency_key}
-        earlier = await store.by_idempotency(conn, idems) if idems else {}
+        earlier = store.by_idempotency(conn, idems) if idems else {}
         conv_ids = {r.conversation_id for r in batch}
-        states = await store.conversation_states(conn, conv_ids)
-        members = await store.active_members(conn, conv_ids)
+        states = store.conversation_states(conn, conv_ids)
+        members = store.active_members(conn, conv_ids)
         att_ids = {r.attachment_id for r in batch if r.attachment_id}
-        attachments = await store.attachments_by_ids(conn, att_ids) if att_ids else {}
-        used = await store.attachments_in_use(conn, att_ids) if att_ids else set()
+        attachments = store.attachments_by_ids(conn, att_ids) if att_ids else {}
+        used = store.attachments_in_use(conn, att_ids) if att_ids else set()
 
         epochs = {
             cid: EpochState(s.current_epoch, s.epoch_messages, s.epoch_started_ms)
             for cid, s in states.items()
         }
         batch_idems: dict[str, Sent] = {}
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         results: list[Sent | Problem] = []
         for req in batch:
             if req.session and req.session not in live:
@@ -177,9 +182,7 @@ class MessageService:
             if idem is not None and (idem in earlier or idem in batch_idems):
                 # A retry: the first send with this key answers it, if it went to the same place.
                 stored = earlier.get(idem)
-                first = (
-                    Sent.of(await self._render_row(conn, stored)) if stored is not None else batch_idems[idem]
-                )
+                first = Sent.of(self._render_row(conn, stored)) if stored is not None else batch_idems[idem]
                 if first.message["conversation_id"] != req.conversation_id:
                     results.append(conflict("this idempotency key was already used for another conversation"))
                 else:
@@ -199,32 +202,24 @@ class MessageService:
                     results.append(conflict("the attachment was already sent or deleted"))
                     continue
                 used.add(req.attachment_id)
-                attachment = await self._attachment_meta(conn, att)
+                attachment = self._attachment_meta(conn, att)
             epoch = epochs[req.conversation_id]
-            key = await self._current_key(conn, req.conversation_id, epoch, conv_members, now)
+            key = self._current_key(conn, req.conversation_id, epoch, conv_members, now)
             message_id = self._ids.next()
+            kind = "attachment" if attachment else "text"
+            body = key.seal_message(message_id, req.sender_id, req.text.encode())
+            # In store.messages.NEW_MESSAGE_COLUMNS order.
             rows.append(
-                {
-                    "id": message_id,
-                    "conversation_id": req.conversation_id,
-                    "sender_id": req.sender_id,
-                    "epoch": key.epoch,
-                    "idem": idem,
-                    "kind": "attachment" if attachment else "text",
-                    "body": key.seal_message(message_id, req.sender_id, req.text.encode()),
-                    "attachment_id": req.attachment_id,
-                    "sent_ms": now,
-                    "deleted_ms": None,
-                }
+                (message_id, req.conversation_id, req.sender_id, key.epoch, idem, kind, body, req.attachment_id, now)
             )
             message = {
                 "id": message_id,
                 "conversation_id": req.conversation_id,
                 "sender": req.sender,
-                "kind": "attachment" if attachment else "text",
+                "kind": kind,
                 "text": req.text,
                 "attachment": attachment,
-                "sent_at": iso(now),
+                "sent_at": sent_at,
                 "deleted": False,
             }
             epoch.count += 1
@@ -242,19 +237,17 @@ class MessageService:
                     message_id=message_id,
                     data={},
                     message_json=sent.json,
+                    origin=req.origin,
                 )
             )
         if rows:
-            await store.insert_messages(conn, rows)
-            await store.update_conversations_after_send(
-                conn,
-                [e.row(cid) for cid, e in epochs.items() if e.changed],
-            )
+            store.insert_messages(conn, rows)
+            store.update_conversations_after_send(conn, [e.row(cid) for cid, e in epochs.items() if e.changed])
         return results
 
-    async def _current_key(
+    def _current_key(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         conversation_id: int,
         epoch: EpochState,
         member_regions: dict[int, str],
@@ -268,21 +261,21 @@ class MessageService:
         )
         if not spent:
             try:
-                return await self._keys.key_for(conn, conversation_id, epoch.epoch)
+                return self._keys.key_for(conn, conversation_id, epoch.epoch)
             except Problem as problem:
                 if problem.status != 410:
                     raise
                 # The current epoch's key was shredded: new messages get a fresh epoch.
         epoch.epoch, epoch.count, epoch.started_ms, epoch.changed = epoch.epoch + 1, 0, now, True
-        return await self._keys.new_epoch(conn, conversation_id, epoch.epoch, member_regions.values())
+        return self._keys.new_epoch(conn, conversation_id, epoch.epoch, member_regions.values())
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def _render_row(self, conn: AsyncConnection, row: AnyRow) -> dict[str, Any]:
+    def _render_row(self, conn: Connection, row: AnyRow) -> dict[str, Any]:
         if row.deleted_ms is not None or row.body is None:
             return render_message(row)
         try:
-            key = await self._keys.key_for(conn, row.conversation_id, row.epoch)
+            key = self._keys.key_for(conn, row.conversation_id, row.epoch)
         except Problem as problem:
             if problem.status == 410:  # its key was shredded: the content is gone for good
                 return render_message(row)
@@ -296,14 +289,17 @@ class MessageService:
             return {**render_message(row), "unreadable": True}
         attachment = None
         if row.attachment_id:
-            found = await store.attachments_by_ids(conn, [row.attachment_id])
+            found = store.attachments_by_ids(conn, [row.attachment_id])
             if row.attachment_id in found:
-                attachment = await self._attachment_meta(conn, found[row.attachment_id])
+                attachment = self._attachment_meta(conn, found[row.attachment_id])
         return render_message(row, text, attachment)
+
+    def _render_rows(self, conn: Connection, rows: list[AnyRow]) -> list[dict[str, Any]]:
+        return [self._render_row(conn, row) for row in rows]
 
     async def render_for_member(self, conn: AsyncConnection, rows: list[AnyRow]) -> list[dict[str, Any]]:
         """Open rows for a current member of their conversation (the caller checked membership)."""
-        return [await self._render_row(conn, row) for row in rows]
+        return await conn.run_sync(self._render_rows, rows)
 
     async def history(
         self, conn: AsyncConnection, conversation_id: int, before: int | None, after: int | None, limit: int
@@ -317,7 +313,7 @@ class MessageService:
         async def run(conn: AsyncConnection, sink: EventSink) -> dict[str, Any]:
             found = await store.by_ids(conn, [message_id])
             row = found.get(message_id)
-            members = await store.active_members(conn, [row.conversation_id]) if row else {}
+            members = await conn.run_sync(store.active_members, [row.conversation_id]) if row else {}
             if row is None or user_id not in members.get(row.conversation_id, {}):
                 raise not_found("message not found among your conversations")
             if row.sender_id != user_id:
@@ -332,8 +328,8 @@ class MessageService:
 
     # -- attachments -----------------------------------------------------------------------
 
-    async def _attachment_meta(self, conn: AsyncConnection, att: AnyRow) -> dict[str, Any]:
-        key = await self._keys.key_for(conn, att.conversation_id, att.epoch)
+    def _attachment_meta(self, conn: Connection, att: AnyRow) -> dict[str, Any]:
+        key = self._keys.key_for(conn, att.conversation_id, att.epoch)
         try:
             meta = orjson.loads(key.open_attachment(att.id, att.uploader_id, b"meta", att.sealed_meta))
         except SealError:
@@ -361,14 +357,14 @@ class MessageService:
         attachment_id = "a_" + secrets.token_urlsafe(18)
 
         async def run(conn: AsyncConnection, _sink: EventSink) -> dict[str, Any]:
-            states = await store.conversation_states(conn, [conversation_id])
-            members = await store.active_members(conn, [conversation_id])
+            states = await conn.run_sync(store.conversation_states, [conversation_id])
+            members = await conn.run_sync(store.active_members, [conversation_id])
             if conversation_id not in states or user_id not in members.get(conversation_id, {}):
                 raise not_yours("conversation")
             state = states[conversation_id]
             epoch = EpochState(state.current_epoch, state.epoch_messages, state.epoch_started_ms)
             now = now_ms()
-            key = await self._current_key(conn, conversation_id, epoch, members[conversation_id], now)
+            key = await conn.run_sync(self._current_key, conversation_id, epoch, members[conversation_id], now)
             if epoch.changed:
                 await store.start_epoch(conn, conversation_id, epoch.epoch, now)
             meta = orjson.dumps({"filename": filename, "content_type": content_type})
@@ -401,13 +397,13 @@ class MessageService:
     async def _download(
         self, conn: AsyncConnection, user_id: int, attachment_id: str
     ) -> tuple[dict[str, Any], bytes]:
-        att = (await store.attachments_by_ids(conn, [attachment_id])).get(attachment_id)
-        members = await store.active_members(conn, [att.conversation_id]) if att else {}
+        att = (await conn.run_sync(store.attachments_by_ids, [attachment_id])).get(attachment_id)
+        members = await conn.run_sync(store.active_members, [att.conversation_id]) if att else {}
         if att is None or user_id not in members.get(att.conversation_id, {}):
             raise not_found("attachment not found among your conversations")
         if att.deleted_ms is not None:
             raise Problem(410, "content-destroyed", "Content destroyed", "this attachment was deleted")
-        key = await self._keys.key_for(conn, att.conversation_id, att.epoch)
+        key = await conn.run_sync(self._keys.key_for, att.conversation_id, att.epoch)
         try:
             data = key.open_attachment(
                 attachment_id, att.uploader_id, b"data", self._blobs.read(attachment_id)
@@ -417,4 +413,4 @@ class MessageService:
             raise Problem(
                 500, "integrity", "Stored content is damaged", "this attachment cannot be opened"
             ) from exc
-        return await self._attachment_meta(conn, att), data
+        return await conn.run_sync(self._attachment_meta, att), data

@@ -109,7 +109,7 @@ class RevocationWatch:
                 for user_id in await store.restricted_since(conn, since):
                     suspects |= self._by_user.get(user_id, set())
                 suspects &= self._by_session.keys()
-                rows = await store.session_users(conn, suspects) if suspects else {}
+                rows = await conn.run_sync(store.session_users, suspects) if suspects else {}
         except BaseException:
             for entry in expired:
                 heapq.heappush(self._expiries, entry)

@@ -6,6 +6,10 @@ the writer both assigns seqs and commits, one transaction at a time. Sends arriv
 transaction is in flight are committed together in the next one (group commit): one fsync
 carries hundreds of messages, and each sender is acknowledged only after that commit.
 Events are published to the bus only after their commit.
+
+A batch of sends runs as synchronous code in one transaction on the writer's database thread
+(`store.db.Transactions`): one trip there and back per batch. Other jobs are async functions
+on the async engine.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,7 +30,7 @@ from keyhold.bus.base import Bus
 from keyhold.clock import now_ms
 from keyhold.core.errors import invalid, unavailable
 from keyhold.store import events as event_store
-from keyhold.store.db import refused_as_data, storage_unavailable
+from keyhold.store.db import Transactions, refused_as_data, storage_unavailable
 
 log = logging.getLogger("keyhold.writer")
 T = TypeVar("T")
@@ -42,6 +47,8 @@ class PendingEvent:
     message_id: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
     message_json: bytes | None = None
+    # The stream connection this event answers (see `bus.base.Bus.publish`); 0 for none.
+    origin: int = 0
 
 
 class EventSink:
@@ -67,7 +74,10 @@ def render_event(event: PendingEvent, seq: int) -> bytes:
     return orjson.dumps(body)
 
 
-BatchHandler = Callable[[AsyncConnection, list[Any], EventSink], Awaitable[list[Any]]]
+BatchHandler = Callable[[Connection, list[Any], EventSink], list[Any]]
+# What a transaction publishes once committed: (user, seq, rendered event, origin) and the
+# users' new seq counters.
+Published = tuple[list[tuple[int, int, bytes, int]], dict[int, int]]
 
 
 @dataclass
@@ -76,11 +86,13 @@ class _Job:
     batchable: Any = None
     done: Callable[[Any], None] | None = None
     future: asyncio.Future[Any] | None = None
+    answered: bool = False
 
 
 class Writer:
-    def __init__(self, engine: AsyncEngine, bus: Bus, batch_max: int) -> None:
+    def __init__(self, engine: AsyncEngine, transactions: Transactions, bus: Bus, batch_max: int) -> None:
         self._engine = engine
+        self._transactions = transactions
         self._bus = bus
         self._batch_max = batch_max
         self._queue: deque[_Job] = deque()
@@ -104,6 +116,7 @@ class Writer:
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        await self._transactions.close()
 
     def submit(self, item: Any, done: Callable[[Any], None]) -> None:
         """Queue one send; `done` gets its result or a `Problem` after the commit."""
@@ -131,13 +144,27 @@ class Writer:
                 await self._wakeup.wait()
                 continue
             job = self._queue.popleft()
-            if job.run is not None:
-                await self._run_one(job)
-                continue
             batch = [job]
-            while self._queue and self._queue[0].run is None and len(batch) < self._batch_max:
-                batch.append(self._queue.popleft())
-            await self._run_batch(batch)
+            if job.run is None:
+                while self._queue and self._queue[0].run is None and len(batch) < self._batch_max:
+                    batch.append(self._queue.popleft())
+            try:
+                await (self._run_one(job) if job.run is not None else self._run_batch(batch))
+            except Exception:
+                # A bug past the transaction (an after-commit hook, a publish) must not stop
+                # the writer: every later write would wait for ever.
+                log.exception("the writer failed past a transaction; it goes on")
+                self._fail_unanswered(batch)
+
+    @staticmethod
+    def _fail_unanswered(batch: list[_Job]) -> None:
+        # Committed or not, a retry with the same idempotency key is safe.
+        for job in batch:
+            if job.future is not None and not job.future.done():
+                job.future.set_exception(unavailable("the write failed; retry"))
+            elif job.done is not None and not job.answered:
+                job.answered = True
+                job.done(unavailable(f"the message may not be stored; {RETRY_SAME_KEY}"))
 
     async def _run_one(self, job: _Job, retried: bool = False) -> None:
         assert job.run is not None and job.future is not None
@@ -145,7 +172,7 @@ class Writer:
         try:
             async with self._engine.begin() as conn:
                 result = await job.run(conn, sink)
-                published = await self._write_events(conn, sink)
+                published = await conn.run_sync(self._write_events, sink)
         except Exception as exc:
             for undo in sink.on_rollback:
                 undo()
@@ -166,12 +193,17 @@ class Writer:
         """Commit a batch of sends. If it fails for a reason other than storage being away,
         the failing send is isolated: the batch is split and each half committed on its own,
         so that one bad item fails only itself and every other send is acknowledged."""
-        assert self._batch_handler is not None
+        handler = self._batch_handler
+        assert handler is not None
         sink = EventSink()
+        items = [j.batchable for j in batch]
+
+        def transaction(conn: Connection) -> tuple[list[Any], Published]:
+            results = handler(conn, items, sink)
+            return results, self._write_events(conn, sink)
+
         try:
-            async with self._engine.begin() as conn:
-                results = await self._batch_handler(conn, [j.batchable for j in batch], sink)
-                published = await self._write_events(conn, sink)
+            results, published = await self._transactions.run(transaction)
         except Exception as exc:
             if isinstance(exc, IntegrityError) and not retried:
                 await self._reload_after_conflict()
@@ -201,6 +233,7 @@ class Writer:
     def _answer(batch: list[_Job], results: list[Any]) -> None:
         for job, result in zip(batch, results, strict=True):
             assert job.done is not None
+            job.answered = True
             job.done(result)
 
     async def _reload_after_conflict(self) -> None:
@@ -211,43 +244,33 @@ class Writer:
         for reload in self.on_conflict:
             await reload()
 
-    async def _write_events(
-        self, conn: AsyncConnection, sink: EventSink
-    ) -> tuple[list[tuple[int, int, bytes]], dict[int, int]]:
+    def _write_events(self, conn: Connection, sink: EventSink) -> Published:
+        """Store the sink's events, each user's numbered on from their last seq. Synchronous:
+        it runs in the batch's transaction on the database thread, or through `run_sync`."""
         if not sink.pending:
             return [], {}
         users = {uid for ev in sink.pending for uid in ev.user_ids}
         missing = [uid for uid in users if uid not in self._seqs]
-        if missing:
-            self._seqs.update(await event_store.last_seqs(conn, missing))
+        known = event_store.last_seqs(conn, missing) if missing else {}
         # Counters advance in a copy: a failed transaction leaves the cache untouched.
-        seqs = {uid: self._seqs[uid] for uid in users}
-        rows: list[dict[str, Any]] = []
-        published: list[tuple[int, int, bytes]] = []
+        seqs = {uid: known[uid] if uid in known else self._seqs[uid] for uid in users}
+        rows: list[tuple[Any, ...]] = []
+        published: list[tuple[int, int, bytes, int]] = []
         created = now_ms()
         for ev in sink.pending:
             data = orjson.dumps(ev.data).decode()
             for uid in ev.user_ids:
                 seq = seqs[uid] = seqs[uid] + 1
-                rows.append(
-                    {
-                        "user_id": uid,
-                        "seq": seq,
-                        "type": ev.type,
-                        "conversation_id": ev.conversation_id,
-                        "message_id": ev.message_id,
-                        "data": data,
-                        "created_ms": created,
-                    }
-                )
-                published.append((uid, seq, render_event(ev, seq)))
-        await event_store.append(conn, rows)
-        await event_store.store_seqs(conn, seqs)
+                # In store.events.EVENT_COLUMNS order.
+                rows.append((uid, seq, ev.type, ev.conversation_id, ev.message_id, data, created))
+                published.append((uid, seq, render_event(ev, seq), ev.origin))
+        event_store.append(conn, rows)
+        event_store.store_seqs(conn, seqs)
         return published, seqs
 
-    def _after_commit(self, published: tuple[list[tuple[int, int, bytes]], dict[int, int]]) -> None:
+    def _after_commit(self, published: Published) -> None:
         events, seqs = published
         self._seqs.update(seqs)
-        for uid, seq, payload in events:
-            self._bus.publish(uid, seq, payload)
+        for uid, seq, payload, origin in events:
+            self._bus.publish(uid, seq, payload, origin)
 

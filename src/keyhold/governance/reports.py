@@ -226,7 +226,7 @@ class ReportService:
             live = [row for row in reported if row.deleted_ms is None]
             await self._erasure.erase(conn, sink, live, now)
             # Removed like a sender's delete for everyone: open clients drop the text now.
-            members = await message_store.active_members(conn, {row.conversation_id for row in live})
+            members = await conn.run_sync(message_store.active_members, {row.conversation_id for row in live})
             self._erasure.announce(sink, live, members)
         elif action == "suspend" and hours:
             for uid in offenders:

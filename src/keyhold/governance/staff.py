@@ -24,9 +24,9 @@ from keyhold.core.passwords import Passwords
 from keyhold.core.signin import SignInGuard
 from keyhold.crypto.keyprovider import KeyProvider, WrappedKey
 from keyhold.crypto.tokens import token_digest
+from keyhold.governance.roles import ROLES
 from keyhold.store import staff as store
 
-ROLES = ("moderator", "legal", "auditor", "admin")
 STAFF_TOKEN_PREFIX = "ks_"  # noqa: S105 - a marker for secret scanners, not a secret
 
 

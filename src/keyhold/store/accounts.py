@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, LargeBinary, and_, delete, insert, literal, select, update
+from sqlalchemy import BigInteger, LargeBinary, and_, bindparam, delete, insert, literal, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from keyhold.store.db import db_now_ms
+from keyhold.store.db import DriverStatement, db_now_ms
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import follows, sessions, users
 
@@ -106,10 +107,13 @@ async def session_user(conn: AsyncConnection, token_hash: bytes) -> AnyRow | Non
     return result.first()
 
 
-async def session_users(conn: AsyncConnection, token_hashes: Collection[bytes]) -> dict[bytes, AnyRow]:
-    """The session-and-account rows of these tokens (unknown ones are absent)."""
-    result = await conn.execute(_SESSION_USER.where(sessions.c.token_hash.in_(list(token_hashes))))
-    return {bytes(row.token_hash): row for row in result}
+_SESSION_USERS = DriverStatement(_SESSION_USER.where(sessions.c.token_hash.in_(bindparam("hashes", expanding=True))))
+
+
+def session_users(conn: Connection, token_hashes: Collection[bytes]) -> dict[bytes, AnyRow]:
+    """The session-and-account rows of these tokens (unknown ones are absent). Synchronous:
+    a batch of sends checks its sessions on the writer's database thread."""
+    return {bytes(row.token_hash): row for row in _SESSION_USERS.execute(conn, hashes=list(token_hashes))}
 
 
 # Revocations and restrictions are stamped with the database's clock: open streams are found

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, event
+from sqlalchemy import BigInteger, CursorResult, Table, event
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.functions import FunctionElement
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -41,6 +47,133 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, hide_parameters=True)
+
+
+class Transactions(Protocol):
+    """Where the writer runs a transaction of synchronous code (`fn(conn)`), committed on
+    return, rolled back on an exception."""
+
+    async def run(self, fn: Callable[[Connection], T]) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+def _driver_leaves_transactions_to_us(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # sqlite3 would begin only at the first write
+
+
+def _begin_immediate(conn: Connection) -> None:
+    # The write lock first: everything the transaction reads is what it writes over.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class ThreadTransactions:
+    """SQLite: one dedicated thread with its own connection runs each transaction whole, so a
+    batch of sends costs one trip to the database thread and back, not one per statement and
+    fetch (aiosqlite's way, each trip waiting for a turn of the event loop). The event loop
+    stays free meanwhile: sqlite3 releases the GIL while it works and syncs."""
+
+    def __init__(self, url: str) -> None:
+        self._engine: Engine = create_sync_engine(
+            url.replace("sqlite+aiosqlite:", "sqlite+pysqlite:", 1),
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+        )
+        event.listen(self._engine, "connect", _sqlite_pragmas)
+        event.listen(self._engine, "connect", _driver_leaves_transactions_to_us)
+        event.listen(self._engine, "begin", _begin_immediate)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyhold-db-writer")
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, fn)
+
+    def _transaction(self, fn: Callable[[Connection], T]) -> T:
+        with self._engine.begin() as conn:
+            return fn(conn)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._engine.dispose)
+        self._thread.shutdown(wait=True)
+
+
+class EngineTransactions:
+    """Any other database: the synchronous code runs on the async engine's connection
+    (SQLAlchemy's greenlet bridge), each statement one round trip to the server."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        async with self._engine.begin() as conn:
+            return await conn.run_sync(fn)
+
+    async def close(self) -> None:
+        return None
+
+
+def writer_transactions(url: str, engine: AsyncEngine) -> Transactions:
+    return ThreadTransactions(url) if url.startswith("sqlite") else EngineTransactions(engine)
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(table: str, columns: tuple[str, ...], paramstyle: str) -> str:
+    if paramstyle == "qmark":
+        marks = ", ".join("?" for _ in columns)
+    elif paramstyle == "numeric_dollar":
+        marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    else:
+        raise ValueError(f"no insert SQL for paramstyle {paramstyle}")
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+
+
+def insert_tuples(conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert rows given as tuples in `columns` order, as one executemany of the driver's own
+    SQL: no statement compiling and no per-row parameter processing, which the send path,
+    inserting thousands of rows a second, would otherwise pay row by row. Only for columns
+    whose values the driver takes as they are (integers, text, bytes, None)."""
+    if rows:
+        dialect: Dialect = conn.dialect
+        conn.exec_driver_sql(_insert_sql(table.name, columns, dialect.paramstyle), list(rows))
+
+
+class DriverStatement:
+    """A Core statement run as the driver's own SQL, compiled once per dialect and per length
+    of each IN list (`bindparam(name, expanding=True)`): for the send path, where
+    SQLAlchemy's work per execution (cache key, parameter processing, result set-up) costs
+    several times the query itself (measured on SQLite: 134 µs against 35 µs). The statement
+    is still written once, in Core; values go to the driver as they are (integers, text,
+    bytes), and rows come back as the driver gives them (SQLite booleans as 0 and 1)."""
+
+    def __init__(self, statement: Executable) -> None:
+        self._statement = statement
+        self._compiled: dict[tuple[str, str, tuple[tuple[str, int], ...]], tuple[str, list[tuple[str, int]]]] = {}
+
+    def execute(self, conn: Connection, **params: Any) -> CursorResult[Any]:
+        lengths = tuple(sorted((k, len(v)) for k, v in params.items() if isinstance(v, list | tuple)))
+        key = (conn.dialect.name, conn.dialect.paramstyle, lengths)
+        found = self._compiled.get(key)
+        if found is None:
+            found = self._compiled[key] = self._compile(conn.dialect, params)
+        sql, layout = found
+        values = tuple(params[name] if index < 0 else params[name][index] for name, index in layout)
+        return conn.exec_driver_sql(sql, values)
+
+    def _compile(self, dialect: Dialect, params: dict[str, Any]) -> tuple[str, list[tuple[str, int]]]:
+        # Expand with a distinct marker per value, then read back where each marker went.
+        markers: dict[int, tuple[str, int]] = {}
+        dummy: dict[str, Any] = {}
+        for name, value in params.items():
+            if isinstance(value, list | tuple):
+                dummy[name] = [object() for _ in value]
+                markers.update({id(m): (name, index) for index, m in enumerate(dummy[name])})
+            else:
+                dummy[name] = object()
+                markers[id(dummy[name])] = (name, -1)
+        statement: Any = self._statement
+        expanded = statement.compile(dialect=dialect).construct_expanded_state(dummy)
+        if expanded.positiontup is None:
+            raise ValueError(f"{dialect.name} is not a positional dialect")
+        return expanded.statement, [markers[id(expanded.parameters[name])] for name in expanded.positiontup]
 
 
 class db_now_ms(FunctionElement[int]):

@@ -6,18 +6,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import conversation_keys as ck
 
-
-async def insert_wraps(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    await conn.execute(ck.insert(), list(rows))
+# Synchronous: a new epoch can start inside a batch of sends (see `store.messages`).
 
 
-async def wraps_for(conn: AsyncConnection, conversation_id: int, epoch: int) -> Sequence[AnyRow]:
-    result = await conn.execute(
+def insert_wraps(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    conn.execute(ck.insert(), list(rows))
+
+
+def wraps_for(conn: Connection, conversation_id: int, epoch: int) -> Sequence[AnyRow]:
+    result = conn.execute(
         select(ck.c.region, ck.c.kek_version, ck.c.wrapped_dek).where(
             ck.c.conversation_id == conversation_id, ck.c.epoch == epoch
         )

@@ -1,4 +1,9 @@
-"""Queries on messages, attachments and the conversation rows the message writer touches."""
+"""Queries on messages, attachments and the conversation rows the message writer touches.
+
+The send path's queries are synchronous (`Connection`): a batch of sends runs whole on the
+writer's database thread (see `store.db.Transactions`); async callers reach them through
+`AsyncConnection.run_sync`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.db import DriverStatement, insert_tuples
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import attachments, conversations, members, messages, users
 
@@ -26,11 +33,30 @@ MESSAGE_COLUMNS = (
 _FROM = messages.join(users, users.c.id == messages.c.sender_id)
 
 
-async def by_idempotency(conn: AsyncConnection, idems: Iterable[str]) -> dict[str, AnyRow]:
-    result = await conn.execute(
-        select(messages.c.idem, *MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.idem.in_(list(idems)))
-    )
-    return {row.idem: row for row in result}
+# The send path's reads, run as driver SQL (see `store.db.DriverStatement`).
+_BY_IDEMPOTENCY = DriverStatement(
+    select(messages.c.idem, *MESSAGE_COLUMNS)
+    .select_from(_FROM)
+    .where(messages.c.idem.in_(bindparam("idems", expanding=True)))
+)
+_CONVERSATION_STATES = DriverStatement(
+    select(
+        conversations.c.id,
+        conversations.c.encryption,
+        conversations.c.current_epoch,
+        conversations.c.epoch_messages,
+        conversations.c.epoch_started_ms,
+    ).where(conversations.c.id.in_(bindparam("ids", expanding=True)))
+)
+_ACTIVE_MEMBERS = DriverStatement(
+    select(members.c.conversation_id, members.c.user_id, users.c.region)
+    .select_from(members.join(users, users.c.id == members.c.user_id))
+    .where(members.c.conversation_id.in_(bindparam("ids", expanding=True)), members.c.left_ms.is_(None))
+)
+
+
+def by_idempotency(conn: Connection, idems: Iterable[str]) -> dict[str, AnyRow]:
+    return {row.idem: row for row in _BY_IDEMPOTENCY.execute(conn, idems=list(idems))}
 
 
 async def by_ids(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, AnyRow]:
@@ -40,34 +66,25 @@ async def by_ids(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, AnyRow]
     return {row.id: row for row in result}
 
 
-async def conversation_states(conn: AsyncConnection, ids: Iterable[int]) -> dict[int, AnyRow]:
-    result = await conn.execute(
-        select(
-            conversations.c.id,
-            conversations.c.encryption,
-            conversations.c.current_epoch,
-            conversations.c.epoch_messages,
-            conversations.c.epoch_started_ms,
-        ).where(conversations.c.id.in_(list(ids)))
-    )
-    return {row.id: row for row in result}
+def conversation_states(conn: Connection, ids: Iterable[int]) -> dict[int, AnyRow]:
+    return {row.id: row for row in _CONVERSATION_STATES.execute(conn, ids=list(ids))}
 
 
-async def active_members(conn: AsyncConnection, conversation_ids: Iterable[int]) -> dict[int, dict[int, str]]:
+def active_members(conn: Connection, conversation_ids: Iterable[int]) -> dict[int, dict[int, str]]:
     """conversation id -> {member user id: member region}, current members only."""
-    result = await conn.execute(
-        select(members.c.conversation_id, members.c.user_id, users.c.region)
-        .select_from(members.join(users, users.c.id == members.c.user_id))
-        .where(members.c.conversation_id.in_(list(conversation_ids)), members.c.left_ms.is_(None))
-    )
     found: dict[int, dict[int, str]] = {}
-    for conversation_id, user_id, region in result:
-        found.setdefault(conversation_id, {})[user_id] = region
+    for row in _ACTIVE_MEMBERS.execute(conn, ids=list(conversation_ids)):
+        found.setdefault(row.conversation_id, {})[row.user_id] = row.region
     return found
 
 
-async def insert_messages(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    await conn.execute(messages.insert(), list(rows))
+# The order of a message row's values (see `insert_messages`).
+NEW_MESSAGE_COLUMNS = ("id", "conversation_id", "sender_id", "epoch", "idem", "kind", "body", "attachment_id", "sent_ms")
+
+
+def insert_messages(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """New messages as tuples in `NEW_MESSAGE_COLUMNS` order."""
+    insert_tuples(conn, messages, NEW_MESSAGE_COLUMNS, rows)
 
 
 async def start_epoch(conn: AsyncConnection, conversation_id: int, epoch: int, at_ms: int) -> None:
@@ -90,8 +107,8 @@ _CONVERSATION_AFTER_SEND = (
 )
 
 
-async def update_conversations_after_send(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    await conn.execute(_CONVERSATION_AFTER_SEND, list(rows))
+def update_conversations_after_send(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    conn.execute(_CONVERSATION_AFTER_SEND, list(rows))
 
 
 async def page(
@@ -143,13 +160,13 @@ async def purge_hidden(conn: AsyncConnection, conversation_ids: Iterable[int]) -
     return attachment_ids
 
 
-async def attachments_by_ids(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, AnyRow]:
-    result = await conn.execute(select(attachments).where(attachments.c.id.in_(list(ids))))
+def attachments_by_ids(conn: Connection, ids: Iterable[str]) -> dict[str, AnyRow]:
+    result = conn.execute(select(attachments).where(attachments.c.id.in_(list(ids))))
     return {row.id: row for row in result}
 
 
-async def attachments_in_use(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
-    result = await conn.execute(
+def attachments_in_use(conn: Connection, ids: Iterable[str]) -> set[str]:
+    result = conn.execute(
         select(messages.c.attachment_id).where(messages.c.attachment_id.in_(list(ids)))
     )
     return {row[0] for row in result}

@@ -14,7 +14,7 @@ import typer
 from keyhold.clients.chat.io import Lines, PipedLines, Screen, TerminalLines
 from keyhold.clients.chat.session import Chat
 from keyhold.clients.chat.text import DEFAULT_PAGE, detail, fatal
-from keyhold.clients.terminal import console, server_url
+from keyhold.clients.terminal import ServerUrlOption, console, server_url
 from keyhold.sdk import Client, KeyholdConnectionError, KeyholdError
 
 STREAM_OPEN_TIMEOUT = 30.0
@@ -101,14 +101,7 @@ def _restore_terminal(state: Any) -> None:
 
 
 def chat(
-    url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="KEYHOLD_URL",
-            help="The Keyhold server (https://… for TLS); default http://127.0.0.1:$KEYHOLD_PORT (8000).",
-            show_default=False,
-        ),
-    ] = None,
+    url: ServerUrlOption = None,
     username: Annotated[
         str | None,
         typer.Option("--username", "-u", help="Sign in as this member (asked for if omitted)."),
