@@ -23,6 +23,7 @@ from keyhold.config import CONFIG_FILE, Settings, render_config
 from keyhold.core.accounts import AccountService
 from keyhold.core.conversations import ConversationService
 from keyhold.core.delivery import Delivery
+from keyhold.core.devices import DeviceService
 from keyhold.core.erasure import Erasure
 from keyhold.core.groups import GroupService
 from keyhold.core.keys import ConversationKeys
@@ -50,6 +51,7 @@ class Keyhold:
     writer: Writer
     keys: ConversationKeys
     accounts: AccountService
+    devices: DeviceService
     conversations: ConversationService
     groups: GroupService
     messages: MessageService
@@ -166,13 +168,15 @@ async def start_keyhold(
     writer.start()
     governance = await start_governance(settings, engine, writer, provider, passwords, signin, erasure, blobs)
     conversations = ConversationService(engine, writer, messages, keys, erasure, settings)
+    accounts = AccountService(engine, passwords, signin, settings)
     return Keyhold(
         settings=settings,
         engine=engine,
         bus=bus,
         writer=writer,
         keys=keys,
-        accounts=AccountService(engine, passwords, signin, settings),
+        accounts=accounts,
+        devices=DeviceService(engine, accounts),
         conversations=conversations,
         groups=GroupService(writer, conversations, settings),
         messages=messages,

@@ -9,6 +9,7 @@ that containers need no file edits.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -30,6 +31,9 @@ class Settings:
     max_attachment_bytes: int = 10 * 1024 * 1024
     max_group_members: int = 32
     token_ttl_seconds: int = 30 * 24 * 3600
+    # The server's name in full member ids (`@alice:keyhold.local`), as end-to-end encryption
+    # names people; a DNS name the deployment controls. Changing it renames every member there.
+    server_name: str = "keyhold.local"
     staff_session_seconds: int = 3600
     # Messages before and after each reported message that a report case opens to its moderator.
     report_context_messages: int = 10
@@ -114,10 +118,14 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
     settings = replace(base, **coerced)
     if "*" in settings.trusted_proxies.split(","):
         raise ValueError("trusted_proxies cannot be '*': name the proxies' addresses")
+    if not _SERVER_NAME.fullmatch(settings.server_name):
+        raise ValueError(f"server_name {settings.server_name!r} is not a DNS name (letters, digits, '-', '.')")
     if settings.default_region not in settings.regions:
         raise ValueError(f"default_region {settings.default_region!r} is not one of {settings.regions}")
     return settings
 
+
+_SERVER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
 
 # Settings that come from the environment of tests and benchmarks are not frozen into the file.
 _NOT_PERSISTED = {

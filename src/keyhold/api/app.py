@@ -11,7 +11,14 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import keyhold
-from keyhold.api import routes_accounts, routes_conversations, routes_staff, routes_transparency, stream
+from keyhold.api import (
+    routes_accounts,
+    routes_conversations,
+    routes_devices,
+    routes_staff,
+    routes_transparency,
+    stream,
+)
 from keyhold.api.deps import Service, Services
 from keyhold.api.docs import install_api_docs
 from keyhold.api.problems import BodySizeLimit, install_problem_handlers
@@ -84,6 +91,7 @@ def create_app(settings: Settings, start: Callable[[Settings], Awaitable[Service
     routers = (
         health,
         routes_accounts.router,
+        routes_devices.router,
         routes_conversations.router,
         routes_staff.router,
         routes_transparency.router,

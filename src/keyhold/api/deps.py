@@ -10,6 +10,7 @@ from keyhold.config import Settings
 from keyhold.core.accounts import AccountService, Member
 from keyhold.core.conversations import ConversationService
 from keyhold.core.delivery import Delivery
+from keyhold.core.devices import DeviceService
 from keyhold.core.errors import unauthorized
 from keyhold.core.groups import GroupService
 from keyhold.core.messages import MessageService
@@ -24,6 +25,7 @@ class Services(Protocol):
 
     settings: Settings
     accounts: AccountService
+    devices: DeviceService
     conversations: ConversationService
     groups: GroupService
     messages: MessageService

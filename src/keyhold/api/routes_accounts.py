@@ -31,7 +31,9 @@ async def register(body: RegisterBody, svc: Service) -> dict[str, Any]:
     summary="Log in: returns an opaque bearer token (throttled per client address and per account)",
 )
 async def login(body: LoginBody, request: Request, svc: Service) -> dict[str, Any]:
-    return await svc.accounts.login(body.username, body.password, client_address(request))
+    return await svc.accounts.login(
+        body.username, body.password, client_address(request), body.device_id, body.device_name
+    )
 
 
 @router.delete("/sessions/current", status_code=204, summary="Log out this token (its open streams close)")

@@ -60,8 +60,25 @@ class RegisterBody(Body):
     region: Annotated[Text, Field(max_length=16)]
 
 
+# A device id: what the client chose at sign-in (Matrix clients use letters and digits);
+# printable and short, since it names the device in keys and to-device messages.
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.=-]{1,64}$"
+DeviceId = Annotated[Text, StringConstraints(pattern=DEVICE_ID_PATTERN)]
+DeviceName = Annotated[Text, Field(min_length=1, max_length=100)]
+
+
 class LoginBody(Body):
     username: Username
+    password: Annotated[Text, Field(max_length=1024)]
+    device_id: DeviceId | None = None
+    device_name: DeviceName | None = None
+
+
+class DeviceRenameBody(Body):
+    display_name: DeviceName
+
+
+class DeviceRemoveBody(Body):
     password: Annotated[Text, Field(max_length=1024)]
 
 

@@ -239,6 +239,7 @@ async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Member, int] | No
     except Problem as problem:
         await _refuse(ws, problem, 4401 if problem.status == 401 else 4403)
         return None
+    await svc.devices.seen(member)
     return member, await svc.delivery.position(member, None if latest else since)
 
 

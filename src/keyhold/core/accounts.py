@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from keyhold.core.passwords import Passwords
 from keyhold.core.signin import SignInGuard
 from keyhold.crypto.tokens import new_token, token_digest
 from keyhold.store import accounts as store
+from keyhold.store import devices as device_store
 
 USERNAME = re.compile(r"[a-z0-9_]{3,32}")
 MIN_PASSWORD = 8
@@ -42,6 +45,7 @@ class Member:
     display_name: str
     session: bytes = b""
     session_expires_ms: int = 0
+    device_id: str | None = None  # None: an in-process actor, or a token from before devices
 
 
 def session_refusal(row: Any, now: int, allow_suspended: bool = False) -> Problem | None:
@@ -101,6 +105,15 @@ def parse_birthdate(value: str, today: dt.date | None = None) -> dt.date:
     return born
 
 
+DEVICE_ID_LETTERS = string.ascii_uppercase
+
+
+def new_device_id() -> str:
+    """A device id for a client that did not choose one: ten capital letters, as Matrix
+    servers make them (an identifier, not a secret)."""
+    return "".join(secrets.choice(DEVICE_ID_LETTERS) for _ in range(10))
+
+
 def public_profile(row: Any) -> dict[str, Any]:
     return {
         "username": row.username,
@@ -143,8 +156,12 @@ class AccountService:
             row = await store.by_id(conn, user_id)
         return public_profile(row)
 
-    async def login(self, username: str, password: str, address: str) -> dict[str, Any]:
-        """A new session, for a sign-in from client `address` (throttled per address and name)."""
+    async def login(
+        self, username: str, password: str, address: str, device_id: str | None = None, device_name: str | None = None
+    ) -> dict[str, Any]:
+        """A new session on a device, for a sign-in from client `address` (throttled per address
+        and name). `device_id` names a device of the member's to sign in on again (its earlier
+        tokens end: a device holds one) or a new one; without it the server makes one up."""
         self._passwords.check_capacity()  # a burst is turned away before it costs a write
         async with self._guard.attempt(address, "member", username) as attempt:
             async with self._engine.connect() as conn:
@@ -162,10 +179,24 @@ class AccountService:
         token = new_token()
         now = now_ms()
         expires = now + self._settings.token_ttl_seconds * 1000
+        device = device_id or new_device_id()
         async with self._engine.begin() as conn:
-            if not await store.insert_session(conn, token_digest(token), row.id, row.password_hash, now, expires):
+            if not await device_store.sign_in_on(conn, row.id, device, device_name, now):
+                await device_store.revoke_sessions(conn, row.id, device)
+            digest = token_digest(token)
+            if not await store.insert_session(conn, digest, row.id, row.password_hash, now, expires, device):
                 raise unauthorized("username or password is wrong")  # it changed while we checked
-        return {"token": token, "username": row.username, "expires_at": iso(expires)}
+        return {
+            "token": token,
+            "username": row.username,
+            "user_id": self.user_id(row.username),
+            "device_id": device,
+            "expires_at": iso(expires),
+        }
+
+    def user_id(self, username: str) -> str:
+        """The member's full id, `@name:server_name`, as end-to-end encryption names people."""
+        return f"@{username}:{self._settings.server_name}"
 
     async def authenticate(self, token: str, allow_suspended: bool = False) -> Member:
         """The member a token belongs to. A suspended (or banned) member's token is refused
@@ -176,7 +207,7 @@ class AccountService:
         refusal = session_refusal(row, now_ms(), allow_suspended)
         if refusal is not None or row is None:
             raise refusal or unauthorized()
-        return Member(row.id, row.username, row.region, row.display_name, session, row.expires_ms)
+        return Member(row.id, row.username, row.region, row.display_name, session, row.expires_ms, row.device_id)
 
     async def logout(self, member: Member) -> None:
         async with self._engine.begin() as conn:

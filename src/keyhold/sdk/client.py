@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -200,9 +201,13 @@ class Client(ApiSession):
         verify: bool | str = True,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
+        device_id: str | None = None,
+        user_id: str | None = None,
     ) -> None:
         super().__init__(base_url, token, verify, timeout=timeout, transport=transport)
         self.username = username
+        self.device_id = device_id  # the device this client's token belongs to
+        self.user_id = user_id  # the full id, "@name:server"
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -216,11 +221,22 @@ class Client(ApiSession):
         region: str = "us",
         verify: bool | str = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        device_id: str | None = None,
+        device_name: str | None = None,
     ) -> Client:
         body = {"username": username, "password": password, "birthdate": birthdate, "region": region}
         async with ApiSession(base_url, verify=verify, transport=transport) as anonymous:
             await anonymous._request("POST", "/accounts", json=body)
-        return await cls.login(base_url, username, password, verify=verify, transport=transport)
+        return await cls.login(
+            base_url,
+            username,
+            password,
+            verify=verify,
+            transport=transport,
+            device_id=device_id,
+            device_name=device_name,
+        )
 
     @classmethod
     async def login(
@@ -230,10 +246,28 @@ class Client(ApiSession):
         password: str,
         verify: bool | str = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        device_id: str | None = None,
+        device_name: str | None = None,
     ) -> Client:
+        """Sign in on a device: `device_id` signs in again on one of yours (its earlier token
+        ends), or names a new one; without it the server makes one up (`client.device_id`)."""
+        body: dict[str, Any] = {"username": username, "password": password}
+        if device_id is not None:
+            body["device_id"] = device_id
+        if device_name is not None:
+            body["device_name"] = device_name
         async with ApiSession(base_url, verify=verify, transport=transport) as anonymous:
-            data = await anonymous._request("POST", "/sessions", json={"username": username, "password": password})
-        return cls(base_url, data["username"], data["token"], verify=verify, transport=transport)
+            data = await anonymous._request("POST", "/sessions", json=body)
+        return cls(
+            base_url,
+            data["username"],
+            data["token"],
+            verify=verify,
+            transport=transport,
+            device_id=data.get("device_id"),
+            user_id=data.get("user_id"),
+        )
 
     async def logout(self) -> None:
         await self._request("DELETE", "/sessions/current")
@@ -255,6 +289,20 @@ class Client(ApiSession):
 
     async def delete_account(self, password: str) -> None:
         await self._request("POST", "/account/delete", json={"password": password})
+
+    # -- devices ------------------------------------------------------------------------------
+
+    async def devices(self) -> list[dict[str, Any]]:
+        """My devices: `device_id`, `display_name`, `created_at`, `last_seen_at`, `current`."""
+        return list((await self._request("GET", "/devices"))["devices"])
+
+    async def rename_device(self, device_id: str, display_name: str) -> dict[str, Any]:
+        path = f"/devices/{quote(device_id, safe='')}"
+        return dict(await self._request("PATCH", path, json={"display_name": display_name}))
+
+    async def remove_device(self, device_id: str, password: str) -> None:
+        """Remove one of my devices (this one too): its tokens end, its open streams close."""
+        await self._request("DELETE", f"/devices/{quote(device_id, safe='')}", json={"password": password})
 
     async def user(self, username: str) -> dict[str, Any]:
         """A member's public profile: username, display name, region, created_at."""
@@ -413,7 +461,9 @@ class Client(ApiSession):
                 ssl=None if not self.base_url.startswith("https") else _ssl_context(self._verify),
             )
         except (OSError, websockets.InvalidHandshake) as exc:
-            raise KeyholdConnectionError(f"cannot open the stream at {self.base_url} ({type(exc).__name__})") from exc
+            raise KeyholdConnectionError(
+                f"cannot open the stream at {self.base_url} ({type(exc).__name__})"
+            ) from exc
         return Stream(ws)
 
     async def events(self, since: int = 0) -> AsyncIterator[Event]:

@@ -5,10 +5,22 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, LargeBinary, and_, bindparam, delete, insert, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    LargeBinary,
+    String,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from keyhold.store.db import DriverStatement, db_now_ms
 from keyhold.store.rows import AnyRow
@@ -76,7 +88,7 @@ async def update_user(conn: AsyncConnection, user_id: int, **values: Any) -> Non
 
 
 async def insert_session(
-    conn: AsyncConnection, token_hash: bytes, user_id: int, verified_hash: str, now: int, expires: int
+    conn: AsyncConnection, token_hash: bytes, user_id: int, verified_hash: str, now: int, expires: int, device_id: str
 ) -> bool:
     """A new session, only if the password it was verified against is still the account's: a
     password change that commits meanwhile leaves nothing behind (on PostgreSQL the row lock
@@ -87,18 +99,19 @@ async def insert_session(
             users.c.id,
             literal(now, BigInteger()),
             literal(expires, BigInteger()),
+            literal(device_id, String()),
         )
         .where(users.c.id == user_id, users.c.password_hash == verified_hash)
         .with_for_update(read=True)
     )
     result = await conn.execute(
-        insert(sessions).from_select(["token_hash", "user_id", "created_ms", "expires_ms"], still)
+        insert(sessions).from_select(["token_hash", "user_id", "created_ms", "expires_ms", "device_id"], still)
     )
     return bool(result.rowcount)
 
 
 _SESSION_USER = select(
-    sessions.c.token_hash, sessions.c.expires_ms, sessions.c.revoked_ms, *USER_COLUMNS
+    sessions.c.token_hash, sessions.c.expires_ms, sessions.c.revoked_ms, sessions.c.device_id, *USER_COLUMNS
 ).select_from(sessions.join(users, users.c.id == sessions.c.user_id))
 
 
@@ -130,11 +143,16 @@ async def revoke_session(conn: AsyncConnection, token_hash: bytes) -> None:
 
 async def revoke_all_sessions(conn: AsyncConnection, user_id: int, keep: bytes | None = None) -> int:
     """Revoke every live session of a user (but `keep`, the one asking); how many there were."""
-    query = update(sessions).where(sessions.c.user_id == user_id, sessions.c.revoked_ms.is_(None))
+    where = [sessions.c.user_id == user_id]
     if keep is not None:
-        query = query.where(sessions.c.token_hash != keep)
-    result = await conn.execute(query.values(revoked_ms=db_now_ms()))
-    return int(result.rowcount)
+        where.append(sessions.c.token_hash != keep)
+    return await revoke_where(conn, *where)
+
+
+async def revoke_where(conn: AsyncConnection, *where: ColumnElement[bool]) -> int:
+    """Revoke the live sessions matching `where`; how many there were."""
+    query = update(sessions).where(*where, sessions.c.revoked_ms.is_(None)).values(revoked_ms=db_now_ms())
+    return int((await conn.execute(query)).rowcount)
 
 
 async def restrict_user(conn: AsyncConnection, user_id: int, **values: Any) -> None:

@@ -62,8 +62,23 @@ sessions = Table(
     Column("expires_ms", BigInteger, nullable=False),
     # When the session was revoked (logout, password change, ban...); NULL while it is live.
     Column("revoked_ms", BigInteger, nullable=True),
+    # The device the token belongs to (`devices`); NULL for a token issued before devices.
+    Column("device_id", String(64), nullable=True),
 )
 Index("ix_sessions_revoked", sessions.c.revoked_ms)
+Index("ix_sessions_device", sessions.c.user_id, sessions.c.device_id)
+
+# A member's devices: each sign-in names one (the client's choice, else the server's). The id
+# is what end-to-end encryption will address keys and to-device messages to.
+devices = Table(
+    "devices",
+    metadata,
+    Column("user_id", ForeignKey("users.id"), primary_key=True),
+    Column("device_id", String(64), primary_key=True),
+    Column("display_name", String(100), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
+)
 
 # Sign-in attempts per client address and per account name, kept as SHA-256 digests rather than
 # the address or name (a digest of an IPv4 address can be reversed by trying them all: rows are
