@@ -5,6 +5,7 @@ token, with a revoked one and with hostile ids and names, on both backends."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 
@@ -173,3 +174,37 @@ async def test_concurrent_sign_ins_on_one_new_device_make_one_device(server: Ser
     assert live == 1, live
     for client in (alice, *signed_in):
         await client.close()
+
+
+async def test_deleting_the_account_forgets_its_devices(server: Server) -> None:
+    """What an account leaves behind (docs/data-paths.md) includes no device names: the rows
+    go with it, read here from the database itself."""
+    alice = await new_member(server)
+    user_id = int((await alice.me())["id"])
+    await Client.login(server.url, alice.username, PASSWORD, device_id="NAMED", device_name="Alice's phone")
+    assert sorted(await asyncio.to_thread(device_names_of, server, user_id)) == ["Alice's phone", alice.device_id]
+    await alice.delete_account(PASSWORD)
+    assert await asyncio.to_thread(device_names_of, server, user_id) == []
+    await alice.close()
+
+
+def device_names_of(server: Server, user_id: int) -> list[str]:
+    """The device names stored for a user, read from the database itself."""
+    query = "SELECT display_name FROM devices WHERE user_id = "
+    if server.backend == "sqlite":
+        conn = sqlite3.connect(server.home / "keyhold.db", timeout=30)
+        try:
+            return [row[0] for row in conn.execute(query + "?", (user_id,))]
+        finally:
+            conn.close()
+
+    async def read() -> list[str]:
+        import asyncpg
+
+        conn = await asyncpg.connect(server.database_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            return [row[0] for row in await conn.fetch(query + "$1", user_id)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())

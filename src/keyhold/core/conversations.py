@@ -17,6 +17,7 @@ from keyhold.core.messages import MessageService
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.store import accounts as account_store
 from keyhold.store import conversations as store
+from keyhold.store import devices as device_store
 from keyhold.store import keys as key_store
 from keyhold.store import messages as message_store
 from keyhold.store.cases import held_conversations
@@ -285,6 +286,7 @@ class ConversationService:
             # those conversations (hidden, sealed) until the hold ends: `Erasure` decides.
             await self._erasure.erase(conn, sink, await message_store.live_by_sender(conn, member.id), now)
             await account_store.revoke_all_sessions(conn, member.id)
+            await device_store.remove_all(conn, member.id)
             await account_store.remove_all_follows(conn, member.id)
             # The username stays reserved (no one can take over a deleted member's name);
             # what could identify or authenticate the person is cleared.

@@ -83,6 +83,11 @@ async def remove(conn: AsyncConnection, user_id: int, device_id: str) -> bool:
     return True
 
 
+async def remove_all(conn: AsyncConnection, user_id: int) -> None:
+    """Forget every device of a deleted account (its sessions are revoked by the caller)."""
+    await conn.execute(delete(devices).where(devices.c.user_id == user_id))
+
+
 async def revoke_sessions(conn: AsyncConnection, user_id: int, device_id: str) -> int:
     """Revoke the device's live tokens (a new sign-in on the device replaces them)."""
     return await revoke_where(conn, sessions.c.user_id == user_id, sessions.c.device_id == device_id)
