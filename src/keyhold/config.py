@@ -28,6 +28,10 @@ class Settings:
     default_region: str = "us"
     max_text_chars: int = 4000
     max_body_bytes: int = 64 * 1024
+    # A client whose body is refused as too large is read (and dropped) this long before the
+    # 413, so that it reads the answer rather than a reset; one that announced more than it
+    # sends holds its connection this long.
+    body_drain_seconds: int = 10
     max_attachment_bytes: int = 10 * 1024 * 1024
     max_group_members: int = 32
     token_ttl_seconds: int = 30 * 24 * 3600
@@ -129,6 +133,7 @@ _SERVER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:
 
 # Settings that come from the environment of tests and benchmarks are not frozen into the file.
 _NOT_PERSISTED = {
+    "body_drain_seconds",
     "argon2_time_cost",
     "argon2_memory_kib",
     "argon2_parallelism",

@@ -106,5 +106,6 @@ def create_app(settings: Settings, start: Callable[[Settings], Awaitable[Service
         max_upload=settings.max_attachment_bytes,
         # base64 of the largest legal document, plus the request's other fields
         max_legal_document=MAX_DOCUMENT * 4 // 3 + 64 * 1024,
+        drain_seconds=settings.body_drain_seconds,
     )
     return app

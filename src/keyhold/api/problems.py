@@ -111,15 +111,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 DRAIN_BYTES = 32 * 1024 * 1024
-DRAIN_SECONDS = 10.0
 
 
-async def _drain(receive: Receive) -> None:
+async def _drain(receive: Receive, seconds: float) -> None:
     """Read and drop what the client is still sending (bounded), so that it reads our 413
     instead of a connection reset; past the bound the connection is simply closed."""
     dropped = 0
     try:
-        async with asyncio.timeout(DRAIN_SECONDS):
+        async with asyncio.timeout(seconds):
             while dropped < DRAIN_BYTES:
                 message = await receive()
                 if message["type"] != "http.request":
@@ -136,8 +135,11 @@ class BodySizeLimit:
     lying Content-Length does not get past it). Attachment uploads and legal requests (which
     carry their document) have their own limits."""
 
-    def __init__(self, app: ASGIApp, max_body: int, max_upload: int, max_legal_document: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body: int, max_upload: int, max_legal_document: int, drain_seconds: float
+    ) -> None:
         self.app = app
+        self.drain_seconds = drain_seconds
         self.max_body = max_body
         self.max_upload = max_upload
         self.max_legal_document = max_legal_document
@@ -171,7 +173,7 @@ class BodySizeLimit:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     if message.get("more_body"):
-                        await _drain(receive)
+                        await _drain(receive, self.drain_seconds)
                     # An HTTPException passes through FastAPI's body parsing unchanged (any other
                     # exception there becomes a 400), and `_on_http` renders it as problem+json.
                     raise HTTPException(413, f"the body is larger than {limit} bytes")
@@ -180,7 +182,7 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        await _drain(receive)
+        await _drain(receive, self.drain_seconds)
         problem = Problem(
             413, "too-large", "Too large", f"the body is larger than {limit} bytes (or its length is invalid)"
         )
