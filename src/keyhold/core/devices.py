@@ -51,9 +51,12 @@ class DeviceService:
             raise invalid("display_name must be 1-100 characters")
         async with self._engine.begin() as conn:
             await require_live_session(conn, member)
-            if not await store.rename(conn, member.id, device_id, name):
-                raise not_found("no such device of yours")
-        return next(d for d in await self.list(member) if d["device_id"] == device_id)
+            # The row comes from the renaming transaction: a removal racing the rename cannot
+            # leave nothing to answer with.
+            row = await store.rename(conn, member.id, device_id, name)
+        if row is None:
+            raise not_found("no such device of yours")
+        return _view(row, member.device_id)
 
     async def remove(self, member: Member, device_id: str, password: str) -> None:
         """Remove one of the member's devices (this one too, which signs it out)."""

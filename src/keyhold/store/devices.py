@@ -63,13 +63,11 @@ async def seen(conn: AsyncConnection, user_id: int, device_id: str, now: int) ->
     )
 
 
-async def rename(conn: AsyncConnection, user_id: int, device_id: str, name: str) -> bool:
-    result = await conn.execute(
-        update(devices)
-        .where(devices.c.user_id == user_id, devices.c.device_id == device_id)
-        .values(display_name=name)
-    )
-    return bool(result.rowcount)
+async def rename(conn: AsyncConnection, user_id: int, device_id: str, name: str) -> AnyRow | None:
+    """Rename the device; its row as renamed, or None if there is no such device."""
+    where = (devices.c.user_id == user_id, devices.c.device_id == device_id)
+    await conn.execute(update(devices).where(*where).values(display_name=name))
+    return (await conn.execute(select(devices).where(*where))).first()
 
 
 async def remove(conn: AsyncConnection, user_id: int, device_id: str) -> bool:
