@@ -25,6 +25,7 @@ from keyhold.core import revocation
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem
 from keyhold.store import accounts as account_store
+from keyhold.store import devices as device_store
 from staff_helpers import cli_env
 
 ORIGINAL_REVOKED_SINCE = account_store.revoked_since
@@ -235,18 +236,20 @@ async def test_a_sign_in_checked_against_the_old_password_gets_no_session(
     tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sign-in whose password was verified just before a password change commits must not
-    end with a session: the change ends every other session, this one included."""
+    end with a session: the change ends every other session, this one included. The sign-in
+    is held as its transaction starts, before its first write (on SQLite a write takes the
+    database's lock, which the change would then wait for)."""
     async with service_in_process(tmp_path / "kh", backend) as svc:
         alice = await member_in_process(svc, unique("a"))
         verified, proceed = asyncio.Event(), asyncio.Event()
-        real_insert = account_store.insert_session
+        real_sign_in_on = device_store.sign_in_on
 
-        async def held_insert(*args: Any) -> bool:
+        async def held_sign_in_on(*args: Any) -> bool:
             verified.set()
             await proceed.wait()  # the change commits here
-            return await real_insert(*args)
+            return await real_sign_in_on(*args)
 
-        monkeypatch.setattr(account_store, "insert_session", held_insert)
+        monkeypatch.setattr(device_store, "sign_in_on", held_sign_in_on)
         signing_in = asyncio.create_task(svc.accounts.login(alice.username, PASSWORD, address="127.0.0.9"))
         await verified.wait()
         monkeypatch.undo()

@@ -18,10 +18,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from keyhold.store.absent import insert_if_absent
 from keyhold.store.db import DriverStatement, db_now_ms
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import follows, sessions, users
@@ -41,12 +41,8 @@ USER_COLUMNS = (
 
 async def insert_user(conn: AsyncConnection, row: dict[str, Any]) -> int | None:
     """New user id, or None if the username is taken."""
-    try:
-        async with conn.begin_nested():
-            result = await conn.execute(insert(users).values(**row).returning(users.c.id))
-            return int(result.scalar_one())
-    except IntegrityError:
-        return None
+    created = (await insert_if_absent(conn, users, row, returning=users.c.id)).scalar_one_or_none()
+    return None if created is None else int(created)
 
 
 async def by_username(conn: AsyncConnection, username: str) -> AnyRow | None:
@@ -175,13 +171,8 @@ async def restricted_since(conn: AsyncConnection, since_ms: int) -> set[int]:
 
 
 async def add_follow(conn: AsyncConnection, follower_id: int, followee_id: int, now: int) -> None:
-    try:
-        async with conn.begin_nested():
-            await conn.execute(
-                insert(follows).values(follower_id=follower_id, followee_id=followee_id, created_ms=now)
-            )
-    except IntegrityError:
-        pass  # already following: following is idempotent
+    # Already following leaves the row as it is: following is idempotent.
+    await insert_if_absent(conn, follows, {"follower_id": follower_id, "followee_id": followee_id, "created_ms": now})
 
 
 async def remove_follow(conn: AsyncConnection, follower_id: int, followee_id: int) -> None:

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, insert, literal, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.absent import insert_if_absent
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import conversation_keys, conversations, members, messages, users
 
@@ -21,12 +21,8 @@ ACTIVITY = func.coalesce(
 
 async def insert_conversation(conn: AsyncConnection, row: dict[str, Any]) -> int | None:
     """New conversation id, or None when a direct conversation for the pair exists already."""
-    try:
-        async with conn.begin_nested():
-            result = await conn.execute(insert(conversations).values(**row).returning(conversations.c.id))
-            return int(result.scalar_one())
-    except IntegrityError:
-        return None
+    created = (await insert_if_absent(conn, conversations, row, returning=conversations.c.id)).scalar_one_or_none()
+    return None if created is None else int(created)
 
 
 async def by_direct_key(conn: AsyncConnection, direct_key: str) -> int | None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.absent import insert_if_absent
 from keyhold.store.accounts import revoke_where
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import devices, sessions
@@ -14,28 +14,16 @@ from keyhold.store.schema import devices, sessions
 async def sign_in_on(conn: AsyncConnection, user_id: int, device_id: str, name: str | None, now: int) -> bool:
     """Record a sign-in on this device: a new device row, or the known one seen again (and
     renamed, if a name is given). True if the device is new."""
-    try:
-        async with conn.begin_nested():
-            await conn.execute(
-                insert(devices).values(
-                    user_id=user_id,
-                    device_id=device_id,
-                    display_name=name or device_id,
-                    created_ms=now,
-                    last_seen_ms=now,
-                )
-            )
+    made = {"user_id": user_id, "device_id": device_id, "display_name": name or device_id}
+    if (await insert_if_absent(conn, devices, {**made, "created_ms": now, "last_seen_ms": now})).rowcount:
         return True
-    except IntegrityError:
-        values: dict[str, object] = {"last_seen_ms": now}
-        if name:
-            values["display_name"] = name
-        await conn.execute(
-            update(devices)
-            .where(devices.c.user_id == user_id, devices.c.device_id == device_id)
-            .values(**values)
-        )
-        return False
+    values: dict[str, object] = {"last_seen_ms": now}
+    if name:
+        values["display_name"] = name
+    await conn.execute(
+        update(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id).values(**values)
+    )
+    return False
 
 
 async def of_user(conn: AsyncConnection, user_id: int) -> list[AnyRow]:

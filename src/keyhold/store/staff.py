@@ -6,20 +6,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.absent import insert_if_absent
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import staff, staff_sessions
 
 
 async def insert_staff(conn: AsyncConnection, row: dict[str, Any]) -> int | None:
-    try:
-        async with conn.begin_nested():
-            result = await conn.execute(insert(staff).values(**row).returning(staff.c.id))
-            return int(result.scalar_one())
-    except IntegrityError:
-        return None
+    created = (await insert_if_absent(conn, staff, row, returning=staff.c.id)).scalar_one_or_none()
+    return None if created is None else int(created)
 
 
 async def by_username(conn: AsyncConnection, username: str) -> AnyRow | None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, delete, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store.absent import insert_if_absent
 from keyhold.store.schema import signin_known as known
 from keyhold.store.schema import signin_throttle as throttle
 
@@ -44,12 +44,10 @@ async def claim(conn: AsyncConnection, key: bytes, limit: int, window_ms: int, n
     ).first()
     if row is not None:
         return Counter(row.window_start_ms, row.failures)
-    try:
-        async with conn.begin_nested():
-            await conn.execute(insert(throttle).values(key=key, window_start_ms=now, failures=0, pending=1))
+    made = {"key": key, "window_start_ms": now, "failures": 0, "pending": 1}
+    if (await insert_if_absent(conn, throttle, made)).rowcount:
         return None
-    except IntegrityError:  # another sign-in made the row first: claim through it
-        return await claim(conn, key, limit, window_ms, now)
+    return await claim(conn, key, limit, window_ms, now)  # another sign-in made the row first
 
 
 async def settle(conn: AsyncConnection, key: bytes, failed: bool, forgive: bool = False) -> None:
@@ -70,11 +68,7 @@ async def known_since(conn: AsyncConnection, key: bytes, since_ms: int) -> bool:
 
 async def remember(conn: AsyncConnection, key: bytes, now: int) -> None:
     if not (await conn.execute(update(known).where(known.c.key == key).values(last_ms=now))).rowcount:
-        try:
-            async with conn.begin_nested():
-                await conn.execute(insert(known).values(key=key, last_ms=now))
-        except IntegrityError:
-            pass  # a concurrent success remembered it
+        await insert_if_absent(conn, known, {"key": key, "last_ms": now})  # or a concurrent success did
 
 
 async def prune(conn: AsyncConnection, windows_before_ms: int, known_before_ms: int) -> int:
