@@ -36,6 +36,7 @@ from keyhold.crypto.keyprovider import KeyFileProvider, KeyProvider
 from keyhold.crypto.passwords import PasswordHashing
 from keyhold.crypto.signing import ServiceSigner
 from keyhold.crypto.tls import write_self_signed
+from keyhold.e2ee.keys import KeyDirectory
 from keyhold.governance.service import Governance, start_governance
 from keyhold.store.blobs import BlobStore
 from keyhold.store.db import create_engine, migrate, writer_transactions
@@ -63,6 +64,7 @@ class Keyhold:
     blobs: BlobStore
     erasure: Erasure
     governance: Governance
+    e2ee: KeyDirectory
 
     async def check_storage(self) -> None:
         """Raise if the database does not answer (the health check)."""
@@ -188,6 +190,7 @@ async def start_keyhold(
         blobs=blobs,
         erasure=erasure,
         governance=governance,
+        e2ee=KeyDirectory(engine, accounts, settings.server_name),
     )
 
 

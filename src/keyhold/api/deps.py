@@ -15,6 +15,7 @@ from keyhold.core.errors import unauthorized
 from keyhold.core.groups import GroupService
 from keyhold.core.messages import MessageService
 from keyhold.core.revocation import RevocationWatch
+from keyhold.e2ee.keys import KeyDirectory
 from keyhold.governance.service import Governance
 from keyhold.governance.staff import STAFF_TOKEN_PREFIX, StaffMember
 
@@ -32,6 +33,7 @@ class Services(Protocol):
     delivery: Delivery
     revocations: RevocationWatch
     governance: Governance
+    e2ee: KeyDirectory
 
     async def check_storage(self) -> None: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.store import e2ee_keys
 from keyhold.store.absent import insert_if_absent
 from keyhold.store.accounts import revoke_where
 from keyhold.store.rows import AnyRow
@@ -65,13 +66,17 @@ async def remove(conn: AsyncConnection, user_id: int, device_id: str) -> bool:
     )
     if not result.rowcount:
         return False
+    # Its published keys went with the row (ON DELETE CASCADE); signatures made on it too.
+    await e2ee_keys.forget_signatures(conn, user_id, [device_id])
     await revoke_where(conn, sessions.c.user_id == user_id, sessions.c.device_id == device_id)
     return True
 
 
 async def remove_all(conn: AsyncConnection, user_id: int) -> None:
-    """Forget every device of a deleted account (its sessions are revoked by the caller)."""
+    """Forget every device of a deleted account, and every key it published (its sessions
+    are revoked by the caller)."""
     await conn.execute(delete(devices).where(devices.c.user_id == user_id))
+    await e2ee_keys.forget_user(conn, user_id)
 
 
 async def revoke_sessions(conn: AsyncConnection, user_id: int, device_id: str) -> int:

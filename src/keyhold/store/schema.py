@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -333,4 +335,74 @@ tree_heads = Table(
     Column("root", LargeBinary(32), nullable=False),
     Column("timestamp_ms", BigInteger, nullable=False),
     Column("signature", LargeBinary, nullable=False),
+)
+
+# End-to-end encryption: what devices publish so that others can encrypt to them, in the Matrix
+# JSON shapes, kept exactly as signed (`key_json`). Public keys only: the service holds no
+# private key. A device's rows go with the device (ON DELETE CASCADE).
+_DEVICE_FK = (("user_id", "device_id"), ("devices.user_id", "devices.device_id"))
+
+e2ee_device_keys = Table(
+    "e2ee_device_keys",
+    metadata,
+    Column("user_id", SequenceId, primary_key=True),
+    Column("device_id", String(64), primary_key=True),
+    # The identity keys, unpadded base64: fixed for the device's life once published.
+    Column("ed25519", String(64), nullable=False),
+    Column("curve25519", String(64), nullable=False),
+    Column("key_json", Text, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    ForeignKeyConstraint(*_DEVICE_FK, ondelete="CASCADE"),
+)
+
+# Each is handed out once (a claim deletes it).
+e2ee_one_time_keys = Table(
+    "e2ee_one_time_keys",
+    metadata,
+    Column("id", SequenceId, primary_key=True, autoincrement=True),
+    Column("user_id", SequenceId, nullable=False),
+    Column("device_id", String(64), nullable=False),
+    Column("algorithm", String(64), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("key_json", Text, nullable=False),
+    ForeignKeyConstraint(*_DEVICE_FK, ondelete="CASCADE"),
+    UniqueConstraint("user_id", "device_id", "algorithm", "key_id", name="uq_e2ee_one_time_keys"),
+)
+
+# One per device and algorithm, handed out (and kept) once the one-time keys run out.
+e2ee_fallback_keys = Table(
+    "e2ee_fallback_keys",
+    metadata,
+    Column("user_id", SequenceId, primary_key=True),
+    Column("device_id", String(64), primary_key=True),
+    Column("algorithm", String(64), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+    Column("key_json", Text, nullable=False),
+    Column("used", Boolean, nullable=False, server_default="0"),
+    ForeignKeyConstraint(*_DEVICE_FK, ondelete="CASCADE"),
+)
+
+# A member's cross-signing keys: usage master | self_signing | user_signing.
+e2ee_cross_signing_keys = Table(
+    "e2ee_cross_signing_keys",
+    metadata,
+    Column("user_id", ForeignKey("users.id"), primary_key=True),
+    Column("usage", String(16), primary_key=True),
+    Column("public_key", String(64), nullable=False),
+    Column("key_json", Text, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Signatures added after publication (`keys/signatures/upload`): a device signed by its
+# owner's self-signing key, a master key signed by one of its owner's devices, or another
+# member's master key signed by a user-signing key (shown to its signer only). `target_key`
+# is a device id or a master key's public key.
+e2ee_signatures = Table(
+    "e2ee_signatures",
+    metadata,
+    Column("target_user_id", ForeignKey("users.id"), primary_key=True),
+    Column("target_key", String(64), primary_key=True),
+    Column("signer_user_id", ForeignKey("users.id"), primary_key=True, index=True),
+    Column("signing_key_id", String(80), primary_key=True),
+    Column("signature", String(128), nullable=False),
 )

@@ -1,0 +1,25 @@
+"""Matrix-style identifiers: a member is `@<username>:<server_name>`."""
+
+from __future__ import annotations
+
+import re
+
+from keyhold.core.accounts import USERNAME
+
+DEVICE_ID = re.compile(r"[A-Za-z0-9_.=-]{1,64}")
+# `<algorithm>:<key id>`, as one-time and fallback keys are named (e.g. signed_curve25519:AAAAHQ).
+KEY_NAME = re.compile(r"([a-z0-9_.]{1,48}):([A-Za-z0-9_+/=.-]{1,64})")
+
+
+def user_id(username: str, server_name: str) -> str:
+    return f"@{username}:{server_name}"
+
+
+def split_user_id(uid: str) -> tuple[str, str] | None:
+    """(username, server name) of a well-formed member id, else None."""
+    if not uid.startswith("@"):
+        return None
+    name, sep, server = uid[1:].partition(":")
+    if not sep or not USERNAME.fullmatch(name) or not server:
+        return None
+    return name, server

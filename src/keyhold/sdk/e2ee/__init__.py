@@ -1,0 +1,1 @@
+"""The client side of end-to-end encryption, on vodozemac (Olm/Megolm) and Matrix's JSON."""

@@ -1,0 +1,293 @@
+"""Queries on what devices publish for end-to-end encryption: device keys, one-time and
+fallback keys, cross-signing keys and added signatures. Rows hold public keys only."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from keyhold.store.absent import insert_if_absent
+from keyhold.store.rows import AnyRow
+from keyhold.store.schema import (
+    devices,
+    e2ee_cross_signing_keys,
+    e2ee_device_keys,
+    e2ee_fallback_keys,
+    e2ee_one_time_keys,
+    e2ee_signatures,
+    follows,
+    members,
+    users,
+)
+
+
+async def device_keys_of(conn: AsyncConnection, user_id: int, device_id: str) -> AnyRow | None:
+    result = await conn.execute(
+        select(e2ee_device_keys).where(
+            e2ee_device_keys.c.user_id == user_id, e2ee_device_keys.c.device_id == device_id
+        )
+    )
+    return result.first()
+
+
+async def put_device_keys(
+    conn: AsyncConnection, user_id: int, device_id: str, ed25519: str, curve25519: str, key_json: str, now: int
+) -> None:
+    """Publish the device's keys, or replace their JSON (same identity keys: the caller checked)."""
+    values = {"ed25519": ed25519, "curve25519": curve25519, "key_json": key_json, "updated_ms": now}
+    made = await insert_if_absent(conn, e2ee_device_keys, {"user_id": user_id, "device_id": device_id, **values})
+    if not made.rowcount:
+        await conn.execute(
+            update(e2ee_device_keys)
+            .where(e2ee_device_keys.c.user_id == user_id, e2ee_device_keys.c.device_id == device_id)
+            .values(**values)
+        )
+
+
+async def device_keys_of_users(conn: AsyncConnection, user_ids: Collection[int]) -> list[AnyRow]:
+    """The published keys of these users' devices, with each device's name."""
+    result = await conn.execute(
+        select(
+            e2ee_device_keys.c.user_id,
+            e2ee_device_keys.c.device_id,
+            e2ee_device_keys.c.key_json,
+            devices.c.display_name,
+        )
+        .select_from(
+            e2ee_device_keys.join(
+                devices,
+                and_(devices.c.user_id == e2ee_device_keys.c.user_id, devices.c.device_id == e2ee_device_keys.c.device_id),
+            )
+        )
+        .where(e2ee_device_keys.c.user_id.in_(list(user_ids)))
+        .order_by(e2ee_device_keys.c.user_id, e2ee_device_keys.c.device_id)
+    )
+    return list(result)
+
+
+async def devices_with_keys(conn: AsyncConnection, user_id: int) -> list[AnyRow]:
+    result = await conn.execute(
+        select(e2ee_device_keys.c.device_id, e2ee_device_keys.c.ed25519).where(e2ee_device_keys.c.user_id == user_id)
+    )
+    return list(result)
+
+
+async def add_one_time_keys(
+    conn: AsyncConnection, user_id: int, device_id: str, keys: Sequence[tuple[str, str, str]]
+) -> None:
+    """Add (algorithm, key id, JSON) keys; a key id already there keeps its first upload (a
+    client retrying an upload sends the same keys again)."""
+    for algorithm, key_id, key_json in keys:
+        await insert_if_absent(
+            conn,
+            e2ee_one_time_keys,
+            {"user_id": user_id, "device_id": device_id, "algorithm": algorithm, "key_id": key_id, "key_json": key_json},
+        )
+
+
+async def one_time_key_counts(conn: AsyncConnection, user_id: int, device_id: str) -> dict[str, int]:
+    result = await conn.execute(
+        select(e2ee_one_time_keys.c.algorithm, func.count())
+        .where(e2ee_one_time_keys.c.user_id == user_id, e2ee_one_time_keys.c.device_id == device_id)
+        .group_by(e2ee_one_time_keys.c.algorithm)
+    )
+    return {str(algorithm): int(count) for algorithm, count in result}
+
+
+async def take_one_time_key(conn: AsyncConnection, user_id: int, device_id: str, algorithm: str) -> AnyRow | None:
+    """Delete and return one of the device's one-time keys of `algorithm` (oldest first), or
+    None when none is left. One statement: two claims can never both get the same key (on
+    PostgreSQL a claim skips a key another claim has locked; on SQLite the statement holds
+    the write lock)."""
+    oldest = (
+        select(e2ee_one_time_keys.c.id)
+        .where(
+            e2ee_one_time_keys.c.user_id == user_id,
+            e2ee_one_time_keys.c.device_id == device_id,
+            e2ee_one_time_keys.c.algorithm == algorithm,
+        )
+        .order_by(e2ee_one_time_keys.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    result = await conn.execute(
+        delete(e2ee_one_time_keys)
+        .where(e2ee_one_time_keys.c.id == oldest)
+        .returning(e2ee_one_time_keys.c.key_id, e2ee_one_time_keys.c.key_json)
+    )
+    return result.first()
+
+
+async def put_fallback_key(
+    conn: AsyncConnection, user_id: int, device_id: str, algorithm: str, key_id: str, key_json: str
+) -> None:
+    """The device's new fallback key of `algorithm`, unused; the same key again changes nothing."""
+    where = and_(
+        e2ee_fallback_keys.c.user_id == user_id,
+        e2ee_fallback_keys.c.device_id == device_id,
+        e2ee_fallback_keys.c.algorithm == algorithm,
+    )
+    made = await insert_if_absent(
+        conn,
+        e2ee_fallback_keys,
+        {"user_id": user_id, "device_id": device_id, "algorithm": algorithm, "key_id": key_id,
+         "key_json": key_json, "used": False},
+    )
+    if not made.rowcount:
+        await conn.execute(
+            update(e2ee_fallback_keys)
+            .where(where, or_(e2ee_fallback_keys.c.key_id != key_id, e2ee_fallback_keys.c.key_json != key_json))
+            .values(key_id=key_id, key_json=key_json, used=False)
+        )
+
+
+async def use_fallback_key(conn: AsyncConnection, user_id: int, device_id: str, algorithm: str) -> AnyRow | None:
+    """The device's fallback key of `algorithm`, marked used (it stays: it is handed out again
+    until the device replaces it)."""
+    where = and_(
+        e2ee_fallback_keys.c.user_id == user_id,
+        e2ee_fallback_keys.c.device_id == device_id,
+        e2ee_fallback_keys.c.algorithm == algorithm,
+    )
+    await conn.execute(update(e2ee_fallback_keys).where(where, e2ee_fallback_keys.c.used.is_(False)).values(used=True))
+    result = await conn.execute(select(e2ee_fallback_keys.c.key_id, e2ee_fallback_keys.c.key_json).where(where))
+    return result.first()
+
+
+async def unused_fallback_key_types(conn: AsyncConnection, user_id: int, device_id: str) -> list[str]:
+    result = await conn.execute(
+        select(e2ee_fallback_keys.c.algorithm)
+        .where(
+            e2ee_fallback_keys.c.user_id == user_id,
+            e2ee_fallback_keys.c.device_id == device_id,
+            e2ee_fallback_keys.c.used.is_(False),
+        )
+        .order_by(e2ee_fallback_keys.c.algorithm)
+    )
+    return [str(row[0]) for row in result]
+
+
+async def cross_signing_keys_of(conn: AsyncConnection, user_ids: Collection[int]) -> list[AnyRow]:
+    result = await conn.execute(
+        select(e2ee_cross_signing_keys).where(e2ee_cross_signing_keys.c.user_id.in_(list(user_ids)))
+    )
+    return list(result)
+
+
+async def put_cross_signing_key(
+    conn: AsyncConnection, user_id: int, usage: str, public_key: str, key_json: str, now: int
+) -> None:
+    values = {"public_key": public_key, "key_json": key_json, "updated_ms": now}
+    made = await insert_if_absent(conn, e2ee_cross_signing_keys, {"user_id": user_id, "usage": usage, **values})
+    if not made.rowcount:
+        await conn.execute(
+            update(e2ee_cross_signing_keys)
+            .where(e2ee_cross_signing_keys.c.user_id == user_id, e2ee_cross_signing_keys.c.usage == usage)
+            .values(**values)
+        )
+
+
+async def forget_keys(conn: AsyncConnection, user_id: int, usages: Collection[str]) -> None:
+    await conn.execute(
+        delete(e2ee_cross_signing_keys).where(
+            e2ee_cross_signing_keys.c.user_id == user_id, e2ee_cross_signing_keys.c.usage.in_(list(usages))
+        )
+    )
+
+
+async def add_signature(
+    conn: AsyncConnection, target_user_id: int, target_key: str, signer_user_id: int, signing_key_id: str, signature: str
+) -> None:
+    row = {
+        "target_user_id": target_user_id,
+        "target_key": target_key,
+        "signer_user_id": signer_user_id,
+        "signing_key_id": signing_key_id,
+    }
+    made = await insert_if_absent(conn, e2ee_signatures, {**row, "signature": signature})
+    if not made.rowcount:
+        await conn.execute(
+            update(e2ee_signatures)
+            .where(*(e2ee_signatures.c[name] == value for name, value in row.items()))
+            .values(signature=signature)
+        )
+
+
+async def signatures_on(conn: AsyncConnection, target_user_ids: Collection[int]) -> list[AnyRow]:
+    result = await conn.execute(
+        select(e2ee_signatures).where(e2ee_signatures.c.target_user_id.in_(list(target_user_ids)))
+    )
+    return list(result)
+
+
+async def forget_signatures(conn: AsyncConnection, target_user_id: int, target_keys: Collection[str]) -> None:
+    """Signatures on keys that are gone (a removed device, a replaced master key)."""
+    await conn.execute(
+        delete(e2ee_signatures).where(
+            e2ee_signatures.c.target_user_id == target_user_id, e2ee_signatures.c.target_key.in_(list(target_keys))
+        )
+    )
+
+
+async def forget_signatures_by(conn: AsyncConnection, signer_user_id: int, signing_key_ids: Collection[str]) -> None:
+    """Signatures made with keys that were replaced."""
+    await conn.execute(
+        delete(e2ee_signatures).where(
+            e2ee_signatures.c.signer_user_id == signer_user_id,
+            e2ee_signatures.c.signing_key_id.in_(list(signing_key_ids)),
+        )
+    )
+
+
+async def forget_user(conn: AsyncConnection, user_id: int) -> None:
+    """Everything a deleted account published (its devices' rows go with the devices)."""
+    await conn.execute(delete(e2ee_cross_signing_keys).where(e2ee_cross_signing_keys.c.user_id == user_id))
+    await conn.execute(
+        delete(e2ee_signatures).where(
+            or_(e2ee_signatures.c.target_user_id == user_id, e2ee_signatures.c.signer_user_id == user_id)
+        )
+    )
+
+
+async def users_by_name(conn: AsyncConnection, usernames: Collection[str]) -> dict[str, int]:
+    """Live accounts' ids by username (deleted accounts are absent, as unknown ones)."""
+    result = await conn.execute(
+        select(users.c.username, users.c.id).where(users.c.username.in_(list(usernames)), users.c.deleted_ms.is_(None))
+    )
+    return {str(name): int(uid) for name, uid in result}
+
+
+async def visible_to(conn: AsyncConnection, viewer_id: int, user_ids: Collection[int]) -> set[int]:
+    """Which of `user_ids` the viewer may see the keys of: themself, members of a conversation
+    both are in now, and friends (each follows the other)."""
+    candidates = list(user_ids)
+    mine = members.alias("mine")
+    theirs = members.alias("theirs")
+    sharing = await conn.execute(
+        select(theirs.c.user_id)
+        .select_from(mine.join(theirs, theirs.c.conversation_id == mine.c.conversation_id))
+        .where(
+            mine.c.user_id == viewer_id,
+            mine.c.left_ms.is_(None),
+            theirs.c.left_ms.is_(None),
+            theirs.c.user_id.in_(candidates),
+        )
+        .distinct()
+    )
+    back = follows.alias("back")
+    friends = await conn.execute(
+        select(follows.c.followee_id)
+        .select_from(
+            follows.join(
+                back, and_(back.c.follower_id == follows.c.followee_id, back.c.followee_id == follows.c.follower_id)
+            )
+        )
+        .where(follows.c.follower_id == viewer_id, follows.c.followee_id.in_(candidates))
+    )
+    visible = {int(row[0]) for row in sharing} | {int(row[0]) for row in friends}
+    return visible | ({viewer_id} & set(candidates))
+
+

@@ -1,0 +1,66 @@
+"""Members with a real Olm device (vodozemac) for tests of the key directory, and the raw
+Matrix-shaped calls (no SDK wrapper in between: the tests are about the wire)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from conftest import Server, new_member, raw
+from keyhold.sdk import Client
+from keyhold.sdk.e2ee.device import OlmDevice
+
+
+@dataclass
+class Member:
+    client: Client
+    device: OlmDevice
+
+    @property
+    def user_id(self) -> str:
+        assert self.client.user_id is not None
+        return self.client.user_id
+
+    async def post(self, path: str, body: Any) -> httpx.Response:
+        return await raw(self.client, "POST", f"/e2ee/{path}", json=body)
+
+    async def upload(self, one_time_keys: int = 0, fallback: bool = False) -> httpx.Response:
+        body: dict[str, Any] = {"device_keys": self.device.device_keys()}
+        if one_time_keys:
+            body["one_time_keys"] = self.device.new_one_time_keys(one_time_keys)
+        if fallback:
+            body["fallback_keys"] = self.device.new_fallback_key()
+        return await self.post("keys/upload", body)
+
+    async def query(self, *user_ids: str) -> dict[str, Any]:
+        response = await self.post("keys/query", {"device_keys": {uid: [] for uid in user_ids}})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def claim(self, wanted: dict[str, dict[str, str]]) -> dict[str, Any]:
+        response = await self.post("keys/claim", {"one_time_keys": wanted, "timeout": 10000})
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+async def member_with_device(server: Server) -> Member:
+    client = await new_member(server)
+    assert client.user_id is not None and client.device_id is not None
+    return Member(client, OlmDevice(client.user_id, client.device_id))
+
+
+async def published(server: Server, one_time_keys: int = 0, fallback: bool = False) -> Member:
+    member = await member_with_device(server)
+    response = await member.upload(one_time_keys, fallback)
+    assert response.status_code == 200, response.text
+    return member
+
+
+async def sharing(server: Server, count: int) -> list[Member]:
+    """`count` members with published keys, all in one group conversation."""
+    members = [await published(server) for _ in range(count)]
+    others = [m.client.username for m in members[1:]]
+    await members[0].client.start_conversation(others, kind="group" if len(others) > 1 else None)
+    return members
