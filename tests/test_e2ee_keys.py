@@ -282,3 +282,12 @@ def test_unpadded_base64_round_trips() -> None:
         decode_base64("AA-_")
 
 
+
+
+async def test_a_former_member_loses_sight_of_the_keys(server: Server) -> None:
+    alice, bob, _carol = await sharing(server, 3)
+    conversation = (await bob.client.conversations())[0]
+    assert (await bob.query(alice.user_id))["device_keys"][alice.user_id] != {}
+    await bob.client.leave(conversation.id)
+    assert (await bob.query(alice.user_id))["device_keys"][alice.user_id] == {}
+    assert (await bob.claim({alice.user_id: {alice.device.device_id: "signed_curve25519"}}))["one_time_keys"] == {}

@@ -43,8 +43,9 @@ ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
     "__init__": set(),
 }
-# The SDK may use only the pure, verification-only part of `crypto`, never key handling.
-SDK_CRYPTO = {"keyhold.crypto.merkle"}
+# The SDK may use only the pure parts of `crypto` (Merkle proofs; Matrix's signed JSON, whose
+# keys the caller holds), never the server's key handling.
+SDK_CRYPTO = {"keyhold.crypto.merkle", "keyhold.crypto.signed_json"}
 
 
 @dataclass(frozen=True)

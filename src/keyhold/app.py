@@ -37,6 +37,7 @@ from keyhold.crypto.passwords import PasswordHashing
 from keyhold.crypto.signing import ServiceSigner
 from keyhold.crypto.tls import write_self_signed
 from keyhold.e2ee.keys import KeyDirectory
+from keyhold.e2ee.to_device import ToDevice
 from keyhold.governance.service import Governance, start_governance
 from keyhold.store.blobs import BlobStore
 from keyhold.store.db import create_engine, migrate, writer_transactions
@@ -65,6 +66,7 @@ class Keyhold:
     erasure: Erasure
     governance: Governance
     e2ee: KeyDirectory
+    to_device: ToDevice
 
     async def check_storage(self) -> None:
         """Raise if the database does not answer (the health check)."""
@@ -171,6 +173,9 @@ async def start_keyhold(
     governance = await start_governance(settings, engine, writer, provider, passwords, signin, erasure, blobs)
     conversations = ConversationService(engine, writer, messages, keys, erasure, settings)
     accounts = AccountService(engine, passwords, signin, settings)
+    e2ee = KeyDirectory(engine, writer, accounts, settings.server_name)
+    delivery = Delivery(engine, bus, messages, settings.replay_page_size)
+    delivery.greetings.append(e2ee.greeting)
     return Keyhold(
         settings=settings,
         engine=engine,
@@ -178,11 +183,11 @@ async def start_keyhold(
         writer=writer,
         keys=keys,
         accounts=accounts,
-        devices=DeviceService(engine, accounts),
+        devices=DeviceService(engine, writer, accounts),
         conversations=conversations,
         groups=GroupService(writer, conversations, settings),
         messages=messages,
-        delivery=Delivery(engine, bus, messages, settings.replay_page_size),
+        delivery=delivery,
         passwords=passwords,
         signin=signin,
         revocations=RevocationWatch(engine),
@@ -190,7 +195,8 @@ async def start_keyhold(
         blobs=blobs,
         erasure=erasure,
         governance=governance,
-        e2ee=KeyDirectory(engine, accounts, settings.server_name),
+        e2ee=e2ee,
+        to_device=ToDevice(writer, settings.server_name),
     )
 
 

@@ -16,6 +16,7 @@ from keyhold.core.groups import GroupService
 from keyhold.core.messages import MessageService
 from keyhold.core.revocation import RevocationWatch
 from keyhold.e2ee.keys import KeyDirectory
+from keyhold.e2ee.to_device import ToDevice
 from keyhold.governance.service import Governance
 from keyhold.governance.staff import STAFF_TOKEN_PREFIX, StaffMember
 
@@ -34,6 +35,7 @@ class Services(Protocol):
     revocations: RevocationWatch
     governance: Governance
     e2ee: KeyDirectory
+    to_device: ToDevice
 
     async def check_storage(self) -> None: ...
 

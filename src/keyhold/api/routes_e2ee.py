@@ -3,16 +3,20 @@ specification's endpoints of the same names, with its request and response bodie
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from keyhold.api.deps import CurrentMember, Service
+from keyhold.api.schemas import Text
 from keyhold.api.schemas_e2ee import (
+    EVENT_TYPE_PATTERN,
+    TXN_ID_PATTERN,
     DeviceSigningUploadBody,
     KeysClaimBody,
     KeysQueryBody,
     KeysUploadBody,
+    SendToDeviceBody,
     SignaturesUploadBody,
 )
 
@@ -31,7 +35,7 @@ async def query_keys(body: KeysQueryBody, member: CurrentMember, svc: Service) -
 
 @router.post("/keys/claim", summary="Take one one-time key per device (its fallback key once none are left)")
 async def claim_keys(body: KeysClaimBody, member: CurrentMember, svc: Service) -> dict[str, Any]:
-    return (await svc.e2ee.claim(member, body.one_time_keys)).answer
+    return await svc.e2ee.claim(member, body.one_time_keys)
 
 
 @router.post(
@@ -47,3 +51,18 @@ async def upload_cross_signing_keys(body: DeviceSigningUploadBody, member: Curre
 @router.post("/keys/signatures/upload", summary="Add signatures to my devices, my master key or a contact's master key")
 async def upload_signatures(body: SignaturesUploadBody, member: CurrentMember, svc: Service) -> dict[str, Any]:
     return await svc.e2ee.upload_signatures(member, body.root)
+
+
+@router.put(
+    "/sendToDevice/{event_type}/{txn_id}",
+    summary="Send messages to devices (delivered over their streams as e2ee.to_device); a retry with the same txn_id sends nothing twice",
+)
+async def send_to_device(
+    event_type: Annotated[Text, Path(pattern=EVENT_TYPE_PATTERN)],
+    txn_id: Annotated[Text, Path(pattern=TXN_ID_PATTERN)],
+    body: SendToDeviceBody,
+    member: CurrentMember,
+    svc: Service,
+) -> dict[str, Any]:
+    await svc.to_device.send(member, event_type, txn_id, body.messages)
+    return {}

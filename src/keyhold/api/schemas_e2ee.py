@@ -52,3 +52,12 @@ class DeviceSigningUploadBody(MatrixBody):
 
 class SignaturesUploadBody(RootModel[dict[UserIdText, dict[Text, Any]]]):
     """`{user id: {device id or master public key: signed object}}`."""
+
+
+class SendToDeviceBody(MatrixBody):
+    # {user id: {device id or "*": content}}
+    messages: dict[UserIdText, dict[Annotated[str, StringConstraints(pattern=r"^(\*|[A-Za-z0-9_.=-]{1,64})$")], dict[Text, Any]]]
+
+
+EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"
+TXN_ID_PATTERN = r"^[A-Za-z0-9_.~=-]{1,128}$"

@@ -31,10 +31,12 @@ class Subscription(Protocol):
 
 
 class Bus(Protocol):
-    def publish(self, user_id: int, seq: int, payload: bytes, origin: int = 0) -> None:
+    def publish(self, user_id: int, seq: int, payload: bytes, origin: int = 0, device: str | None = None) -> None:
         """`origin` (non-zero) names the subscriber the event answers, which is not sent it: a
         stream that sent a message has its `ack` and gets no `message.new` echo (the user's
-        other streams do)."""
+        other streams do). `device` (not None) limits the event to that device's streams."""
         ...
 
-    def subscribe(self, user_id: int, origin: int = 0) -> Subscription: ...
+    def subscribe(self, user_id: int, origin: int = 0, device: str | None = None) -> Subscription:
+        """The user's events for all their devices, and for `device`."""
+        ...

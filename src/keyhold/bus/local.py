@@ -12,9 +12,10 @@ MAX_PENDING = 10_000
 
 
 class LocalSubscription:
-    def __init__(self, bus: LocalBus, user_id: int, origin: int) -> None:
+    def __init__(self, bus: LocalBus, user_id: int, origin: int, device: str | None) -> None:
         self.user_id = user_id
         self.origin = origin
+        self.device = device
         self._bus = bus
         self._pending: deque[tuple[int, bytes]] = deque()
         self._forward: Callable[[int, bytes], None] | None = None
@@ -49,13 +50,13 @@ class LocalBus:
     def __init__(self) -> None:
         self._subscribers: dict[int, set[LocalSubscription]] = {}
 
-    def publish(self, user_id: int, seq: int, payload: bytes, origin: int = 0) -> None:
+    def publish(self, user_id: int, seq: int, payload: bytes, origin: int = 0, device: str | None = None) -> None:
         for sub in tuple(self._subscribers.get(user_id, ())):
-            if not origin or sub.origin != origin:
+            if (not origin or sub.origin != origin) and (device is None or sub.device == device):
                 sub.deliver(seq, payload)
 
-    def subscribe(self, user_id: int, origin: int = 0) -> LocalSubscription:
-        sub = LocalSubscription(self, user_id, origin)
+    def subscribe(self, user_id: int, origin: int = 0, device: str | None = None) -> LocalSubscription:
+        sub = LocalSubscription(self, user_id, origin, device)
         self._subscribers.setdefault(user_id, set()).add(sub)
         return sub
 

@@ -9,7 +9,7 @@ resumes from storage with `since`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -23,6 +23,10 @@ from keyhold.store import conversations as conversation_store
 from keyhold.store import events as event_store
 from keyhold.store import messages as message_store
 
+# Frames a stream gets right after `ready`, made for its member at the position reached (a
+# seam: end-to-end encryption tells each connection its device's one-time key counts).
+Greeting = Callable[[Member, int], Awaitable[bytes | None]]
+
 
 class Delivery:
     def __init__(self, engine: AsyncEngine, bus: Bus, messages: MessageService, page_size: int) -> None:
@@ -30,21 +34,27 @@ class Delivery:
         self._bus = bus
         self._messages = messages
         self._page_size = page_size
+        self.greetings: list[Greeting] = []
 
     async def position(self, member: Member, since: int | None) -> int:
         """Where a stream starts: after `since`, or after everything so far when `since` is
         None (live only). A position ahead of the log (a client of a restored server) would
-        silence the stream: it is brought back to the log's end."""
+        silence the stream: it is brought back to the log's end. The device's own events up to
+        there (to-device messages) are then deleted: it has reconnected past them."""
         async with self._engine.connect() as conn:
             latest = (await conn.run_sync(event_store.last_seqs, [member.id])).get(member.id, 0)
-        return latest if since is None else min(since, latest)
+        position = latest if since is None else min(since, latest)
+        if member.device_id is not None and position > 0:
+            async with self._engine.begin() as conn:
+                await event_store.forget_delivered(conn, member.id, member.device_id, position)
+        return position
 
     async def deliver(self, member: Member, since: int, origin: int, push: Callable[[bytes], None]) -> None:
         """Push the member's events after `since` as rendered frames: the replay, a `ready`
         frame with the position reached, then live events as they are published (those that
         answer `origin`, the stream's own sends, left out). Returns when the subscription is
         cut off (the member fell behind); the caller cancels it to stop."""
-        subscription = self._bus.subscribe(member.id, origin)
+        subscription = self._bus.subscribe(member.id, origin, member.device_id)
         try:
             last = since
             while True:
@@ -56,6 +66,10 @@ class Delivery:
                     break
             push(orjson.dumps({"type": "ready", "seq": last}))
             replayed = last
+            for greeting in self.greetings:
+                frame = await greeting(member, last)
+                if frame is not None:
+                    push(frame)
 
             def live(seq: int, payload: bytes) -> None:
                 if seq > replayed:  # committed during the replay: sent already
@@ -74,7 +88,7 @@ class Delivery:
         `message: null`.
         """
         async with self._engine.connect() as conn:
-            rows = await event_store.page_after(conn, member.id, after_seq, self._page_size)
+            rows = await event_store.page_after(conn, member.id, member.device_id, after_seq, self._page_size)
             message_ids = [r.message_id for r in rows if r.type == "message.new" and r.message_id]
             found = await message_store.by_ids(conn, message_ids) if message_ids else {}
             memberships: dict[int, bool] = {}

@@ -2,20 +2,23 @@
 
 A device is what a sign-in names (`POST /sessions` with `device_id`, else one the server
 makes up); each token belongs to one. Removing a device needs the password: it revokes the
-device's tokens (its open streams close, as for any revoked token) and, once end-to-end
-encryption stores keys, deletes its keys with it.
+device's tokens (its open streams close, as for any revoked token), deletes its published keys
+with it, and tells the member's contacts that their device list changed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
 from keyhold.core.accounts import AccountService, Member, require_live_session
 from keyhold.core.errors import invalid, not_found
+from keyhold.core.writer import EventSink, PendingEvent, Writer
+from keyhold.store import conversations as conversation_store
 from keyhold.store import devices as store
+from keyhold.store import e2ee_keys as e2ee_store
 from keyhold.store.rows import AnyRow
 
 
@@ -29,9 +32,18 @@ def _view(row: AnyRow, current: str | None) -> dict[str, Any]:
     }
 
 
+async def announce_device_change(conn: AsyncConnection, sink: EventSink, user_id: int, full_id: str) -> None:
+    """Tell the member's devices, and everyone who shares a conversation with them, that the
+    member's devices or keys changed (`e2ee.device_lists`): their clients fetch the keys again
+    before they next encrypt to the member."""
+    watchers = await conversation_store.co_members(conn, user_id) | {user_id}
+    sink.add(PendingEvent(sorted(watchers), "e2ee.device_lists", data={"changed": [full_id], "left": []}))
+
+
 class DeviceService:
-    def __init__(self, engine: AsyncEngine, accounts: AccountService) -> None:
+    def __init__(self, engine: AsyncEngine, writer: Writer, accounts: AccountService) -> None:
         self._engine = engine
+        self._writer = writer
         self._accounts = accounts
 
     async def list(self, member: Member) -> list[dict[str, Any]]:
@@ -61,7 +73,13 @@ class DeviceService:
     async def remove(self, member: Member, device_id: str, password: str) -> None:
         """Remove one of the member's devices (this one too, which signs it out)."""
         await self._accounts.verify_for_deletion(member, password)
-        async with self._engine.begin() as conn:
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> None:
             await require_live_session(conn, member)
+            had_keys = await e2ee_store.device_keys_of(conn, member.id, device_id) is not None
             if not await store.remove(conn, member.id, device_id):
                 raise not_found("no such device of yours")
+            if had_keys:  # a device that never published keys was never encrypted to
+                await announce_device_change(conn, sink, member.id, self._accounts.user_id(member.username))
+
+        await self._writer.run(run)

@@ -49,6 +49,8 @@ class PendingEvent:
     message_json: bytes | None = None
     # The stream connection this event answers (see `bus.base.Bus.publish`); 0 for none.
     origin: int = 0
+    # For this one of the users' devices only; None for all of them.
+    device_id: str | None = None
 
 
 class EventSink:
@@ -75,9 +77,9 @@ def render_event(event: PendingEvent, seq: int) -> bytes:
 
 
 BatchHandler = Callable[[Connection, list[Any], EventSink], list[Any]]
-# What a transaction publishes once committed: (user, seq, rendered event, origin) and the
-# users' new seq counters.
-Published = tuple[list[tuple[int, int, bytes, int]], dict[int, int]]
+# What a transaction publishes once committed: (user, seq, rendered event, origin, device) and
+# the users' new seq counters.
+Published = tuple[list[tuple[int, int, bytes, int, str | None]], dict[int, int]]
 
 
 @dataclass
@@ -255,15 +257,15 @@ class Writer:
         # Counters advance in a copy: a failed transaction leaves the cache untouched.
         seqs = {uid: known[uid] if uid in known else self._seqs[uid] for uid in users}
         rows: list[tuple[Any, ...]] = []
-        published: list[tuple[int, int, bytes, int]] = []
+        published: list[tuple[int, int, bytes, int, str | None]] = []
         created = now_ms()
         for ev in sink.pending:
             data = orjson.dumps(ev.data).decode()
             for uid in ev.user_ids:
                 seq = seqs[uid] = seqs[uid] + 1
                 # In store.events.EVENT_COLUMNS order.
-                rows.append((uid, seq, ev.type, ev.conversation_id, ev.message_id, data, created))
-                published.append((uid, seq, render_event(ev, seq), ev.origin))
+                rows.append((uid, seq, ev.type, ev.conversation_id, ev.message_id, data, created, ev.device_id))
+                published.append((uid, seq, render_event(ev, seq), ev.origin, ev.device_id))
         event_store.append(conn, rows)
         event_store.store_seqs(conn, seqs)
         return published, seqs
@@ -271,6 +273,6 @@ class Writer:
     def _after_commit(self, published: Published) -> None:
         events, seqs = published
         self._seqs.update(seqs)
-        for uid, seq, payload, origin in events:
-            self._bus.publish(uid, seq, payload, origin)
+        for uid, seq, payload, origin, device in events:
+            self._bus.publish(uid, seq, payload, origin, device)
 

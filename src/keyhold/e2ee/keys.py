@@ -13,30 +13,23 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import now_ms
 from keyhold.core.accounts import AccountService, Member, require_live_session
+from keyhold.core.devices import announce_device_change
 from keyhold.core.errors import conflict, forbidden, invalid, unauthorized
+from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.signed_json import signing_bytes, verify_signed_json
 from keyhold.e2ee import shapes
 from keyhold.e2ee.ids import split_user_id, user_id
+from keyhold.e2ee.people import reachable
 from keyhold.store import e2ee_keys as store
 
-MAX_USERS = 500
 MAX_DEVICES = 1000
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A claim's answer, and the devices whose keys it took (their owners' clients are told
-    their new counts)."""
-
-    answer: dict[str, Any]
-    devices: list[tuple[int, str]]
 
 
 def _device_of(member: Member) -> str:
@@ -46,8 +39,9 @@ def _device_of(member: Member) -> str:
 
 
 class KeyDirectory:
-    def __init__(self, engine: AsyncEngine, accounts: AccountService, server_name: str) -> None:
+    def __init__(self, engine: AsyncEngine, writer: Writer, accounts: AccountService, server_name: str) -> None:
         self._engine = engine
+        self._writer = writer
         self._accounts = accounts
         self._server = server_name
 
@@ -61,7 +55,8 @@ class KeyDirectory:
     ) -> dict[str, Any]:
         me, device = self._me(member), _device_of(member)
         new_keys = None if device_keys is None else shapes.device_keys(device_keys, me, device)
-        async with self._engine.begin() as conn:
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> dict[str, Any]:
             await require_live_session(conn, member)
             published = await store.device_keys_of(conn, member.id, device)
             if new_keys is not None:
@@ -76,15 +71,15 @@ class KeyDirectory:
                 await store.put_device_keys(
                     conn, member.id, device, new_keys.ed25519, new_keys.curve25519, new_keys.json, now_ms()
                 )
+                if published is None or published.key_json != new_keys.json:
+                    await announce_device_change(conn, sink, member.id, me)
             ed25519 = new_keys.ed25519 if new_keys else (published.ed25519 if published else None)
             if (one_time_keys or fallback_keys) and ed25519 is None:
                 raise shapes.bad_keys("publish device_keys before one-time or fallback keys")
-            if one_time_keys:
-                assert ed25519 is not None
+            if one_time_keys and ed25519 is not None:
                 keys = shapes.signed_keys(one_time_keys, "one_time_keys", me, device, ed25519, fallback=False)
                 await store.add_one_time_keys(conn, member.id, device, keys)
-            if fallback_keys:
-                assert ed25519 is not None
+            if fallback_keys and ed25519 is not None:
                 for algorithm, key_id, key_json in shapes.signed_keys(
                     fallback_keys, "fallback_keys", me, device, ed25519, fallback=True
                 ):
@@ -94,39 +89,20 @@ class KeyDirectory:
                 raise shapes.bad_keys(
                     f"a device holds at most {shapes.MAX_ONE_TIME_KEYS} unclaimed one-time keys per algorithm"
                 )
-        return {"one_time_key_counts": {"signed_curve25519": 0, **counts}}
+            return {"one_time_key_counts": {"signed_curve25519": 0, **counts}}
 
-    async def key_counts(self, member: Member) -> dict[str, Any]:
-        """The device's unclaimed one-time keys per algorithm and its unused fallback key types."""
-        device = _device_of(member)
+        return await self._writer.run(run)
+
+    async def greeting(self, member: Member, seq: int) -> bytes | None:
+        """The `e2ee.key_counts` frame a device's stream gets right after `ready`, if the
+        device has published keys."""
+        if member.device_id is None:
+            return None
         async with self._engine.connect() as conn:
-            counts = await store.one_time_key_counts(conn, member.id, device)
-            unused = await store.unused_fallback_key_types(conn, member.id, device)
-        return {"one_time_key_counts": {"signed_curve25519": 0, **counts}, "unused_fallback_key_types": unused}
-
-    # who is who
-
-    async def _resolve(
-        self, conn: AsyncConnection, member: Member, user_ids: list[str]
-    ) -> tuple[dict[str, int], dict[str, Any]]:
-        """The asked-for ids the member may see, with their account ids, and `failures` (other
-        servers: Keyhold does not federate)."""
-        if len(user_ids) > MAX_USERS:
-            raise invalid(f"at most {MAX_USERS} users per request")
-        names: dict[str, str] = {}
-        failures: dict[str, Any] = {}
-        for uid in user_ids:
-            parts = split_user_id(uid)
-            if parts is None:
-                raise invalid("user ids are written @<username>:<server name>")
-            if parts[1] != self._server:
-                failures[parts[1]] = {"status": 404, "message": "this server does not federate"}
-            else:
-                names[uid] = parts[0]
-        ids = await store.users_by_name(conn, set(names.values()))
-        found = {uid: ids[name] for uid, name in names.items() if name in ids}
-        visible = await store.visible_to(conn, member.id, set(found.values()))
-        return {uid: account for uid, account in found.items() if account in visible}, failures
+            if await store.device_keys_of(conn, member.id, member.device_id) is None:
+                return None
+            counts = await _key_counts(conn, member.id, member.device_id)
+        return orjson.dumps({"type": "e2ee.key_counts", "seq": seq, **counts})
 
     # keys/query
 
@@ -135,7 +111,7 @@ class KeyDirectory:
             raise invalid(f"at most {MAX_DEVICES} devices per request")
         me = self._me(member)
         async with self._engine.connect() as conn:
-            seen, failures = await self._resolve(conn, member, list(wanted))
+            seen, failures = await reachable(conn, member, list(wanted), self._server)
             account_ids = set(seen.values())
             device_rows = await store.device_keys_of_users(conn, account_ids)
             cross_rows = await store.cross_signing_keys_of(conn, account_ids)
@@ -164,24 +140,28 @@ class KeyDirectory:
 
     # keys/claim
 
-    async def claim(self, member: Member, wanted: Mapping[str, Mapping[str, str]]) -> Claimed:
+    async def claim(self, member: Member, wanted: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
         if sum(len(devices) for devices in wanted.values()) > MAX_DEVICES:
             raise invalid(f"at most {MAX_DEVICES} devices per request")
-        taken: dict[str, dict[str, Any]] = {}
-        drained: list[tuple[int, str]] = []
-        async with self._engine.begin() as conn:
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> dict[str, Any]:
             await require_live_session(conn, member)
-            seen, failures = await self._resolve(conn, member, list(wanted))
+            seen, failures = await reachable(conn, member, list(wanted), self._server)
+            taken: dict[str, dict[str, Any]] = {}
             for uid, account in seen.items():
                 for device, algorithm in wanted[uid].items():
                     row = await store.take_one_time_key(conn, account, device, algorithm)
                     if row is None:
                         row = await store.use_fallback_key(conn, account, device, algorithm)
-                    if row is not None:
-                        key_json = json.loads(row.key_json)
-                        taken.setdefault(uid, {})[device] = {f"{algorithm}:{row.key_id}": key_json}
-                        drained.append((account, device))
-        return Claimed({"failures": failures, "one_time_keys": taken}, drained)
+                    if row is None:
+                        continue
+                    taken.setdefault(uid, {})[device] = {f"{algorithm}:{row.key_id}": json.loads(row.key_json)}
+                    # The device learns what is left, to upload more before it runs out.
+                    counts = await _key_counts(conn, account, device)
+                    sink.add(PendingEvent([account], "e2ee.key_counts", data=counts, device_id=device))
+            return {"failures": failures, "one_time_keys": taken}
+
+        return await self._writer.run(run)
 
     # keys/device_signing/upload
 
@@ -209,7 +189,8 @@ class KeyDirectory:
         for usage in ("self_signing", "user_signing"):
             if usage in new and not verify_signed_json(new[usage].body, me, f"ed25519:{master}", master):
                 raise shapes.bad_signature(f"{usage}_key is not signed by the master key")
-        async with self._engine.begin() as conn:
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> None:
             await require_live_session(conn, member)
             again = {row.usage: row for row in await store.cross_signing_keys_of(conn, [member.id])}
             if {u: r.public_key for u, r in again.items()} != {u: r.public_key for u, r in current.items()}:
@@ -226,17 +207,23 @@ class KeyDirectory:
             now = now_ms()
             for key in new.values():
                 await store.put_cross_signing_key(conn, member.id, key.usage, key.public_key, key.json, now)
+            if any(usage not in current or current[usage].key_json != key.json for usage, key in new.items()):
+                await announce_device_change(conn, sink, member.id, me)
+
+        await self._writer.run(run)
 
     # keys/signatures/upload
 
     async def upload_signatures(self, member: Member, signed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         me = self._me(member)
-        failures: dict[str, dict[str, Any]] = defaultdict(dict)
         if sum(len(objects) for objects in signed.values()) > MAX_DEVICES:
             raise invalid(f"at most {MAX_DEVICES} signed objects per request")
-        async with self._engine.begin() as conn:
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> dict[str, Any]:
+            failures: dict[str, dict[str, Any]] = defaultdict(dict)
+            changed: set[int] = set()
             await require_live_session(conn, member)
-            seen, _ = await self._resolve(conn, member, [uid for uid in signed if split_user_id(uid)])
+            seen, _ = await reachable(conn, member, [uid for uid in signed if split_user_id(uid)], self._server)
             mine = {row.usage: row for row in await store.cross_signing_keys_of(conn, [member.id])}
             for uid, objects in signed.items():
                 account = seen.get(uid)
@@ -247,9 +234,14 @@ class KeyDirectory:
                         if not isinstance(obj, Mapping):
                             raise _failure("M_INVALID_PARAM", "a signed object is a JSON object")
                         await self._add_signatures(conn, member, me, mine, uid, account, key_id, obj)
+                        if account not in changed:
+                            await announce_device_change(conn, sink, account, uid)
+                            changed.add(account)
                     except _Failure as failure:
                         failures[uid][key_id] = failure.body
-        return {"failures": dict(failures)}
+            return {"failures": dict(failures)}
+
+        return await self._writer.run(run)
 
     async def _add_signatures(
         self,
@@ -339,3 +331,11 @@ def _with_signatures(obj: dict[str, Any], extra: Mapping[str, Mapping[str, str]]
         obj["signatures"] = signatures
     return obj
 
+
+
+async def _key_counts(conn: AsyncConnection, account: int, device: str) -> dict[str, Any]:
+    counts = await store.one_time_key_counts(conn, account, device)
+    return {
+        "one_time_key_counts": {"signed_curve25519": 0, **counts},
+        "unused_fallback_key_types": await store.unused_fallback_key_types(conn, account, device),
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from sqlalchemy import and_, func, insert, literal, select, update
@@ -150,6 +150,27 @@ async def list_for_user(
     if before_activity is not None:
         query = query.where(ACTIVITY < before_activity)
     return (await conn.execute(query)).all()
+
+
+async def co_members(conn: AsyncConnection, user_id: int, among: Collection[int] | None = None) -> set[int]:
+    """Who shares a conversation with the user now (both current members), optionally only
+    among `among`; the user themself is not included."""
+    mine = members.alias("mine")
+    theirs = members.alias("theirs")
+    query = (
+        select(theirs.c.user_id)
+        .select_from(mine.join(theirs, theirs.c.conversation_id == mine.c.conversation_id))
+        .where(
+            mine.c.user_id == user_id,
+            mine.c.left_ms.is_(None),
+            theirs.c.left_ms.is_(None),
+            theirs.c.user_id != user_id,
+        )
+        .distinct()
+    )
+    if among is not None:
+        query = query.where(theirs.c.user_id.in_(list(among)))
+    return {int(row[0]) for row in await conn.execute(query)}
 
 
 async def set_left(conn: AsyncConnection, conversation_id: int, user_id: int, now: int) -> None:

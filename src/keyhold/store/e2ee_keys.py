@@ -9,6 +9,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.store.absent import insert_if_absent
+from keyhold.store.conversations import co_members
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import (
     devices,
@@ -17,10 +18,12 @@ from keyhold.store.schema import (
     e2ee_fallback_keys,
     e2ee_one_time_keys,
     e2ee_signatures,
+    e2ee_to_device_txns,
     follows,
-    members,
     users,
 )
+
+TXN_MEMORY_MS = 7 * 24 * 3600 * 1000
 
 
 async def device_keys_of(conn: AsyncConnection, user_id: int, device_id: str) -> AnyRow | None:
@@ -264,19 +267,6 @@ async def visible_to(conn: AsyncConnection, viewer_id: int, user_ids: Collection
     """Which of `user_ids` the viewer may see the keys of: themself, members of a conversation
     both are in now, and friends (each follows the other)."""
     candidates = list(user_ids)
-    mine = members.alias("mine")
-    theirs = members.alias("theirs")
-    sharing = await conn.execute(
-        select(theirs.c.user_id)
-        .select_from(mine.join(theirs, theirs.c.conversation_id == mine.c.conversation_id))
-        .where(
-            mine.c.user_id == viewer_id,
-            mine.c.left_ms.is_(None),
-            theirs.c.left_ms.is_(None),
-            theirs.c.user_id.in_(candidates),
-        )
-        .distinct()
-    )
     back = follows.alias("back")
     friends = await conn.execute(
         select(follows.c.followee_id)
@@ -287,7 +277,26 @@ async def visible_to(conn: AsyncConnection, viewer_id: int, user_ids: Collection
         )
         .where(follows.c.follower_id == viewer_id, follows.c.followee_id.in_(candidates))
     )
-    visible = {int(row[0]) for row in sharing} | {int(row[0]) for row in friends}
+    visible = await co_members(conn, viewer_id, candidates) | {int(row[0]) for row in friends}
     return visible | ({viewer_id} & set(candidates))
 
 
+async def first_to_device_txn(conn: AsyncConnection, user_id: int, device_id: str, txn_id: str, now: int) -> bool:
+    """Record the sending device's transaction id; False if it was seen (a retry). Ids older
+    than a week are forgotten first: a client retries within minutes, not days."""
+    await conn.execute(
+        delete(e2ee_to_device_txns).where(
+            e2ee_to_device_txns.c.user_id == user_id,
+            e2ee_to_device_txns.c.device_id == device_id,
+            e2ee_to_device_txns.c.created_ms < now - TXN_MEMORY_MS,
+        )
+    )
+    made = await insert_if_absent(
+        conn, e2ee_to_device_txns, {"user_id": user_id, "device_id": device_id, "txn_id": txn_id, "created_ms": now}
+    )
+    return bool(made.rowcount)
+
+
+async def device_ids_of(conn: AsyncConnection, user_id: int) -> list[str]:
+    result = await conn.execute(select(devices.c.device_id).where(devices.c.user_id == user_id))
+    return [str(row[0]) for row in result]

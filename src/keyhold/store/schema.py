@@ -199,10 +199,14 @@ events = Table(
     Column("type", String(40), nullable=False),
     Column("conversation_id", BigInteger, nullable=True),
     Column("message_id", BigInteger, nullable=True),
-    # Event details (receipts, membership); never message content, which is loaded and
-    # opened for the recipient when the event is delivered.
+    # Event details (receipts, membership); never `standard` message content, which is loaded
+    # and opened for the recipient when the event is delivered. A to-device event keeps what
+    # one device sent another (end-to-end encrypted, or a verification step) until the device
+    # has reconnected past it.
     Column("data", Text, nullable=False, server_default="{}"),
     Column("created_ms", BigInteger, nullable=False),
+    # For one of the user's devices only (to-device messages, one-time key counts); NULL for all.
+    Column("device_id", String(64), nullable=True),
 )
 
 __all__ = [
@@ -405,4 +409,15 @@ e2ee_signatures = Table(
     Column("signer_user_id", ForeignKey("users.id"), primary_key=True, index=True),
     Column("signing_key_id", String(80), primary_key=True),
     Column("signature", String(128), nullable=False),
+)
+
+# `PUT sendToDevice/{type}/{txn_id}` seen per sending device: a retry sends nothing twice.
+e2ee_to_device_txns = Table(
+    "e2ee_to_device_txns",
+    metadata,
+    Column("user_id", SequenceId, primary_key=True),
+    Column("device_id", String(64), primary_key=True),
+    Column("txn_id", String(128), primary_key=True),
+    Column("created_ms", BigInteger, nullable=False),
+    ForeignKeyConstraint(*_DEVICE_FK, ondelete="CASCADE"),
 )
