@@ -3,10 +3,12 @@ Matrix-shaped calls (no SDK wrapper in between: the tests are about the wire).""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import vodozemac
 
 from conftest import Server, new_member, raw
 from keyhold.sdk import Client
@@ -64,3 +66,27 @@ async def sharing(server: Server, count: int) -> list[Member]:
     others = [m.client.username for m in members[1:]]
     await members[0].client.start_conversation(others, kind="group" if len(others) > 1 else None)
     return members
+
+
+class Megolm:
+    """A sender's Megolm session (vodozemac) and the matching inbound session a recipient
+    would get over Olm: here handed over directly, as the tests are about the server."""
+
+    def __init__(self) -> None:
+        self.outbound = vodozemac.GroupSession()
+        self.inbound = vodozemac.InboundGroupSession(self.outbound.session_key)
+
+    def content(self, plaintext: str, room_id: str = "!1:keyhold.local") -> dict[str, Any]:
+        payload = json.dumps({"type": "m.room.message", "room_id": room_id, "content": {"body": plaintext}})
+        message = self.outbound.encrypt(payload.encode())
+        return {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "ciphertext": message.to_base64(),
+            "session_id": self.outbound.session_id,
+            "sender_key": "unused-by-the-server",
+            "device_id": "unused-by-the-server",
+        }
+
+    def open(self, content: dict[str, Any]) -> str:
+        decrypted = self.inbound.decrypt(vodozemac.MegolmMessage.from_base64(content["ciphertext"]))
+        return str(json.loads(decrypted.plaintext)["content"]["body"])

@@ -23,11 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from canaries import WINDOW, Canaries, files_under
 from conftest import PASSWORD, Server, new_member, start_server, stop_server
 from keyhold.sdk import Client
 
 API = "/api/v1"
-WINDOW = 16
 
 
 def _letters(n: int) -> str:
@@ -42,50 +42,11 @@ ATTACHMENT = secrets.token_bytes(3000) + ATT_CANARY.encode() + secrets.token_byt
 FILENAME = f"{NAME_CANARY}.bin"
 
 
-def _encodings(secret: bytes) -> set[bytes]:
-    """The secret itself plus the forms it would take if something hex- or base64-encoded it
-    (every alignment of base64, standard and URL-safe)."""
-    found = {secret, secret.hex().encode(), secret.hex().upper().encode()}
-    for shift in range(3):
-        part = secret[shift:]
-        part = part[: len(part) - len(part) % 3]
-        found.add(base64.b64encode(part))
-        found.add(base64.urlsafe_b64encode(part))
-    return found
-
-
-def _windows(secret: bytes) -> set[bytes]:
-    return {secret[i : i + WINDOW] for i in range(len(secret) - WINDOW + 1)}
-
-
-WHOLE = set().union(*(_encodings(s.encode()) for s in (TEXT_CANARY, WS_CANARY, ATT_CANARY, NAME_CANARY)))
-WHOLE |= {ATTACHMENT}
-WINDOWS = set().union(*(_windows(s.encode()) for s in (TEXT_CANARY, WS_CANARY, ATT_CANARY, FILENAME)))
-WINDOWS |= _windows(ATTACHMENT)
-
-
-def leaks_in(data: bytes) -> list[str]:
-    """Descriptions of every canary found in `data` (whole or as a 16-byte window)."""
-    found = [f"whole canary {n!r}" for n in WHOLE if n in data]
-    hits = [i for i in range(len(data) - WINDOW + 1) if data[i : i + WINDOW] in WINDOWS]
-    if hits:
-        found.append(
-            f"{len(hits)} canary window(s), first at offset {hits[0]}: {data[hits[0] : hits[0] + WINDOW]!r}"
-        )
-    return found
-
-
-def scan(paths: list[Path]) -> dict[str, list[str]]:
-    leaks = {}
-    for path in paths:
-        found = leaks_in(path.read_bytes())
-        if found:
-            leaks[str(path)] = found
-    return leaks
-
-
-def files_under(home: Path) -> list[Path]:
-    return sorted(p for p in home.rglob("*") if p.is_file())
+CANARIES = Canaries(
+    [s.encode() for s in (TEXT_CANARY, WS_CANARY, ATT_CANARY, NAME_CANARY, FILENAME)], raw=[ATTACHMENT]
+)
+leaks_in = CANARIES.found_in
+scan = CANARIES.scan
 
 
 def test_leak_detector_finds_what_it_looks_for() -> None:

@@ -22,6 +22,7 @@ import pyotp
 import pytest
 
 from conftest import Server, new_member, raw, start_server, stop_server
+from e2ee_helpers import Megolm
 from keyhold.sdk import Client, KeyholdError, StaffClient
 from staff_helpers import STAFF_PASSWORD, add_all_staff, add_staff
 
@@ -230,6 +231,25 @@ async def reported_pair(
     case_id = await report(a, conv, [ids[2]], category)
     moderator = world.assignee(await world.staff["mod_a"].report(case_id))
     return a, b, conv, ids, case_id, moderator
+
+
+async def test_e2ee_content_is_refused_to_moderators_and_nothing_is_logged(world: World) -> None:
+    """A report of an e2ee message opens a case, but there is nothing the service can open:
+    the read is refused before any access-log entry is made."""
+    a, b = await new_member(world.server), await new_member(world.server)
+    conversation = await a.start_conversation([b.username], encryption="e2ee")
+    body = {"encrypted": Megolm().content("reported words")}
+    sent = await raw(b, "POST", f"/conversations/{conversation.id}/messages", json=body)
+    assert sent.status_code == 201, sent.text
+    message_id = int(sent.json()["id"])
+    case_id = await report(a, conversation.id, [message_id])
+    moderator = world.assignee(await world.staff["mod_a"].report(case_id))
+    logged = (await a.transparency_head())["size"]
+    await refused(moderator.report_content(case_id, reason="review"), 403, "end-to-end encrypted")
+    await refused(moderator.read(case_id, [message_id], "review"), 403, "end-to-end encrypted")
+    assert (await a.transparency_head())["size"] == logged
+    await a.close()
+    await b.close()
 
 
 async def test_warn_tells_the_reporter_and_the_offender(world: World) -> None:

@@ -120,6 +120,7 @@ async def send(
         body.idempotency_key,
         body.attachment_id,
         member.session,
+        encrypted=body.encrypted,
     )
     return await svc.messages.send(request)
 
@@ -142,14 +143,14 @@ async def receipt(
 @router.post(
     "/conversations/{conversation_id}/attachments",
     status_code=201,
-    summary="Upload an attachment (raw body); then send a message with its id",
+    summary="Upload an attachment (raw body; `filename` required in standard conversations, ignored in e2ee ones); then send a message with its id",
 )
 async def upload(
     conversation_id: ConversationId,
     request: Request,
     member: CurrentMember,
     svc: Service,
-    filename: Annotated[Text, Query(min_length=1, max_length=200)],
+    filename: Annotated[Text | None, Query(min_length=1, max_length=200)] = None,
     content_type: Annotated[Text, Header(max_length=200)] = "application/octet-stream",
 ) -> dict[str, Any]:
     data = await request.body()
@@ -163,7 +164,7 @@ async def download(
     svc: Service,
 ) -> Response:
     meta, data = await svc.messages.download(member.id, attachment_id)
-    return attachment_response(meta["filename"], meta["content_type"], data)
+    return attachment_response(meta["filename"] or "encrypted.bin", meta["content_type"], data)
 
 
 # Types a browser may show inline: raster images, which run no script. Everything else (HTML,

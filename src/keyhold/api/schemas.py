@@ -119,8 +119,13 @@ AttachmentId = Annotated[Text, Field(min_length=1, max_length=40)]
 MessageText = Annotated[MultilineText, Field(max_length=100_000)]
 
 
+# In an e2ee conversation: Matrix `m.room.encrypted` content, checked by `core.encrypted`.
+EncryptedContent = dict[Text, Any]
+
+
 class SendBody(Body):
     text: MessageText = ""
+    encrypted: EncryptedContent | None = None
     idempotency_key: IdempotencyKey | None = None
     attachment_id: AttachmentId | None = None
 

@@ -31,7 +31,17 @@ from pydantic import Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from keyhold.api.deps import Services
-from keyhold.api.schemas import MAX_ID, AttachmentId, Body, Id, IdempotencyKey, MessageText, Text, refusal
+from keyhold.api.schemas import (
+    MAX_ID,
+    AttachmentId,
+    Body,
+    EncryptedContent,
+    Id,
+    IdempotencyKey,
+    MessageText,
+    Text,
+    refusal,
+)
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem, invalid
 from keyhold.core.messages import SendRequest, Sent
@@ -59,6 +69,7 @@ class SendFrame(Frame):
     ref: Ref = None
     conversation_id: Id
     text: MessageText = ""
+    encrypted: EncryptedContent | None = None
     idempotency_key: IdempotencyKey | None = None
     attachment_id: AttachmentId | None = None
 
@@ -186,6 +197,7 @@ class Connection:
             frame.attachment_id,
             self.member.session,
             self.origin,
+            frame.encrypted,
         )
         try:
             self.svc.messages.validate(request)

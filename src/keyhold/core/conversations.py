@@ -18,6 +18,7 @@ from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.store import accounts as account_store
 from keyhold.store import conversations as store
 from keyhold.store import devices as device_store
+from keyhold.store import e2ee_keys as e2ee_store
 from keyhold.store import keys as key_store
 from keyhold.store import messages as message_store
 from keyhold.store.cases import held_conversations
@@ -27,13 +28,15 @@ RECEIPTS = {"delivered": "delivered_upto", "read": "read_upto"}
 PREVIEW_CHARS = 80
 
 
-def readable_by(encryption: str, regions: Sequence[str]) -> str:
+def readable_by(encryption: str, regions: Sequence[str], devices: int = 0) -> str:
     """The plain-language statement of who can read a conversation. It must stay true:
     tests hold the code to it (members only; staff only through governance.access). `regions`
     are the current members' regions plus every region whose KEK still wraps a key of it
-    (a member who left keeps their region's staff able to reach the content sent before)."""
+    (a member who left keeps their region's staff able to reach the content sent before).
+    `devices`: for e2ee, how many devices of the current members have published keys."""
     if encryption == "e2ee":
-        return "only the participants' devices; Keyhold holds no key and cannot read it"
+        counted = "1 device" if devices == 1 else f"{devices} devices"
+        return f"only the participants' devices ({counted}); Keyhold holds no key and cannot read it"
     ordered = sorted(set(regions))
     where = f"region {ordered[0]}" if len(ordered) == 1 else "regions " + ", ".join(ordered)
     return f"the participants; Keyhold staff only under an approved report or legal case in {where}"
@@ -80,6 +83,8 @@ class ConversationService:
             if m.left_ms is None:
                 current.setdefault(m.conversation_id, []).append(m)
         wrapped_for = await store.key_regions(conn, ids)
+        encrypted = [r.id for r in rows if r.encryption == "e2ee"]
+        devices = await e2ee_store.device_counts(conn, {m.id for r in encrypted for m in current.get(r, [])})
         last_ids = [r.last_message_id for r in rows if r.last_message_id]
         last = await message_store.by_ids(conn, last_ids) if with_preview and last_ids else {}
         views = []
@@ -90,7 +95,9 @@ class ConversationService:
                 "kind": r.kind,
                 "encryption": r.encryption,
                 "readable_by": readable_by(
-                    r.encryption, [p.region for p in people] + sorted(wrapped_for.get(r.id, ()))
+                    r.encryption,
+                    [p.region for p in people] + sorted(wrapped_for.get(r.id, ())),
+                    sum(devices.get(p.id, 0) for p in people),
                 ),
                 "title": r.title,
                 "members": [p.username for p in people],
@@ -168,13 +175,6 @@ class ConversationService:
         """Start (or, for an existing 1:1, find) a conversation. Returns (view, created)."""
         if encryption not in ENCRYPTIONS:
             raise invalid("encryption must be 'standard' or 'e2ee'")
-        if encryption == "e2ee":
-            raise Problem(
-                422,
-                "e2ee-unavailable",
-                "End-to-end encryption not available yet",
-                "this server does not offer e2ee conversations yet; use encryption='standard'",
-            )
         others = sorted({u for u in usernames if u != member.username})
         if not others:
             raise invalid("name at least one other member")
@@ -187,7 +187,8 @@ class ConversationService:
         async def run(conn: AsyncConnection, sink: EventSink) -> tuple[int, bool]:
             people = await self.users(conn, others)
             ids = sorted([member.id, *(p.id for p in people)])
-            direct_key = f"{ids[0]}:{ids[1]}" if kind == "direct" else None
+            # At most one direct conversation per pair and model.
+            direct_key = None if kind != "direct" else f"{ids[0]}:{ids[1]}" + (":e2ee" if encryption == "e2ee" else "")
             now = now_ms()
             conversation_id = await store.insert_conversation(
                 conn,

@@ -1,7 +1,8 @@
-"""Messages of `standard` conversations: send (batched through the writer), read, delete.
+"""Messages: send (batched through the writer), read, delete.
 
-Content is sealed before it reaches storage and opened only for the conversation's current
-members. What the service sees in the clear while handling a message: its text in memory
+In `standard` conversations content is sealed before it reaches storage and opened only for
+the conversation's current members; in `e2ee` ones it arrives encrypted by the sender's
+device and is stored and returned as it came (`core.encrypted`). What the service sees in the clear while handling a message: its text in memory
 for the duration of the request, never written (see `store.schema` for what is stored).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import MessageIds, iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import session_refusal
+from keyhold.core.encrypted import e2ee_attachment, encode_encrypted, render_encrypted, render_encrypted_row
 from keyhold.core.erasure import Erasure
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, not_yours, unauthorized
 from keyhold.core.keys import ConversationKeys
@@ -32,6 +34,8 @@ from keyhold.store.blobs import BlobStore
 from keyhold.store.rows import AnyRow
 
 log = logging.getLogger("keyhold.messages")
+# The epoch of e2ee messages and attachments: no conversation key (epochs start at 1).
+E2EE_EPOCH = 0
 
 
 @dataclass(slots=True)
@@ -81,6 +85,10 @@ class SendRequest:
     # The stream connection the send came from (0: not a stream), which is not sent the
     # message back as `message.new`: its `ack` carries the message already.
     origin: int = 0
+    # In an e2ee conversation, instead of text: `m.room.encrypted` content (`core.encrypted`),
+    # and its stored form, set by `MessageService.validate`.
+    encrypted: Mapping[str, Any] | None = None
+    encrypted_json: bytes | None = None
 
 
 def render_message(
@@ -126,6 +134,11 @@ class MessageService:
     # -- sending ---------------------------------------------------------------------------
 
     def validate(self, request: SendRequest) -> None:
+        if request.encrypted is not None:
+            if request.text:
+                raise invalid("send either text or encrypted content, not both")
+            request.encrypted_json = encode_encrypted(request.encrypted)
+            return
         if request.attachment_id is None and not request.text.strip():
             raise invalid("text must not be empty (or attach a file)")
         if len(request.text) > self._settings.max_text_chars:
@@ -204,25 +217,43 @@ class MessageService:
                 used.add(req.attachment_id)
                 attachment = self._attachment_meta(conn, att)
             epoch = epochs[req.conversation_id]
-            key = self._current_key(conn, req.conversation_id, epoch, conv_members, now)
             message_id = self._ids.next()
-            kind = "attachment" if attachment else "text"
-            body = key.seal_message(message_id, req.sender_id, req.text.encode())
-            # In store.messages.NEW_MESSAGE_COLUMNS order.
-            rows.append(
-                (message_id, req.conversation_id, req.sender_id, key.epoch, idem, kind, body, req.attachment_id, now)
-            )
-            message = {
-                "id": message_id,
-                "conversation_id": req.conversation_id,
-                "sender": req.sender,
-                "kind": kind,
-                "text": req.text,
-                "attachment": attachment,
-                "sent_at": sent_at,
-                "deleted": False,
-            }
-            epoch.count += 1
+            if states[req.conversation_id].encryption == "e2ee":
+                if req.encrypted_json is None:
+                    results.append(invalid("this conversation is end-to-end encrypted: send encrypted content"))
+                    continue
+                # Stored as sent: the service has no key to seal or open it with.
+                rows.append(
+                    (message_id, req.conversation_id, req.sender_id, 0, idem, "e2ee", req.encrypted_json,
+                     req.attachment_id, now)
+                )
+                message = render_encrypted(
+                    message_id, req.conversation_id, req.sender, now, req.encrypted_json,
+                    self._settings.server_name, attachment,
+                )
+            elif req.encrypted_json is not None:
+                results.append(invalid("this conversation is not end-to-end encrypted: send text"))
+                continue
+            else:
+                key = self._current_key(conn, req.conversation_id, epoch, conv_members, now)
+                kind = "attachment" if attachment else "text"
+                body = key.seal_message(message_id, req.sender_id, req.text.encode())
+                # In store.messages.NEW_MESSAGE_COLUMNS order.
+                rows.append(
+                    (message_id, req.conversation_id, req.sender_id, key.epoch, idem, kind, body,
+                     req.attachment_id, now)
+                )
+                message = {
+                    "id": message_id,
+                    "conversation_id": req.conversation_id,
+                    "sender": req.sender,
+                    "kind": kind,
+                    "text": req.text,
+                    "attachment": attachment,
+                    "sent_at": sent_at,
+                    "deleted": False,
+                }
+                epoch.count += 1
             epoch.last_message_id = message_id
             epoch.changed = True
             sent = Sent.of(message)
@@ -272,6 +303,8 @@ class MessageService:
     # -- reading ---------------------------------------------------------------------------
 
     def _render_row(self, conn: Connection, row: AnyRow) -> dict[str, Any]:
+        if row.kind == "e2ee":
+            return render_encrypted_row(row, self._settings.server_name, self._row_attachment(conn, row))
         if row.deleted_ms is not None or row.body is None:
             return render_message(row)
         try:
@@ -287,12 +320,11 @@ class MessageService:
             # the pages around it. Ids only in the log, never content.
             log.error("message %d in conversation %d failed to authenticate", row.id, row.conversation_id)
             return {**render_message(row), "unreadable": True}
-        attachment = None
-        if row.attachment_id:
-            found = store.attachments_by_ids(conn, [row.attachment_id])
-            if row.attachment_id in found:
-                attachment = self._attachment_meta(conn, found[row.attachment_id])
-        return render_message(row, text, attachment)
+        return render_message(row, text, self._row_attachment(conn, row))
+
+    def _row_attachment(self, conn: Connection, row: AnyRow) -> dict[str, Any] | None:
+        found = store.attachments_by_ids(conn, [row.attachment_id]) if row.attachment_id else {}
+        return self._attachment_meta(conn, found[row.attachment_id]) if row.attachment_id in found else None
 
     def _render_rows(self, conn: Connection, rows: list[AnyRow]) -> list[dict[str, Any]]:
         return [self._render_row(conn, row) for row in rows]
@@ -329,6 +361,8 @@ class MessageService:
     # -- attachments -----------------------------------------------------------------------
 
     def _attachment_meta(self, conn: Connection, att: AnyRow) -> dict[str, Any]:
+        if att.epoch == E2EE_EPOCH:
+            return e2ee_attachment(att.id, att.size)
         key = self._keys.key_for(conn, att.conversation_id, att.epoch)
         try:
             meta = orjson.loads(key.open_attachment(att.id, att.uploader_id, b"meta", att.sealed_meta))
@@ -343,7 +377,7 @@ class MessageService:
         }
 
     async def upload(
-        self, user_id: int, conversation_id: int, filename: str, content_type: str, data: bytes
+        self, user_id: int, conversation_id: int, filename: str | None, content_type: str, data: bytes
     ) -> dict[str, Any]:
         if len(data) > self._settings.max_attachment_bytes:
             raise Problem(
@@ -362,8 +396,12 @@ class MessageService:
             if conversation_id not in states or user_id not in members.get(conversation_id, {}):
                 raise not_yours("conversation")
             state = states[conversation_id]
-            epoch = EpochState(state.current_epoch, state.epoch_messages, state.epoch_started_ms)
             now = now_ms()
+            if state.encryption == "e2ee":
+                return await self._store_e2ee_attachment(conn, attachment_id, conversation_id, user_id, data, now)
+            if filename is None:
+                raise invalid("filename is required (as a query parameter)")
+            epoch = EpochState(state.current_epoch, state.epoch_messages, state.epoch_started_ms)
             key = await conn.run_sync(self._current_key, conversation_id, epoch, members[conversation_id], now)
             if epoch.changed:
                 await store.start_epoch(conn, conversation_id, epoch.epoch, now)
@@ -390,6 +428,27 @@ class MessageService:
 
         return await self._writer.run(run)
 
+    async def _store_e2ee_attachment(
+        self, conn: AsyncConnection, attachment_id: str, conversation_id: int, user_id: int, data: bytes, now: int
+    ) -> dict[str, Any]:
+        """The client encrypted the file (Matrix's encrypted-attachment format): its bytes are
+        kept as they came, and its name and type, which the client sent in the clear only to
+        be ignored, are not kept at all (they belong inside the encrypted message)."""
+        self._blobs.write(attachment_id, data)
+        await store.insert_attachment(
+            conn,
+            {
+                "id": attachment_id,
+                "conversation_id": conversation_id,
+                "uploader_id": user_id,
+                "epoch": E2EE_EPOCH,
+                "size": len(data),
+                "sealed_meta": b"",
+                "created_ms": now,
+            },
+        )
+        return e2ee_attachment(attachment_id, len(data))
+
     async def download(self, user_id: int, attachment_id: str) -> tuple[dict[str, Any], bytes]:
         async with self._engine.connect() as conn:
             return await self._download(conn, user_id, attachment_id)
@@ -403,6 +462,12 @@ class MessageService:
             raise not_found("attachment not found among your conversations")
         if att.deleted_ms is not None:
             raise Problem(410, "content-destroyed", "Content destroyed", "this attachment was deleted")
+        if att.epoch == E2EE_EPOCH:
+            try:
+                return e2ee_attachment(att.id, att.size), self._blobs.read(attachment_id)
+            except FileNotFoundError as exc:
+                log.error("attachment %s failed to open: %s", attachment_id, type(exc).__name__)
+                raise Problem(500, "integrity", "Stored content is damaged", "this attachment cannot be opened") from exc
         key = await conn.run_sync(self._keys.key_for, att.conversation_id, att.epoch)
         try:
             data = key.open_attachment(

@@ -131,6 +131,9 @@ class GovernedAccess:
             rows = await case_store.messages_for_access(conn, ids)
             if len(rows) < len(ids) or await self._out_of_scope(conn, case, ids):
                 raise refused(f"one or more of the messages are outside the scope of case {case.id}")
+            if any(r.kind == "e2ee" for r in rows.values()):
+                # Nothing to open and nothing to log: the service has no key for this content.
+                raise refused("end-to-end encrypted: the service holds no key and cannot read it")
             opening = await self._opening(conn, case, rows.values(), now)
             live = [r for r in rows.values() if r.id in opening]
             wraps = await case_store.region_wraps(

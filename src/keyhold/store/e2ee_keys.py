@@ -300,3 +300,15 @@ async def first_to_device_txn(conn: AsyncConnection, user_id: int, device_id: st
 async def device_ids_of(conn: AsyncConnection, user_id: int) -> list[str]:
     result = await conn.execute(select(devices.c.device_id).where(devices.c.user_id == user_id))
     return [str(row[0]) for row in result]
+
+
+async def device_counts(conn: AsyncConnection, user_ids: Collection[int]) -> dict[int, int]:
+    """How many devices with published keys each of these users has."""
+    if not user_ids:
+        return {}
+    result = await conn.execute(
+        select(e2ee_device_keys.c.user_id, func.count())
+        .where(e2ee_device_keys.c.user_id.in_(list(user_ids)))
+        .group_by(e2ee_device_keys.c.user_id)
+    )
+    return {int(uid): int(count) for uid, count in result}

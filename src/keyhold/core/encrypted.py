@@ -1,0 +1,85 @@
+"""Messages of `e2ee` conversations as the service handles them: opaque Megolm ciphertext in
+Matrix's `m.room.encrypted` content, checked for shape and size, stored as sent, and handed
+back with an `event` in the Matrix shape a client's crypto core decrypts
+(`OlmMachine.decryptRoomEvent` takes it as it is). The service never holds a key that opens it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from keyhold.clock import iso
+from keyhold.core.errors import invalid
+from keyhold.store.rows import AnyRow
+
+MEGOLM = "m.megolm.v1.aes-sha2"
+# A 4,000-character message is ~22 KB of Megolm ciphertext in base64: room to spare, and
+# below the 64 KiB a request body may have.
+MAX_ENCRYPTED_BYTES = 48 * 1024
+
+
+def encode_encrypted(content: Mapping[str, Any]) -> bytes:
+    """The content as stored, after the checks the service relies on: Megolm, a ciphertext and
+    a session id. Other fields (`sender_key`, `device_id`, a client's own) pass untouched."""
+    if content.get("algorithm") != MEGOLM:
+        raise invalid(f"encrypted.algorithm must be {MEGOLM!r}")
+    for name in ("ciphertext", "session_id"):
+        value = content.get(name)
+        if not isinstance(value, str) or not value:
+            raise invalid(f"encrypted.{name} must be a non-empty string")
+    try:
+        encoded = orjson.dumps(content)
+    except orjson.JSONEncodeError:
+        raise invalid("encrypted is not valid JSON text (an unpaired surrogate?)") from None
+    if len(encoded) > MAX_ENCRYPTED_BYTES:
+        raise invalid(f"encrypted is larger than {MAX_ENCRYPTED_BYTES} bytes")
+    return encoded
+
+
+def render_encrypted(
+    message_id: int,
+    conversation_id: int,
+    sender: str,
+    sent_ms: int,
+    body: bytes | None,
+    server_name: str,
+    attachment: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An e2ee message as members get it; without a body (deleted) it is a tombstone."""
+    content = None if body is None else orjson.loads(body)
+    return {
+        "id": message_id,
+        "conversation_id": conversation_id,
+        "sender": sender,
+        "kind": "e2ee",
+        "text": None,
+        "encrypted": content,
+        "event": None
+        if content is None
+        else {
+            "type": "m.room.encrypted",
+            "event_id": f"${message_id}",
+            "sender": f"@{sender}:{server_name}",
+            "origin_server_ts": sent_ms,
+            "room_id": f"!{conversation_id}:{server_name}",
+            "content": content,
+        },
+        "attachment": None if content is None else attachment,
+        "sent_at": iso(sent_ms),
+        "deleted": content is None,
+        "franked": False,
+    }
+
+
+def render_encrypted_row(row: AnyRow, server_name: str, attachment: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = None if row.deleted_ms is not None else row.body
+    return render_encrypted(row.id, row.conversation_id, row.sender, row.sent_ms, body, server_name, attachment)
+
+
+def e2ee_attachment(attachment_id: str, size: int) -> dict[str, Any]:
+    """An e2ee attachment as the service knows it: opaque bytes of a size. Its name and type
+    are inside the encrypted message that refers to it."""
+    return {"id": attachment_id, "filename": None, "content_type": "application/octet-stream", "size": size}
