@@ -147,9 +147,11 @@ def unique(prefix: str = "u") -> str:
     return f"{prefix}{next(_names)}_{uuid.uuid4().hex[:6]}"
 
 
-async def new_member(server: Server, region: str = "us", name: str | None = None) -> Client:
+async def new_member(server: Server, region: str = "us", name: str | None = None, e2ee: bool = False) -> Client:
+    """A registered, signed-in member. Without `e2ee` the client publishes no device keys, so
+    its streams carry exactly the events of `standard` messaging (no `e2ee.*` frames)."""
     return await Client.register(
-        server.url, name or unique(), PASSWORD, birthdate="1990-05-17", region=region
+        server.url, name or unique(), PASSWORD, birthdate="1990-05-17", region=region, e2ee=e2ee
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import vodozemac
 
-from conftest import Server, new_member, raw
+from conftest import PASSWORD, Server, raw, unique
 from keyhold.sdk import Client
 from keyhold.sdk.e2ee.device import OlmDevice
 
@@ -48,7 +48,8 @@ class Member:
 
 
 async def member_with_device(server: Server) -> Member:
-    client = await new_member(server)
+    """A member whose device keys the test makes (not the SDK's own e2ee device)."""
+    client = await Client.register(server.url, unique(), PASSWORD, birthdate="1990-05-17", e2ee=False)
     assert client.user_id is not None and client.device_id is not None
     return Member(client, OlmDevice(client.user_id, client.device_id))
 

@@ -49,7 +49,7 @@ async def next_device_event_quick(stream: Stream, kind: str) -> Event:
 
 
 async def second_device(member: Member, server: Server, device_id: str) -> Client:
-    client = await Client.login(server.url, member.client.username, PASSWORD, device_id=device_id)
+    client = await Client.login(server.url, member.client.username, PASSWORD, device_id=device_id, e2ee=False)
     return client
 
 
@@ -109,7 +109,7 @@ async def test_a_retried_transaction_sends_nothing_twice(server: Server) -> None
     assert (await next_device_event(stream)).data["event"]["content"] == {"once": True}
     await nothing_more(stream)
     # The same txn id from another of bob's devices is another transaction.
-    bob_tablet = await Client.login(server.url, bob.client.username, PASSWORD, device_id="TABLET")
+    bob_tablet = await Client.login(server.url, bob.client.username, PASSWORD, device_id="TABLET", e2ee=False)
     await send(bob_tablet, {alice.user_id: {alice.device.device_id: {"from": "tablet"}}}, txn_id="txn-1")
     assert (await next_device_event(stream)).data["event"]["content"] == {"from": "tablet"}
     await stream.close()

@@ -43,9 +43,9 @@ ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
     "__init__": set(),
 }
-# The SDK may use only the pure parts of `crypto` (Merkle proofs; Matrix's signed JSON, whose
-# keys the caller holds), never the server's key handling.
-SDK_CRYPTO = {"keyhold.crypto.merkle", "keyhold.crypto.signed_json"}
+# The SDK may use only the parts of `crypto` whose keys the client holds (Merkle proofs, Matrix's
+# signed JSON, sealing its own files under a passphrase), never the server's key handling.
+SDK_CRYPTO = {"keyhold.crypto.merkle", "keyhold.crypto.signed_json", "keyhold.crypto.passphrase_box"}
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,9 @@ async def test_seq_is_strictly_increasing_per_user(server: Server) -> None:
         ]
         events = [await b_stream.next_event(WAIT) for _ in expected]
         assert [e.type for e in events] == expected
+        # A new conversation names its members: a client can fetch their keys at once.
+        assert events[0].data["change"] == "created"
+        assert events[0].data["members"] == sorted([a.username, b.username])
         seqs = [e.seq for e in events]
         assert seqs == sorted(set(seqs)), "strictly increasing"
         assert seqs == list(range(1, len(expected) + 1)), "and gap-free for a new member"

@@ -62,7 +62,7 @@ def name(exc):
 
 
 async def login():
-    return await Client.login(ARGS["url"], ARGS["username"], ARGS["password"])
+    return await Client.login(ARGS["url"], ARGS["username"], ARGS["password"], e2ee=False)
 
 
 async def open_stream(client):

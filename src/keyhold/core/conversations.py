@@ -207,7 +207,8 @@ class ConversationService:
                 assert existing is not None
                 return existing, False
             await store.insert_members(conn, conversation_id, ids, now, owner=member.id if kind == "group" else None)
-            announce(sink, conversation_id, ids, "created", by=member.username)
+            members = sorted([member.username, *(p.username for p in people)])
+            announce(sink, conversation_id, ids, "created", by=member.username, members=members)
             return conversation_id, True
 
         conversation_id, created = await self._writer.run(run)

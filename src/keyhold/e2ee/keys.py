@@ -11,6 +11,7 @@ an unknown user gets.
 from __future__ import annotations
 
 import json
+import secrets
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import now_ms
 from keyhold.core.accounts import AccountService, Member, require_live_session
 from keyhold.core.devices import announce_device_change
-from keyhold.core.errors import conflict, forbidden, invalid, unauthorized
+from keyhold.core.errors import Problem, conflict, forbidden, invalid
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.signed_json import signing_bytes, verify_signed_json
 from keyhold.e2ee import shapes
@@ -181,7 +182,17 @@ class KeyDirectory:
         if replacing or (old_master is not None and _changes_subkeys(new, current)):
             # Whoever holds a stolen token must not swap the keys contacts verify against.
             if password is None:
-                raise unauthorized("replacing cross-signing keys needs your password in auth.password")
+                # Matrix's user-interactive authentication answer: clients then ask for the
+                # password and send it in `auth` (no state is kept: `session` is a formality).
+                raise Problem(
+                    401,
+                    "password-required",
+                    "Password required",
+                    "replacing cross-signing keys needs your password in auth.password",
+                    flows=[{"stages": ["m.login.password"]}],
+                    params={},
+                    session=secrets.token_urlsafe(12),
+                )
             await self._accounts.verify_for_deletion(member, password)
         master = new["master"].public_key if "master" in new else (old_master.public_key if old_master else None)
         if master is None:

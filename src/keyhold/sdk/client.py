@@ -16,6 +16,7 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import quote
 
@@ -25,6 +26,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
+from keyhold.sdk.e2ee.device import OlmDevice
+from keyhold.sdk.e2ee.machine import CryptoMachine, UndecryptableError
+from keyhold.sdk.e2ee.state import StateError, StateFile
 from keyhold.sdk.errors import KeyholdConnectionError, KeyholdError, KeyholdTimeout
 from keyhold.sdk.verify import verify_access_events
 
@@ -34,7 +38,7 @@ API = "/api/v1"
 @dataclass(frozen=True)
 class Attachment:
     id: str
-    filename: str
+    filename: str | None  # None in e2ee conversations: the name is inside the encrypted message
     content_type: str
     size: int
 
@@ -49,19 +53,32 @@ class Message:
     kind: str = "text"
     deleted: bool = False
     attachment: Attachment | None = None
+    # An e2ee message this device could not read: why (it is returned, never dropped).
+    undecryptable: str | None = None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Message:
+    def from_json(cls, data: dict[str, Any], crypto: CryptoMachine | None = None) -> Message:
+        """A message as the API sent it; an e2ee one decrypted by `crypto` (this device)."""
         att = data.get("attachment")
+        text, undecryptable = data.get("text"), None
+        event = data.get("event")
+        if data.get("kind") == "e2ee" and isinstance(event, dict):
+            try:
+                if crypto is None:
+                    raise UndecryptableError("this client has no end-to-end encryption device")
+                text = crypto.decrypt(event)
+            except UndecryptableError as exc:
+                undecryptable = str(exc)
         return cls(
             id=data["id"],
             conversation_id=data["conversation_id"],
             sender=data["sender"],
-            text=data.get("text"),
+            text=text,
             sent_at=data["sent_at"],
             kind=data.get("kind", "text"),
             deleted=bool(data.get("deleted")),
             attachment=Attachment(**att) if att else None,
+            undecryptable=undecryptable,
         )
 
 
@@ -102,13 +119,13 @@ class Event:
     message: Message | None = None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Event:
+    def from_json(cls, data: dict[str, Any], crypto: CryptoMachine | None = None) -> Event:
         raw = data.get("message")
         return cls(
             type=data["type"],
             seq=int(data.get("seq", 0)),
             data=data,
-            message=Message.from_json(raw) if isinstance(raw, dict) else None,
+            message=Message.from_json(raw, crypto) if isinstance(raw, dict) else None,
         )
 
 
@@ -208,6 +225,60 @@ class Client(ApiSession):
         self.username = username
         self.device_id = device_id  # the device this client's token belongs to
         self.user_id = user_id  # the full id, "@name:server"
+        # This device's end-to-end encryption (Olm/Megolm), set up by `login` and `register`.
+        self.crypto: CryptoMachine | None = None
+        self.e2ee_unavailable = "this client was made without end-to-end encryption (e2ee=False)"
+        self._state: StateFile | None = None
+        self._encryption: dict[int, str] = {}  # conversation id -> its model (it never changes)
+
+    async def close(self) -> None:
+        await super().close()
+        if self._state is not None:
+            self._state.close()
+            self._state = None
+
+    async def _start_crypto(self, state: StateFile | None, saved: dict[str, Any] | None) -> None:
+        """Make this device an end-to-end encryption device: its Olm account restored from
+        `saved`, or a new one whose keys are published; kept in `state` if given (else in
+        memory for the life of this client)."""
+        if self.user_id is None or self.device_id is None:
+            return  # an old server: no devices, no e2ee
+
+        async def put(path: str, body: dict[str, Any]) -> Any:
+            return await self._request("PUT", path, json=body)
+
+        if saved is not None and state is not None:
+            if saved.get("user_id") != self.user_id:
+                raise StateError(f"{state.path} belongs to {saved.get('user_id')}, not {self.user_id}")
+            self.crypto = CryptoMachine.restore(saved, state.pickle_key(), self._post, put)
+        else:
+            self.crypto = CryptoMachine(OlmDevice(self.user_id, self.device_id), self._post, put)
+        if state is not None:
+            machine, key = self.crypto, state.pickle_key()
+            machine.on_change = lambda: state.save(machine.export(key))
+            self._state = state
+        if saved is None:
+            try:
+                await self.crypto.publish()
+            except KeyholdError as exc:
+                if exc.status not in (400, 403):
+                    raise
+                # This device id published other keys before (a sign-in again without its
+                # state file), or the account may not act (suspended: it may only appeal).
+                # The sign-in stands; e2ee sends say why they cannot be made.
+                self.crypto = None
+                self.e2ee_unavailable = str(exc.problem.get("detail", exc))
+
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
+        return await self._request("POST", path, json=body)
+
+    def _room_id(self, conversation_id: int) -> str:
+        server = (self.user_id or ":").split(":", 1)[1]
+        return f"!{conversation_id}:{server}"
+
+    def _full_id(self, username: str) -> str:
+        server = (self.user_id or ":").split(":", 1)[1]
+        return f"@{username}:{server}"
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -224,6 +295,9 @@ class Client(ApiSession):
         *,
         device_id: str | None = None,
         device_name: str | None = None,
+        e2ee: bool = True,
+        state_path: str | Path | None = None,
+        passphrase: str | None = None,
     ) -> Client:
         body = {"username": username, "password": password, "birthdate": birthdate, "region": region}
         async with ApiSession(base_url, verify=verify, transport=transport) as anonymous:
@@ -236,6 +310,9 @@ class Client(ApiSession):
             transport=transport,
             device_id=device_id,
             device_name=device_name,
+            e2ee=e2ee,
+            state_path=state_path,
+            passphrase=passphrase,
         )
 
     @classmethod
@@ -249,25 +326,52 @@ class Client(ApiSession):
         *,
         device_id: str | None = None,
         device_name: str | None = None,
+        e2ee: bool = True,
+        state_path: str | Path | None = None,
+        passphrase: str | None = None,
     ) -> Client:
         """Sign in on a device: `device_id` signs in again on one of yours (its earlier token
-        ends), or names a new one; without it the server makes one up (`client.device_id`)."""
-        body: dict[str, Any] = {"username": username, "password": password}
-        if device_id is not None:
-            body["device_id"] = device_id
-        if device_name is not None:
-            body["device_name"] = device_name
-        async with ApiSession(base_url, verify=verify, transport=transport) as anonymous:
-            data = await anonymous._request("POST", "/sessions", json=body)
-        return cls(
-            base_url,
-            data["username"],
-            data["token"],
-            verify=verify,
-            transport=transport,
-            device_id=data.get("device_id"),
-            user_id=data.get("user_id"),
-        )
+        ends), or names a new one; without it the server makes one up (`client.device_id`).
+        With `e2ee` (the default) the device gets an Olm account, in memory for the life of
+        the client, and publishes its keys: it can then read and write e2ee conversations
+        from its creation on. With `state_path` and `passphrase` the device's state is kept
+        in that file (encrypted; see `keyhold.sdk.e2ee.state`) and a later sign-in with the
+        same file is the same device, with its sessions; only one client at a time may have
+        the file open. Without its state file, signing in again on a device that published
+        keys signs in without e2ee (`crypto` is None; `e2ee_unavailable` says why)."""
+        state = StateFile(Path(state_path), passphrase or "") if e2ee and state_path is not None else None
+        client: Client | None = None
+        try:
+            saved = state.load() if state is not None else None
+            if saved is not None:
+                if device_id is not None and device_id != saved.get("device_id"):
+                    raise StateError(f"{state_path} is the state of device {saved.get('device_id')}, not {device_id}")
+                device_id = str(saved["device_id"])
+            body: dict[str, Any] = {"username": username, "password": password}
+            if device_id is not None:
+                body["device_id"] = device_id
+            if device_name is not None:
+                body["device_name"] = device_name
+            async with ApiSession(base_url, verify=verify, transport=transport) as anonymous:
+                data = await anonymous._request("POST", "/sessions", json=body)
+            client = cls(
+                base_url,
+                data["username"],
+                data["token"],
+                verify=verify,
+                transport=transport,
+                device_id=data.get("device_id"),
+                user_id=data.get("user_id"),
+            )
+            if e2ee:
+                await client._start_crypto(state, saved)
+            return client
+        except BaseException:
+            if client is not None:
+                await client.close()
+            if state is not None:
+                state.close()  # the file is free again for the next attempt
+            raise
 
     async def logout(self) -> None:
         await self._request("DELETE", "/sessions/current")
@@ -328,17 +432,21 @@ class Client(ApiSession):
         body: dict[str, Any] = {"members": usernames, "encryption": encryption, "title": title}
         if kind:
             body["kind"] = kind
-        return Conversation.from_json(await self._request("POST", "/conversations", json=body))
+        return self._remember(Conversation.from_json(await self._request("POST", "/conversations", json=body)))
+
+    def _remember(self, conversation: Conversation) -> Conversation:
+        self._encryption[conversation.id] = conversation.encryption
+        return conversation
 
     async def conversations(self, limit: int = 50, before: int | None = None) -> list[Conversation]:
         params: dict[str, Any] = {"limit": limit}
         if before is not None:
             params["before"] = before
         data = await self._request("GET", "/conversations", params=params)
-        return [Conversation.from_json(c) for c in data["items"]]
+        return [self._remember(Conversation.from_json(c)) for c in data["items"]]
 
     async def conversation(self, conversation_id: int) -> Conversation:
-        return Conversation.from_json(await self._request("GET", f"/conversations/{conversation_id}"))
+        return self._remember(Conversation.from_json(await self._request("GET", f"/conversations/{conversation_id}")))
 
     async def add_members(self, conversation_id: int, usernames: list[str]) -> Conversation:
         data = await self._request(
@@ -372,12 +480,21 @@ class Client(ApiSession):
         idempotency_key: str | None = None,
         attachment_id: str | None = None,
     ) -> Message:
+        """Send a text. In an e2ee conversation it is encrypted on this device first, its room
+        key shared over Olm with every device of the current members."""
         body: dict[str, Any] = {"text": text, "idempotency_key": idempotency_key or uuid.uuid4().hex}
+        if self._encryption.get(conversation_id, "e2ee") == "e2ee":
+            conversation = await self.conversation(conversation_id)
+            if conversation.encryption == "e2ee":
+                if self.crypto is None:
+                    raise KeyholdError(400, {"title": "No e2ee device", "detail": self.e2ee_unavailable})
+                members = [self._full_id(m) for m in conversation.members]
+                body["encrypted"] = await self.crypto.encrypt(self._room_id(conversation_id), members, text)
+                del body["text"]
         if attachment_id:
             body["attachment_id"] = attachment_id
-        return Message.from_json(
-            await self._request("POST", f"/conversations/{conversation_id}/messages", json=body)
-        )
+        data = await self._request("POST", f"/conversations/{conversation_id}/messages", json=body)
+        return Message.from_json(data, self.crypto)
 
     async def history(
         self, conversation_id: int, limit: int = 50, before: int | None = None, after: int | None = None
@@ -388,10 +505,19 @@ class Client(ApiSession):
         if after is not None:
             params["after"] = after
         data = await self._request("GET", f"/conversations/{conversation_id}/messages", params=params)
-        return [Message.from_json(m) for m in data["items"]]
+        if self.crypto is not None and any(m.get("kind") == "e2ee" for m in data["items"]):
+            await self.sync_device_events()  # room keys that came while no stream was open
+        return [Message.from_json(m, self.crypto) for m in data["items"]]
+
+    async def sync_device_events(self) -> None:
+        """Take in this device's pending to-device messages (room keys): a stream opened
+        where the device last was, read up to `ready`, closed."""
+        if self.crypto is not None:
+            async with await self._open(self.crypto.since, device_events=False) as stream:
+                await asyncio.wait_for(stream.ready.wait(), 30.0)
 
     async def delete_message(self, message_id: int) -> Message:
-        return Message.from_json(await self._request("DELETE", f"/messages/{message_id}"))
+        return Message.from_json(await self._request("DELETE", f"/messages/{message_id}"), self.crypto)
 
     async def mark(self, conversation_id: int, message_id: int, receipt: str = "read") -> bool:
         body = {"type": receipt, "message_id": message_id}
@@ -450,9 +576,17 @@ class Client(ApiSession):
 
     # -- real time ---------------------------------------------------------------------------
 
-    async def connect(self, since: int | Literal["latest"] = 0) -> Stream:
+    async def connect(self, since: int | Literal["latest"] = 0, device_events: bool = False) -> Stream:
         """Open the event stream after event `since` (`"latest"`: live events only, `ready`
-        tells the position); use as an async context manager or call `close()`."""
+        tells the position); use as an async context manager or call `close()`. Messages of
+        e2ee conversations come decrypted; this device's `e2ee.*` events are handled by its
+        crypto (not iterated) unless `device_events`, which hands them to you instead."""
+        if self.crypto is not None and not device_events and (since == "latest" or since > self.crypto.since):
+            # Connecting past device events deletes them: take them in first.
+            await self.sync_device_events()
+        return await self._open(since, device_events)
+
+    async def _open(self, since: int | Literal["latest"], device_events: bool) -> Stream:
         try:
             ws = await websockets.connect(
                 _ws_url(self.base_url) + f"?since={since}",
@@ -464,7 +598,7 @@ class Client(ApiSession):
             raise KeyholdConnectionError(
                 f"cannot open the stream at {self.base_url} ({type(exc).__name__})"
             ) from exc
-        return Stream(ws)
+        return Stream(ws, None if device_events else self.crypto)
 
     async def events(self, since: int = 0) -> AsyncIterator[Event]:
         """Every event after `since`, replayed then live, reconnecting as needed: the stream
@@ -513,8 +647,9 @@ class Stream:
     still waiting for its ack, raise `websockets.ConnectionClosed`.
     """
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, crypto: CryptoMachine | None = None) -> None:
         self._ws = ws
+        self._crypto = crypto
         self._refs = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -536,9 +671,14 @@ class Stream:
                 elif kind == "error":
                     problem = frame.get("problem", {})
                     self._fail_all(KeyholdError(int(problem.get("status", 400)), problem))
+                elif self._crypto is not None and str(kind).startswith("e2ee."):
+                    try:
+                        await self._crypto.handle(frame)  # room keys, key counts, device lists
+                    except KeyholdError:
+                        pass  # a refused key upload: the next key counts event tries again
                 elif "seq" in frame:
                     self.last_seq = int(frame["seq"])
-                    self._events.put_nowait(Event.from_json(frame))
+                    self._events.put_nowait(Event.from_json(frame, self._crypto))
         except websockets.ConnectionClosedError:
             pass  # an abnormal close ends the stream too; _closed_error() tells callers how
         finally:

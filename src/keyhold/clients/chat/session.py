@@ -413,7 +413,8 @@ class Chat:
             return True
         data = await self.client.download(msg.attachment.id)
         try:
-            path = await asyncio.to_thread(save_new, Path(target.strip()), msg.attachment.filename, data)
+            name = msg.attachment.filename or f"{msg.attachment.id}.bin"  # e2ee: the name is not on the server
+            path = await asyncio.to_thread(save_new, Path(target.strip()), name, data)
         except FileExistsError as exc:
             self.error(f"{exc.filename} exists: give another name")
             return True
