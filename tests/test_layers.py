@@ -45,7 +45,12 @@ ALLOWED: dict[str, set[str]] = {
 }
 # The SDK may use only the parts of `crypto` whose keys the client holds (Merkle proofs, Matrix's
 # signed JSON, sealing its own files under a passphrase), never the server's key handling.
-SDK_CRYPTO = {"keyhold.crypto.merkle", "keyhold.crypto.signed_json", "keyhold.crypto.passphrase_box"}
+SDK_CRYPTO = {
+    "keyhold.crypto.merkle",
+    "keyhold.crypto.signed_json",
+    "keyhold.crypto.passphrase_box",
+    "keyhold.crypto.franking",
+}
 
 
 @dataclass(frozen=True)

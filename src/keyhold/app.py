@@ -32,6 +32,7 @@ from keyhold.core.passwords import Passwords
 from keyhold.core.revocation import RevocationWatch
 from keyhold.core.signin import SignInGuard
 from keyhold.core.writer import Writer
+from keyhold.crypto.franking_keys import FrankingKeys
 from keyhold.crypto.keyprovider import KeyFileProvider, KeyProvider
 from keyhold.crypto.passwords import PasswordHashing
 from keyhold.crypto.signing import ServiceSigner
@@ -167,10 +168,13 @@ async def start_keyhold(
     )
     signin = SignInGuard(engine)
     erasure = Erasure(blobs)
-    messages = MessageService(engine, writer, keys, blobs, erasure, settings)
+    franking = FrankingKeys.open(settings.franking_key_file)
+    messages = MessageService(engine, writer, keys, blobs, erasure, settings, franking)
     await messages.start()
     writer.start()
-    governance = await start_governance(settings, engine, writer, provider, passwords, signin, erasure, blobs)
+    governance = await start_governance(
+        settings, engine, writer, provider, passwords, signin, erasure, blobs, franking
+    )
     conversations = ConversationService(engine, writer, messages, keys, erasure, settings)
     accounts = AccountService(engine, passwords, signin, settings)
     e2ee = KeyDirectory(engine, writer, accounts, settings.server_name)

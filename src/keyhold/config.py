@@ -80,6 +80,10 @@ class Settings:
         return self.home / "signing-key.pem"
 
     @property
+    def franking_key_file(self) -> Path:
+        return self.home / "franking-keys.json"
+
+    @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.db_path}"
 

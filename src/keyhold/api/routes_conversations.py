@@ -121,6 +121,8 @@ async def send(
         body.attachment_id,
         member.session,
         encrypted=body.encrypted,
+        device_id=member.device_id,
+        franking=body.franking,
     )
     return await svc.messages.send(request)
 

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from keyhold.api.deps import CurrentMember, CurrentStaff, Gov, RestrictedMember, optional_staff
 from keyhold.api.schemas import MAX_ID, AppealBody, ReportBody, Text
 from keyhold.core.errors import invalid
+from keyhold.governance.reports import Revealed
 from keyhold.governance.transparency import render_html
 
 router = APIRouter()
@@ -66,10 +67,19 @@ async def my_access_events(member: CurrentMember, gov: Gov) -> dict[str, Any]:
 
 @router.post("/reports", status_code=201, summary="Report messages of one of my conversations")
 async def report(body: ReportBody, member: CurrentMember, gov: Gov) -> dict[str, Any]:
+    revealed = None
+    if body.franking is not None:
+        f = body.franking
+        revealed = Revealed(f.message_id, f.content, f.franking_key, f.tag)
     case = await gov.reports.report(
-        member, body.conversation_id, body.message_ids, body.category, body.comment
+        member, body.conversation_id, body.message_ids, body.category, body.comment, revealed
     )
-    return {"id": case["id"], "status": case["status"], "category": case["details"]["category"]}
+    return {
+        "id": case["id"],
+        "status": case["status"],
+        "category": case["details"]["category"],
+        "verified_sender": bool(case["details"].get("verified_sender")),
+    }
 
 
 @router.post(

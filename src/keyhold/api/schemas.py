@@ -123,9 +123,14 @@ MessageText = Annotated[MultilineText, Field(max_length=100_000)]
 EncryptedContent = dict[Text, Any]
 
 
+# With encrypted content: {"version": 1, "commitment": <base64>} (docs/e2ee.md, franking).
+FrankingBody = dict[Text, Any]
+
+
 class SendBody(Body):
     text: MessageText = ""
     encrypted: EncryptedContent | None = None
+    franking: FrankingBody | None = None
     idempotency_key: IdempotencyKey | None = None
     attachment_id: AttachmentId | None = None
 
@@ -141,11 +146,22 @@ class StaffLoginBody(Body):
     totp: Annotated[Text, Field(min_length=6, max_length=8)]
 
 
+class RevealedBody(Body):
+    """A franked e2ee message revealed by its reporter: the content their device decrypted
+    (with `keyhold.franking_key` in it or given apart), the franking key and the service's tag."""
+
+    message_id: Id
+    content: dict[Text, Any]
+    franking_key: Annotated[Text, Field(max_length=64)]
+    tag: Annotated[Text, Field(max_length=64)]
+
+
 class ReportBody(Body):
     conversation_id: Id
     message_ids: Annotated[list[Id], Field(min_length=1, max_length=10)]
     category: Annotated[Text, Field(max_length=40)]
     comment: Annotated[MultilineText, Field(max_length=1000)] = ""
+    franking: RevealedBody | None = None
 
 
 class AppealBody(Body):

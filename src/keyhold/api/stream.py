@@ -36,6 +36,7 @@ from keyhold.api.schemas import (
     AttachmentId,
     Body,
     EncryptedContent,
+    FrankingBody,
     Id,
     IdempotencyKey,
     MessageText,
@@ -70,6 +71,7 @@ class SendFrame(Frame):
     conversation_id: Id
     text: MessageText = ""
     encrypted: EncryptedContent | None = None
+    franking: FrankingBody | None = None
     idempotency_key: IdempotencyKey | None = None
     attachment_id: AttachmentId | None = None
 
@@ -198,6 +200,8 @@ class Connection:
             self.member.session,
             self.origin,
             frame.encrypted,
+            device_id=self.member.device_id,
+            franking=frame.franking,
         )
         try:
             self.svc.messages.validate(request)

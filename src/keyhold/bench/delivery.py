@@ -47,13 +47,16 @@ from rich.table import Table
 from keyhold.bench.drive import (
     API,
     BENCH_SERVER_ENV,
+    PASSWORD,
     bench_target,
     plan,
     run_load,
     set_up_members,
     split,
+    with_megolm,
     ws_base,
 )
+from keyhold.bench.e2ee_costs import group_send_costs, olm_setups_per_second
 from keyhold.bench.load import LoadResult
 from keyhold.bench.procs import (
     _default_workers,
@@ -73,8 +76,15 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def _summary(keyhold: LoadResult, relay: LoadResult | None, report: dict[str, Any]) -> Table:
-    title = f"keyhold bench delivery: {keyhold.clients} clients, {keyhold.messages} messages"
+def _cpu_per_message(result: LoadResult) -> float | None:
+    """The server's CPU time per message in the send phase, µs: what a send costs it."""
+    if result.server_cpu_pct is None or not result.messages:
+        return None
+    return round(result.server_cpu_pct / 100 * result.duration_s / result.messages * 1e6, 1)
+
+
+def _summary(keyhold: LoadResult, relay: LoadResult | None, report: dict[str, Any], title_prefix: str = "") -> Table:
+    title = f"{title_prefix}keyhold bench delivery: {keyhold.clients} clients, {keyhold.messages} messages"
     if report.get("rate"):
         title += f", offered {report['rate']:,.0f} msgs/s"
     table = Table(title=title)
@@ -138,6 +148,14 @@ def delivery(
             "'asyncio' (websockets.asyncio.client: a task and a future per frame, costlier)."
         ),
     ] = "sansio",
+    encryption: Annotated[
+        str,
+        typer.Option(
+            help="'standard' (the default), 'e2ee' (every text Megolm-encrypted and decrypted by the "
+            "load generator), or 'both': the same load on standard, then e2ee, conversations, with "
+            "Olm session setups/s and the cost of a send to a 50-member group."
+        ),
+    ] = "standard",
 ) -> None:
     """Delivery throughput and latency over the WebSocket (send → recipient), with durability."""
     if clients % 2:
@@ -146,20 +164,17 @@ def delivery(
         raise typer.BadParameter("'sansio' or 'asyncio'", param_hint="--transport")
     if baseline not in (None, "relay"):
         raise typer.BadParameter("the only baseline is 'relay'", param_hint="--baseline")
+    if encryption not in ("standard", "e2ee", "both"):
+        raise typer.BadParameter("'standard', 'e2ee' or 'both'", param_hint="--encryption")
+    models = ["standard", "e2ee"] if encryption == "both" else [encryption]
     n_workers = workers or _default_workers()
     started = dt.datetime.now(dt.UTC)
-    keyhold_result: LoadResult
+    results: dict[str, LoadResult] = {}
     relay_result: LoadResult | None = None
+    costs: dict[str, Any] | None = None
     with bench_target(url, home, server_pid) as target:
         target_url, pid = target.url, target.pid
-        prefix = "b" + secrets.token_hex(3)
-        t_setup = time.monotonic()
-        pairs = asyncio.run(set_up_members(target_url, clients, prefix))
-        err.print(
-            f"set-up: {clients} members, {clients // 2} conversations in {time.monotonic() - t_setup:.1f}s"
-        )
         stream_url = ws_base(target_url) + API + "/stream"
-        specs = plan(clients, split(messages, clients), lambda _i: stream_url, pairs)
         load = functools.partial(
             run_load,
             messages=messages,
@@ -170,8 +185,26 @@ def delivery(
             text_bytes=text_bytes,
             transport=transport,
         )
-        keyhold_result = load("keyhold", specs, server_pid=pid, label="keyhold")
+        for model in models:
+            prefix = "b" + secrets.token_hex(3)
+            t_setup = time.monotonic()
+            pairs = asyncio.run(set_up_members(target_url, clients, prefix, encryption=model))
+            err.print(
+                f"set-up ({model}): {clients} members, {clients // 2} conversations in "
+                f"{time.monotonic() - t_setup:.1f}s"
+            )
+            specs = plan(clients, split(messages, clients), lambda _i: stream_url, pairs)
+            if model == "e2ee":
+                specs = with_megolm(specs)
+            results[model] = load("keyhold", specs, server_pid=pid, label=f"{model:8}")
+        if "e2ee" in models:
+            err.print("e2ee costs: Olm session setups, sends to a 50-member group")
+            costs = {
+                "olm_session_setups_per_second": round(olm_setups_per_second(), 1),
+                "group_of_50": asyncio.run(group_send_costs(target_url, "g" + secrets.token_hex(3), PASSWORD)),
+            }
         target.stop()
+        keyhold_result = results[models[0]]
         if baseline == "relay":
             relay_port = free_port()
             relay = subprocess.Popen(
@@ -188,6 +221,7 @@ def delivery(
                 _stop(relay)
 
     k = keyhold_result
+    e2ee_result = results.get("e2ee") if len(models) > 1 else None
     ratio = (
         k.messages_per_s / relay_result.messages_per_s
         if relay_result and relay_result.messages_per_s
@@ -250,7 +284,27 @@ def delivery(
             if relay_result
             else None
         ),
-        "error_samples": k.error_samples + (relay_result.error_samples if relay_result else []),
+        "encryption": models[0],
+        "server_cpu_us_per_message": _cpu_per_message(k),
+        "e2ee": None if e2ee_result is None else {
+            "messages_per_second": round(e2ee_result.messages_per_s, 1),
+            "delivery_p50_ms": round(e2ee_result.delivery_ms["p50"], 3),
+            "delivery_p99_ms": round(e2ee_result.delivery_ms["p99"], 3),
+            "ack_p99_ms": round(e2ee_result.ack_ms["p99"], 3),
+            "server_cpu_pct": round(e2ee_result.server_cpu_pct, 1) if e2ee_result.server_cpu_pct is not None else None,
+            "server_cpu_us_per_message": _cpu_per_message(e2ee_result),
+            "loadgen_cpu_pct": round(e2ee_result.loadgen_cpu_pct, 1),
+            "delivered": e2ee_result.delivered,
+            "lost": e2ee_result.lost,
+            "duplicates": e2ee_result.duplicates,
+            "errors": e2ee_result.errors,
+        },
+        "e2ee_costs": costs,
+        "error_samples": [
+            *k.error_samples,
+            *(relay_result.error_samples if relay_result else []),
+            *(e2ee_result.error_samples if e2ee_result else []),
+        ],
         "date": started.isoformat(timespec="seconds"),
         "git_commit": _git_commit(),
         "machine": _machine(),
@@ -258,13 +312,25 @@ def delivery(
     if json_file is not None:
         json_file.write_text(json.dumps(report, indent=2) + "\n")
     console.print(_summary(k, relay_result, report))
-    busy = max(r.other_cpu_pct for r in (k, relay_result) if r is not None)
+    if e2ee_result is not None:
+        console.print(_summary(e2ee_result, None, {**report, "rate": rate}, title_prefix="e2ee: "))
+    if costs is not None:
+        group = costs["group_of_50"]
+        console.print(
+            f"Olm session setups: {costs['olm_session_setups_per_second']:,.0f}/s on one core; "
+            f"a send to a group of {group['group_size']}: standard {group['standard']['send_ms_mean']} ms, "
+            f"e2ee {group['e2ee']['send_ms_mean']} ms (first, sharing the room key: "
+            f"{group['e2ee']['first_send_ms']} ms; one Megolm encryption: {group['megolm_encrypt_us']} µs)"
+        )
+    busy = max(r.other_cpu_pct for r in (k, relay_result, e2ee_result) if r is not None)
     if busy > NOISY_CPU_PCT:
         err.print(
             f"[yellow]warning:[/yellow] other processes used {busy:.0f}% of a core during the run: "
             "these figures are not from a quiet machine"
         )
-    bad = [(r.target, r) for r in (k, relay_result) if r is not None and (r.lost or r.duplicates or r.errors)]
+    bad = [
+        (r.target, r) for r in (k, relay_result, e2ee_result) if r is not None and (r.lost or r.duplicates or r.errors)
+    ]
     for name, r in bad:
         err.print(
             f"[red]{name}: {r.errors} error(s), {r.lost} lost, {r.duplicates} duplicate(s)[/red]"

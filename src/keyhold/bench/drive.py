@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import array
 import asyncio
+import dataclasses
 import multiprocessing as mp
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,6 +98,7 @@ async def set_up_members(
     prefix: str,
     on_pair: Callable[[], None] | None = None,
     conversing: set[int] | None = None,
+    encryption: str = "standard",
 ) -> list[Pair]:
     """Register the members and sign each in, make each pair friends and give it a 1:1
     conversation; with `conversing`, only the pairs of those indices (the others have no
@@ -127,13 +130,31 @@ async def set_up_members(
                 await asyncio.gather(
                     call("PUT", f"/following/{p.b}", p.token_a), call("PUT", f"/following/{p.a}", p.token_b)
                 )
-                view = await call("POST", "/conversations", p.token_a, json={"members": [p.b]})
+                body = {"members": [p.b], "encryption": encryption}
+                view = await call("POST", "/conversations", p.token_a, json=body)
                 p.conversation_id = int(view["id"])
             if on_pair is not None:
                 on_pair()
 
         await asyncio.gather(*(pair(i, p) for i, p in enumerate(pairs)))
     return pairs
+
+
+def with_megolm(specs: list[ClientSpec]) -> list[ClientSpec]:
+    """Each client a Megolm session of its own, and its partner the key that reads it."""
+    import vodozemac
+
+    pickle_key = secrets.token_bytes(32)
+    sessions = [vodozemac.GroupSession() for _ in specs]
+    return [
+        dataclasses.replace(
+            spec,
+            megolm_out=sessions[spec.index].pickle(pickle_key),
+            megolm_in=sessions[spec.partner].session_key.to_base64(),
+            megolm_pickle_key=pickle_key,
+        )
+        for spec in specs
+    ]
 
 
 def split(total: int, parts: int) -> list[int]:

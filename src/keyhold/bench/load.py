@@ -30,6 +30,13 @@ class ClientSpec:
     conversation_id: int  # the relay: the partner's index
     count: int  # messages this client sends
     expect: int  # messages it must receive from its partner
+    # An e2ee conversation: this client's Megolm session (a vodozemac pickle under
+    # `megolm_pickle_key`) and its partner's session key; every text is encrypted on send
+    # and decrypted on delivery, in the worker. The bench hands the keys over directly (what
+    # Olm does between devices is measured apart).
+    megolm_out: str | None = None
+    megolm_in: str | None = None
+    megolm_pickle_key: bytes = b""
 
 
 @dataclass
@@ -113,8 +120,10 @@ class _Client:
         "conn",
         "expect",
         "got",
+        "inbound",
         "last_seq",
         "next_n",
+        "outbound",
         "ready",
         "sent_at",
         "spec",
@@ -132,6 +141,13 @@ class _Client:
         self.next_n = 0
         self.last_seq = 0
         self.ready = asyncio.Event()
+        self.outbound: Any = None
+        self.inbound: Any = None
+        if spec.megolm_out is not None and spec.megolm_in is not None:
+            import vodozemac
+
+            self.outbound = vodozemac.GroupSession.from_pickle(spec.megolm_out, spec.megolm_pickle_key)
+            self.inbound = vodozemac.InboundGroupSession(vodozemac.SessionKey(spec.megolm_in))
 
 
 class _SansIOConnection(asyncio.Protocol):
@@ -262,7 +278,13 @@ class _Worker:
                 r.seq_errors += 1
             c.last_seq = seq
             message = frame.get("message") or {}
-            head = (message.get("text") or "").split(" ", 3)
+            text = message.get("text")
+            if c.inbound is not None and message.get("kind") == "e2ee":
+                text = self._decrypt(c, message)
+                if text is None:
+                    r.echoes += 1  # this client's own message, in its own Megolm session
+                    return
+            head = (text or "").split(" ", 3)
             try:
                 sender, n, t_sent = int(head[0]), int(head[1]), int(head[2])
             except (IndexError, ValueError):
@@ -334,21 +356,39 @@ class _Worker:
 
     # -- frames out -----------------------------------------------------------------------
 
+    @staticmethod
+    def _decrypt(c: _Client, message: dict[str, Any]) -> str | None:
+        """The text of the partner's e2ee message; None for one of this client's own."""
+        import vodozemac
+
+        encrypted = message.get("encrypted") or {}
+        if encrypted.get("session_id") != c.inbound.session_id:
+            return None
+        decrypted = c.inbound.decrypt(vodozemac.MegolmMessage.from_base64(encrypted["ciphertext"]))
+        return bytes(decrypted.plaintext).decode()
+
     def _frame(self, c: _Client) -> bytes:
         n = c.next_n
         c.next_n = n + 1
         t = time.monotonic_ns()
         c.sent_at[n] = t
         self.result.sent += 1
-        return self.dumps(
-            {
-                "type": "send",
-                "ref": n,
-                "conversation_id": c.spec.conversation_id,
-                "text": f"{c.spec.index} {n} {t} {self.pad}",
-                "idempotency_key": f"b{c.spec.index}-{n}",
+        text = f"{c.spec.index} {n} {t} {self.pad}"
+        frame: dict[str, Any] = {
+            "type": "send",
+            "ref": n,
+            "conversation_id": c.spec.conversation_id,
+            "idempotency_key": f"b{c.spec.index}-{n}",
+        }
+        if c.outbound is not None:
+            frame["encrypted"] = {
+                "algorithm": "m.megolm.v1.aes-sha2",
+                "ciphertext": c.outbound.encrypt(text.encode()).to_base64(),
+                "session_id": c.outbound.session_id,
             }
-        )
+        else:
+            frame["text"] = text
+        return self.dumps(frame)
 
     def _send(self, c: _Client) -> None:
         """Sans-I/O transport: queue one send (written at the end of this read, or soon)."""

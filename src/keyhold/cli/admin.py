@@ -200,6 +200,18 @@ def keys_rotate(
     console.print(f"rewrapped {done} conversation key(s)")
 
 
+@keys_app.command("rotate-franking")
+def keys_rotate_franking(home: HomeOption = None) -> None:
+    """Add a new franking key (the MAC key that binds e2ee franking commitments to their
+    messages). New messages are tagged with it once the server restarts; reports of messages
+    tagged with older keys still verify: those keys stay in franking-keys.json."""
+    from keyhold.crypto.franking_keys import FrankingKeys
+
+    settings = settings_for(home)
+    key_id = FrankingKeys.open(settings.franking_key_file).rotate()
+    console.print(f"new franking key {key_id}; restart the server to tag new messages with it")
+
+
 @keys_app.command("shred")
 def keys_shred(
     conversation: Annotated[int, typer.Option(help="The conversation whose keys to destroy.")],

@@ -13,6 +13,8 @@ import orjson
 
 from keyhold.clock import iso
 from keyhold.core.errors import invalid
+from keyhold.crypto.franking import VERSION as FRANKING_VERSION
+from keyhold.crypto.signed_json import decode_base64, encode_base64
 from keyhold.store.rows import AnyRow
 
 MEGOLM = "m.megolm.v1.aes-sha2"
@@ -39,6 +41,28 @@ def encode_encrypted(content: Mapping[str, Any]) -> bytes:
     return encoded
 
 
+def check_franking(franking: Mapping[str, Any]) -> bytes:
+    """The commitment of a send's `franking` (version 1), checked for shape."""
+    if franking.get("version") != FRANKING_VERSION:
+        raise invalid(f"franking.version must be {FRANKING_VERSION}")
+    value = franking.get("commitment")
+    try:
+        commitment = decode_base64(value) if isinstance(value, str) else b""
+    except ValueError:
+        commitment = b""
+    if len(commitment) != 32:
+        raise invalid("franking.commitment must be 32 bytes in unpadded base64")
+    if set(franking) - {"version", "commitment"}:
+        raise invalid("franking holds only version and commitment")
+    return commitment
+
+
+def stored_franking(key_id: str, commitment: bytes, tag: bytes) -> str:
+    return orjson.dumps(
+        {"version": FRANKING_VERSION, "commitment": encode_base64(commitment), "key_id": key_id, "tag": encode_base64(tag)}
+    ).decode()
+
+
 def render_encrypted(
     message_id: int,
     conversation_id: int,
@@ -47,8 +71,11 @@ def render_encrypted(
     body: bytes | None,
     server_name: str,
     attachment: dict[str, Any] | None = None,
+    franking: str | None = None,
+    sender_device: str | None = None,
 ) -> dict[str, Any]:
-    """An e2ee message as members get it; without a body (deleted) it is a tombstone."""
+    """An e2ee message as members get it; without a body (deleted) it is a tombstone. A
+    franked one carries its commitment and the service's tag (what a report hands back)."""
     content = None if body is None else orjson.loads(body)
     return {
         "id": message_id,
@@ -70,13 +97,17 @@ def render_encrypted(
         "attachment": None if content is None else attachment,
         "sent_at": iso(sent_ms),
         "deleted": content is None,
-        "franked": False,
+        "franked": franking is not None,
+        "franking": None if franking is None or content is None else {**orjson.loads(franking), "sender_device": sender_device},
     }
 
 
 def render_encrypted_row(row: AnyRow, server_name: str, attachment: dict[str, Any] | None = None) -> dict[str, Any]:
     body = None if row.deleted_ms is not None else row.body
-    return render_encrypted(row.id, row.conversation_id, row.sender, row.sent_ms, body, server_name, attachment)
+    return render_encrypted(
+        row.id, row.conversation_id, row.sender, row.sent_ms, body, server_name, attachment, row.franking,
+        row.sender_device,
+    )  # fmt: skip
 
 
 def e2ee_attachment(attachment_id: str, size: int) -> dict[str, Any]:

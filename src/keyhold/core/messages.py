@@ -22,12 +22,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import MessageIds, iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import session_refusal
-from keyhold.core.encrypted import e2ee_attachment, encode_encrypted, render_encrypted, render_encrypted_row
+from keyhold.core.encrypted import (
+    check_franking,
+    e2ee_attachment,
+    encode_encrypted,
+    render_encrypted,
+    render_encrypted_row,
+    stored_franking,
+)
 from keyhold.core.erasure import Erasure
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, not_yours, unauthorized
 from keyhold.core.keys import ConversationKeys
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.envelope import ConversationKey, SealError
+from keyhold.crypto.franking_keys import FrankingKeys
 from keyhold.store import accounts as account_store
 from keyhold.store import messages as store
 from keyhold.store.blobs import BlobStore
@@ -89,6 +97,11 @@ class SendRequest:
     # and its stored form, set by `MessageService.validate`.
     encrypted: Mapping[str, Any] | None = None
     encrypted_json: bytes | None = None
+    # The device the send came from, and an e2ee send's franking (`core.encrypted`) with its
+    # commitment, set by `MessageService.validate`.
+    device_id: str | None = None
+    franking: Mapping[str, Any] | None = None
+    franking_commitment: bytes | None = None
 
 
 def render_message(
@@ -117,9 +130,11 @@ class MessageService:
         blobs: BlobStore,
         erasure: Erasure,
         settings: Settings,
+        franking: FrankingKeys,
     ) -> None:
         self._engine = engine
         self._writer = writer
+        self._franking = franking
         self._keys = keys
         self._blobs = blobs
         self._erasure = erasure
@@ -134,6 +149,12 @@ class MessageService:
     # -- sending ---------------------------------------------------------------------------
 
     def validate(self, request: SendRequest) -> None:
+        if request.franking is not None:
+            if request.encrypted is None:
+                raise invalid("franking goes with encrypted content only")
+            if request.device_id is None:
+                raise invalid("a franked message needs a token that belongs to a device: sign in again")
+            request.franking_commitment = check_franking(request.franking)
         if request.encrypted is not None:
             if request.text:
                 raise invalid("send either text or encrypted content, not both")
@@ -222,14 +243,15 @@ class MessageService:
                 if req.encrypted_json is None:
                     results.append(invalid("this conversation is end-to-end encrypted: send encrypted content"))
                     continue
+                franking = self._frank(req, message_id, now)
                 # Stored as sent: the service has no key to seal or open it with.
                 rows.append(
                     (message_id, req.conversation_id, req.sender_id, 0, idem, "e2ee", req.encrypted_json,
-                     req.attachment_id, now)
+                     req.attachment_id, now, req.device_id, franking)
                 )
                 message = render_encrypted(
                     message_id, req.conversation_id, req.sender, now, req.encrypted_json,
-                    self._settings.server_name, attachment,
+                    self._settings.server_name, attachment, franking, req.device_id,
                 )
             elif req.encrypted_json is not None:
                 results.append(invalid("this conversation is not end-to-end encrypted: send text"))
@@ -241,7 +263,7 @@ class MessageService:
                 # In store.messages.NEW_MESSAGE_COLUMNS order.
                 rows.append(
                     (message_id, req.conversation_id, req.sender_id, key.epoch, idem, kind, body,
-                     req.attachment_id, now)
+                     req.attachment_id, now, req.device_id, None)
                 )
                 message = {
                     "id": message_id,
@@ -275,6 +297,18 @@ class MessageService:
             store.insert_messages(conn, rows)
             store.update_conversations_after_send(conn, [e.row(cid) for cid, e in epochs.items() if e.changed])
         return results
+
+    def _frank(self, req: SendRequest, message_id: int, now: int) -> str | None:
+        """The service's tag on a franked send: its commitment bound to sender, device,
+        conversation, message id and time, under the current franking key."""
+        if req.franking_commitment is None or req.device_id is None:
+            return None
+        server = self._settings.server_name
+        key_id, tag = self._franking.tag(
+            req.franking_commitment, f"@{req.sender}:{server}", req.device_id, f"!{req.conversation_id}:{server}",
+            message_id, now,
+        )  # fmt: skip
+        return stored_franking(key_id, req.franking_commitment, tag)
 
     def _current_key(
         self,

@@ -8,7 +8,10 @@ must record the reference of the report filed with the child-safety hotline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -19,6 +22,9 @@ from keyhold.core.accounts import BANNED, Member
 from keyhold.core.erasure import Erasure
 from keyhold.core.errors import conflict, forbidden, invalid, not_found, not_yours
 from keyhold.core.writer import EventSink, PendingEvent, Writer
+from keyhold.crypto.franking import KEY_FIELD, commitment_matches
+from keyhold.crypto.franking_keys import FrankingKeys
+from keyhold.crypto.signed_json import decode_base64
 from keyhold.governance.accesslog import AccessLog, LogEntry, case_ref
 from keyhold.governance.staff import SEE_REPORTS, TAKE_REPORTS, StaffMember, require_role
 from keyhold.store import accounts as account_store
@@ -45,6 +51,16 @@ ACTIONS = ("no_violation", "remove_message", "warn", "suspend", "ban", "escalate
 MAX_REPORTED = 10
 
 
+@dataclass(frozen=True)
+class Revealed:
+    """A franked e2ee message as its reporter reveals it (docs/e2ee.md, franking)."""
+
+    message_id: int
+    content: Mapping[str, Any]
+    franking_key: str
+    tag: str
+
+
 def decided_entry(case: Case, category: str, action: str, appeal: bool) -> LogEntry:
     """The log entry of a decision (or an appeal's): what transparency reports count."""
     details = {**case_ref(case.id, "report", case.region), "category": category}
@@ -69,8 +85,15 @@ def case_view(case: Case, message_ids: Sequence[int]) -> dict[str, Any]:
 
 class ReportService:
     def __init__(
-        self, engine: AsyncEngine, writer: Writer, log: AccessLog, erasure: Erasure, settings: Settings
+        self,
+        engine: AsyncEngine,
+        writer: Writer,
+        log: AccessLog,
+        erasure: Erasure,
+        settings: Settings,
+        franking: FrankingKeys,
     ) -> None:
+        self._franking = franking
         self._engine = engine
         self._writer = writer
         self._log = log
@@ -78,8 +101,17 @@ class ReportService:
         self._settings = settings
 
     async def report(
-        self, member: Member, conversation_id: int, message_ids: Sequence[int], category: str, comment: str
+        self,
+        member: Member,
+        conversation_id: int,
+        message_ids: Sequence[int],
+        category: str,
+        comment: str,
+        revealed: Revealed | None = None,
     ) -> dict[str, Any]:
+        """Open a report case. `revealed`: a franked e2ee message's content and franking key
+        as the reporter's device decrypted them, with the service's tag: checked here, the case
+        is marked `verified_sender` and holds what was revealed, and only that."""
         if category not in CATEGORIES:
             raise invalid(f"category must be one of {', '.join(CATEGORIES)}")
         ids = sorted(set(message_ids))
@@ -95,11 +127,16 @@ class ReportService:
                 raise not_found("every reported message must be in that conversation")
             now = now_ms()
             assignee = await store.least_loaded_moderator(conn, member.region)
-            details = {
+            details: dict[str, Any] = {
                 "category": category,
                 "comment": comment.strip()[:1000],
                 "child_safety": category in CHILD_SAFETY,
             }
+            if revealed is not None:
+                if revealed.message_id not in ids:
+                    raise invalid("the revealed message must be one of the reported ones")
+                details["verified_sender"] = True
+                details["revealed"] = self._verified(found[revealed.message_id], revealed)
             case_id = await store.insert_case(
                 conn,
                 {
@@ -133,6 +170,35 @@ class ReportService:
             return case_view(case, ids)
 
         return await self._writer.run(run)
+
+    def _verified(self, row: Any, revealed: Revealed) -> dict[str, Any]:
+        """What a franked report reveals, once it checks out: the service's tag is the one it
+        gave this very message (not another's, replayed), and the commitment it binds opens
+        with the revealed key and content for this sender, device and conversation."""
+        unverifiable = invalid("the revealed message does not verify: it cannot open a verified report")
+        if row.kind != "e2ee" or row.franking is None or row.sender_device is None:
+            raise invalid("that message was not franked: report it without revealing it")
+        stored = json.loads(row.franking)
+        try:
+            commitment = decode_base64(stored["commitment"])
+            tag = decode_base64(revealed.tag)
+            franking_key = decode_base64(revealed.franking_key)
+        except ValueError:
+            raise unverifiable from None
+        server = self._settings.server_name
+        sender, room = f"@{row.sender}:{server}", f"!{row.conversation_id}:{server}"
+        if not hmac.compare_digest(tag, decode_base64(stored["tag"])) or not self._franking.verify(
+            stored["key_id"], tag, commitment, sender, row.sender_device, room, row.id, row.sent_ms
+        ):
+            raise unverifiable
+        if not commitment_matches(commitment, franking_key, revealed.content, room, sender, row.sender_device):
+            raise unverifiable
+        return {
+            "message_id": row.id,
+            "sender": row.sender,
+            "sender_device": row.sender_device,
+            "content": {k: v for k, v in revealed.content.items() if k != KEY_FIELD},
+        }
 
     async def _case_for(self, conn: AsyncConnection, staff: StaffMember, case_id: int) -> Case:
         require_role(staff, SEE_REPORTS, "seeing report cases")

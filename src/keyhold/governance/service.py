@@ -25,6 +25,7 @@ from keyhold.core.passwords import Passwords
 from keyhold.core.retrying import run_periodically
 from keyhold.core.signin import SignInGuard
 from keyhold.core.writer import EventSink, PendingEvent, Writer
+from keyhold.crypto.franking_keys import FrankingKeys
 from keyhold.crypto.keyprovider import KeyProvider
 from keyhold.crypto.signing import ServiceSigner
 from keyhold.governance.access import GovernedAccess
@@ -130,6 +131,7 @@ async def start_governance(
     signin: SignInGuard,
     erasure: Erasure,
     blobs: BlobStore,
+    franking: FrankingKeys,
     background: bool = True,
 ) -> Governance:
     signer = ServiceSigner.load(settings.signing_key_file)
@@ -142,7 +144,7 @@ async def start_governance(
         log=access_log,
         staff=StaffService(engine, passwords, signin, provider, settings),
         access=access,
-        reports=ReportService(engine, writer, access_log, erasure, settings),
+        reports=ReportService(engine, writer, access_log, erasure, settings, franking),
         legal=LegalService(engine, writer, access_log, access, provider, blobs, erasure, signer, settings),
         engine=engine,
         writer=writer,

@@ -26,6 +26,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
+from keyhold.crypto.franking import KEY_FIELD as FRANKING_KEY_FIELD
 from keyhold.sdk.e2ee.device import OlmDevice
 from keyhold.sdk.e2ee.machine import CryptoMachine, UndecryptableError
 from keyhold.sdk.e2ee.state import StateError, StateFile
@@ -55,18 +56,29 @@ class Message:
     attachment: Attachment | None = None
     # An e2ee message this device could not read: why (it is returned, never dropped).
     undecryptable: str | None = None
+    # Franked by its sender: a report can reveal it verifiably (`Client.report(..., reveal=)`).
+    franked: bool = False
+    evidence: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], crypto: CryptoMachine | None = None) -> Message:
         """A message as the API sent it; an e2ee one decrypted by `crypto` (this device)."""
         att = data.get("attachment")
-        text, undecryptable = data.get("text"), None
-        event = data.get("event")
+        text, undecryptable, evidence = data.get("text"), None, None
+        event, franking = data.get("event"), data.get("franking")
         if data.get("kind") == "e2ee" and isinstance(event, dict):
             try:
                 if crypto is None:
                     raise UndecryptableError("this client has no end-to-end encryption device")
-                text = crypto.decrypt(event)
+                decrypted = crypto.decrypt(event, franking if isinstance(franking, dict) else None)
+                text = decrypted.text
+                if isinstance(franking, dict):
+                    evidence = {
+                        "message_id": data["id"],
+                        "content": decrypted.content,
+                        "franking_key": decrypted.content.get(FRANKING_KEY_FIELD),
+                        "tag": franking.get("tag"),
+                    }
             except UndecryptableError as exc:
                 undecryptable = str(exc)
         return cls(
@@ -79,6 +91,8 @@ class Message:
             deleted=bool(data.get("deleted")),
             attachment=Attachment(**att) if att else None,
             undecryptable=undecryptable,
+            franked=bool(data.get("franked")),
+            evidence=evidence,
         )
 
 
@@ -489,7 +503,8 @@ class Client(ApiSession):
                 if self.crypto is None:
                     raise KeyholdError(400, {"title": "No e2ee device", "detail": self.e2ee_unavailable})
                 members = [self._full_id(m) for m in conversation.members]
-                body["encrypted"] = await self.crypto.encrypt(self._room_id(conversation_id), members, text)
+                room = self._room_id(conversation_id)
+                body["encrypted"], body["franking"] = await self.crypto.encrypt(room, members, text)
                 del body["text"]
         if attachment_id:
             body["attachment_id"] = attachment_id
@@ -553,13 +568,25 @@ class Client(ApiSession):
     # -- safety and governance -----------------------------------------------------------------
 
     async def report(
-        self, conversation_id: int, message_ids: list[int], category: str, comment: str = ""
+        self,
+        conversation_id: int,
+        message_ids: list[int],
+        category: str,
+        comment: str = "",
+        reveal: Message | None = None,
     ) -> dict[str, Any]:
         """Report messages of one of my conversations to the moderators of my region:
-        `{id, status, category}`; the outcome arrives as a `report.outcome` event."""
-        body = {"conversation_id": conversation_id, "message_ids": message_ids, "category": category}
+        `{id, status, category, verified_sender}`; the outcome arrives as a `report.outcome`
+        event. `reveal`: a franked e2ee message as this device decrypted it; the service
+        checks it against its franking and the case shows moderators what it says, and
+        nothing else of the conversation."""
+        body: dict[str, Any] = {"conversation_id": conversation_id, "message_ids": message_ids, "category": category}
         if comment:
             body["comment"] = comment
+        if reveal is not None:
+            if reveal.evidence is None:
+                raise ValueError("only a franked e2ee message this device decrypted can be revealed")
+            body["franking"] = reveal.evidence
         return dict(await self._request("POST", "/reports", json=body))
 
     async def appeal(self, case_id: int, statement: str) -> None:

@@ -29,6 +29,8 @@ MESSAGE_COLUMNS = (
     messages.c.attachment_id,
     messages.c.sent_ms,
     messages.c.deleted_ms,
+    messages.c.sender_device,
+    messages.c.franking,
 )
 _FROM = messages.join(users, users.c.id == messages.c.sender_id)
 
@@ -79,7 +81,10 @@ def active_members(conn: Connection, conversation_ids: Iterable[int]) -> dict[in
 
 
 # The order of a message row's values (see `insert_messages`).
-NEW_MESSAGE_COLUMNS = ("id", "conversation_id", "sender_id", "epoch", "idem", "kind", "body", "attachment_id", "sent_ms")
+NEW_MESSAGE_COLUMNS = (
+    "id", "conversation_id", "sender_id", "epoch", "idem", "kind", "body", "attachment_id", "sent_ms",
+    "sender_device", "franking",
+)  # fmt: skip
 
 
 def insert_messages(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:

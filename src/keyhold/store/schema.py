@@ -175,6 +175,10 @@ messages = Table(
     Column("attachment_id", String(40), nullable=True),
     Column("sent_ms", BigInteger, nullable=False),
     Column("deleted_ms", BigInteger, nullable=True),
+    # e2ee messages: the device that sent it, and its franking (JSON: version, commitment,
+    # the service's key id and tag), NULL when the sender did not frank it.
+    Column("sender_device", String(64), nullable=True),
+    Column("franking", Text, nullable=True),
 )
 Index("ix_messages_conversation", messages.c.conversation_id, messages.c.id)
 

@@ -17,6 +17,7 @@ reads from its creation on: nobody shares older room keys with it.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -25,6 +26,7 @@ from typing import Any
 
 import vodozemac
 
+import keyhold.crypto.franking as franking
 from keyhold.crypto.signed_json import decode_base64, encode_base64, verify_signed_json
 from keyhold.sdk.e2ee.device import MEGOLM_ALGORITHM, OLM_ALGORITHM, ONE_TIME_KEY_ALGORITHM, OlmDevice
 
@@ -39,6 +41,13 @@ Put = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 class UndecryptableError(Exception):
     """A message this device cannot read, and why (no room key, a check failed)."""
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    text: str
+    content: dict[str, Any]  # the decrypted event content (what a franked report reveals)
+    sender_device: str | None  # the device whose room key opened it, if its keys are known
 
 
 @dataclass(frozen=True)
@@ -259,9 +268,10 @@ class CryptoMachine:
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def encrypt(self, room_id: str, members: list[str], plaintext: str) -> dict[str, Any]:
+    async def encrypt(self, room_id: str, members: list[str], plaintext: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """`m.room.encrypted` content of a text message for the conversation `room_id`, after
-        sharing its room key with every device of `members` (this member's other devices too)."""
+        sharing its room key with every device of `members` (this member's other devices too),
+        and its franking: a fresh franking key goes inside, its commitment outside."""
         devices = await self.devices_of(members, refresh=True)
         recipients = frozenset(
             (d.user_id, d.device_id, d.curve25519)
@@ -277,17 +287,21 @@ class CryptoMachine:
             or time.time() - outbound.created >= ROTATE_AFTER_SECONDS
         ):
             outbound = await self._new_outbound(room_id, recipients, devices)
-        payload = {"type": "m.room.message", "room_id": room_id, "content": {"msgtype": "m.text", "body": plaintext}}
+        franking_key = secrets.token_bytes(franking.KEY_BYTES)
+        content = {"msgtype": "m.text", "body": plaintext, franking.KEY_FIELD: encode_base64(franking_key)}
+        committed = franking.commitment(franking_key, content, room_id, self.user_id, self.device.device_id)
+        payload = {"type": "m.room.message", "room_id": room_id, "content": content}
         message = outbound.session.encrypt(json.dumps(payload).encode())
         outbound.sent += 1
         self.on_change()  # before the message leaves: a restart must not reuse its index
-        return {
+        encrypted = {
             "algorithm": MEGOLM_ALGORITHM,
             "sender_key": self.device.curve25519,
             "ciphertext": message.to_base64(),
             "session_id": outbound.session.session_id,
             "device_id": self.device.device_id,
         }
+        return encrypted, {"version": franking.VERSION, "commitment": encode_base64(committed)}
 
     async def _new_outbound(
         self, room_id: str, recipients: frozenset[tuple[str, str, str]], devices: dict[str, list[PeerDevice]]
@@ -357,8 +371,11 @@ class CryptoMachine:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def decrypt(self, event: Mapping[str, Any]) -> str:
-        """The text of an `m.room.encrypted` event, or UndecryptableError saying why not."""
+    def decrypt(self, event: Mapping[str, Any], franked: Mapping[str, Any] | None = None) -> Decrypted:
+        """An `m.room.encrypted` event decrypted, or UndecryptableError saying why not. With
+        `franked` (the message's franking as delivered), its commitment must open with the
+        franking key inside and bind this conversation, the sender and the device whose room
+        key opened it; otherwise the message is "unverifiable" and its text not shown."""
         content = event.get("content") or {}
         room_id = str(event.get("room_id"))
         if content.get("algorithm") != MEGOLM_ALGORITHM:
@@ -385,10 +402,35 @@ class CryptoMachine:
             raise UndecryptableError("its plaintext is not JSON") from None
         if payload.get("room_id") != room_id:
             raise UndecryptableError("it was written for another conversation")
-        body = payload.get("content", {}).get("body")
-        if not isinstance(body, str):
+        content = payload.get("content")
+        body = content.get("body") if isinstance(content, dict) else None
+        if not isinstance(content, dict) or not isinstance(body, str):
             raise UndecryptableError("it carries no text")
-        return body
+        device = self._device_with_key(inbound.sender, inbound.sender_key)
+        if franked is not None:
+            self._check_franking(franked, content, room_id, inbound.sender, device)
+        return Decrypted(body, content, device)
+
+    def _device_with_key(self, user: str, curve25519: str) -> str | None:
+        if user == self.user_id and curve25519 == self.device.curve25519:
+            return self.device.device_id
+        found = [d.device_id for d in self._devices.get(user, {}).values() if d.curve25519 == curve25519]
+        return found[0] if found else None
+
+    @staticmethod
+    def _check_franking(
+        franked: Mapping[str, Any], content: Mapping[str, Any], room_id: str, sender: str, device: str | None
+    ) -> None:
+        claimed_device = franked.get("sender_device")
+        if device is not None and claimed_device != device:
+            raise UndecryptableError("unverifiable: franked for another device than the one that sent it")
+        try:
+            key = decode_base64(str(content.get(franking.KEY_FIELD)))
+            committed = decode_base64(str(franked.get("commitment")))
+        except ValueError:
+            raise UndecryptableError("unverifiable: its franking key or commitment is malformed") from None
+        if not franking.commitment_matches(committed, key, content, room_id, sender, str(claimed_device)):
+            raise UndecryptableError("unverifiable: its franking commitment does not match what it says")
 
 
 def _checked_device(user: str, device_id: str, keys: Any) -> PeerDevice | None:
