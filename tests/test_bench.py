@@ -125,3 +125,19 @@ def test_connections_refused_above_the_open_files_limit(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "open files" in proc.stderr and "2,000 connections" in proc.stderr
     assert not (tmp_path / "c.json").exists()
+
+
+def test_delivery_in_both_models(tmp_path: Path) -> None:
+    """`--encryption both`: the same load on standard then e2ee conversations (texts Megolm-
+    encrypted and decrypted by the load generator), and the e2ee costs beside it."""
+    proc, report = run_bench(tmp_path, "--clients", "4", "--messages", "200", "--encryption", "both")
+    assert report["encryption"] == "standard" and report["delivered"] == 200
+    e2ee = report["e2ee"]
+    assert isinstance(e2ee, dict)
+    assert e2ee["delivered"] == 200 and e2ee["lost"] == e2ee["duplicates"] == e2ee["errors"] == 0
+    assert e2ee["messages_per_second"] > 0 and e2ee["delivery_p99_ms"] > 0
+    costs = report["e2ee_costs"]
+    assert isinstance(costs, dict) and costs["olm_session_setups_per_second"] > 0
+    group = costs["group_of_50"]
+    assert group["group_size"] == 50 and group["e2ee"]["send_ms_mean"] > 0 and group["standard"]["send_ms_mean"] > 0
+    assert "Olm session setups" in proc.stdout

@@ -84,7 +84,7 @@ async def test_ciphertext_over_the_stream(server: Server) -> None:
     )
     assert sent["type"] == "ack", sent
     got = await next_of(bob_stream, "message.new", skip=None)
-    assert session.open(got.data["message"]["encrypted"]) == "over ws"
+    assert session.open(got.data["message"]["event"]["content"]) == "over ws"
     with pytest.raises(KeyholdError) as refused:
         await stream._call({"type": "send", "ref": "t", "conversation_id": conversation_id, "text": "plain"})
     assert refused.value.status == 422
@@ -141,7 +141,7 @@ async def test_deleting_an_e2ee_message_leaves_a_tombstone(server: Server) -> No
     deleted = await raw(alice.client, "DELETE", f"/messages/{sent['id']}")
     assert deleted.status_code == 200, deleted.text
     item = (await raw(bob.client, "GET", f"/conversations/{conversation_id}/messages")).json()["items"][0]
-    assert item["deleted"] is True and item["encrypted"] is None and item["event"] is None
+    assert item["deleted"] is True and item["event"] is None and "encrypted" not in item
 
 
 async def test_encrypted_attachments_are_kept_as_opaque_bytes(server: Server) -> None:
@@ -189,7 +189,7 @@ async def test_no_e2ee_plaintext_reaches_disk_or_logs(tmp_path: Any) -> None:
         )
         assert uploaded.status_code == 201
         history = (await raw(bob.client, "GET", f"/conversations/{conversation_id}/messages")).json()["items"]
-        assert [session.open(item["encrypted"]) for item in history] == [text, over_ws]
+        assert [session.open(item["event"]["content"]) for item in history] == [text, over_ws]
         await asyncio.sleep(0.2)
         assert canaries.scan([*files_under(server.home), server.log_path]) == {}
     finally:

@@ -157,3 +157,14 @@ async def test_a_device_kept_in_a_state_file_is_the_same_device_after_a_restart(
         "before the restart", "bob's first", "after the restart",
     ]  # fmt: skip
     await again.close()
+
+
+async def test_a_room_key_reaches_more_devices_than_one_request_can_carry(server: Server) -> None:
+    """Sixty devices: their Olm-encrypted room keys do not fit the 64 KiB of one request, so
+    the device sends them in several; every one of the sixty reads the message."""
+    alice, bob = await new_member(server, e2ee=True), await new_member(server, e2ee=True)
+    devices = [bob, *[await Client.login(server.url, bob.username, PASSWORD, device_id=f"D{i}") for i in range(59)]]
+    conversation = await alice.start_conversation([bob.username], encryption="e2ee")
+    await alice.send(conversation.id, "to sixty devices")
+    for device in devices:
+        assert [m.text for m in await device.history(conversation.id)] == ["to sixty devices"], device.device_id

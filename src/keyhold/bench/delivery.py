@@ -311,7 +311,7 @@ def delivery(
     }
     if json_file is not None:
         json_file.write_text(json.dumps(report, indent=2) + "\n")
-    console.print(_summary(k, relay_result, report))
+    console.print(_summary(k, relay_result, report, title_prefix=f"{models[0]}: " if len(models) > 1 else ""))
     if e2ee_result is not None:
         console.print(_summary(e2ee_result, None, {**report, "rate": rate}, title_prefix="e2ee: "))
     if costs is not None:

@@ -43,6 +43,8 @@ BENCH_SERVER_ENV = {
     "KEYHOLD_ARGON2_TIME_COST": "1",
     "KEYHOLD_ARGON2_MEMORY_KIB": "1024",
     "KEYHOLD_ARGON2_PARALLELISM": "1",
+    # The e2ee costs send to a 50-member group (the default limit is 32).
+    "KEYHOLD_MAX_GROUP_MEMBERS": "64",
 }
 
 

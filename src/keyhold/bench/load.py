@@ -361,7 +361,7 @@ class _Worker:
         """The text of the partner's e2ee message; None for one of this client's own."""
         import vodozemac
 
-        encrypted = message.get("encrypted") or {}
+        encrypted = (message.get("event") or {}).get("content") or {}
         if encrypted.get("session_id") != c.inbound.session_id:
             return None
         decrypted = c.inbound.decrypt(vodozemac.MegolmMessage.from_base64(encrypted["ciphertext"]))

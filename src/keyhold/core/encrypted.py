@@ -83,7 +83,6 @@ def render_encrypted(
         "sender": sender,
         "kind": "e2ee",
         "text": None,
-        "encrypted": content,
         "event": None
         if content is None
         else {

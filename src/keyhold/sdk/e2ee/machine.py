@@ -34,6 +34,8 @@ ROTATE_AFTER_MESSAGES = 100
 ROTATE_AFTER_SECONDS = 7 * 24 * 3600
 # Keep this many one-time keys published (vodozemac holds at most 50).
 ONE_TIME_KEYS_TARGET = 50
+# Bytes of to-device messages per request: under the server's 64 KiB body limit.
+TO_DEVICE_BUDGET = 48 * 1024
 
 Post = Callable[[str, dict[str, Any]], Awaitable[Any]]
 Put = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -324,9 +326,11 @@ class CryptoMachine:
         return outbound
 
     async def _share(self, peers: list[PeerDevice], event_type: str, content: dict[str, Any]) -> None:
-        """Send `content` to each device, Olm-encrypted, as one to-device request."""
+        """Send `content` to each device, Olm-encrypted, in as few to-device requests as fit
+        the server's body limit (an Olm-encrypted room key is about 1.3 KB)."""
         await self._ensure_olm_sessions(peers)
         messages: dict[str, dict[str, Any]] = {}
+        size = 0
         for peer in peers:
             sessions = self._olm.get(peer.curve25519)
             if not sessions:
@@ -341,13 +345,22 @@ class CryptoMachine:
                 "recipient_keys": {"ed25519": peer.ed25519},
             }
             message_type, body = sessions[0].encrypt(json.dumps(payload).encode()).to_parts()
-            messages.setdefault(peer.user_id, {})[peer.device_id] = {
+            encrypted = {
                 "algorithm": OLM_ALGORITHM,
                 "sender_key": self.device.curve25519,
                 "ciphertext": {peer.curve25519: {"type": message_type, "body": encode_base64(bytes(body))}},
             }
+            added = len(json.dumps(encrypted)) + len(peer.user_id) + len(peer.device_id) + 16
+            if messages and size + added > TO_DEVICE_BUDGET:
+                await self._send_to_devices(messages)
+                messages, size = {}, 0
+            messages.setdefault(peer.user_id, {})[peer.device_id] = encrypted
+            size += added
         if messages:
-            await self._put(f"/e2ee/sendToDevice/m.room.encrypted/{uuid.uuid4().hex}", {"messages": messages})
+            await self._send_to_devices(messages)
+
+    async def _send_to_devices(self, messages: dict[str, dict[str, Any]]) -> None:
+        await self._put(f"/e2ee/sendToDevice/m.room.encrypted/{uuid.uuid4().hex}", {"messages": messages})
 
     async def _ensure_olm_sessions(self, peers: list[PeerDevice]) -> None:
         missing = [p for p in peers if not self._olm.get(p.curve25519)]
