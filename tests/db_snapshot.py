@@ -69,3 +69,33 @@ def snapshot(server: Server) -> dict[str, Any]:
     else:
         tables = _sqlite_tables(server.home / "keyhold.db")
     return {"tables": tables, "blobs": _blobs(server.home)}
+
+
+def query(server: Server, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """Rows of `sql` (qmark placeholders) read from the server's database itself, on either
+    backend: what is really stored, not what the API shows."""
+    if server.backend == "sqlite":
+        conn = sqlite3.connect(server.home / "keyhold.db", timeout=30)
+        try:
+            return [tuple(row) for row in conn.execute(sql, params)]
+        finally:
+            conn.close()
+    numbered = sql
+    for n in range(1, len(params) + 1):
+        numbered = numbered.replace("?", f"${n}", 1)
+
+    async def read() -> list[tuple[Any, ...]]:
+        import asyncpg
+
+        conn = await asyncpg.connect(server.database_url.replace("postgresql+asyncpg", "postgresql"))
+        try:
+            return [tuple(row) for row in await conn.fetch(numbered, *params)]
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+async def stored(server: Server, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """`query` from a test's event loop (it runs its own, in a thread)."""
+    return await asyncio.to_thread(query, server, sql, *params)

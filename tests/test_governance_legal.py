@@ -758,3 +758,56 @@ async def test_shredding_works_once_the_hold_is_released(later: Later) -> None:
     await refused(legal.first.read(case_id, later.ids, "after shredding"), 403, "not readable")
     for message in await later.a.history(later.conversation_id):
         assert message.text is None
+
+
+async def test_disappearing_messages_under_a_hold_vanish_for_members_and_stay_for_the_case(world: World) -> None:
+    """A preservation hold keeps what disappears, invisibly: members see it disappear on time
+    as without a hold; an approved warrant still reads it until the hold is released."""
+    a, b = await new_member(world.server), await new_member(world.server)
+    conv = (await a.start_conversation([b.username])).id
+    hold = await world.legal.approved("preservation", [b.username], [])
+    warrant = await world.legal.approved("search_warrant", [b.username], ["message_content"])
+    await a.set_timer(conv, 1)
+    sent = await b.send(conv, "b's fleeting words")
+    deadline = time.monotonic() + 15
+    while not {m.id: m for m in await a.history(conv)}[sent.id].deleted:
+        assert time.monotonic() < deadline, "the message did not disappear"
+        await asyncio.sleep(0.2)
+    [kept] = await world.legal.first.read(warrant, [sent.id], "preserved disappearing message")
+    assert kept["text"] == "b's fleeting words" and kept["deleted"] is True
+    await world.legal.first.release(hold)
+    [after] = await world.legal.first.read(warrant, [sent.id], "after release")
+    assert after["text"] is None
+    await a.close()
+    await b.close()
+
+
+async def test_a_disclosure_reaches_e2ee_metadata_and_no_e2ee_content(world: World) -> None:
+    """An e2ee conversation in scope: the package holds its membership, devices, timestamps
+    and sizes; its content is not in the package, for the service holds no key to it."""
+    a, b = await new_member(world.server, e2ee=True), await new_member(world.server, e2ee=True)
+    private = (await a.start_conversation([b.username], encryption="e2ee")).id
+    sent = [await b.send(private, "private 1"), await a.send(private, "private 2")]
+    plain, plain_ids = await conversation(a, b, [(b, "standard words")])
+    case_id = await world.legal.approved(
+        "search_warrant",
+        [b.username],
+        ["subscriber_info", "connection_logs", "conversation_metadata", "message_content"],
+        date_from=day(0),
+        date_to=day(0),
+    )
+    data = (await world.legal.first.disclosure(case_id))["data"]
+    assert [m["id"] for m in data["message_content"]] == plain_ids  # e2ee messages: no content
+    by_id = {c_["id"]: c_ for c_ in data["conversation_metadata"]["conversations"]}
+    assert by_id[private]["encryption"] == "e2ee" and by_id[plain]["encryption"] == "standard"
+    e2ee_rows = [m for m in data["conversation_metadata"]["messages"] if m["conversation_id"] == private]
+    assert [m["id"] for m in e2ee_rows] == [m.id for m in sent]
+    assert [m["sender_device"] for m in e2ee_rows] == [b.device_id, a.device_id]
+    assert all(m["size"] > 0 for m in e2ee_rows)
+    [subscriber] = data["subscriber_info"]
+    assert [d["device_id"] for d in subscriber["devices"]] == [b.device_id]
+    assert subscriber["devices"][0]["e2ee_keys"] is True
+    assert {r["device_id"] for r in data["connection_logs"]} == {b.device_id}
+    assert "private 1" not in orjson.dumps(data).decode()
+    await a.close()
+    await b.close()

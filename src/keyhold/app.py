@@ -24,6 +24,7 @@ from keyhold.core.accounts import AccountService
 from keyhold.core.conversations import ConversationService
 from keyhold.core.delivery import Delivery
 from keyhold.core.devices import DeviceService
+from keyhold.core.disappearing import DisappearingMessages
 from keyhold.core.erasure import Erasure
 from keyhold.core.groups import GroupService
 from keyhold.core.keys import ConversationKeys
@@ -66,6 +67,7 @@ class Keyhold:
     blobs: BlobStore
     erasure: Erasure
     governance: Governance
+    disappearing: DisappearingMessages
     e2ee: KeyDirectory
     to_device: ToDevice
 
@@ -75,6 +77,7 @@ class Keyhold:
             await conn.exec_driver_sql("SELECT 1")
 
     async def stop(self) -> None:
+        await self.disappearing.stop()
         await self.governance.stop()
         await self.revocations.stop()
         await self.writer.stop()
@@ -180,6 +183,8 @@ async def start_keyhold(
     e2ee = KeyDirectory(engine, writer, accounts, settings.server_name)
     delivery = Delivery(engine, bus, messages, settings.replay_page_size)
     delivery.greetings.append(e2ee.greeting)
+    disappearing = DisappearingMessages(writer, erasure, keys)
+    disappearing.start()
     return Keyhold(
         settings=settings,
         engine=engine,
@@ -199,6 +204,7 @@ async def start_keyhold(
         blobs=blobs,
         erasure=erasure,
         governance=governance,
+        disappearing=disappearing,
         e2ee=e2ee,
         to_device=ToDevice(writer, settings.server_name),
     )

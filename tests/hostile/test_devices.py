@@ -5,11 +5,11 @@ token, with a revoked one and with hostile ids and names, on both backends."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import pytest
 
 from conftest import PASSWORD, Server, new_member, raw, unique
+from db_snapshot import query
 from hostile_helpers import assert_problem, http, open_stream
 from keyhold.sdk import Client, KeyholdError
 
@@ -190,21 +190,4 @@ async def test_deleting_the_account_forgets_its_devices(server: Server) -> None:
 
 def device_names_of(server: Server, user_id: int) -> list[str]:
     """The device names stored for a user, read from the database itself."""
-    query = "SELECT display_name FROM devices WHERE user_id = "
-    if server.backend == "sqlite":
-        conn = sqlite3.connect(server.home / "keyhold.db", timeout=30)
-        try:
-            return [row[0] for row in conn.execute(query + "?", (user_id,))]
-        finally:
-            conn.close()
-
-    async def read() -> list[str]:
-        import asyncpg
-
-        conn = await asyncpg.connect(server.database_url.replace("postgresql+asyncpg", "postgresql"))
-        try:
-            return [row[0] for row in await conn.fetch(query + "$1", user_id)]
-        finally:
-            await conn.close()
-
-    return asyncio.run(read())
+    return [row[0] for row in query(server, "SELECT display_name FROM devices WHERE user_id = ?", user_id)]

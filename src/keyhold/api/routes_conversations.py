@@ -17,6 +17,7 @@ from keyhold.api.schemas import (
     SendBody,
     StartConversationBody,
     Text,
+    TimerBody,
 )
 from keyhold.core.errors import invalid
 from keyhold.core.messages import SendRequest
@@ -82,6 +83,16 @@ async def remove_member(
     conversation_id: ConversationId, username: UsernamePath, member: CurrentMember, svc: Service
 ) -> dict[str, Any]:
     return await svc.groups.remove(member, conversation_id, username)
+
+
+@router.put(
+    "/conversations/{conversation_id}/timer",
+    summary="Disappearing messages: delete each message sent from now on this many seconds after it was sent (null: off)",
+)
+async def set_timer(
+    conversation_id: ConversationId, body: TimerBody, member: CurrentMember, svc: Service
+) -> dict[str, Any]:
+    return await svc.conversations.set_timer(member, conversation_id, body.seconds)
 
 
 @router.put(

@@ -106,6 +106,11 @@ class RenameBody(Body):
     title: Annotated[Text, Field(min_length=1, max_length=100)]
 
 
+class TimerBody(Body):
+    # Seconds after which each message sent from now on disappears; null turns it off.
+    seconds: int | None
+
+
 class RoleBody(Body):
     role: Literal["admin", "member"]
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import Member, require_live_session
+from keyhold.core.disappearing import MAX_TIMER_S, MIN_TIMER_S
 from keyhold.core.erasure import Erasure
 from keyhold.core.errors import Problem, forbidden, invalid, not_found, not_yours
 from keyhold.core.keys import ConversationKeys
@@ -104,6 +105,7 @@ class ConversationService:
                 "owner": next((p.username for p in people if p.role == "owner"), None),
                 "admins": [p.username for p in people if p.role == "admin"],
                 "created_at": iso(r.created_ms),
+                "disappear_after_seconds": r.disappear_after_s,
                 "unread": int(getattr(r, "unread", 0) or 0),
                 "last_message": None,
             }
@@ -213,6 +215,23 @@ class ConversationService:
 
         conversation_id, created = await self._writer.run(run)
         return await self.get(member, conversation_id), created
+
+    async def set_timer(self, member: Member, conversation_id: int, seconds: int | None) -> dict[str, Any]:
+        """Disappearing messages: every message sent from now on is deleted `seconds` after it
+        was sent (None: off; messages sent before keep the expiry they had). Any member may
+        set it; everyone is told (`conversation.updated`, change `timer`)."""
+        if seconds is not None and not MIN_TIMER_S <= seconds <= MAX_TIMER_S:
+            raise invalid(f"the timer is {MIN_TIMER_S} seconds to {MAX_TIMER_S // 86400} days, or null (off)")
+
+        async def run(conn: AsyncConnection, sink: EventSink) -> None:
+            await require_live_session(conn, member)
+            await self.require_member(conn, member, conversation_id)
+            await store.set_timer(conn, conversation_id, seconds)
+            everyone = [m.id for m in await store.member_rows(conn, [conversation_id]) if m.left_ms is None]
+            announce(sink, conversation_id, everyone, "timer", by=member.username, seconds=seconds)
+
+        await self._writer.run(run)
+        return await self.get(member, conversation_id)
 
     async def receipt(self, member: Member, conversation_id: int, kind: str, message_id: int) -> bool:
         column = RECEIPTS.get(kind)

@@ -73,6 +73,7 @@ def render_encrypted(
     attachment: dict[str, Any] | None = None,
     franking: str | None = None,
     sender_device: str | None = None,
+    expires_ms: int | None = None,
 ) -> dict[str, Any]:
     """An e2ee message as members get it; without a body (deleted) it is a tombstone. A
     franked one carries its commitment and the service's tag (what a report hands back)."""
@@ -95,6 +96,7 @@ def render_encrypted(
         },
         "attachment": None if content is None else attachment,
         "sent_at": iso(sent_ms),
+        "expires_at": None if expires_ms is None else iso(expires_ms),
         "deleted": content is None,
         "franked": franking is not None,
         "franking": None if franking is None or content is None else {**orjson.loads(franking), "sender_device": sender_device},
@@ -105,7 +107,7 @@ def render_encrypted_row(row: AnyRow, server_name: str, attachment: dict[str, An
     body = None if row.deleted_ms is not None else row.body
     return render_encrypted(
         row.id, row.conversation_id, row.sender, row.sent_ms, body, server_name, attachment, row.franking,
-        row.sender_device,
+        row.sender_device, row.expires_ms,
     )  # fmt: skip
 
 

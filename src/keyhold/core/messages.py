@@ -118,6 +118,7 @@ def render_message(
         "attachment": None if gone else attachment,
         "sent_at": iso(row.sent_ms),
         "deleted": gone,
+        "expires_at": None if row.expires_ms is None else iso(row.expires_ms),
     }
 
 
@@ -239,6 +240,8 @@ class MessageService:
                 attachment = self._attachment_meta(conn, att)
             epoch = epochs[req.conversation_id]
             message_id = self._ids.next()
+            timer = states[req.conversation_id].disappear_after_s
+            expires = None if timer is None else now + timer * 1000
             if states[req.conversation_id].encryption == "e2ee":
                 if req.encrypted_json is None:
                     results.append(invalid("this conversation is end-to-end encrypted: send encrypted content"))
@@ -247,11 +250,11 @@ class MessageService:
                 # Stored as sent: the service has no key to seal or open it with.
                 rows.append(
                     (message_id, req.conversation_id, req.sender_id, 0, idem, "e2ee", req.encrypted_json,
-                     req.attachment_id, now, req.device_id, franking)
+                     req.attachment_id, now, req.device_id, franking, expires)
                 )
                 message = render_encrypted(
                     message_id, req.conversation_id, req.sender, now, req.encrypted_json,
-                    self._settings.server_name, attachment, franking, req.device_id,
+                    self._settings.server_name, attachment, franking, req.device_id, expires,
                 )
             elif req.encrypted_json is not None:
                 results.append(invalid("this conversation is not end-to-end encrypted: send text"))
@@ -263,7 +266,7 @@ class MessageService:
                 # In store.messages.NEW_MESSAGE_COLUMNS order.
                 rows.append(
                     (message_id, req.conversation_id, req.sender_id, key.epoch, idem, kind, body,
-                     req.attachment_id, now, req.device_id, None)
+                     req.attachment_id, now, req.device_id, None, expires)
                 )
                 message = {
                     "id": message_id,
@@ -274,6 +277,7 @@ class MessageService:
                     "attachment": attachment,
                     "sent_at": sent_at,
                     "deleted": False,
+                    "expires_at": None if expires is None else iso(expires),
                 }
                 epoch.count += 1
             epoch.last_message_id = message_id

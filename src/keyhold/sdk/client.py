@@ -59,6 +59,7 @@ class Message:
     # Franked by its sender: a report can reveal it verifiably (`Client.report(..., reveal=)`).
     franked: bool = False
     evidence: dict[str, Any] | None = field(default=None, repr=False)
+    expires_at: str | None = None  # a disappearing message: when the server deletes it
 
     @classmethod
     def from_json(cls, data: dict[str, Any], crypto: CryptoMachine | None = None) -> Message:
@@ -93,6 +94,7 @@ class Message:
             undecryptable=undecryptable,
             franked=bool(data.get("franked")),
             evidence=evidence,
+            expires_at=data.get("expires_at"),
         )
 
 
@@ -108,6 +110,7 @@ class Conversation:
     last_message: dict[str, Any] | None = None
     owner: str | None = None  # groups only
     admins: list[str] = field(default_factory=list)
+    disappear_after_seconds: int | None = None  # disappearing messages' timer (None: off)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Conversation:
@@ -122,6 +125,7 @@ class Conversation:
             last_message=data.get("last_message"),
             owner=data.get("owner"),
             admins=list(data.get("admins") or []),
+            disappear_after_seconds=data.get("disappear_after_seconds"),
         )
 
 
@@ -479,6 +483,13 @@ class Client(ApiSession):
     async def rename(self, conversation_id: int, title: str) -> Conversation:
         data = await self._request("PATCH", f"/conversations/{conversation_id}", json={"title": title})
         return Conversation.from_json(data)
+
+    async def set_timer(self, conversation_id: int, seconds: int | None) -> Conversation:
+        """Disappearing messages: each message sent from now on is deleted `seconds` after it
+        was sent, for everyone and on the server (None: off). The SDK keeps no copy of
+        message text, so nothing remains on this side either."""
+        path = f"/conversations/{conversation_id}/timer"
+        return self._remember(Conversation.from_json(await self._request("PUT", path, json={"seconds": seconds})))
 
     async def set_role(self, conversation_id: int, username: str, role: str) -> Conversation:
         """`admin` (the owner and admins may promote) or `member` (the owner demotes)."""

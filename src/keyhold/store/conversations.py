@@ -75,6 +75,7 @@ async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) 
             conversations.c.title,
             conversations.c.created_ms,
             conversations.c.last_message_id,
+            conversations.c.disappear_after_s,
             members.c.joined_ms,
             members.c.left_ms,
             members.c.read_upto,
@@ -138,6 +139,7 @@ async def list_for_user(
             conversations.c.title,
             conversations.c.created_ms,
             conversations.c.last_message_id,
+            conversations.c.disappear_after_s,
             members.c.read_upto,
             ACTIVITY.label("activity"),
             unread.label("unread"),
@@ -235,3 +237,7 @@ async def key_regions(conn: AsyncConnection, conversation_ids: Sequence[int]) ->
     for conversation_id, region in result:
         found.setdefault(conversation_id, set()).add(region)
     return found
+
+
+async def set_timer(conn: AsyncConnection, conversation_id: int, seconds: int | None) -> None:
+    await conn.execute(update(conversations).where(conversations.c.id == conversation_id).values(disappear_after_s=seconds))

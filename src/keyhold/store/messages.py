@@ -31,6 +31,7 @@ MESSAGE_COLUMNS = (
     messages.c.deleted_ms,
     messages.c.sender_device,
     messages.c.franking,
+    messages.c.expires_ms,
 )
 _FROM = messages.join(users, users.c.id == messages.c.sender_id)
 
@@ -48,6 +49,7 @@ _CONVERSATION_STATES = DriverStatement(
         conversations.c.current_epoch,
         conversations.c.epoch_messages,
         conversations.c.epoch_started_ms,
+        conversations.c.disappear_after_s,
     ).where(conversations.c.id.in_(bindparam("ids", expanding=True)))
 )
 _ACTIVE_MEMBERS = DriverStatement(
@@ -83,7 +85,7 @@ def active_members(conn: Connection, conversation_ids: Iterable[int]) -> dict[in
 # The order of a message row's values (see `insert_messages`).
 NEW_MESSAGE_COLUMNS = (
     "id", "conversation_id", "sender_id", "epoch", "idem", "kind", "body", "attachment_id", "sent_ms",
-    "sender_device", "franking",
+    "sender_device", "franking", "expires_ms",
 )  # fmt: skip
 
 
@@ -199,3 +201,38 @@ async def mark_attachments_deleted(conn: AsyncConnection, ids: Sequence[str], at
 
 async def max_message_id(conn: AsyncConnection) -> int:
     return int((await conn.execute(select(func.coalesce(func.max(messages.c.id), 0)))).scalar_one())
+
+
+async def expired(conn: AsyncConnection, now: int, limit: int) -> list[AnyRow]:
+    """Disappearing messages whose time is up and that are not deleted yet, oldest first."""
+    result = await conn.execute(
+        select(messages.c.id, messages.c.conversation_id, messages.c.attachment_id, messages.c.epoch, messages.c.kind)
+        .where(messages.c.expires_ms <= now, messages.c.deleted_ms.is_(None))
+        .order_by(messages.c.expires_ms)
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def spent_epochs(conn: AsyncConnection, pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Of these (conversation, key epoch) pairs, those whose key seals nothing any more: no
+    message body (a hold keeps bodies) and no attachment left under it."""
+    spent = []
+    for conversation_id, epoch in sorted(set(pairs)):
+        body_left = await conn.execute(
+            select(messages.c.id)
+            .where(messages.c.conversation_id == conversation_id, messages.c.epoch == epoch, messages.c.body.is_not(None))
+            .limit(1)
+        )
+        file_left = await conn.execute(
+            select(attachments.c.id)
+            .where(
+                attachments.c.conversation_id == conversation_id,
+                attachments.c.epoch == epoch,
+                attachments.c.deleted_ms.is_(None),
+            )
+            .limit(1)
+        )
+        if body_left.first() is None and file_left.first() is None:
+            spent.append((conversation_id, epoch))
+    return spent

@@ -131,6 +131,9 @@ conversations = Table(
     Column("epoch_messages", Integer, nullable=False, server_default="0"),
     Column("epoch_started_ms", BigInteger, nullable=False, server_default="0"),
     Column("last_message_id", BigInteger, nullable=True),
+    # Disappearing messages: each message sent while it is set expires this long after it
+    # was sent (NULL: off).
+    Column("disappear_after_s", Integer, nullable=True),
 )
 
 members = Table(
@@ -179,7 +182,10 @@ messages = Table(
     # the service's key id and tag), NULL when the sender did not frank it.
     Column("sender_device", String(64), nullable=True),
     Column("franking", Text, nullable=True),
+    # When a disappearing message is deleted (its conversation's timer when it was sent).
+    Column("expires_ms", BigInteger, nullable=True),
 )
+Index("ix_messages_expiry", messages.c.expires_ms)
 Index("ix_messages_conversation", messages.c.conversation_id, messages.c.id)
 
 attachments = Table(
