@@ -35,7 +35,7 @@ def encode_encrypted(content: Mapping[str, Any]) -> bytes:
     try:
         encoded = orjson.dumps(content)
     except orjson.JSONEncodeError:
-        raise invalid("encrypted is not valid JSON text (an unpaired surrogate?)") from None
+        raise invalid("encrypted is not plain JSON (an unpaired surrogate, or a number beyond 64 bits?)") from None
     if len(encoded) > MAX_ENCRYPTED_BYTES:
         raise invalid(f"encrypted is larger than {MAX_ENCRYPTED_BYTES} bytes")
     return encoded
@@ -43,7 +43,8 @@ def encode_encrypted(content: Mapping[str, Any]) -> bytes:
 
 def check_franking(franking: Mapping[str, Any]) -> bytes:
     """The commitment of a send's `franking` (version 1), checked for shape."""
-    if franking.get("version") != FRANKING_VERSION:
+    version = franking.get("version")
+    if type(version) is not int or version != FRANKING_VERSION:
         raise invalid(f"franking.version must be {FRANKING_VERSION}")
     value = franking.get("commitment")
     try:

@@ -272,7 +272,11 @@ class KeyDirectory:
         if target is None:
             raise _failure("M_NOT_FOUND", "no such published key")
         stored, is_master = target
-        if signing_bytes(obj) != signing_bytes(stored):
+        try:
+            same = signing_bytes(obj) == signing_bytes(stored)
+        except ValueError:
+            same = False  # no canonical form (an unpaired surrogate...): not the published object
+        if not same:
             raise _failure("M_INVALID_PARAM", "the object differs from the published one")
         signers: list[tuple[str, str]] = []  # (signing key id, its public key)
         if uid == me and not is_master and "self_signing" in mine:
@@ -285,6 +289,8 @@ class KeyDirectory:
         kept = 0
         for signing_key_id, public_key in signers:
             if signing_key_id in offered:
+                if not isinstance(offered[signing_key_id], str) or not shapes.SIGNATURE.fullmatch(offered[signing_key_id]):
+                    raise _failure("M_INVALID_PARAM", "a signature is 64 bytes in unpadded base64")
                 if not verify_signed_json(obj, me, signing_key_id, public_key):
                     raise _failure("M_INVALID_SIGNATURE", f"the signature by {signing_key_id} does not verify")
                 await store.add_signature(conn, account, key_id, member.id, signing_key_id, offered[signing_key_id])

@@ -5,9 +5,13 @@ as Matrix clients add fields of their own. Refusals are 400s naming what was wro
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import canonicaljson
+import orjson
 
 from keyhold.core.errors import Problem
 from keyhold.crypto.signed_json import decode_base64, ed25519_public_key, verify_signed_json
@@ -29,21 +33,45 @@ def bad_signature(detail: str) -> Problem:
 
 
 def stored_json(obj: Any, what: str) -> str:
-    """The object as it is kept and handed out: JSON, ASCII (any character escaped), bounded."""
+    """The object as it is kept and handed out: JSON, ASCII (any character escaped), bounded.
+    Everything in it, the unsigned parts too, must be JSON every reader can carry: whatever
+    one device stores here, every contact's query returns."""
+    _signatures_shape(obj, what)
+    try:
+        canonicaljson.encode_canonical_json(obj)
+        orjson.dumps(obj)
+    except (TypeError, ValueError, UnicodeError, RecursionError):
+        raise bad_keys(f"{what} is not plain JSON (an unpaired surrogate, or a number beyond 64 bits?)") from None
     text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
     if len(text) > MAX_OBJECT_BYTES:
         raise bad_keys(f"{what} is over {MAX_OBJECT_BYTES} bytes")
     return text
 
 
+def _signatures_shape(obj: Any, what: str) -> None:
+    """`signatures` is {user id: {key id: unpadded base64}}; `unsigned` an object."""
+    if not isinstance(obj, Mapping):
+        return
+    if "unsigned" in obj and not isinstance(obj["unsigned"], Mapping):
+        raise bad_keys(f"{what}.unsigned must be an object")
+    signatures = obj.get("signatures", {})
+    if not isinstance(signatures, Mapping) or not all(
+        isinstance(by_user, Mapping)
+        and all(isinstance(v, str) and SIGNATURE.fullmatch(v) for v in by_user.values())
+        for by_user in signatures.values()
+    ):
+        raise bad_keys(f"{what}.signatures must be {{user id: {{key id: signature in unpadded base64}}}}")
+
+
+# A 32-byte key and a 64-byte signature, in unpadded standard base64 (as Matrix writes them).
+PUBLIC_KEY = re.compile(r"[A-Za-z0-9+/]{43}")
+SIGNATURE = re.compile(r"[A-Za-z0-9+/]{86}")
+
+
 def _public_key(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise bad_keys(f"{what} must be an unpadded base64 string")
-    try:
-        if len(decode_base64(value)) != 32:
-            raise ValueError
-    except ValueError:
-        raise bad_keys(f"{what} must be a 32-byte key in unpadded base64") from None
+    if not isinstance(value, str) or not PUBLIC_KEY.fullmatch(value):
+        raise bad_keys(f"{what} must be a 32-byte key in unpadded base64")
+    decode_base64(value)  # 43 characters of the alphabet always decode
     return value
 
 

@@ -49,7 +49,9 @@ class ToDevice:
                 try:
                     encoded = orjson.dumps(content)
                 except orjson.JSONEncodeError:
-                    raise invalid("a message's content is not valid JSON text (unpaired surrogate?)") from None
+                    raise invalid(
+                        "a message's content is not plain JSON (an unpaired surrogate, or a number beyond 64 bits?)"
+                    ) from None
                 if len(encoded) > MAX_CONTENT_BYTES:
                     raise invalid(f"a message's content is at most {MAX_CONTENT_BYTES} bytes")
                 contents[uid, target] = encoded.decode()

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
@@ -22,7 +23,7 @@ from keyhold.core.accounts import BANNED, Member
 from keyhold.core.erasure import Erasure
 from keyhold.core.errors import conflict, forbidden, invalid, not_found, not_yours
 from keyhold.core.writer import EventSink, PendingEvent, Writer
-from keyhold.crypto.franking import KEY_FIELD, commitment_matches
+from keyhold.crypto.franking import KEY_FIELD, canonical, commitment_matches
 from keyhold.crypto.franking_keys import FrankingKeys
 from keyhold.crypto.signed_json import decode_base64
 from keyhold.governance.accesslog import AccessLog, LogEntry, case_ref
@@ -193,12 +194,14 @@ class ReportService:
             raise unverifiable
         if not commitment_matches(commitment, franking_key, revealed.content, room, sender, row.sender_device):
             raise unverifiable
-        return {
-            "message_id": row.id,
-            "sender": row.sender,
-            "sender_device": row.sender_device,
-            "content": {k: v for k, v in revealed.content.items() if k != KEY_FIELD},
-        }
+        content: dict[str, Any] = {k: v for k, v in revealed.content.items() if k != KEY_FIELD}
+        try:
+            orjson.dumps(content)
+        except orjson.JSONEncodeError:
+            # Verified, but holding what the case store cannot keep as is (an integer beyond
+            # 64 bits): kept as the canonical JSON text the commitment covered.
+            content = {"canonical_json": canonical(revealed.content).decode()}
+        return {"message_id": row.id, "sender": row.sender, "sender_device": row.sender_device, "content": content}
 
     async def _case_for(self, conn: AsyncConnection, staff: StaffMember, case_id: int) -> Case:
         require_role(staff, SEE_REPORTS, "seeing report cases")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from keyhold.sdk.errors import KeyholdConnectionError, KeyholdError, KeyholdTime
 from keyhold.sdk.verify import verify_access_events
 
 API = "/api/v1"
+log = logging.getLogger("keyhold.sdk")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class Message:
                     }
             except UndecryptableError as exc:
                 undecryptable = str(exc)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                undecryptable = "it is malformed"  # what a hostile server or sender made up
         return cls(
             id=data["id"],
             conversation_id=data["conversation_id"],
@@ -712,8 +716,9 @@ class Stream:
                 elif self._crypto is not None and str(kind).startswith("e2ee."):
                     try:
                         await self._crypto.handle(frame)  # room keys, key counts, device lists
-                    except KeyholdError:
-                        pass  # a refused key upload: the next key counts event tries again
+                    except Exception as exc:  # a device event must never stop the reader
+                        # e.g. a refused key upload: the next key counts event tries again
+                        log.warning("a device event could not be handled: %s", type(exc).__name__)
                 elif "seq" in frame:
                     self.last_seq = int(frame["seq"])
                     self._events.put_nowait(Event.from_json(frame, self._crypto))

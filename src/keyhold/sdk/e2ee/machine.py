@@ -179,35 +179,45 @@ class CryptoMachine:
     # -- device events from the stream ------------------------------------------------------
 
     async def handle(self, frame: Mapping[str, Any]) -> None:
-        """An `e2ee.*` event from the stream."""
+        """An `e2ee.*` event from the stream. Whatever another device sent, however malformed,
+        is taken in or dropped here: it can never stop this device from reading on."""
         kind = frame.get("type")
-        if kind == "e2ee.to_device":
-            await self._to_device(frame["event"])
-        elif kind == "e2ee.key_counts":
-            low = int(frame.get("one_time_key_counts", {}).get(ONE_TIME_KEY_ALGORITHM, 0)) < ONE_TIME_KEYS_TARGET // 2
-            unused = list(frame.get("unused_fallback_key_types", []))
-            if low or ONE_TIME_KEY_ALGORITHM not in unused:
-                await self.replenish(unused)
-        elif kind == "e2ee.device_lists":
-            for user in [*frame.get("changed", []), *frame.get("left", [])]:
-                self._devices.pop(user, None)
-        if kind in ("e2ee.to_device", "e2ee.key_counts") and int(frame.get("seq", 0)) > self.since:
-            self.since = int(frame["seq"])
-            self.on_change()
+        try:
+            if kind == "e2ee.to_device" and isinstance(frame.get("event"), Mapping):
+                await self._to_device(frame["event"])
+            elif kind == "e2ee.key_counts":
+                counts = frame.get("one_time_key_counts", {})
+                low = int(counts.get(ONE_TIME_KEY_ALGORITHM, 0)) < ONE_TIME_KEYS_TARGET // 2
+                unused = [str(t) for t in frame.get("unused_fallback_key_types", [])]
+                if low or ONE_TIME_KEY_ALGORITHM not in unused:
+                    await self.replenish(unused)
+            elif kind == "e2ee.device_lists":
+                for user in [*frame.get("changed", []), *frame.get("left", [])]:
+                    self._devices.pop(str(user), None)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            pass  # malformed: dropped, as garbage from anyone is
+        finally:
+            seq = frame.get("seq")
+            if kind in ("e2ee.to_device", "e2ee.key_counts") and isinstance(seq, int) and seq > self.since:
+                self.since = seq  # handled or dropped: never replayed again
+                self.on_change()
 
     async def _to_device(self, event: Mapping[str, Any]) -> None:
-        content = event.get("content", {})
-        if event.get("type") != "m.room.encrypted" or content.get("algorithm") != OLM_ALGORITHM:
+        content = event.get("content")
+        if event.get("type") != "m.room.encrypted" or not isinstance(content, Mapping):
             return  # verification steps and other plaintext to-device events: not handled here
+        ciphertext = content.get("ciphertext")
+        if content.get("algorithm") != OLM_ALGORITHM or not isinstance(ciphertext, Mapping):
+            return
         sender, sender_key = str(event.get("sender")), str(content.get("sender_key"))
-        mine = content.get("ciphertext", {}).get(self.device.curve25519)
-        if not isinstance(mine, Mapping):
-            return  # not for this device
+        mine = ciphertext.get(self.device.curve25519)
+        if not isinstance(mine, Mapping) or mine.get("type") not in (0, 1) or not isinstance(mine.get("body"), str):
+            return  # not for this device, or not an Olm message
         try:
             payload = json.loads(self._olm_decrypt(sender_key, int(mine["type"]), str(mine["body"])))
         except (vodozemac.OlmDecryptionException, vodozemac.SessionCreationException, ValueError, KeyError):
             return  # garbage or a replay: a room key that does not arrive cannot be trusted anyway
-        if not await self._payload_checks_out(payload, sender, sender_key):
+        if not isinstance(payload, dict) or not await self._payload_checks_out(payload, sender, sender_key):
             return
         if payload.get("type") == "m.room_key":
             key = payload.get("content", {})
@@ -389,9 +399,9 @@ class CryptoMachine:
         `franked` (the message's franking as delivered), its commitment must open with the
         franking key inside and bind this conversation, the sender and the device whose room
         key opened it; otherwise the message is "unverifiable" and its text not shown."""
-        content = event.get("content") or {}
+        content = event.get("content")
         room_id = str(event.get("room_id"))
-        if content.get("algorithm") != MEGOLM_ALGORITHM:
+        if not isinstance(content, Mapping) or content.get("algorithm") != MEGOLM_ALGORITHM:
             raise UndecryptableError("not a Megolm message")
         inbound = self._inbound.get((room_id, str(content.get("session_id"))))
         if inbound is None:
@@ -413,6 +423,8 @@ class CryptoMachine:
             payload = json.loads(bytes(decrypted.plaintext))
         except ValueError:
             raise UndecryptableError("its plaintext is not JSON") from None
+        if not isinstance(payload, dict):
+            raise UndecryptableError("its plaintext is not an event")
         if payload.get("room_id") != room_id:
             raise UndecryptableError("it was written for another conversation")
         content = payload.get("content")
