@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
+from keyhold.core import matrix_ids
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, unauthorized
 from keyhold.core.passwords import Passwords
 from keyhold.core.signin import SignInGuard
@@ -196,7 +197,7 @@ class AccountService:
 
     def user_id(self, username: str) -> str:
         """The member's full id, `@name:server_name`, as end-to-end encryption names people."""
-        return f"@{username}:{self._settings.server_name}"
+        return matrix_ids.user_id(username, self._settings.server_name)
 
     async def authenticate(self, token: str, allow_suspended: bool = False) -> Member:
         """The member a token belongs to. A suspended (or banned) member's token is refused

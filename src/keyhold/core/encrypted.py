@@ -13,6 +13,7 @@ import orjson
 
 from keyhold.clock import iso
 from keyhold.core.errors import invalid
+from keyhold.core.matrix_ids import event_id, room_id, user_id
 from keyhold.crypto.franking import VERSION as FRANKING_VERSION
 from keyhold.crypto.signed_json import decode_base64, encode_base64
 from keyhold.store.rows import AnyRow
@@ -89,10 +90,10 @@ def render_encrypted(
         if content is None
         else {
             "type": "m.room.encrypted",
-            "event_id": f"${message_id}",
-            "sender": f"@{sender}:{server_name}",
+            "event_id": event_id(message_id),
+            "sender": user_id(sender, server_name),
             "origin_server_ts": sent_ms,
-            "room_id": f"!{conversation_id}:{server_name}",
+            "room_id": room_id(conversation_id, server_name),
             "content": content,
         },
         "attachment": None if content is None else attachment,

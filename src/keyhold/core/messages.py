@@ -33,6 +33,7 @@ from keyhold.core.encrypted import (
 from keyhold.core.erasure import Erasure
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, not_yours, unauthorized
 from keyhold.core.keys import ConversationKeys
+from keyhold.core.matrix_ids import room_id, user_id
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.envelope import ConversationKey, SealError
 from keyhold.crypto.franking_keys import FrankingKeys
@@ -309,7 +310,7 @@ class MessageService:
             return None
         server = self._settings.server_name
         key_id, tag = self._franking.tag(
-            req.franking_commitment, f"@{req.sender}:{server}", req.device_id, f"!{req.conversation_id}:{server}",
+            req.franking_commitment, user_id(req.sender, server), req.device_id, room_id(req.conversation_id, server),
             message_id, now,
         )  # fmt: skip
         return stored_franking(key_id, req.franking_commitment, tag)

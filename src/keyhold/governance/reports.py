@@ -22,6 +22,7 @@ from keyhold.config import Settings
 from keyhold.core.accounts import BANNED, Member
 from keyhold.core.erasure import Erasure
 from keyhold.core.errors import conflict, forbidden, invalid, not_found, not_yours
+from keyhold.core.matrix_ids import room_id, user_id
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.franking import KEY_FIELD, canonical, commitment_matches
 from keyhold.crypto.franking_keys import FrankingKeys
@@ -187,7 +188,7 @@ class ReportService:
         except ValueError:
             raise unverifiable from None
         server = self._settings.server_name
-        sender, room = f"@{row.sender}:{server}", f"!{row.conversation_id}:{server}"
+        sender, room = user_id(row.sender, server), room_id(row.conversation_id, server)
         if not hmac.compare_digest(tag, decode_base64(stored["tag"])) or not self._franking.verify(
             stored["key_id"], tag, commitment, sender, row.sender_device, room, row.id, row.sent_ms
         ):
