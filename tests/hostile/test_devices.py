@@ -191,3 +191,19 @@ async def test_deleting_the_account_forgets_its_devices(server: Server) -> None:
 def device_names_of(server: Server, user_id: int) -> list[str]:
     """The device names stored for a user, read from the database itself."""
     return [row[0] for row in query(server, "SELECT display_name FROM devices WHERE user_id = ?", user_id)]
+
+
+async def test_forty_concurrent_removals_of_one_device_remove_it_once(server: Server) -> None:
+    """Forty requests remove the same device at once: one succeeds, every other one is told
+    it is gone (or, past the bounded password queue, to retry), and no request fails with an
+    error of the server's own."""
+    alice = await new_member(server)
+    target = await Client.login(server.url, alice.username, PASSWORD, device_id="TARGET")
+    results = await asyncio.gather(
+        *(raw(alice, "DELETE", "/devices/TARGET", json={"password": PASSWORD}) for _ in range(40))
+    )
+    statuses = [r.status_code for r in results]
+    assert statuses.count(204) == 1, statuses
+    assert set(statuses) <= {204, 404, 503}, statuses
+    assert "TARGET" not in [d["device_id"] for d in await alice.devices()]
+    assert (await raw(target, "GET", "/account")).status_code == 401

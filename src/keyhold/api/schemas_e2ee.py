@@ -13,6 +13,8 @@ from keyhold.api.schemas import DEVICE_ID_PATTERN, Text
 
 UserIdText = Annotated[Text, StringConstraints(min_length=1, max_length=128)]
 DeviceIdText = Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]
+# A device id, or "*" for every device of the user (sendToDevice).
+DeviceOrAll = Annotated[str, StringConstraints(pattern=rf"^(\*|{DEVICE_ID_PATTERN[1:-1]})$")]
 AlgorithmText = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.]{1,48}$")]
 KeyObject = dict[Text, Any]
 
@@ -56,7 +58,7 @@ class SignaturesUploadBody(RootModel[dict[UserIdText, dict[Text, Any]]]):
 
 class SendToDeviceBody(MatrixBody):
     # {user id: {device id or "*": content}}
-    messages: dict[UserIdText, dict[Annotated[str, StringConstraints(pattern=r"^(\*|[A-Za-z0-9_.=-]{1,64})$")], dict[Text, Any]]]
+    messages: dict[UserIdText, dict[DeviceOrAll, dict[Text, Any]]]
 
 
 EVENT_TYPE_PATTERN = r"^[A-Za-z0-9_.-]{1,100}$"

@@ -43,8 +43,12 @@ class Delivery:
         there (to-device messages) are then deleted: it has reconnected past them."""
         async with self._engine.connect() as conn:
             latest = (await conn.run_sync(event_store.last_seqs, [member.id])).get(member.id, 0)
-        position = latest if since is None else min(since, latest)
-        if member.device_id is not None and position > 0:
+            position = latest if since is None else min(since, latest)
+            # A read first: most connections have nothing to forget, and need no write.
+            stale = member.device_id is not None and await event_store.any_delivered(
+                conn, member.id, member.device_id, position
+            )
+        if stale and member.device_id is not None:
             async with self._engine.begin() as conn:
                 await event_store.forget_delivered(conn, member.id, member.device_id, position)
         return position

@@ -59,10 +59,9 @@ def check_franking(franking: Mapping[str, Any]) -> bytes:
     return commitment
 
 
-def stored_franking(key_id: str, commitment: bytes, tag: bytes) -> str:
-    return orjson.dumps(
-        {"version": FRANKING_VERSION, "commitment": encode_base64(commitment), "key_id": key_id, "tag": encode_base64(tag)}
-    ).decode()
+def franking_record(key_id: str, commitment: bytes, tag: bytes) -> dict[str, Any]:
+    """A franked message's franking as stored (JSON) and delivered."""
+    return {"version": FRANKING_VERSION, "commitment": encode_base64(commitment), "key_id": key_id, "tag": encode_base64(tag)}
 
 
 def render_encrypted(
@@ -70,16 +69,15 @@ def render_encrypted(
     conversation_id: int,
     sender: str,
     sent_ms: int,
-    body: bytes | None,
+    content: Mapping[str, Any] | None,
     server_name: str,
     attachment: dict[str, Any] | None = None,
-    franking: str | None = None,
+    franking: Mapping[str, Any] | None = None,
     sender_device: str | None = None,
     expires_ms: int | None = None,
 ) -> dict[str, Any]:
-    """An e2ee message as members get it; without a body (deleted) it is a tombstone. A
+    """An e2ee message as members get it; without content (deleted) it is a tombstone. A
     franked one carries its commitment and the service's tag (what a report hands back)."""
-    content = None if body is None else orjson.loads(body)
     return {
         "id": message_id,
         "conversation_id": conversation_id,
@@ -101,14 +99,15 @@ def render_encrypted(
         "expires_at": None if expires_ms is None else iso(expires_ms),
         "deleted": content is None,
         "franked": franking is not None,
-        "franking": None if franking is None or content is None else {**orjson.loads(franking), "sender_device": sender_device},
+        "franking": None if franking is None or content is None else {**franking, "sender_device": sender_device},
     }
 
 
 def render_encrypted_row(row: AnyRow, server_name: str, attachment: dict[str, Any] | None = None) -> dict[str, Any]:
-    body = None if row.deleted_ms is not None else row.body
+    content = None if row.deleted_ms is not None or row.body is None else orjson.loads(row.body)
+    franking = None if row.franking is None else orjson.loads(row.franking)
     return render_encrypted(
-        row.id, row.conversation_id, row.sender, row.sent_ms, body, server_name, attachment, row.franking,
+        row.id, row.conversation_id, row.sender, row.sent_ms, content, server_name, attachment, franking,
         row.sender_device, row.expires_ms,
     )  # fmt: skip
 

@@ -26,9 +26,9 @@ from keyhold.core.encrypted import (
     check_franking,
     e2ee_attachment,
     encode_encrypted,
+    franking_record,
     render_encrypted,
     render_encrypted_row,
-    stored_franking,
 )
 from keyhold.core.erasure import Erasure
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, not_yours, unauthorized
@@ -248,13 +248,14 @@ class MessageService:
                     results.append(invalid("this conversation is end-to-end encrypted: send encrypted content"))
                     continue
                 franking = self._frank(req, message_id, now)
+                franking_json = None if franking is None else orjson.dumps(franking).decode()
                 # Stored as sent: the service has no key to seal or open it with.
                 rows.append(
                     (message_id, req.conversation_id, req.sender_id, 0, idem, "e2ee", req.encrypted_json,
-                     req.attachment_id, now, req.device_id, franking, expires)
+                     req.attachment_id, now, req.device_id, franking_json, expires)
                 )
                 message = render_encrypted(
-                    message_id, req.conversation_id, req.sender, now, req.encrypted_json,
+                    message_id, req.conversation_id, req.sender, now, req.encrypted,
                     self._settings.server_name, attachment, franking, req.device_id, expires,
                 )
             elif req.encrypted_json is not None:
@@ -303,7 +304,7 @@ class MessageService:
             store.update_conversations_after_send(conn, [e.row(cid) for cid, e in epochs.items() if e.changed])
         return results
 
-    def _frank(self, req: SendRequest, message_id: int, now: int) -> str | None:
+    def _frank(self, req: SendRequest, message_id: int, now: int) -> dict[str, Any] | None:
         """The service's tag on a franked send: its commitment bound to sender, device,
         conversation, message id and time, under the current franking key."""
         if req.franking_commitment is None or req.device_id is None:
@@ -313,7 +314,7 @@ class MessageService:
             req.franking_commitment, user_id(req.sender, server), req.device_id, room_id(req.conversation_id, server),
             message_id, now,
         )  # fmt: skip
-        return stored_franking(key_id, req.franking_commitment, tag)
+        return franking_record(key_id, req.franking_commitment, tag)
 
     def _current_key(
         self,

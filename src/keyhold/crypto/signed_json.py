@@ -74,9 +74,11 @@ def verify_signed_json(obj: Mapping[str, Any], user_id: str, key_id: str, public
 
 def sign_json(obj: Mapping[str, Any], user_id: str, key_id: str, private_key: Ed25519PrivateKey) -> dict[str, Any]:
     """A copy of `obj` with `user_id`'s signature by `key_id` added beside any it had."""
-    signature = encode_base64(private_key.sign(signing_bytes(obj)))
-    signed = dict(obj)
+    return with_signature(obj, user_id, key_id, encode_base64(private_key.sign(signing_bytes(obj))))
+
+
+def with_signature(obj: Mapping[str, Any], user_id: str, key_id: str, signature: str) -> dict[str, Any]:
+    """A copy of `obj` with this signature (unpadded base64) added beside any it had."""
     signatures = {user: dict(keys) for user, keys in dict(obj.get("signatures") or {}).items()}
     signatures.setdefault(user_id, {})[key_id] = signature
-    signed["signatures"] = signatures
-    return signed
+    return {**obj, "signatures": signatures}

@@ -7,9 +7,8 @@ import re
 from keyhold.core.accounts import USERNAME
 from keyhold.core.matrix_ids import user_id
 
-__all__ = ["DEVICE_ID", "KEY_NAME", "split_user_id", "user_id"]
+__all__ = ["KEY_NAME", "split_user_id", "user_id"]
 
-DEVICE_ID = re.compile(r"[A-Za-z0-9_.=-]{1,64}")
 # `<algorithm>:<key id>`, as one-time and fallback keys are named (e.g. signed_curve25519:AAAAHQ).
 KEY_NAME = re.compile(r"([a-z0-9_.]{1,48}):([A-Za-z0-9_+/=.-]{1,64})")
 

@@ -24,7 +24,7 @@ from keyhold.core.accounts import AccountService, Member, require_live_session
 from keyhold.core.devices import announce_device_change
 from keyhold.core.errors import Problem, conflict, forbidden, invalid
 from keyhold.core.writer import EventSink, PendingEvent, Writer
-from keyhold.crypto.signed_json import signing_bytes, verify_signed_json
+from keyhold.crypto.signed_json import signing_bytes, verify_signed_json, with_signature
 from keyhold.e2ee import shapes
 from keyhold.e2ee.ids import split_user_id, user_id
 from keyhold.e2ee.people import reachable
@@ -341,11 +341,9 @@ def _added_signatures(
 
 
 def _with_signatures(obj: dict[str, Any], extra: Mapping[str, Mapping[str, str]] | None) -> dict[str, Any]:
-    if extra:
-        signatures = {user: dict(keys) for user, keys in obj.get("signatures", {}).items()}
-        for user, keys in extra.items():
-            signatures.setdefault(user, {}).update(keys)
-        obj["signatures"] = signatures
+    for user, keys in (extra or {}).items():
+        for key_id, signature in keys.items():
+            obj = with_signature(obj, user, key_id, signature)
     return obj
 
 

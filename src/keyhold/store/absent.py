@@ -1,4 +1,4 @@
-"""Inserting a row only where its key is still free, as one statement.
+"""Inserting a row only where its key is still free (or else updating it), as one statement.
 
 Not a savepoint around an insert that may fail: under Python's sqlite3 driver a SAVEPOINT
 issued before the transaction's first write opens a transaction of its own, and its RELEASE
@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Column, CursorResult, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 
 async def insert_if_absent(
@@ -27,3 +28,17 @@ async def insert_if_absent(
         statement = statement.returning(returning)
     result: CursorResult[Any] = await conn.execute(statement)
     return result
+
+
+async def put(
+    conn: AsyncConnection,
+    table: Table,
+    key: dict[str, Any],
+    values: dict[str, Any],
+    only_if: ColumnElement[bool] | None = None,
+) -> None:
+    """Insert the row `key` + `values`, or set `values` on the row with that primary key
+    (`only_if`: only when that holds of the stored row), as one statement on both databases."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement: Any = dialect.insert(table).values(**key, **values)
+    await conn.execute(statement.on_conflict_do_update(index_elements=list(key), set_=values, where=only_if))

@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from keyhold.store.absent import insert_if_absent
+from keyhold.store.absent import insert_if_absent, put
 from keyhold.store.conversations import co_members
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import (
@@ -40,13 +40,7 @@ async def put_device_keys(
 ) -> None:
     """Publish the device's keys, or replace their JSON (same identity keys: the caller checked)."""
     values = {"ed25519": ed25519, "curve25519": curve25519, "key_json": key_json, "updated_ms": now}
-    made = await insert_if_absent(conn, e2ee_device_keys, {"user_id": user_id, "device_id": device_id, **values})
-    if not made.rowcount:
-        await conn.execute(
-            update(e2ee_device_keys)
-            .where(e2ee_device_keys.c.user_id == user_id, e2ee_device_keys.c.device_id == device_id)
-            .values(**values)
-        )
+    await put(conn, e2ee_device_keys, {"user_id": user_id, "device_id": device_id}, values)
 
 
 async def device_keys_of_users(conn: AsyncConnection, user_ids: Collection[int]) -> list[AnyRow]:
@@ -128,23 +122,13 @@ async def put_fallback_key(
     conn: AsyncConnection, user_id: int, device_id: str, algorithm: str, key_id: str, key_json: str
 ) -> None:
     """The device's new fallback key of `algorithm`, unused; the same key again changes nothing."""
-    where = and_(
-        e2ee_fallback_keys.c.user_id == user_id,
-        e2ee_fallback_keys.c.device_id == device_id,
-        e2ee_fallback_keys.c.algorithm == algorithm,
-    )
-    made = await insert_if_absent(
+    await put(
         conn,
         e2ee_fallback_keys,
-        {"user_id": user_id, "device_id": device_id, "algorithm": algorithm, "key_id": key_id,
-         "key_json": key_json, "used": False},
+        {"user_id": user_id, "device_id": device_id, "algorithm": algorithm},
+        {"key_id": key_id, "key_json": key_json, "used": False},
+        only_if=or_(e2ee_fallback_keys.c.key_id != key_id, e2ee_fallback_keys.c.key_json != key_json),
     )
-    if not made.rowcount:
-        await conn.execute(
-            update(e2ee_fallback_keys)
-            .where(where, or_(e2ee_fallback_keys.c.key_id != key_id, e2ee_fallback_keys.c.key_json != key_json))
-            .values(key_id=key_id, key_json=key_json, used=False)
-        )
 
 
 async def use_fallback_key(conn: AsyncConnection, user_id: int, device_id: str, algorithm: str) -> AnyRow | None:
@@ -184,13 +168,7 @@ async def put_cross_signing_key(
     conn: AsyncConnection, user_id: int, usage: str, public_key: str, key_json: str, now: int
 ) -> None:
     values = {"public_key": public_key, "key_json": key_json, "updated_ms": now}
-    made = await insert_if_absent(conn, e2ee_cross_signing_keys, {"user_id": user_id, "usage": usage, **values})
-    if not made.rowcount:
-        await conn.execute(
-            update(e2ee_cross_signing_keys)
-            .where(e2ee_cross_signing_keys.c.user_id == user_id, e2ee_cross_signing_keys.c.usage == usage)
-            .values(**values)
-        )
+    await put(conn, e2ee_cross_signing_keys, {"user_id": user_id, "usage": usage}, values)
 
 
 async def forget_keys(conn: AsyncConnection, user_id: int, usages: Collection[str]) -> None:
@@ -210,13 +188,7 @@ async def add_signature(
         "signer_user_id": signer_user_id,
         "signing_key_id": signing_key_id,
     }
-    made = await insert_if_absent(conn, e2ee_signatures, {**row, "signature": signature})
-    if not made.rowcount:
-        await conn.execute(
-            update(e2ee_signatures)
-            .where(*(e2ee_signatures.c[name] == value for name, value in row.items()))
-            .values(signature=signature)
-        )
+    await put(conn, e2ee_signatures, row, {"signature": signature})
 
 
 async def signatures_on(conn: AsyncConnection, target_user_ids: Collection[int]) -> list[AnyRow]:

@@ -51,6 +51,16 @@ async def page_after(
     return result.all()
 
 
+async def any_delivered(conn: AsyncConnection, user_id: int, device_id: str, upto_seq: int) -> bool:
+    """Whether the device has events of its own at or before `upto_seq` (to forget)."""
+    result = await conn.execute(
+        select(events.c.seq)
+        .where(events.c.user_id == user_id, events.c.device_id == device_id, events.c.seq <= upto_seq)
+        .limit(1)
+    )
+    return result.first() is not None
+
+
 async def forget_delivered(conn: AsyncConnection, user_id: int, device_id: str, upto_seq: int) -> None:
     """The device reconnected past these events of its own: they are not kept any longer."""
     await conn.execute(

@@ -218,6 +218,16 @@ events = Table(
     # For one of the user's devices only (to-device messages, one-time key counts); NULL for all.
     Column("device_id", String(64), nullable=True),
 )
+# Device events are few: a partial index finds a device's own without growing the send path's
+# inserts (which write device_id NULL).
+Index(
+    "ix_events_device",
+    events.c.user_id,
+    events.c.device_id,
+    events.c.seq,
+    sqlite_where=events.c.device_id.is_not(None),
+    postgresql_where=events.c.device_id.is_not(None),
+)
 
 __all__ = [
     "attachments",

@@ -8,7 +8,7 @@ from typing import Any
 
 import vodozemac
 
-from keyhold.crypto.signed_json import signing_bytes
+from keyhold.crypto.signed_json import signing_bytes, with_signature
 
 OLM_ALGORITHM = "m.olm.v1.curve25519-aes-sha2"
 MEGOLM_ALGORITHM = "m.megolm.v1.aes-sha2"
@@ -31,10 +31,8 @@ class OlmDevice:
 
     def sign(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of `obj` with this device's signature added."""
-        signature = self.account.sign(signing_bytes(obj)).to_base64()
-        signatures = {user: dict(keys) for user, keys in dict(obj.get("signatures") or {}).items()}
-        signatures.setdefault(self.user_id, {})[f"ed25519:{self.device_id}"] = signature
-        return {**obj, "signatures": signatures}
+        signature = str(self.account.sign(signing_bytes(obj)).to_base64())
+        return with_signature(obj, self.user_id, f"ed25519:{self.device_id}", signature)
 
     def device_keys(self) -> dict[str, Any]:
         return self.sign(
