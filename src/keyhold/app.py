@@ -38,6 +38,7 @@ from keyhold.crypto.keyprovider import KeyFileProvider, KeyProvider
 from keyhold.crypto.passwords import PasswordHashing
 from keyhold.crypto.signing import ServiceSigner
 from keyhold.crypto.tls import write_self_signed
+from keyhold.e2ee.key_log import KeyLog
 from keyhold.e2ee.keys import KeyDirectory
 from keyhold.e2ee.to_device import ToDevice
 from keyhold.governance.service import Governance, start_governance
@@ -180,7 +181,12 @@ async def start_keyhold(
     )
     conversations = ConversationService(engine, writer, messages, keys, erasure, settings)
     accounts = AccountService(engine, passwords, signin, settings)
-    e2ee = KeyDirectory(engine, writer, accounts, settings.server_name)
+    key_log = KeyLog(engine, governance.signer, writer, settings.server_name)
+    await key_log.start()
+    e2ee = KeyDirectory(engine, writer, accounts, key_log, settings.server_name)
+    conversations.before_keys_removed = key_log.removing
+    devices = DeviceService(engine, writer, accounts)
+    devices.before_keys_removed = key_log.removing
     delivery = Delivery(engine, bus, messages, settings.replay_page_size)
     delivery.greetings.append(e2ee.greeting)
     disappearing = DisappearingMessages(writer, erasure, keys)
@@ -192,7 +198,7 @@ async def start_keyhold(
         writer=writer,
         keys=keys,
         accounts=accounts,
-        devices=DeviceService(engine, writer, accounts),
+        devices=devices,
         conversations=conversations,
         groups=GroupService(writer, conversations, settings),
         messages=messages,

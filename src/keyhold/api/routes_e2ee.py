@@ -1,14 +1,16 @@
 """End-to-end encryption's key directory, under /e2ee/: the Matrix client-server
-specification's endpoints of the same names, with its request and response bodies."""
+specification's endpoints of the same names, with its request and response bodies; and the
+key-transparency log's head and consistency proofs, public as the access log's are (they
+reveal hashes and the log's size only: how many key publications and removals there were)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
 from keyhold.api.deps import CurrentMember, Service
-from keyhold.api.schemas import Text
+from keyhold.api.schemas import MAX_ID, Text
 from keyhold.api.schemas_e2ee import (
     EVENT_TYPE_PATTERN,
     TXN_ID_PATTERN,
@@ -19,6 +21,7 @@ from keyhold.api.schemas_e2ee import (
     SendToDeviceBody,
     SignaturesUploadBody,
 )
+from keyhold.core.errors import invalid
 
 router = APIRouter(prefix="/e2ee")
 
@@ -66,3 +69,24 @@ async def send_to_device(
 ) -> dict[str, Any]:
     await svc.to_device.send(member, event_type, txn_id, body.messages)
     return {}
+
+
+@router.get("/transparency/sth", summary="The newest signed tree head of the key-transparency log")
+async def key_log_head(svc: Service) -> dict[str, Any]:
+    log = svc.e2ee.key_log
+    if log.head is None:
+        return {"size": 0, "root": None, "public_key": log.public_key.hex()}
+    return log.head.to_json(log.public_key)
+
+
+@router.get("/transparency/consistency", summary="Consistency proof of the key-transparency log between two sizes")
+async def key_log_consistency(
+    svc: Service,
+    first: Annotated[int, Query(alias="from", ge=0, le=MAX_ID, description="the older tree size")],
+    second: Annotated[int, Query(alias="to", ge=0, le=MAX_ID, description="the newer tree size")],
+) -> dict[str, Any]:
+    log = svc.e2ee.key_log
+    committed = log.head.size if log.head else 0
+    if not 0 <= first <= second <= committed:
+        raise invalid(f"need 0 <= from <= to <= {committed} (the newest signed head's size)")
+    return {"from": first, "to": second, "proof": [h.hex() for h in log.consistency_proof(first, second)]}

@@ -77,7 +77,9 @@ def staff_totp_reset(username: str, home: HomeOption = None) -> None:
 
 @audit_app.command("verify")
 def audit_verify(home: HomeOption = None) -> None:
-    """Re-derive the access log from storage; exit 1 naming the first entry that does not match."""
+    """Re-derive the access log and the key-transparency log from storage; exit 1 naming, per
+    log, the first entry that does not match."""
+    from keyhold.e2ee.key_log import audit_stored_key_log
     from keyhold.governance.audit import verify_stored_log
 
     settings = settings_for(home)
@@ -90,11 +92,22 @@ def audit_verify(home: HomeOption = None) -> None:
     summary = f"{result.entries} entries, {result.heads} signed tree heads, {result.blocks} member blocks"
     if result.ok:
         console.print(f"[green]access log verified[/green]: {summary}")
-        return
-    console.print(f"[red]access log does NOT verify[/red] ({summary})")
-    for problem in result.problems:
-        console.print(f"  first bad: {problem}")
-    raise typer.Exit(1)
+    else:
+        console.print(f"[red]access log does NOT verify[/red] ({summary})")
+        for problem in result.problems:
+            console.print(f"  first bad: {problem}")
+    keys = asyncio.run(
+        audit_stored_key_log(settings.effective_database_url, signer.public_key_bytes, settings.server_name)
+    )
+    key_summary = f"{keys.entries} entries, {keys.heads} signed tree heads, {keys.keys} published keys"
+    if keys.problem is None:
+        console.print(f"[green]key-transparency log verified[/green]: {key_summary}")
+    else:
+        console.print(f"[red]key-transparency log does NOT verify[/red] ({key_summary})")
+        console.print(f"  first bad: {keys.problem}")
+    if not result.ok or keys.problem is not None:
+        raise typer.Exit(1)
+
 
 
 @legal_app.command("export")

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import Member, require_live_session
+from keyhold.core.devices import BeforeKeysRemoved, no_key_log
 from keyhold.core.disappearing import MAX_TIMER_S, MIN_TIMER_S
 from keyhold.core.erasure import Erasure
 from keyhold.core.errors import Problem, forbidden, invalid, not_found, not_yours
@@ -71,6 +72,7 @@ class ConversationService:
         self._keys = keys
         self._erasure = erasure
         self._settings = settings
+        self.before_keys_removed: BeforeKeysRemoved = no_key_log
 
     # -- views -----------------------------------------------------------------------------
 
@@ -307,6 +309,7 @@ class ConversationService:
             # those conversations (hidden, sealed) until the hold ends: `Erasure` decides.
             await self._erasure.erase(conn, sink, await message_store.live_by_sender(conn, member.id), now)
             await account_store.revoke_all_sessions(conn, member.id)
+            await self.before_keys_removed(conn, sink, member.id, None)
             await device_store.remove_all(conn, member.id)
             await account_store.remove_all_follows(conn, member.id)
             # The username stays reserved (no one can take over a deleted member's name);

@@ -8,6 +8,7 @@ with it, and tells the member's contacts that their device list changed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -20,6 +21,15 @@ from keyhold.store import conversations as conversation_store
 from keyhold.store import devices as store
 from keyhold.store import e2ee_keys as e2ee_store
 from keyhold.store.rows import AnyRow
+
+# Called in the removing transaction before a member's devices, and with them their published
+# keys, are deleted (all of them, and the member's other keys, when the ids are None: the
+# account goes). The e2ee package fills it at wiring time: the key-transparency log.
+BeforeKeysRemoved = Callable[[AsyncConnection, EventSink, int, Collection[str] | None], Awaitable[None]]
+
+
+async def no_key_log(_conn: AsyncConnection, _sink: EventSink, _account: int, _devices: Collection[str] | None) -> None:
+    return None
 
 
 def _view(row: AnyRow, current: str | None) -> dict[str, Any]:
@@ -45,6 +55,7 @@ class DeviceService:
         self._engine = engine
         self._writer = writer
         self._accounts = accounts
+        self.before_keys_removed: BeforeKeysRemoved = no_key_log
 
     async def list(self, member: Member) -> list[dict[str, Any]]:
         async with self._engine.connect() as conn:
@@ -77,6 +88,8 @@ class DeviceService:
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             await require_live_session(conn, member)
             had_keys = await e2ee_store.device_keys_of(conn, member.id, device_id) is not None
+            if had_keys:
+                await self.before_keys_removed(conn, sink, member.id, [device_id])
             if not await store.remove(conn, member.id, device_id):
                 raise not_found("no such device of yours")
             if had_keys:  # a device that never published keys was never encrypted to

@@ -271,18 +271,23 @@ class MerkleTree:
 
 # -- what signed tree heads and member blocks commit to (shared by the server and the SDK) ------
 
-STH_PREFIX = b"keyhold-sth/v1"
+# One service key signs the heads of two logs; the prefix says which log a head belongs to, so
+# a head of one can never be passed off as a head of the other.
+STH_PREFIX = b"keyhold-sth/v1"  # the access log
+KEY_STH_PREFIX = b"keyhold-key-sth/v1"  # the key-transparency log of e2ee keys
 BLOCK_PREFIX = b"keyhold-block/v1"
 
 
-def sth_message(size: int, root: bytes, timestamp_ms: int) -> bytes:
+def sth_message(size: int, root: bytes, timestamp_ms: int, prefix: bytes = STH_PREFIX) -> bytes:
     """The bytes a signed tree head signs: prefix, size and timestamp as 8-byte big-endian."""
-    return STH_PREFIX + struct.pack(">Q", size) + root + struct.pack(">Q", timestamp_ms)
+    return prefix + struct.pack(">Q", size) + root + struct.pack(">Q", timestamp_ms)
 
 
-def head_signature_valid(public_key: bytes, signature: bytes, size: int, root: bytes, timestamp_ms: int) -> bool:
+def head_signature_valid(
+    public_key: bytes, signature: bytes, size: int, root: bytes, timestamp_ms: int, prefix: bytes = STH_PREFIX
+) -> bool:
     """Whether `signature` is the Ed25519 signature of that tree head by `public_key`."""
-    return verify_signature(public_key, signature, sth_message(size, root, timestamp_ms))
+    return verify_signature(public_key, signature, sth_message(size, root, timestamp_ms, prefix))
 
 
 def block_hash(block: bytes) -> str:

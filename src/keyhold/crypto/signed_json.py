@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +47,12 @@ def signing_bytes(obj: Mapping[str, Any]) -> bytes:
         return bytes(canonicaljson.encode_canonical_json(unsigned))
     except (TypeError, ValueError, UnicodeError, RecursionError) as exc:
         raise ValueError("the object has no canonical JSON form") from exc
+
+
+def signed_digest(obj: Mapping[str, Any]) -> str:
+    """SHA-256 of what the object's signatures cover, unpadded base64: what a key-transparency
+    entry commits to (signatures added later and `unsigned` do not change it)."""
+    return encode_base64(hashlib.sha256(signing_bytes(obj)).digest())
 
 
 def ed25519_public_key(key_b64: str) -> Ed25519PublicKey:

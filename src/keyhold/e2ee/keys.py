@@ -27,6 +27,7 @@ from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.signed_json import signing_bytes, verify_signed_json, with_signature
 from keyhold.e2ee import shapes
 from keyhold.e2ee.ids import split_user_id, user_id
+from keyhold.e2ee.key_log import TRANSPARENCY_FIELD, KeyChange, KeyLog, device_slot, key_digest
 from keyhold.e2ee.people import reachable
 from keyhold.store import e2ee_keys as store
 
@@ -40,10 +41,13 @@ def _device_of(member: Member) -> str:
 
 
 class KeyDirectory:
-    def __init__(self, engine: AsyncEngine, writer: Writer, accounts: AccountService, server_name: str) -> None:
+    def __init__(
+        self, engine: AsyncEngine, writer: Writer, accounts: AccountService, key_log: KeyLog, server_name: str
+    ) -> None:
         self._engine = engine
         self._writer = writer
         self._accounts = accounts
+        self.key_log = key_log
         self._server = server_name
 
     def _me(self, member: Member) -> str:
@@ -72,7 +76,11 @@ class KeyDirectory:
                 await store.put_device_keys(
                     conn, member.id, device, new_keys.ed25519, new_keys.curve25519, new_keys.json, now_ms()
                 )
-                if published is None or published.key_json != new_keys.json:
+                if published is None or key_digest(published.key_json) != key_digest(new_keys.json):
+                    # A new key object, not the same one with other `unsigned` or signatures:
+                    # re-uploads must not grow the permanent log.
+                    change = KeyChange("publish", member.id, me, device_slot(device), new_keys.json)
+                    await self.key_log.record(conn, sink, [change])
                     await announce_device_change(conn, sink, member.id, me)
             ed25519 = new_keys.ed25519 if new_keys else (published.ed25519 if published else None)
             if (one_time_keys or fallback_keys) and ed25519 is None:
@@ -108,17 +116,42 @@ class KeyDirectory:
     # keys/query
 
     async def query(self, member: Member, wanted: Mapping[str, list[str]]) -> dict[str, Any]:
+        """Matrix's answer, plus `keyhold.transparency`: the newest signed head of the key log
+        and, per served key, the entry that published it with its inclusion proof."""
         if sum(len(devices) for devices in wanted.values()) > MAX_DEVICES:
             raise invalid(f"at most {MAX_DEVICES} devices per request")
-        me = self._me(member)
         async with self._engine.connect() as conn:
-            seen, failures = await reachable(conn, member, list(wanted), self._server)
-            account_ids = set(seen.values())
-            device_rows = await store.device_keys_of_users(conn, account_ids)
-            cross_rows = await store.cross_signing_keys_of(conn, account_ids)
-            signature_rows = await store.signatures_on(conn, account_ids)
+            answer, logged = await self._query(conn, member, wanted)
+            covered = self.key_log.covers(logged.values())
+            if covered:
+                head, by_index = await self.key_log.proofs(conn, logged.values())
+        if not covered:
+            # Keys published a moment ago, or by another node: the head catches up first.
+            await self.key_log.catch_up()
+            async with self._engine.connect() as conn:
+                answer, logged = await self._query(conn, member, wanted)
+                head, by_index = await self.key_log.proofs(conn, logged.values())
+        proofs: dict[str, dict[str, Any]] = {}
+        for (uid, slot), index in logged.items():
+            if index is not None and index in by_index:
+                proofs.setdefault(uid, {})[slot] = by_index[index].to_json()
+        tree_head = head.to_json(self.key_log.public_key) if head is not None else None
+        answer[TRANSPARENCY_FIELD] = {"tree_head": tree_head, "proofs": proofs}
+        return answer
+
+    async def _query(
+        self, conn: AsyncConnection, member: Member, wanted: Mapping[str, list[str]]
+    ) -> tuple[dict[str, Any], dict[tuple[str, str], int | None]]:
+        """The Matrix answer, and the key-log index of every key in it by (user, slot)."""
+        me = self._me(member)
+        seen, failures = await reachable(conn, member, list(wanted), self._server)
+        account_ids = set(seen.values())
+        device_rows = await store.device_keys_of_users(conn, account_ids)
+        cross_rows = await store.cross_signing_keys_of(conn, account_ids)
+        signature_rows = await store.signatures_on(conn, account_ids)
         by_account = {account: uid for uid, account in seen.items()}
         extra = _added_signatures(signature_rows, by_account, member.id, me)
+        logged: dict[tuple[str, str], int | None] = {}
         device_keys: dict[str, dict[str, Any]] = {uid: {} for uid in wanted}
         for row in device_rows:
             uid = by_account[row.user_id]
@@ -128,6 +161,7 @@ class KeyDirectory:
             if uid == me:
                 keys["unsigned"] = {**keys.get("unsigned", {}), "device_display_name": row.display_name}
             device_keys[uid][row.device_id] = keys
+            logged[uid, device_slot(row.device_id)] = row.log_idx
         answer: dict[str, Any] = {"failures": failures, "device_keys": device_keys}
         for usage in shapes.CROSS_SIGNING_USAGES:
             answer[f"{usage}_keys"] = {}
@@ -137,7 +171,8 @@ class KeyDirectory:
                 continue  # a member's user-signing key is theirs alone to see
             key = _with_signatures(json.loads(row.key_json), extra.get((row.user_id, row.public_key)))
             answer[f"{row.usage}_keys"][uid] = key
-        return answer
+            logged[uid, row.usage] = row.log_idx
+        return answer, logged
 
     # keys/claim
 
@@ -218,7 +253,14 @@ class KeyDirectory:
             now = now_ms()
             for key in new.values():
                 await store.put_cross_signing_key(conn, member.id, key.usage, key.public_key, key.json, now)
-            if any(usage not in current or current[usage].key_json != key.json for usage, key in new.items()):
+            published = [
+                KeyChange("publish", member.id, me, usage, key.json)
+                for usage, key in new.items()
+                if usage not in current or key_digest(current[usage].key_json) != key_digest(key.json)
+            ]
+            gone = [KeyChange("remove", member.id, me, row.usage, row.key_json) for row in changed if row.usage not in new]
+            if published or gone:
+                await self.key_log.record(conn, sink, gone + published)
                 await announce_device_change(conn, sink, member.id, me)
 
         await self._writer.run(run)

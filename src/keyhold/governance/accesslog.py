@@ -7,9 +7,7 @@ each block. A member is shown the entry, their own block and an inclusion proof:
 check that their block is committed to by the entry and the entry by a signed tree head,
 while other members' blocks stay hidden behind salted hashes.
 
-Signed tree head (STH): Ed25519 over `b"keyhold-sth/v1" || size (8 bytes BE) || root ||
-timestamp_ms (8 bytes BE)`. One STH is stored per append, so `keyhold audit verify` can name
-the first entry whose bytes no longer match.
+Signed tree heads as `core/signed_log` makes them, with the prefix `b"keyhold-sth/v1"`.
 """
 
 from __future__ import annotations
@@ -23,10 +21,12 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyhold.clock import iso, now_ms
+from keyhold.core.signed_log import SignedLog
 from keyhold.core.writer import EventSink, PendingEvent
-from keyhold.crypto.merkle import MerkleTree, block_hash, head_signature_valid, leaf_hash, sth_message
+from keyhold.crypto.merkle import STH_PREFIX, block_hash
 from keyhold.crypto.signing import ServiceSigner
 from keyhold.store import accesslog as store
+from keyhold.store.merkle_log import ACCESS_LOG
 
 ENTRY_VERSION = 1
 ENTRY_TYPES = (
@@ -68,23 +68,6 @@ class LogEntry:
     subjects: list[Subject] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class TreeHead:
-    size: int
-    root: bytes
-    timestamp_ms: int
-    signature: bytes
-
-    def to_json(self, public_key: bytes) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "root": self.root.hex(),
-            "timestamp_ms": self.timestamp_ms,
-            "signature": self.signature.hex(),
-            "public_key": public_key.hex(),
-        }
-
-
 def _with_notifications(entries: Sequence[LogEntry], now: int) -> list[LogEntry]:
     out: list[LogEntry] = []
     for entry in entries:
@@ -100,31 +83,9 @@ def _with_notifications(entries: Sequence[LogEntry], now: int) -> list[LogEntry]
     return out
 
 
-def verify_tree_head(head: TreeHead, public_key: bytes) -> bool:
-    return head_signature_valid(public_key, head.signature, head.size, head.root, head.timestamp_ms)
-
-
-class AccessLog:
-    """Appends (inside the writer's transactions) and proofs (from an in-memory tree).
-
-    The tree grows when an append is written and is cut back if that transaction fails, so
-    after every commit it equals storage; `head` is the newest committed signed tree head.
-    """
-
+class AccessLog(SignedLog):
     def __init__(self, engine: AsyncEngine, signer: ServiceSigner) -> None:
-        self._engine = engine
-        self.signer = signer
-        self.tree = MerkleTree()
-        self.head: TreeHead | None = None
-
-    async def load(self) -> None:
-        async with self._engine.connect() as conn:
-            rows = await store.all_entries(conn)
-            latest = await store.latest_head(conn)
-        self.tree = MerkleTree.from_leaf_hashes(leaf_hash(r.entry) for r in rows)
-        self.head = (
-            TreeHead(latest.size, latest.root, latest.timestamp_ms, latest.signature) if latest else None
-        )
+        super().__init__(engine, signer, ACCESS_LOG, STH_PREFIX)
 
     async def append(self, conn: AsyncConnection, sink: EventSink, entries: Sequence[LogEntry]) -> list[int]:
         """Append within the caller's writer job (same transaction) and sign the new head.
@@ -133,14 +94,12 @@ class AccessLog:
         deferred under a non-disclosure order); members who may see it now get an
         `access.visible` event on their stream once the transaction commits."""
         now = now_ms()
-        size_before = self.tree.size
-        rows: list[dict[str, Any]] = []
+        bodies: list[bytes] = []
         blocks: list[dict[str, Any]] = []
-        indexes: list[int] = []
         for entry in _with_notifications(entries, now):
             if entry.type not in ENTRY_TYPES:
                 raise ValueError(f"unknown access-log entry type {entry.type!r}")
-            idx = self.tree.size
+            idx = self.size + len(bodies)
             sealed_blocks = []
             for subject in entry.subjects:
                 block = canonical(
@@ -162,41 +121,25 @@ class AccessLog:
                         "notified_ms": now if subject.visible_from_ms <= now else None,
                     }
                 )
-            body = canonical(
-                {
-                    "v": ENTRY_VERSION,
-                    "idx": idx,
-                    "type": entry.type,
-                    "time": iso(now),
-                    "time_ms": now,
-                    "details": entry.details,
-                    "subjects": sorted(sealed_blocks),
-                }
+            bodies.append(
+                canonical(
+                    {
+                        "v": ENTRY_VERSION,
+                        "idx": idx,
+                        "type": entry.type,
+                        "time": iso(now),
+                        "time_ms": now,
+                        "details": entry.details,
+                        "subjects": sorted(sealed_blocks),
+                    }
+                )
             )
-            rows.append({"idx": idx, "entry": body})
-            self.tree.append(body)
-            indexes.append(idx)
             visible_now = [s.user_id for s in entry.subjects if s.visible_from_ms <= now]
             if visible_now:
                 sink.add(PendingEvent(user_ids=visible_now, type="access.visible", data={"index": idx}))
-        await store.append(conn, rows, blocks)
-        root = self.tree.root()
-        signature = self.signer.sign(sth_message(self.tree.size, root, now))
-        await store.insert_head(conn, self.tree.size, root, now, signature)
-        new_head = TreeHead(self.tree.size, root, now, signature)
-
-        def commit() -> None:
-            self.head = new_head
-
-        sink.on_commit.append(commit)
-        sink.on_rollback.append(lambda: self.tree.truncate(size_before))
+        indexes = await self.append_bodies(conn, sink, bodies)
+        await store.append_blocks(conn, blocks)
         return indexes
-
-    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        return self.tree.inclusion_proof(index, size)
-
-    def consistency_proof(self, first: int, second: int) -> list[bytes]:
-        return self.tree.consistency_proof(first, second)
 
 
 async def subject_view(engine: AsyncEngine, log: AccessLog, user_id: int) -> dict[str, Any]:
@@ -224,4 +167,4 @@ async def subject_view(engine: AsyncEngine, log: AccessLog, user_id: int) -> dic
                 "inclusion_proof": [h.hex() for h in log.inclusion_proof(row.idx, head.size)],
             }
         )
-    return {"tree_head": head.to_json(log.signer.public_key_bytes), "items": items}
+    return {"tree_head": head.to_json(log.public_key), "items": items}

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyhold.crypto.merkle import MerkleTree, block_hash, leaf_hash, verify_consistency
-from keyhold.governance.accesslog import TreeHead, verify_tree_head
+from keyhold.core.signed_log import TreeHead, first_head_problem
+from keyhold.crypto.merkle import STH_PREFIX, block_hash
 from keyhold.store import accesslog as store
+from keyhold.store import merkle_log
 from keyhold.store.db import create_engine
+from keyhold.store.merkle_log import ACCESS_LOG
 
 
 @dataclass
@@ -34,8 +36,11 @@ class AuditResult:
 
 async def verify_log(engine: AsyncEngine, public_key: bytes) -> AuditResult:
     async with engine.connect() as conn:
-        rows = await store.all_entries(conn)
-        heads = [TreeHead(h.size, h.root, h.timestamp_ms, h.signature) for h in await store.heads(conn)]
+        rows = await merkle_log.all_entries(conn, ACCESS_LOG)
+        heads = [
+            TreeHead(h.size, h.root, h.timestamp_ms, h.signature)
+            for h in await merkle_log.heads(conn, ACCESS_LOG)
+        ]
         blocks = await store.all_blocks(conn)
     result = AuditResult(entries=len(rows), heads=len(heads), blocks=len(blocks))
     committed: dict[int, set[str]] = {}
@@ -72,35 +77,9 @@ async def verify_log(engine: AsyncEngine, public_key: bytes) -> AuditResult:
         if hashes - stored.get(idx, set()):
             result.problems.append(f"entry {idx}: a member block is missing (an access hidden from a member)")
             return result
-    tree = MerkleTree.from_leaf_hashes(leaf_hash(r.entry) for r in rows)
-    previous: TreeHead | None = None
-    for head in heads:
-        if head.size > tree.size:
-            result.problems.append(
-                f"entry {tree.size}: missing (a signed tree head covers {head.size} entries, storage has {tree.size})"
-            )
-            return result
-        if not verify_tree_head(head, public_key):
-            result.problems.append(f"tree head of size {head.size}: signature does not verify")
-            return result
-        if tree.root(head.size) != head.root:
-            start = previous.size if previous else 0
-            where = f"entry {start}" if head.size - start == 1 else f"entries {start}..{head.size - 1}"
-            result.problems.append(
-                f"{where}: changed (root at size {head.size} does not match its signed head)"
-            )
-            return result
-        if previous is not None:
-            proof = tree.consistency_proof(previous.size, head.size)
-            if not verify_consistency(previous.size, head.size, previous.root, head.root, proof):
-                result.problems.append(f"tree heads {previous.size} → {head.size} are not consistent")
-                return result
-        previous = head
-    covered = previous.size if previous else 0
-    if tree.size > covered:
-        result.problems.append(
-            f"entry {covered}: not covered by any signed tree head (appended outside the log)"
-        )
+    problem = first_head_problem([r.entry for r in rows], heads, public_key, STH_PREFIX)
+    if problem is not None:
+        result.problems.append(problem)
     return result
 
 

@@ -36,7 +36,9 @@ from keyhold.governance.staff import AUDIT, StaffMember, StaffService, has_role,
 from keyhold.governance.transparency import build_report, period_bounds
 from keyhold.store import accesslog as log_store
 from keyhold.store import cases as case_store
+from keyhold.store import merkle_log
 from keyhold.store.blobs import BlobStore
+from keyhold.store.merkle_log import ACCESS_LOG
 
 log = logging.getLogger("keyhold.governance")
 NOTIFY_INTERVAL_SECONDS = 5.0
@@ -87,7 +89,7 @@ class Governance:
         require_role(staff, AUDIT, "reading whole log entries")
         end = min(start + limit, self.committed_size)
         async with self.engine.connect() as conn:
-            rows = await log_store.entries(conn, start, end)
+            rows = await merkle_log.entries(conn, ACCESS_LOG, start, end)
         return {"items": [{"index": r.idx, "entry": r.entry.decode()} for r in rows], "next_start": end}
 
     async def access_events(self, member: Member) -> dict[str, Any]:
@@ -151,7 +153,9 @@ async def start_governance(
     )
     if background:
         gov._task = asyncio.create_task(
-            run_periodically(NOTIFY_INTERVAL_SECONDS, gov._due_work, log, "deferred notifications and hold expiry"),
+            run_periodically(
+                NOTIFY_INTERVAL_SECONDS, gov._due_work, log, "deferred notifications and hold expiry"
+            ),
             name="keyhold-access-notifications",
         )
     return gov

@@ -21,13 +21,14 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyhold.clock import iso
+from keyhold.core.signed_log import TreeHead
 from keyhold.crypto.merkle import MerkleTree, leaf_hash
-from keyhold.governance.accesslog import TreeHead
 from keyhold.governance.legal_rules import PROCESSES
 from keyhold.governance.reports import ACTIONS
 from keyhold.governance.reports import CATEGORIES as REPORT_CATEGORIES
-from keyhold.store import accesslog as store
+from keyhold.store import merkle_log
 from keyhold.store.db import create_engine
+from keyhold.store.merkle_log import ACCESS_LOG
 
 FORMAT = "keyhold-transparency/v1"
 _PERIOD = re.compile(r"(\d{4})(?:-(H[12]|Q[1-4]))?")
@@ -227,7 +228,7 @@ async def build_report(engine: AsyncEngine, period: str, head: TreeHead | None) 
     period_bounds(period)  # a bad period fails before any I/O
     size = head.size if head else 0
     async with engine.connect() as conn:
-        rows = [r for r in await store.all_entries(conn) if r.idx < size]
+        rows = [r for r in await merkle_log.all_entries(conn, ACCESS_LOG) if r.idx < size]
     if [r.idx for r in rows] != list(range(size)):
         raise ValueError(
             f"the log in storage does not hold entries 0..{size - 1}; run `keyhold audit verify`"
@@ -363,7 +364,9 @@ def render_html(report: dict[str, Any]) -> str:
             "by_country": bar_chart("Legal requests by country", list(legal["by_country"].items())),
             "by_process": bar_chart("Legal requests by legal process", list(legal["by_process"].items())),
             "by_category": bar_chart("Reports by category", list(reports["by_category"].items())),
-            "by_action": bar_chart("Moderation decisions by action", list(reports["decisions"]["by_action"].items())),
+            "by_action": bar_chart(
+                "Moderation decisions by action", list(reports["decisions"]["by_action"].items())
+            ),
             "accesses_by_type": bar_chart(
                 "Content accesses by case type", [(f"{k} cases", v["accesses"]) for k, v in by_type.items()]
             ),
@@ -380,7 +383,7 @@ async def report_from_storage(database_url: str, period: str) -> dict[str, Any]:
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            row = await store.latest_head(conn)
+            row = await merkle_log.latest_head(conn, ACCESS_LOG)
         head = TreeHead(row.size, row.root, row.timestamp_ms, row.signature) if row else None
         return await build_report(engine, period, head)
     finally:

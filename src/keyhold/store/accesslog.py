@@ -1,4 +1,4 @@
-"""Queries on the access log, its per-member blocks and the signed tree heads."""
+"""Queries on the access log's per-member blocks (its entries and heads: `store.merkle_log`)."""
 
 from __future__ import annotations
 
@@ -9,44 +9,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.store.rows import AnyRow
-from keyhold.store.schema import access_log, access_log_subjects, tree_heads
+from keyhold.store.schema import access_log, access_log_subjects
 
 
-async def all_entries(conn: AsyncConnection) -> Sequence[AnyRow]:
-    return (await conn.execute(select(access_log.c.idx, access_log.c.entry).order_by(access_log.c.idx))).all()
-
-
-async def entries(conn: AsyncConnection, start: int, end: int) -> Sequence[AnyRow]:
-    result = await conn.execute(
-        select(access_log.c.idx, access_log.c.entry)
-        .where(access_log.c.idx >= start, access_log.c.idx < end)
-        .order_by(access_log.c.idx)
-    )
-    return result.all()
-
-
-async def append(
-    conn: AsyncConnection, rows: Sequence[dict[str, Any]], blocks: Sequence[dict[str, Any]]
-) -> None:
-    await conn.execute(access_log.insert(), list(rows))
+async def append_blocks(conn: AsyncConnection, blocks: Sequence[dict[str, Any]]) -> None:
     if blocks:
         await conn.execute(access_log_subjects.insert(), list(blocks))
-
-
-async def insert_head(
-    conn: AsyncConnection, size: int, root: bytes, timestamp_ms: int, signature: bytes
-) -> None:
-    await conn.execute(
-        tree_heads.insert().values(size=size, root=root, timestamp_ms=timestamp_ms, signature=signature)
-    )
-
-
-async def heads(conn: AsyncConnection) -> Sequence[AnyRow]:
-    return (await conn.execute(select(tree_heads).order_by(tree_heads.c.size))).all()
-
-
-async def latest_head(conn: AsyncConnection) -> AnyRow | None:
-    return (await conn.execute(select(tree_heads).order_by(tree_heads.c.size.desc()).limit(1))).first()
 
 
 async def all_blocks(conn: AsyncConnection) -> Sequence[AnyRow]:

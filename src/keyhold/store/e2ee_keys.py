@@ -4,6 +4,7 @@ fallback keys, cross-signing keys and added signatures. Rows hold public keys on
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -50,6 +51,7 @@ async def device_keys_of_users(conn: AsyncConnection, user_ids: Collection[int])
             e2ee_device_keys.c.user_id,
             e2ee_device_keys.c.device_id,
             e2ee_device_keys.c.key_json,
+            e2ee_device_keys.c.log_idx,
             devices.c.display_name,
         )
         .select_from(
@@ -284,3 +286,59 @@ async def device_counts(conn: AsyncConnection, user_ids: Collection[int]) -> dic
         .group_by(e2ee_device_keys.c.user_id)
     )
     return {int(uid): int(count) for uid, count in result}
+
+
+async def forget_all_signatures(conn: AsyncConnection, user_id: int) -> None:
+    """Every signature on or by a member's keys (the account goes)."""
+    await conn.execute(
+        delete(e2ee_signatures).where(
+            or_(e2ee_signatures.c.target_user_id == user_id, e2ee_signatures.c.signer_user_id == user_id)
+        )
+    )
+
+
+async def username_of(conn: AsyncConnection, user_id: int) -> str | None:
+    return (await conn.execute(select(users.c.username).where(users.c.id == user_id))).scalar()
+
+
+@dataclass(frozen=True)
+class PublishedKey:
+    user_id: int
+    username: str
+    slot: str  # device:<id> | master | self_signing | user_signing (as the key log names keys)
+    key_json: str
+    log_idx: int | None
+
+
+async def published_keys(conn: AsyncConnection, unlogged_only: bool = False) -> list[PublishedKey]:
+    """Every published device and cross-signing key with its key-log index; or only those
+    without an entry (published before the log existed)."""
+    d, x = e2ee_device_keys, e2ee_cross_signing_keys
+    device_query = (
+        select(d.c.user_id, users.c.username, d.c.device_id, d.c.key_json, d.c.log_idx)
+        .select_from(d.join(users, users.c.id == d.c.user_id))
+        .order_by(d.c.user_id, d.c.device_id)
+    )
+    cross_query = (
+        select(x.c.user_id, users.c.username, x.c.usage, x.c.key_json, x.c.log_idx)
+        .select_from(x.join(users, users.c.id == x.c.user_id))
+        .order_by(x.c.user_id, x.c.usage)
+    )
+    if unlogged_only:
+        device_query = device_query.where(d.c.log_idx.is_(None))
+        cross_query = cross_query.where(x.c.log_idx.is_(None))
+    found = [
+        PublishedKey(r.user_id, r.username, f"device:{r.device_id}", r.key_json, r.log_idx)
+        for r in await conn.execute(device_query)
+    ]
+    found += [PublishedKey(r.user_id, r.username, r.usage, r.key_json, r.log_idx) for r in await conn.execute(cross_query)]
+    return found
+
+
+async def set_log_index(conn: AsyncConnection, user_id: int, slot: str, index: int) -> None:
+    """Point a published key at its key-log entry (`slot` as `unlogged_keys` names it)."""
+    if slot.startswith("device:"):
+        table, where = e2ee_device_keys, e2ee_device_keys.c.device_id == slot.removeprefix("device:")
+    else:
+        table, where = e2ee_cross_signing_keys, e2ee_cross_signing_keys.c.usage == slot
+    await conn.execute(update(table).where(table.c.user_id == user_id, where).values(log_idx=index))

@@ -376,6 +376,8 @@ e2ee_device_keys = Table(
     Column("curve25519", String(64), nullable=False),
     Column("key_json", Text, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+    # The key-transparency log entry that published this key_json.
+    Column("log_idx", BigInteger, nullable=True),
     ForeignKeyConstraint(*_DEVICE_FK, ondelete="CASCADE"),
 )
 
@@ -415,6 +417,7 @@ e2ee_cross_signing_keys = Table(
     Column("public_key", String(64), nullable=False),
     Column("key_json", Text, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+    Column("log_idx", BigInteger, nullable=True),  # as for device keys
 )
 
 # Signatures added after publication (`keys/signatures/upload`): a device signed by its
@@ -440,4 +443,24 @@ e2ee_to_device_txns = Table(
     Column("txn_id", String(128), primary_key=True),
     Column("created_ms", BigInteger, nullable=False),
     ForeignKeyConstraint(*_DEVICE_FK, ondelete="CASCADE"),
+)
+
+# The key-transparency log: every publication and removal of a device's or a member's
+# cross-signing keys, as leaves of a Merkle tree like the access log's, with its own signed
+# tree heads (a distinct signing prefix). Entries name members and devices and commit to key
+# hashes; they are shown only with the keys a member may fetch.
+key_log = Table(
+    "key_log",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("entry", LargeBinary, nullable=False),
+)
+
+key_log_heads = Table(
+    "key_log_heads",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("signature", LargeBinary, nullable=False),
 )
