@@ -30,7 +30,10 @@ from websockets.protocol import State
 from keyhold.crypto.franking import KEY_FIELD as FRANKING_KEY_FIELD
 from keyhold.sdk.e2ee.device import OlmDevice
 from keyhold.sdk.e2ee.machine import CryptoMachine, UndecryptableError
+from keyhold.sdk.e2ee.safety_numbers import SafetyNumber
+from keyhold.sdk.e2ee.sas import SasVerification, VerificationUnavailable
 from keyhold.sdk.e2ee.state import StateError, StateFile
+from keyhold.sdk.e2ee.verification import Verifier
 from keyhold.sdk.errors import KeyholdConnectionError, KeyholdError, KeyholdTimeout
 from keyhold.sdk.verify import verify_access_events
 
@@ -272,9 +275,9 @@ class Client(ApiSession):
         if saved is not None and state is not None:
             if saved.get("user_id") != self.user_id:
                 raise StateError(f"{state.path} belongs to {saved.get('user_id')}, not {self.user_id}")
-            self.crypto = CryptoMachine.restore(saved, state.pickle_key(), self._post, put)
+            self.crypto = CryptoMachine.restore(saved, state.pickle_key(), self._post, put, self._get)
         else:
-            self.crypto = CryptoMachine(OlmDevice(self.user_id, self.device_id), self._post, put)
+            self.crypto = CryptoMachine(OlmDevice(self.user_id, self.device_id), self._post, put, self._get)
         if state is not None:
             machine, key = self.crypto, state.pickle_key()
             machine.on_change = lambda: state.save(machine.export(key))
@@ -290,9 +293,14 @@ class Client(ApiSession):
                 # The sign-in stands; e2ee sends say why they cannot be made.
                 self.crypto = None
                 self.e2ee_unavailable = str(exc.problem.get("detail", exc))
+        if self.crypto is not None:
+            await self.crypto.verification.bootstrap()  # the member's first device: cross-signing keys
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         return await self._request("POST", path, json=body)
+
+    async def _get(self, path: str) -> Any:
+        return await self._request("GET", path)
 
     def _room_id(self, conversation_id: int) -> str:
         server = (self.user_id or ":").split(":", 1)[1]
@@ -579,6 +587,38 @@ class Client(ApiSession):
 
     async def download(self, attachment_id: str) -> bytes:
         return (await self._response("GET", f"/attachments/{attachment_id}")).content
+
+    # -- verification (keyhold.sdk.e2ee.verification; docs/e2ee.md, "Verification") -------------
+
+    def _verifier(self) -> Verifier:
+        if self.crypto is None:
+            raise VerificationUnavailable(self.e2ee_unavailable)
+        return self.crypto.verification
+
+    async def safety_number(self, username: str) -> SafetyNumber:
+        """The safety number (`.digits`, `.formatted`, `.qr_payload`) of me and `username`,
+        from both master keys as the server shows them now."""
+        return await self._verifier().safety_number(self._full_id(username))
+
+    async def start_verification(self, username: str, device_id: str | None = None) -> SasVerification:
+        """Ask one of `username`'s devices (or all: the first to accept wins) to verify by SAS."""
+        return await self._verifier().start(self._full_id(username), device_id)
+
+    async def next_verification_request(self, timeout: float = 30.0) -> SasVerification:  # noqa: ASYNC109 (the API the chat client uses)
+        """The next incoming verification request (TimeoutError if none comes in time). Requests
+        arrive over the stream: a stream of this client (`connect()`) must be open."""
+        return await self._verifier().next_request(timeout)
+
+    def is_verified(self, username: str) -> bool:
+        return self.crypto is not None and self.crypto.verification.trust.is_verified(self._full_id(username))
+
+    def accept_identity(self, username: str) -> None:
+        """Accept `username`'s changed keys: sends to them work again (unverified)."""
+        self._verifier().accept_identity(self._full_id(username))
+
+    async def reset_cross_signing(self, password: str) -> None:
+        """New cross-signing keys for me, held by this device (contacts see an identity change)."""
+        await self._verifier().reset_cross_signing(password)
 
     # -- safety and governance -----------------------------------------------------------------
 

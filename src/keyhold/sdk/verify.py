@@ -27,6 +27,7 @@ import orjson
 
 from keyhold.crypto.merkle import (
     HASH_SIZE,
+    STH_PREFIX,
     block_hash,
     head_signature_valid,
     leaf_hash,
@@ -78,7 +79,8 @@ def _int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _parse_head(head: Mapping[str, Any]) -> tuple[int, bytes, int, bytes, bytes] | None:
+def parse_head(head: Mapping[str, Any]) -> tuple[int, bytes, int, bytes, bytes] | None:
+    """(size, root, timestamp_ms, signature, public key) of a tree head as the API returns it."""
     size, timestamp = _int(head.get("size")), _int(head.get("timestamp_ms"))
     root = _hex(head.get("root"), HASH_SIZE)
     signature = _hex(head.get("signature"), 64)
@@ -88,11 +90,14 @@ def _parse_head(head: Mapping[str, Any]) -> tuple[int, bytes, int, bytes, bytes]
     return size, root, timestamp, signature, public_key
 
 
-def verify_tree_head(head_json: Mapping[str, Any], pinned_key: bytes | str | None = None) -> bool:
+def verify_tree_head(
+    head_json: Mapping[str, Any], pinned_key: bytes | str | None = None, prefix: bytes = STH_PREFIX
+) -> bool:
     """Whether a tree head (as `/transparency/sth` returns it) carries a valid Ed25519 signature
     by its public key, and, when `pinned_key` (raw 32 bytes or hex) is given, that key is it.
-    An empty log's head (size 0, unsigned) does not verify: there is nothing signed to trust."""
-    parsed = _parse_head(head_json)
+    An empty log's head (size 0, unsigned) does not verify: there is nothing signed to trust.
+    `prefix` names the log (the key-transparency log's heads: `KEY_STH_PREFIX`)."""
+    parsed = parse_head(head_json)
     if parsed is None:
         return False
     size, root, timestamp, signature, public_key = parsed
@@ -100,23 +105,29 @@ def verify_tree_head(head_json: Mapping[str, Any], pinned_key: bytes | str | Non
         pinned = _key_bytes(pinned_key)
         if pinned is None or pinned != public_key:
             return False
-    return head_signature_valid(public_key, signature, size, root, timestamp)
+    return head_signature_valid(public_key, signature, size, root, timestamp, prefix)
+
+
+def parse_proof(proof_hex: object) -> list[bytes] | None:
+    """A proof as the API returns it (a list of hex hashes), or None if it is not one."""
+    if not isinstance(proof_hex, list):
+        return None
+    proof = [_hex(p, HASH_SIZE) for p in proof_hex]
+    return [p for p in proof if p is not None] if all(p is not None for p in proof) else None
 
 
 def verify_consistency_between(
-    old_head: Mapping[str, Any], new_head: Mapping[str, Any], proof_hex: list[str]
+    old_head: Mapping[str, Any], new_head: Mapping[str, Any], proof_hex: list[str], prefix: bytes = STH_PREFIX
 ) -> bool:
     """Whether `new_head` extends `old_head` (append-only), given the consistency proof the
     API returns for their sizes. Both heads must also carry valid signatures by the same key."""
-    old, new = _parse_head(old_head), _parse_head(new_head)
+    old, new = parse_head(old_head), parse_head(new_head)
     if old is None or new is None or old[4] != new[4]:
         return False
-    if not (verify_tree_head(old_head) and verify_tree_head(new_head)):
+    if not (verify_tree_head(old_head, prefix=prefix) and verify_tree_head(new_head, prefix=prefix)):
         return False
-    proof = [_hex(p, HASH_SIZE) for p in proof_hex]
-    if any(p is None for p in proof):
-        return False
-    return verify_consistency(old[0], new[0], old[1], new[1], [p for p in proof if p is not None])
+    proof = parse_proof(proof_hex)
+    return proof is not None and verify_consistency(old[0], new[0], old[1], new[1], proof)
 
 
 def verify_access_event(
@@ -129,7 +140,7 @@ def verify_access_event(
     `user_id`, when known, must be the member the block names."""
     if not verify_tree_head(head_json, pinned_key):
         return False
-    parsed_head = _parse_head(head_json)
+    parsed_head = parse_head(head_json)
     assert parsed_head is not None
     size, root = parsed_head[0], parsed_head[1]
     entry_text, block_text, index = item.get("entry"), item.get("block"), _int(item.get("index"))
@@ -156,13 +167,8 @@ def verify_access_event(
         return False
     if "messages" in item and item["messages"] != block.get("messages"):
         return False
-    proof_hex = item.get("inclusion_proof")
-    if not isinstance(proof_hex, list):
-        return False
-    proof = [_hex(p, HASH_SIZE) for p in proof_hex]
-    if any(p is None for p in proof):
-        return False
-    return verify_inclusion(leaf_hash(entry_bytes), index, size, [p for p in proof if p is not None], root)
+    proof = parse_proof(item.get("inclusion_proof"))
+    return proof is not None and verify_inclusion(leaf_hash(entry_bytes), index, size, proof, root)
 
 
 def verify_access_events(

@@ -21,7 +21,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import vodozemac
@@ -29,6 +29,10 @@ import vodozemac
 import keyhold.crypto.franking as franking
 from keyhold.crypto.signed_json import decode_base64, encode_base64, verify_signed_json
 from keyhold.sdk.e2ee.device import MEGOLM_ALGORITHM, OLM_ALGORITHM, ONE_TIME_KEY_ALGORITHM, OlmDevice
+from keyhold.sdk.e2ee.sas import PREFIX as VERIFICATION_PREFIX
+from keyhold.sdk.e2ee.transparency import KeyLogView, KeyTransparencyError
+from keyhold.sdk.e2ee.verification import Verifier
+from keyhold.sdk.errors import KeyholdError
 
 ROTATE_AFTER_MESSAGES = 100
 ROTATE_AFTER_SECONDS = 7 * 24 * 3600
@@ -39,6 +43,7 @@ TO_DEVICE_BUDGET = 48 * 1024
 
 Post = Callable[[str, dict[str, Any]], Awaitable[Any]]
 Put = Callable[[str, dict[str, Any]], Awaitable[Any]]
+Get = Callable[[str], Awaitable[Any]]
 
 
 class UndecryptableError(Exception):
@@ -58,6 +63,9 @@ class PeerDevice:
     device_id: str
     ed25519: str
     curve25519: str
+    # Why its keys do not check out against the key-transparency log (None: they do). Such a
+    # device is neither encrypted to nor trusted as the sender of a room key.
+    log_problem: str | None = None
 
 
 @dataclass
@@ -78,18 +86,25 @@ class Inbound:
 
 
 class CryptoMachine:
-    def __init__(self, device: OlmDevice, post: Post, put: Put) -> None:
+    def __init__(self, device: OlmDevice, post: Post, put: Put, get: Get | None = None) -> None:
         self.device = device
         self._post = post
         self._put = put
+        self._get = get
+        # The key-transparency log as this device saw it (pinned service key, newest head).
+        self.key_log = KeyLogView()
+        self.key_log.fetch_consistency = self._consistency_proof
         self._olm: dict[str, list[vodozemac.Session]] = {}  # by the peer's Curve25519 key
         self._outbound: dict[str, Outbound] = {}  # by room id
         self._inbound: dict[tuple[str, str], Inbound] = {}  # by (room id, session id)
         self._devices: dict[str, dict[str, PeerDevice]] = {}  # keys/query answers, by user
+        self._log_problems: dict[str, str | None] = {}  # why a member's keys fail the key log
         # The last stream seq whose device events (to-device messages) were handled.
         self.since = 0
         # Called after every change of the sessions or the account (the client saves them).
         self.on_change: Callable[[], None] = lambda: None
+        # SAS verification, contacts' identities (trust on first use), cross-signing keys.
+        self.verification = Verifier(self)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -111,6 +126,8 @@ class CryptoMachine:
                 }
                 for i in self._inbound.values()
             ],
+            "verification": self.verification.export(),
+            "key_log": self.key_log.export(),
             "outbound": {
                 room: {
                     "session": o.session.pickle(pickle_key),
@@ -123,10 +140,15 @@ class CryptoMachine:
         }
 
     @classmethod
-    def restore(cls, state: Mapping[str, Any], pickle_key: bytes, post: Post, put: Put) -> CryptoMachine:
+    def restore(
+        cls, state: Mapping[str, Any], pickle_key: bytes, post: Post, put: Put, get: Get | None = None
+    ) -> CryptoMachine:
         account = vodozemac.Account.from_pickle(state["account"], pickle_key)
-        machine = cls(OlmDevice(state["user_id"], state["device_id"], account), post, put)
+        machine = cls(OlmDevice(state["user_id"], state["device_id"], account), post, put, get)
         machine.since = int(state.get("since", 0))
+        machine.key_log = KeyLogView.restore(state.get("key_log"))
+        machine.key_log.fetch_consistency = machine._consistency_proof
+        machine.verification.restore(state.get("verification"))
         for key, pickles in state.get("olm", {}).items():
             machine._olm[key] = [vodozemac.Session.from_pickle(p, pickle_key) for p in pickles]
         for item in state.get("inbound", []):
@@ -204,8 +226,11 @@ class CryptoMachine:
 
     async def _to_device(self, event: Mapping[str, Any]) -> None:
         content = event.get("content")
+        if str(event.get("type")).startswith(VERIFICATION_PREFIX):
+            await self.verification.handle(event)  # SAS steps travel in the clear, as in Matrix
+            return
         if event.get("type") != "m.room.encrypted" or not isinstance(content, Mapping):
-            return  # verification steps and other plaintext to-device events: not handled here
+            return  # other plaintext to-device events: not handled here
         ciphertext = content.get("ciphertext")
         if content.get("algorithm") != OLM_ALGORITHM or not isinstance(ciphertext, Mapping):
             return
@@ -256,7 +281,11 @@ class CryptoMachine:
             return False
         claimed = payload.get("keys", {}).get("ed25519")
         for refresh in (False, True):
-            known = [d for d in (await self.devices_of([sender], refresh)).get(sender, []) if d.curve25519 == sender_key]
+            known = [
+                d
+                for d in (await self.devices_of([sender], refresh)).get(sender, [])
+                if d.curve25519 == sender_key and d.log_problem is None
+            ]
             if known:
                 device = known[0]
                 return bool(device.ed25519 == claimed and payload.get("sender_device", device.device_id) == device.device_id)
@@ -264,18 +293,42 @@ class CryptoMachine:
 
     # -- keys of others ----------------------------------------------------------------------
 
+    async def _consistency_proof(self, first: int, second: int) -> Any:
+        """The key log's consistency proof between two sizes; None if the server gives none."""
+        if self._get is None:
+            return None
+        try:
+            answer = await self._get(f"/e2ee/transparency/consistency?from={first}&to={second}")
+        except KeyholdError:
+            return None  # a server that cannot prove its log grew append-only: a fork
+        return answer.get("proof") if isinstance(answer, Mapping) else None
+
+    def log_problem_of(self, user: str) -> str | None:
+        """Why one of the member's keys, in the newest answer about them, failed the key log."""
+        return self._log_problems.get(user)
+
     async def devices_of(self, users: list[str], refresh: bool = False) -> dict[str, list[PeerDevice]]:
         """The devices of these members, as published and self-signed (checked here)."""
         wanted = [u for u in users if refresh or u not in self._devices]
         if wanted:
             answer = await self._post("/e2ee/keys/query", {"device_keys": {u: [] for u in wanted}})
+            newest = self.key_log.newest
+            unlogged = await self.key_log.check_answer(answer)
+            if self.key_log.newest is not newest:
+                self.on_change()  # the newest head accepted outlives a restart
             for user in wanted:
                 found: dict[str, PeerDevice] = {}
                 for device_id, keys in (answer.get("device_keys", {}).get(user) or {}).items():
                     device = _checked_device(user, device_id, keys)
                     if device is not None:
-                        found[device_id] = device
+                        found[device_id] = replace(device, log_problem=unlogged.get((user, f"device:{device_id}")))
                 self._devices[user] = found
+                # Any key of a member the log does not back (a cross-signing key too, even one
+                # no device uses) stops sends to that member; what the log backs is remembered.
+                problems = [reason for (of, slot), reason in unlogged.items() if of == user]
+                self._log_problems[user] = f"{problems[0]}" if problems else None
+                backed = [d for d in found.values() if d.log_problem is None]
+                self.verification.observe(user, answer if (user, "master") not in unlogged else {}, backed)
         return {u: list(self._devices.get(u, {}).values()) for u in users}
 
     # -- sending -----------------------------------------------------------------------------
@@ -285,6 +338,13 @@ class CryptoMachine:
         sharing its room key with every device of `members` (this member's other devices too),
         and its franking: a fresh franking key goes inside, its commitment outside."""
         devices = await self.devices_of(members, refresh=True)
+        for user in members:
+            for d in devices.get(user, []):
+                if d.log_problem is not None:
+                    raise KeyTransparencyError(f"not sending: {d.user_id}'s device {d.device_id}: {d.log_problem}")
+            if (problem := self.log_problem_of(user)) is not None:
+                raise KeyTransparencyError(f"not sending: a key of {user}: {problem}")
+        self.verification.check(members)  # IdentityChanged: a contact's keys changed unaccepted
         recipients = frozenset(
             (d.user_id, d.device_id, d.curve25519)
             for user in members
