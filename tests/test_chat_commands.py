@@ -160,11 +160,12 @@ async def test_groups_from_the_chat(sqlite_server: Server) -> None:
     await close_all(alice, bob, carol, dave)
 
 
-async def test_chat_finds_the_server_on_keyhold_port(sqlite_server: Server) -> None:
+async def test_chat_finds_the_server_on_keyhold_port(sqlite_server: Server, tmp_path: Path) -> None:
     """No --url: `keyhold chat` goes to this machine on $KEYHOLD_PORT, as `make run` serves."""
     alice = await new_member(sqlite_server)
     port = sqlite_server.url.rsplit(":", 1)[1]
     env = {k: v for k, v in os.environ.items() if k != "KEYHOLD_URL"}
+    env["XDG_DATA_HOME"] = str(tmp_path)  # where the chat keeps its e2ee device's state
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "keyhold", "chat", "-u", alice.username, "--password-stdin",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

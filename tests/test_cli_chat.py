@@ -8,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +80,15 @@ async def start_chat(server: Server, username: str, *extra: str) -> ChatProcess:
         env={**os.environ, "COLUMNS": "200"},
     )
     return ChatProcess(process)
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's chats keep their e2ee state (by default under $XDG_DATA_HOME) in a
+    directory of its own, never in the home of whoever runs the tests."""
+    home = tmp_path / "data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    return home
 
 
 @pytest.fixture
@@ -273,6 +283,16 @@ def test_chat_help_explains_the_commands() -> None:
         "/whoami",
         "/quit",
         "live",
+        "--e2ee-state",
+        "--no-e2ee-state",
+        "--e2ee-passphrase",
+        "/timer",
+        "/devices",
+        "--e2ee",
+        "/safety USER",
+        "/verify USER",
+        "/verify accept",
+        "/trust USER",
     ):
         assert needle in result.stdout, needle
 
@@ -304,3 +324,112 @@ async def test_chat_sees_messages_sent_from_the_users_other_device(
     finally:
         await alice.close()
         await bob.close()
+
+
+async def test_chat_is_the_same_e2ee_device_from_run_to_run(
+    server: Server, chat_of: list[ChatProcess], data_home: Path
+) -> None:
+    """The first run makes a device and keeps its state under $XDG_DATA_HOME; a later run with
+    the same file is the same device and reads what was sent to it meanwhile; a run without
+    the file is a new device, which cannot."""
+    alice = await new_member(server, e2ee=True)
+    bob = await new_member(server, e2ee=True)
+    try:
+        first = await start_chat(server, alice.username)
+        chat_of.append(first)
+        await first.line(PASSWORD)
+        kept = (await first.expect("end-to-end encryption kept in")).strip()
+        device = kept.split()[1].rstrip(",")
+        state = data_home / "keyhold" / server.url.removeprefix("http://").replace(":", "_")
+        assert kept.endswith(str(state / f"{alice.username}.e2ee"))
+        await first.line("/quit")
+        assert (await first.finish())[0] == 0
+        assert (state / f"{alice.username}.e2ee").is_file()
+
+        # While no chat runs, bob writes to alice's devices: her chat device among them.
+        conversation = await bob.start_conversation([alice.username], encryption="e2ee")
+        await bob.send(conversation.id, "sent while you were away")
+
+        again = await start_chat(server, alice.username)
+        chat_of.append(again)
+        await again.line(PASSWORD)
+        assert f"device {device}, end-to-end encryption kept in" in await again.expect(
+            "end-to-end encryption"
+        )
+        await again.line(f"/open {bob.username}")
+        await again.expect(f"{bob.username}: sent while you were away")
+        await again.line("/quit")
+        code, output, errors = await again.finish()
+        assert code == 0 and "cannot decrypt" not in output, output + errors
+
+        fresh = await start_chat(server, alice.username, "--no-e2ee-state")
+        chat_of.append(fresh)
+        await fresh.line(PASSWORD)
+        assert device not in await fresh.expect("in memory: a new device each run")
+        await fresh.line(f"/open {bob.username}")
+        await fresh.expect("cannot decrypt")
+        await fresh.line("/quit")
+        code, output, _ = await fresh.finish()
+        assert code == 0 and "sent while you were away" not in output
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_chat_state_file_needs_its_passphrase(
+    sqlite_server: Server, chat_of: list[ChatProcess], tmp_path: Path
+) -> None:
+    alice = await new_member(sqlite_server)
+    await alice.close()
+    phone = await Client.login(sqlite_server.url, alice.username, PASSWORD)  # another device of alice's
+    state = tmp_path / "alice-laptop.e2ee"
+    made = await start_chat(sqlite_server, alice.username, "--e2ee-state", str(state), "--e2ee-passphrase")
+    chat_of.append(made)
+    await made.line(PASSWORD)
+    await made.line("first passphrase")
+    device = (await made.expect(f"end-to-end encryption kept in {state}")).split()[1].rstrip(",")
+    await made.line("/quit")
+    assert (await made.finish())[0] == 0
+    assert b"first passphrase" not in state.read_bytes()
+
+    for extra, lines, hint in (
+        (["--e2ee-passphrase"], [PASSWORD, "another passphrase"], ""),
+        ([], [PASSWORD], "add --e2ee-passphrase and type the old one"),  # the password is not it
+    ):
+        wrong = await start_chat(sqlite_server, alice.username, "--e2ee-state", str(state), *extra)
+        chat_of.append(wrong)
+        for line in lines:
+            await wrong.line(line)
+        code, output, errors = await wrong.finish()
+        assert code != 0
+        assert f"cannot use the end-to-end encryption state: {state}: wrong passphrase" in errors
+        assert hint in errors and "Traceback" not in errors
+        assert "another passphrase" not in output + errors  # secrets never echoed
+
+    # The same file in two chats at once: the second is refused, not a second copy of the device.
+    holder = await start_chat(sqlite_server, alice.username, "--e2ee-state", str(state), "--e2ee-passphrase")
+    chat_of.append(holder)
+    await holder.line(PASSWORD)
+    await holder.line("first passphrase")
+    await holder.expect("end-to-end encryption kept in")
+    second = await start_chat(sqlite_server, alice.username, "--e2ee-state", str(state), "--e2ee-passphrase")
+    chat_of.append(second)
+    await second.line(PASSWORD)
+    await second.line("first passphrase")
+    code, _, errors = await second.finish()
+    assert code != 0 and "in use by another client" in errors and "--no-e2ee-state" in errors
+    await holder.line("/quit")
+    assert (await holder.finish())[0] == 0
+
+    # The device removed meanwhile (from another device): its state file is refused, not used.
+    await phone.remove_device(device, PASSWORD)
+    removed = await start_chat(sqlite_server, alice.username, "--e2ee-state", str(state), "--e2ee-passphrase")
+    chat_of.append(removed)
+    await removed.line(PASSWORD)
+    await removed.line("first passphrase")
+    code, _, errors = await removed.finish()
+    assert (
+        code != 0
+        and f"{state} is the state of device {device}, whose keys this server does not have" in errors
+    )
+    await phone.close()

@@ -53,6 +53,7 @@ class Tour:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("KEYHOLD_") and k != "COLUMNS"}
         self.env = {**env, **TEST_ENV, "KEYHOLD_HOME": str(self.home), "KEYHOLD_PORT": str(self.port)}
+        self.env["XDG_DATA_HOME"] = str(workdir / "data")  # the chat's e2ee device state, not in ~
 
     def run(
         self, command: str, *extra: str, stdin: str | None = None, check: bool = True

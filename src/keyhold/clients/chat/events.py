@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from keyhold.clients.chat.e2ee_commands import timer_text, unreadable
 from keyhold.clients.chat.text import snippet
 from keyhold.sdk import Event
 
@@ -33,7 +34,12 @@ async def _on_message(chat: Chat, event: Event) -> None:
     elif msg.sender != chat.me:
         conv = await chat.conversation(msg.conversation_id)
         where = f" in {chat.label(conv)}" if conv is not None and conv.kind == "group" else ""
-        text = "(message deleted)" if msg.deleted else (msg.text or "(attachment)")
+        if msg.deleted:
+            text = "(message deleted)"
+        elif msg.undecryptable is not None:
+            text = unreadable(msg)
+        else:
+            text = msg.text or "(attachment)"
         chat.notice(
             (f"{msg.sender}{where}: ", "bold"),
             snippet(text),
@@ -44,6 +50,8 @@ async def _on_message(chat: Chat, event: Event) -> None:
 async def _on_deleted(chat: Chat, event: Event) -> None:
     if _is_open(chat, event) and chat.view is not None:
         number = chat.view.numbers.get(int(event.data.get("message_id") or 0))
+        if number is not None:  # deleted, or disappeared on time: its text is not kept here either
+            chat.view.messages.pop(number, None)
         chat.screen.live((f"#{number} was deleted" if number else "a message was deleted", "dim italic"))
 
 
@@ -75,6 +83,18 @@ async def _on_updated(chat: Chat, event: Event) -> None:
         if is_open:
             chat.view = None
         chat.notice(f"{by} removed you from {label}")
+    elif change == "timer" and by != chat.me:
+        seconds = event.data.get("seconds")
+        timer = timer_text(seconds if isinstance(seconds, int) else None)
+        what = (
+            "turned disappearing messages off"
+            if timer == "off"
+            else f"set disappearing messages to {timer}: messages sent from now on are deleted after that"
+        )
+        if is_open:
+            chat.screen.live((f"{by} {what}", "yellow"))
+        else:
+            chat.notice(f"{by} {what} in {label}")
     elif not is_open or by == chat.me:
         return
     elif change == "members_added":

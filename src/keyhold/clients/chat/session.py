@@ -13,20 +13,29 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from keyhold.clients.chat.e2ee_commands import E2eeCommands, timer_text, unreadable
 from keyhold.clients.chat.events import on_event
+from keyhold.clients.chat.groups import GroupCommands
 from keyhold.clients.chat.io import Part, Screen
+from keyhold.clients.chat.messages import MessageCommands
 from keyhold.clients.chat.text import (
     COMMANDS_HELP,
     DEFAULT_PAGE,
-    REPORT_CATEGORIES,
     detail,
-    save_new,
     size,
     when,
 )
-from keyhold.sdk import Client, Conversation, Event, KeyholdConnectionError, KeyholdError, Message
+from keyhold.clients.chat.verification import VerifyCommands
+from keyhold.sdk import (
+    Client,
+    Conversation,
+    Event,
+    IdentityChanged,
+    KeyholdConnectionError,
+    KeyholdError,
+    Message,
+)
 
 
 @dataclass
@@ -36,6 +45,7 @@ class View:
 
     conversation: Conversation | None
     draft: str | None = None
+    draft_encryption: str = "standard"  # the model the draft 1:1 starts with
     numbers: dict[int, int] = field(default_factory=dict)  # message id -> short number
     messages: dict[int, Message] = field(default_factory=dict)  # short number -> message
     oldest: int | None = None
@@ -50,11 +60,22 @@ class View:
         return n
 
 
+# Asks the user for one line (`secret`: not echoed); None if there is no answer to be had.
+Ask = Callable[[str, bool], Awaitable[str | None]]
+
+
+async def _no_answer(_prompt: str, _secret: bool) -> None:
+    return None
+
+
 class Chat:
-    def __init__(self, client: Client, screen: Screen, page: int = DEFAULT_PAGE) -> None:
+    def __init__(
+        self, client: Client, screen: Screen, page: int = DEFAULT_PAGE, ask: Ask = _no_answer
+    ) -> None:
         self.client = client
         self.screen = screen
         self.page = page
+        self._ask = ask
         self.listed: list[Conversation] = []
         self.known: dict[int, Conversation] = {}
         self.view: View | None = None
@@ -64,21 +85,17 @@ class Chat:
             "new": self.cmd_new,
             "history": self.cmd_history,
             "read": self.cmd_read,
-            "delete": self.cmd_delete,
-            "attach": self.cmd_attach,
-            "save": self.cmd_save,
-            "report": self.cmd_report,
-            "appeal": self.cmd_appeal,
-            "add": self.cmd_add,
-            "remove": self.cmd_remove,
-            "rename": self.cmd_rename,
-            "promote": self.cmd_promote,
-            "leave": self.cmd_leave,
             "whoami": self.cmd_whoami,
             "help": self.cmd_help,
             "quit": self.cmd_quit,
             "exit": self.cmd_quit,
         }
+        self.commands.update(MessageCommands(self).commands)
+        self.commands.update(GroupCommands(self).commands)
+        self.e2ee = E2eeCommands(self)
+        self.commands.update(self.e2ee.commands)
+        self.verify = VerifyCommands(self)
+        self.commands.update(self.verify.commands)
 
     @property
     def me(self) -> str:
@@ -87,6 +104,21 @@ class Chat:
     @property
     def open(self) -> Conversation | None:
         return self.view.conversation if self.view else None
+
+    async def ask(self, prompt: str, secret: bool = False) -> str | None:
+        """One line from the user, in the middle of a command (a confirmation, a password)."""
+        answer = await self._ask(prompt, secret)
+        return None if answer is None else answer.strip()
+
+    def remember(self, conv: Conversation) -> None:
+        """A newer view of a conversation (after a change): known, and shown if open."""
+        self.known[conv.id] = conv
+        if (
+            self.view is not None
+            and self.view.conversation is not None
+            and self.view.conversation.id == conv.id
+        ):
+            self.view.conversation = conv
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -97,7 +129,9 @@ class Chat:
     def prompt(self) -> str:
         if self.view is None:
             return "> "
-        return f"{self.label(self.view.conversation) if self.view.conversation else self.view.draft}> "
+        conv = self.view.conversation
+        e2ee = (conv.encryption if conv else self.view.draft_encryption) == "e2ee"
+        return f"{self.label(conv) if conv else self.view.draft}{' [e2ee]' if e2ee else ''}> "
 
     def render(self, msg: Message) -> list[Part]:
         n = (
@@ -113,6 +147,9 @@ class Chat:
         ]
         if msg.deleted:
             parts.append(("(message deleted)", "dim italic"))
+            return parts
+        if msg.undecryptable is not None:  # never its text: there is none this device can trust
+            parts.append((unreadable(msg), "bold red"))
             return parts
         if msg.text:
             parts.append(msg.text.replace("\n", "\n    "))
@@ -152,29 +189,36 @@ class Chat:
             return True
         try:
             return await command(rest.strip())
+        except IdentityChanged as exc:  # a send (/attach) to someone whose keys changed
+            self.verify.identity_changed(exc)
         except KeyholdError as exc:
             self.error(detail(exc))
         return True
 
-    async def _ensure_started(self) -> Conversation | None:
+    async def ensure_started(self) -> Conversation | None:
         """The open conversation, started now if it is a draft 1:1; None (and an error) if none is open."""
         if self.view is None:
             self.error("no conversation is open: /list, then /open N (or /open USER)")
             return None
         if self.view.conversation is None and self.view.draft is not None:
-            conv = await self.client.start_conversation([self.view.draft])
+            conv = await self.client.start_conversation(
+                [self.view.draft], encryption=self.view.draft_encryption
+            )
             self.view.conversation = conv
             self.known[conv.id] = conv
         return self.view.conversation
 
     async def send(self, text: str) -> bool:
         try:
-            conv = await self._ensure_started()
+            conv = await self.ensure_started()
             if conv is None:
                 return True
             msg = await self.client.send(conv.id, text)
         except KeyholdConnectionError as exc:
             self.error(f"not sent: {detail(exc)}")
+            return True
+        except IdentityChanged as exc:
+            self.verify.identity_changed(exc)
             return True
         except KeyholdError as exc:
             self.error(detail(exc))
@@ -199,7 +243,7 @@ class Chat:
                 ("marked read" + (f" up to #{number}" if number else "")) if changed else "already read"
             )
 
-    def _message(self, token: str) -> Message | None:
+    def numbered(self, token: str) -> Message | None:
         """The message `#N` of the open conversation (N as typed, with or without `#`)."""
         raw = token.removeprefix("#")
         if self.view is None or not raw.isdigit() or int(raw) not in self.view.messages:
@@ -220,6 +264,7 @@ class Chat:
             (str(me["username"]), "bold"),
             f" ({me.get('display_name') or me['username']}), region {me.get('region', '?')}, "
             f"signed in to {self.client.base_url}",
+            (f" on device {self.client.device_id}" if self.client.device_id else "", "dim"),
         )
         return True
 
@@ -240,6 +285,8 @@ class Chat:
                 head.append((f"  {conv.unread} unread", "bold yellow"))
             if conv.encryption != "standard":
                 head.append((f"  [{conv.encryption}]", "magenta"))
+            if conv.disappear_after_seconds is not None:
+                head.append((f"  disappearing after {timer_text(conv.disappear_after_seconds)}", "yellow"))
             self.screen.show(*head)
             last = conv.last_message
             if last is None:
@@ -247,25 +294,36 @@ class Chat:
             elif last.get("deleted"):
                 self.screen.show(f"    {last.get('sender')}: ", ("(message deleted)", "dim italic"))
             else:
-                preview = (last.get("preview") or "(attachment)").replace("\n", " ")
+                blank = (
+                    "(end-to-end encrypted: open it to read)" if conv.encryption == "e2ee" else "(attachment)"
+                )
+                preview = (last.get("preview") or blank).replace("\n", " ")
                 self.screen.show(f"    {last.get('sender')}: {preview}")
             self.screen.show(("    readable by: ", "dim"), (conv.readable_by, "dim"))
         return True
 
-    async def _direct_with(self, username: str) -> Conversation | None:
+    async def _direct_with(self, username: str, encryption: str | None = None) -> Conversation | None:
+        """The 1:1 with `username` (of that model, if given; else the most recently active)."""
         before: int | None = None
         while True:
             page = await self.client.conversations(limit=200, before=before)
             for conv in page:
-                if conv.kind == "direct" and username in conv.members:
+                if (
+                    conv.kind == "direct"
+                    and username in conv.members
+                    and encryption in (None, conv.encryption)
+                ):
                     return conv
             if len(page) < 200 or page[-1].last_message is None:
                 return None
             before = int(page[-1].last_message["id"])
 
     async def cmd_open(self, args: str) -> bool:
+        words = args.split()
+        encryption = "e2ee" if "--e2ee" in words else "standard" if "--standard" in words else None
+        args = " ".join(w for w in words if w not in ("--e2ee", "--standard"))
         if not args:
-            self.error("usage: /open N (a number from /list) or /open USER")
+            self.error("usage: /open N (a number from /list) or /open USER [--e2ee]")
             return True
         if args.isdigit():
             if not self.listed:
@@ -279,26 +337,29 @@ class Chat:
             await self.show_open(self.listed[n - 1])
             return True
         username = args.removeprefix("@")
-        found = await self._direct_with(username)
+        found = await self._direct_with(username, encryption)
         if found is not None:
             await self.show_open(found)
             return True
         await self.client.user(username)  # a 404 here: no such member
-        self.view = View(None, draft=username)
+        self.view = View(None, draft=username, draft_encryption=encryption or "standard")
         rule = f"── {username} "
         self.screen.show((rule + "─" * max(4, 60 - len(rule)), "bold"))
-        self.info(f"(no conversation with {username} yet: your first message starts it)")
+        model = " end-to-end encrypted (e2ee)" if encryption == "e2ee" else ""
+        self.info(f"(no{model} conversation with {username} yet: your first message starts it)")
         return True
 
     async def cmd_new(self, args: str) -> bool:
         # Everything after --title is the title: `/new ann ben --title Trip planning` needs no quotes.
         users_part, _, title = args.partition("--title")
-        users = [w.removeprefix("@") for w in users_part.split()]
+        words = users_part.split()
+        encryption = "e2ee" if "--e2ee" in words else "standard"
+        users = [w.removeprefix("@") for w in words if w != "--e2ee"]
         title = title.strip().removeprefix("=").strip().strip('"').strip("'")
         if not users:
-            self.error("usage: /new USER1 USER2 ... [--title TITLE]")
+            self.error("usage: /new USER1 USER2 ... [--e2ee] [--title TITLE]")
             return True
-        conv = await self.client.start_conversation(users, title=title, kind="group")
+        conv = await self.client.start_conversation(users, encryption=encryption, title=title, kind="group")
         self.info(f"started group {self.label(conv)} with {', '.join(conv.members)}")
         await self.show_open(conv)
         return True
@@ -314,9 +375,11 @@ class Chat:
             else ""
         )
         self.screen.show(
-            ("members: ", "dim"), ", ".join(conv.members), (f"   [{conv.encryption}]{roles}", "dim")
+            ("members: ", "dim"), self.verify.members(conv), (f"   [{conv.encryption}]{roles}", "dim")
         )
         self.screen.show(("readable by: ", "dim"), conv.readable_by)
+        for line in self.e2ee.conversation_lines(conv):
+            self.screen.show(*line)
         messages = await self.client.history(conv.id, limit=self.page)
         if not messages:
             self.info("(no messages yet: type a line to send one)")
@@ -354,168 +417,6 @@ class Chat:
             self.error("no conversation is open")
             return True
         await self._mark_read()
-        return True
-
-    # -- messages and files ------------------------------------------------------------------
-
-    async def cmd_delete(self, args: str) -> bool:
-        if not args:
-            return await self.delete_my_last()
-        msg = self._message(args)
-        if msg is not None:
-            await self.client.delete_message(msg.id)
-            self.info(f"deleted #{args.removeprefix('#')} for everyone")
-        return True
-
-    async def delete_my_last(self) -> bool:
-        if self.open is None or self.view is None:
-            self.error("no conversation is open: open one, then /delete N or /delete for your last message")
-            return True
-        recent = await self.client.history(self.open.id, limit=50)
-        mine = [m for m in recent if m.sender == self.me and not m.deleted]
-        if not mine:
-            self.info("(none of the last 50 messages here is yours to delete)")
-            return True
-        await self.client.delete_message(mine[-1].id)
-        number = self.view.numbers.get(mine[-1].id)
-        self.info(f"deleted {'#' + str(number) if number else 'your last message'} for everyone")
-        return True
-
-    async def cmd_attach(self, args: str) -> bool:
-        path_text, _, caption = args.partition(" ")
-        if not path_text:
-            self.error("usage: /attach FILE [TEXT]")
-            return True
-        path = Path(path_text)
-        try:
-            data = await asyncio.to_thread(lambda: path.expanduser().read_bytes())
-        except OSError as exc:
-            self.error(f"cannot read {path}: {exc.strerror or exc}")
-            return True
-        conv = await self._ensure_started()
-        if conv is None:
-            return True
-        msg = await self.client.send_file(conv.id, data, path.name, text=caption.strip())
-        if self.view and msg.id not in self.view.numbers:
-            self.show_messages([msg])
-        return True
-
-    async def cmd_save(self, args: str) -> bool:
-        number, _, target = args.partition(" ")
-        if not number or not target.strip():
-            self.error("usage: /save N FILE (N: the #number shown before the message)")
-            return True
-        msg = self._message(number)
-        if msg is None:
-            return True
-        if msg.attachment is None:
-            self.error(f"message #{number.removeprefix('#')} has no file")
-            return True
-        data = await self.client.download(msg.attachment.id)
-        try:
-            name = msg.attachment.filename or f"{msg.attachment.id}.bin"  # e2ee: the name is not on the server
-            path = await asyncio.to_thread(save_new, Path(target.strip()), name, data)
-        except FileExistsError as exc:
-            self.error(f"{exc.filename} exists: give another name")
-            return True
-        except OSError as exc:
-            self.error(f"cannot save there: {exc.strerror or exc}")
-            return True
-        self.info(f"saved {msg.attachment.filename} ({size(len(data))}) to {path}")
-        return True
-
-    # -- safety ------------------------------------------------------------------------------
-
-    async def cmd_report(self, args: str) -> bool:
-        words = args.split()
-        numbers = [w for w in words if w.removeprefix("#").isdigit()]
-        rest = words[len(numbers) :]
-        if not numbers or not rest or rest[0] not in REPORT_CATEGORIES:
-            self.error(
-                f"usage: /report N [N...] CATEGORY [COMMENT]; CATEGORY: {', '.join(REPORT_CATEGORIES)}"
-            )
-            return True
-        messages = [self._message(n) for n in numbers]
-        if self.open is None or any(m is None for m in messages):
-            return True
-        ids = [m.id for m in messages if m is not None]
-        case = await self.client.report(self.open.id, ids, rest[0], " ".join(rest[1:]))
-        self.info(f"reported to the moderators (case {case['id']}); you will be told the outcome")
-        return True
-
-    async def cmd_appeal(self, args: str) -> bool:
-        case, _, statement = args.partition(" ")
-        if not case.isdigit() or not statement.strip():
-            self.error("usage: /appeal CASE TEXT (CASE: the number in the moderation notice)")
-            return True
-        await self.client.appeal(int(case), statement.strip())
-        self.info(f"appeal of case {case} sent; another moderator will decide it")
-        return True
-
-    # -- groups ------------------------------------------------------------------------------
-
-    def _open_group(self) -> Conversation | None:
-        if self.open is None or self.open.kind != "group":
-            self.error("open a group first (/list, /open N)")
-            return None
-        return self.open
-
-    async def _changed(self, conv: Conversation, text: str) -> bool:
-        self.known[conv.id] = conv
-        if self.view is not None:
-            self.view.conversation = conv
-        self.info(text)
-        return True
-
-    async def cmd_add(self, args: str) -> bool:
-        group = self._open_group()
-        users = [w.removeprefix("@") for w in args.split()]
-        if group is None:
-            return True
-        if not users:
-            self.error("usage: /add USER [USER...]")
-            return True
-        return await self._changed(
-            await self.client.add_members(group.id, users), f"added {', '.join(users)}"
-        )
-
-    async def cmd_remove(self, args: str) -> bool:
-        group = self._open_group()
-        if group is None:
-            return True
-        if not args:
-            self.error("usage: /remove USER")
-            return True
-        return await self._changed(
-            await self.client.remove_member(group.id, args.removeprefix("@")), f"removed {args}"
-        )
-
-    async def cmd_rename(self, args: str) -> bool:
-        group = self._open_group()
-        if group is None:
-            return True
-        if not args:
-            self.error("usage: /rename TITLE")
-            return True
-        return await self._changed(await self.client.rename(group.id, args), f"renamed to {args}")
-
-    async def cmd_promote(self, args: str) -> bool:
-        group = self._open_group()
-        if group is None:
-            return True
-        if not args:
-            self.error("usage: /promote USER")
-            return True
-        changed = await self.client.set_role(group.id, args.removeprefix("@"), "admin")
-        return await self._changed(changed, f"{args} is now an admin")
-
-    async def cmd_leave(self, _args: str) -> bool:
-        group = self._open_group()
-        if group is None:
-            return True
-        await self.client.leave(group.id)
-        self.view = None
-        self.info(f"you left {self.label(group)}")
         return True
 
     # -- live events (what they print: events.py) ---------------------------------------------

@@ -19,9 +19,12 @@ COMMANDS_HELP = """\
 /list              conversations: number, title or members, unread count,
                    last message, and who can read it (readable by)
 /open N            open conversation N of /list, show its recent messages
-/open USER         open your 1:1 with USER (@USER works too); if you have
-                   none, your first message starts it
-/new U1 U2 [--title T]
+/open USER [--e2ee]
+                   open your 1:1 with USER (@USER works too); if you have
+                   none, your first message starts it. --e2ee: the end-to-end
+                   encrypted one (only your devices and theirs can read it;
+                   --standard: the other one)
+/new U1 U2 [--e2ee] [--title T]
                    start a group with these members and open it
 /history [N]       N older messages of the open conversation (default 20)
 /read              mark the open conversation read (opening and answering do)
@@ -33,20 +36,40 @@ COMMANDS_HELP = """\
 /report N [N...] CATEGORY [COMMENT]
                    report messages #N to the moderators; CATEGORY is one of
                    harassment, hate, child_sexual_content, grooming,
-                   sexual_extortion, violent_threat, self_harm, scam, spam, other
+                   sexual_extortion, violent_threat, self_harm, scam, spam, other.
+                   In an e2ee conversation each message is revealed to the
+                   moderators (only it), and its franking proves who sent it:
+                   the case is marked "verified sender"
+/timer 1d|8h|30m|off
+                   disappearing messages in the open conversation: messages
+                   sent from now on are deleted that long after, for everyone
+/devices           your devices; /devices rename ID NAME; /devices remove ID
+                   (asks for your password: signs it out, deletes its keys)
+/safety USER       the 60-digit safety number of you and USER: they see the
+                   same digits if nobody is between you; compare them
+/verify USER [DEVICE]
+                   verify USER interactively: both of you compare 7 emoji and
+                   3 numbers, then answer y or n; a ✓ then marks USER
+/verify accept|reject
+                   answer a verification request from someone else
+/trust USER        accept USER's changed keys after a warning, so that sends
+                   to them work again (not verified: /safety or /verify)
 /appeal CASE TEXT  appeal a moderation decision about you (once)
 /add U1 [U2...]    add members to the open group (its owner and admins)
 /remove USER       remove a member from the open group (owner and admins)
 /rename TITLE      rename the open group (owner and admins)
 /promote USER      make a member of the open group an admin (owner and admins)
 /leave             leave the open group
-/whoami            who you are signed in as, and where
+/whoami            who you are signed in as, where, and on which device
 /help              this list
 /quit              leave (Ctrl-D works too)
 other text         is sent to the open conversation (// sends a leading /)
 New messages arrive live: printed as they come in the open conversation,
 and as a one-line notice for the others. Moderation outcomes and staff
-access to your data are announced the same way."""
+access to your data are announced the same way. An e2ee message this
+device cannot read is shown as such, with the reason ("unverifiable" when
+its franking does not match what it says), never as text. If a contact's
+identity keys change, nothing is sent to them until you /trust them."""
 
 
 def detail(exc: KeyholdError) -> str:
