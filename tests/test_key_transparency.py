@@ -569,3 +569,19 @@ async def test_audit_verify_rederives_the_key_log_and_names_what_was_changed(tmp
         ), output
     finally:
         db.close()
+
+
+def test_a_remembered_self_signature_never_vouches_for_other_keys() -> None:
+    """The SDK remembers checked self-signatures by what they sign: the same signature on
+    altered keys is checked afresh, and fails."""
+    from keyhold.sdk.e2ee.machine import _checked_device
+
+    valid: set[tuple[str, bytes]] = set()
+    device = OlmDevice("@a:keyhold.local", "PHONE")
+    keys = device.device_keys()
+    assert _checked_device("@a:keyhold.local", "PHONE", keys, valid) is not None
+    assert len(valid) == 1
+    altered = json.loads(json.dumps(keys))
+    altered["keys"]["curve25519:PHONE"] = OlmDevice("@a:keyhold.local", "PHONE").curve25519
+    assert _checked_device("@a:keyhold.local", "PHONE", altered, valid) is None
+    assert _checked_device("@a:keyhold.local", "PHONE", keys, valid) is not None

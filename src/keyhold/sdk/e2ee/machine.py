@@ -27,7 +27,7 @@ from typing import Any
 import vodozemac
 
 import keyhold.crypto.franking as franking
-from keyhold.crypto.signed_json import decode_base64, encode_base64, verify_signed_json
+from keyhold.crypto.signed_json import decode_base64, encode_base64, signing_bytes, verify_signed_json
 from keyhold.sdk.e2ee.device import MEGOLM_ALGORITHM, OLM_ALGORITHM, ONE_TIME_KEY_ALGORITHM, OlmDevice
 from keyhold.sdk.e2ee.sas import PREFIX as VERIFICATION_PREFIX
 from keyhold.sdk.e2ee.transparency import KeyLogView, KeyTransparencyError
@@ -99,6 +99,7 @@ class CryptoMachine:
         self._inbound: dict[tuple[str, str], Inbound] = {}  # by (room id, session id)
         self._devices: dict[str, dict[str, PeerDevice]] = {}  # keys/query answers, by user
         self._log_problems: dict[str, str | None] = {}  # why a member's keys fail the key log
+        self._valid_signatures: set[tuple[str, bytes]] = set()  # device self-signatures checked
         # The last stream seq whose device events (to-device messages) were handled.
         self.since = 0
         # Called after every change of the sessions or the account (the client saves them).
@@ -319,7 +320,7 @@ class CryptoMachine:
             for user in wanted:
                 found: dict[str, PeerDevice] = {}
                 for device_id, keys in (answer.get("device_keys", {}).get(user) or {}).items():
-                    device = _checked_device(user, device_id, keys)
+                    device = _checked_device(user, device_id, keys, self._valid_signatures)
                     if device is not None:
                         found[device_id] = replace(device, log_problem=unlogged.get((user, f"device:{device_id}")))
                 self._devices[user] = found
@@ -518,14 +519,25 @@ class CryptoMachine:
             raise UndecryptableError("unverifiable: its franking commitment does not match what it says")
 
 
-def _checked_device(user: str, device_id: str, keys: Any) -> PeerDevice | None:
-    """A device from a keys/query answer, if its keys name it and are self-signed."""
+def _checked_device(user: str, device_id: str, keys: Any, valid: set[tuple[str, bytes]]) -> PeerDevice | None:
+    """A device from a keys/query answer, if its keys name it and are self-signed. `valid`
+    remembers the (signature, signed bytes) pairs already checked: every send asks for the
+    same devices again."""
     if not isinstance(keys, Mapping) or keys.get("user_id") != user or keys.get("device_id") != device_id:
         return None
     published = keys.get("keys") or {}
     ed25519, curve25519 = published.get(f"ed25519:{device_id}"), published.get(f"curve25519:{device_id}")
     if not isinstance(ed25519, str) or not isinstance(curve25519, str):
         return None
-    if not verify_signed_json(keys, user, f"ed25519:{device_id}", ed25519):
+    signature = (keys.get("signatures") or {}).get(user, {}).get(f"ed25519:{device_id}")
+    try:
+        seen = (str(signature), signing_bytes(keys))
+    except (ValueError, AttributeError):
         return None
+    if seen not in valid:
+        if not verify_signed_json(keys, user, f"ed25519:{device_id}", ed25519):
+            return None
+        if len(valid) > 10_000:
+            valid.clear()
+        valid.add(seen)
     return PeerDevice(user, device_id, ed25519, curve25519)

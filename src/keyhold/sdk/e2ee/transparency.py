@@ -55,7 +55,7 @@ def _canonical(entry: Mapping[str, Any]) -> bytes | None:
 
 
 def _entry_problem(
-    proof: Any, user: str, slot: str, key: Mapping[str, Any], size: int, root: bytes
+    proof: Any, user: str, slot: str, key: Mapping[str, Any], size: int, root: bytes, proven: set[tuple[int, str]]
 ) -> str | None:
     if not isinstance(proof, Mapping):
         return "it is not in the key-transparency log (no inclusion proof)"
@@ -90,8 +90,11 @@ def _entry_problem(
         return f"the key-transparency entry {index} is not the publication of this key"
     if entry.get("sha256") != digest:
         return "it is not the key the key-transparency log shows for this device (a substituted key)"
+    if (index, entry_text) in proven:
+        return None
     if not verify_inclusion(leaf_hash(entry_bytes), index, size, path, root):
         return f"the key-transparency entry {index} is not in the log under its signed head"
+    proven.add((index, entry_text))
     return None
 
 
@@ -103,6 +106,10 @@ class KeyLogView:
         self.newest = newest
         self.fetch_consistency: FetchConsistency | None = None
         self._lock = asyncio.Lock()
+        # Entries proven included under `_proven_root`: every send asks for the same keys
+        # again, mostly under the same head, and need not re-hash their proofs.
+        self._proven_root = b""
+        self._proven: set[tuple[int, str]] = set()
 
     def export(self) -> dict[str, Any]:
         return {"pinned_key": self.pinned_key, "newest": self.newest}
@@ -138,6 +145,8 @@ class KeyLogView:
         parsed = parse_head(head)
         assert parsed is not None
         size, root = parsed[0], parsed[1]
+        if root != self._proven_root:
+            self._proven_root, self._proven = root, set()
         proofs = transparency.get("proofs")
         proofs = proofs if isinstance(proofs, Mapping) else {}
         found: dict[tuple[str, str], str] = {}
@@ -145,7 +154,7 @@ class KeyLogView:
             of_user = proofs.get(user)
             proof = of_user.get(slot) if isinstance(of_user, Mapping) else None
             reason = (
-                _entry_problem(proof, user, slot, key, size, root)
+                _entry_problem(proof, user, slot, key, size, root, self._proven)
                 if isinstance(key, Mapping)
                 else "malformed"
             )
