@@ -11,6 +11,7 @@ key, as a compromised operator would — rewrites the log's history for one clie
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import sqlite3
 from collections.abc import Callable
@@ -174,7 +175,7 @@ class TamperingServer(httpx.AsyncBaseTransport):
 
     def __init__(self) -> None:
         self._inner = httpx.AsyncHTTPTransport()
-        self.rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self.rewrite: Callable[[dict[str, Any]], Any] | None = None  # returns the answer, or awaits it
         self.consistency: Callable[[int, int], list[str]] | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -187,7 +188,10 @@ class TamperingServer(httpx.AsyncBaseTransport):
         response = await self._inner.handle_async_request(request)
         if self.rewrite is not None and path.endswith("/e2ee/keys/query") and response.status_code == 200:
             await response.aread()
-            return httpx.Response(200, json=self.rewrite(json.loads(response.content)))
+            rewritten = self.rewrite(json.loads(response.content))
+            if inspect.isawaitable(rewritten):
+                rewritten = await rewritten
+            return httpx.Response(200, json=rewritten)
         return response
 
     async def aclose(self) -> None:
@@ -585,3 +589,89 @@ def test_a_remembered_self_signature_never_vouches_for_other_keys() -> None:
     altered["keys"]["curve25519:PHONE"] = OlmDevice("@a:keyhold.local", "PHONE").curve25519
     assert _checked_device("@a:keyhold.local", "PHONE", altered, valid) is None
     assert _checked_device("@a:keyhold.local", "PHONE", keys, valid) is not None
+
+
+async def test_a_log_forked_for_one_member_from_the_start_is_caught_by_the_others(server: Server) -> None:
+    """Alice never sees the real log: from her first query on, the server (with its real
+    signing key) shows her one where Bob's device published an impostor's keys. She cannot
+    tell. But every room key she sends carries the newest head she accepted, and Carol, who
+    sees the real log, cannot get a proof that the two are one log: she stops sending."""
+    bob, carol = await new_member(server, e2ee=True), await new_member(server, e2ee=True)
+    assert bob.user_id is not None and bob.device_id is not None
+    impostor = OlmDevice(bob.user_id, bob.device_id)
+    signer = stolen_signing_key(server)
+    forged: dict[str, Any] = {}
+
+    async def fork(answer: dict[str, Any]) -> dict[str, Any]:
+        rows = await stored(server, "SELECT idx, entry FROM key_log ORDER BY idx")
+        entries = [bytes(entry) for _, entry in rows]
+        for i, entry in enumerate(entries):
+            parsed = orjson.loads(entry)
+            if parsed["user_id"] == bob.user_id and parsed["key"] == f"device:{bob.device_id}":
+                entries[i] = signing_bytes(dict(parsed, sha256=key_digest(impostor.device_keys())))
+        tree = MerkleTree.from_leaf_hashes(leaf_hash(e) for e in entries)
+        forged["tree"] = tree
+        root = tree.root()
+        head = {
+            "size": tree.size,
+            "root": root.hex(),
+            "timestamp_ms": tree.size,
+            "signature": signer.sign(sth_message(tree.size, root, tree.size, KEY_STH_PREFIX)).hex(),
+            "public_key": signer.public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            .hex(),
+        }
+        answer = substitute(bob, impostor)(answer)
+        transparency = answer[TRANSPARENCY_FIELD]
+        transparency["tree_head"] = head
+        for proofs in transparency["proofs"].values():
+            for proof in proofs.values():
+                proof["entry"] = entries[proof["index"]].decode()
+                proof["inclusion_proof"] = [h.hex() for h in tree.inclusion_proof(proof["index"], tree.size)]
+        return answer
+
+    proxy = TamperingServer()
+    proxy.rewrite = fork
+    proxy.consistency = lambda first, second: [
+        h.hex() for h in forged["tree"].consistency_proof(first, second)
+    ]
+    alice = await tampered_member(server, proxy)
+    group = await alice.start_conversation([bob.username, carol.username], encryption="e2ee", kind="group")
+    await alice.send(group.id, "to bob's impostor and to carol")  # Alice's own view checks out
+    assert alice.crypto is not None and alice.crypto.key_log.fork is None
+    assert [m.text for m in await carol.history(group.id)] == ["to bob's impostor and to carol"]
+    assert carol.crypto is not None and carol.crypto.key_log.fork is not None
+    assert alice.user_id is not None and alice.user_id in carol.crypto.key_log.fork
+    with pytest.raises(KeyTransparencyError) as caught:
+        await carol.send(group.id, "not while the server shows members different logs")
+    assert "different logs" in caught.value.reason
+    assert [m.undecryptable is not None for m in await bob.history(group.id)] == [
+        True
+    ]  # sent to the impostor
+
+
+async def test_a_head_a_contact_makes_up_proves_nothing(server: Server) -> None:
+    """A gossiped head counts only when the service signed it: a contact's own fake one is
+    ignored (else any contact could stop anyone from sending)."""
+    bob = await new_member(server, e2ee=True)
+    alice = await new_member(server, e2ee=True)
+    conversation = await alice.start_conversation([bob.username], encryption="e2ee")
+    await alice.send(conversation.id, "bob now knows the real head")
+    await bob.history(conversation.id)
+    assert bob.crypto is not None and bob.crypto.key_log.newest is not None
+    other = Ed25519PrivateKey.generate()
+    root = b"\x11" * 32
+    fake = {
+        "size": 1,
+        "root": root.hex(),
+        "timestamp_ms": 1,
+        "signature": other.sign(sth_message(1, root, 1, KEY_STH_PREFIX)).hex(),
+        "public_key": other.public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        .hex(),
+    }
+    assert await bob.crypto.key_log.check_gossip(fake, "@mallory:keyhold.local") is False
+    unsigned = dict(bob.crypto.key_log.newest, root="22" * 32)  # the pinned key, but not its signature
+    assert await bob.crypto.key_log.check_gossip(unsigned, "@mallory:keyhold.local") is False
+    assert bob.crypto.key_log.fork is None
+    await bob.send(conversation.id, "still sending")

@@ -32,12 +32,14 @@ from keyhold.sdk.e2ee.device import MEGOLM_ALGORITHM, OLM_ALGORITHM, ONE_TIME_KE
 from keyhold.sdk.e2ee.sas import PREFIX as VERIFICATION_PREFIX
 from keyhold.sdk.e2ee.transparency import KeyLogView, KeyTransparencyError
 from keyhold.sdk.e2ee.verification import Verifier
-from keyhold.sdk.errors import KeyholdError
+from keyhold.sdk.errors import KeyholdConnectionError, KeyholdError
 
 ROTATE_AFTER_MESSAGES = 100
 ROTATE_AFTER_SECONDS = 7 * 24 * 3600
 # Keep this many one-time keys published (vodozemac holds at most 50).
 ONE_TIME_KEYS_TARGET = 50
+# Where an Olm payload carries the sender's newest key-log head (other clients ignore it).
+KEY_LOG_HEAD_FIELD = "keyhold.key_log_head"
 # Bytes of to-device messages per request: under the server's 64 KiB body limit.
 TO_DEVICE_BUDGET = 48 * 1024
 
@@ -255,6 +257,11 @@ class CryptoMachine:
                 room_id, session_id = str(key.get("room_id")), str(key.get("session_id"))
                 if session.session_id == session_id and (room_id, session_id) not in self._inbound:
                     self._inbound[room_id, session_id] = Inbound(session, room_id, sender, sender_key)
+        try:
+            if await self.key_log.check_gossip(payload.get(KEY_LOG_HEAD_FIELD), sender):
+                self.on_change()
+        except KeyholdConnectionError:
+            pass  # not comparable now: the sender's next room key brings its head again
 
     def _olm_decrypt(self, sender_key: str, message_type: int, body: str) -> str:
         message = vodozemac.AnyOlmMessage.from_parts(message_type, decode_base64(body))
@@ -300,6 +307,8 @@ class CryptoMachine:
             return None
         try:
             answer = await self._get(f"/e2ee/transparency/consistency?from={first}&to={second}")
+        except KeyholdConnectionError:
+            raise  # no answer is not a refusal
         except KeyholdError:
             return None  # a server that cannot prove its log grew append-only: a fork
         return answer.get("proof") if isinstance(answer, Mapping) else None
@@ -338,6 +347,8 @@ class CryptoMachine:
         """`m.room.encrypted` content of a text message for the conversation `room_id`, after
         sharing its room key with every device of `members` (this member's other devices too),
         and its franking: a fresh franking key goes inside, its commitment outside."""
+        if self.key_log.fork is not None:
+            raise KeyTransparencyError(f"not sending: {self.key_log.fork}")
         devices = await self.devices_of(members, refresh=True)
         for user in members:
             for d in devices.get(user, []):
@@ -414,6 +425,9 @@ class CryptoMachine:
                 "keys": {"ed25519": self.device.ed25519},
                 "recipient": peer.user_id,
                 "recipient_keys": {"ed25519": peer.ed25519},
+                # The newest key-log head this device accepted, for the recipient to compare
+                # with its own: a log forked for one member shows up at the others.
+                KEY_LOG_HEAD_FIELD: self.key_log.newest,
             }
             message_type, body = sessions[0].encrypt(json.dumps(payload).encode()).to_parts()
             encrypted = {

@@ -13,10 +13,11 @@ per key served, the entry that published it with an inclusion proof (see
   object's SHA-256, and is in the tree under that head.
 
 What this catches: a key the server serves to some clients but never logged (a substituted
-key), and a log whose history was rewritten after this device saw it (a fork). What it cannot
-catch alone: a key the server logged for everyone (only its member, who never published it, can
-tell), or a fork shown to this device from its very first head on (other devices' heads must
-be compared with it).
+key), and a log whose history was rewritten after this device saw it (a fork). Devices also
+send each other their newest heads inside Olm-encrypted room keys (`check_gossip`), so a fork
+shown to one member from its first head on is caught by the members it writes to. What it
+cannot catch: a key the server logged for everyone (only its member, who never published it,
+can tell).
 """
 
 from __future__ import annotations
@@ -101,9 +102,14 @@ def _entry_problem(
 class KeyLogView:
     """What this device knows of the key log: the pinned service key and the newest head."""
 
-    def __init__(self, pinned_key: str | None = None, newest: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, pinned_key: str | None = None, newest: dict[str, Any] | None = None, fork: str | None = None
+    ) -> None:
         self.pinned_key = pinned_key  # hex
         self.newest = newest
+        # Set once another member's device was shown a head that this device's log does not
+        # agree with: proof that the server shows different logs to different members.
+        self.fork = fork
         self.fetch_consistency: FetchConsistency | None = None
         self._lock = asyncio.Lock()
         # Entries proven included under `_proven_root`: every send asks for the same keys
@@ -112,13 +118,38 @@ class KeyLogView:
         self._proven: set[tuple[int, str]] = set()
 
     def export(self) -> dict[str, Any]:
-        return {"pinned_key": self.pinned_key, "newest": self.newest}
+        return {"pinned_key": self.pinned_key, "newest": self.newest, "fork": self.fork}
 
     @classmethod
     def restore(cls, saved: Mapping[str, Any] | None) -> KeyLogView:
         saved = saved or {}
-        newest = saved.get("newest")
-        return cls(saved.get("pinned_key"), dict(newest) if isinstance(newest, Mapping) else None)
+        newest, fork = saved.get("newest"), saved.get("fork")
+        return cls(
+            saved.get("pinned_key"),
+            dict(newest) if isinstance(newest, Mapping) else None,
+            fork if isinstance(fork, str) else None,
+        )
+
+    async def check_gossip(self, head: Any, sender: str) -> bool:
+        """A head another member's device sent inside an Olm-encrypted room key (the newest it
+        accepted). It must be one log with this device's newest head; if it is newer, it
+        becomes this device's newest. Returns whether this device's view changed. A head that
+        disagrees sets `fork`, and this device sends nothing more (the server cannot hide the
+        evidence: both heads carry its signature)."""
+        if not isinstance(head, Mapping) or self.fork is not None or self.pinned_key is None:
+            return False
+        if not verify_tree_head(head, self.pinned_key, KEY_STH_PREFIX):
+            return False  # not signed by the service: anyone could have made it, it proves nothing
+        before = self.newest
+        async with self._lock:
+            problem = await self._head_problem(head)
+        if problem is not None:
+            self.fork = (
+                f"the server showed {sender}'s device a key-transparency log that disagrees with the one "
+                f"it showed this device ({problem}): it shows members different logs"
+            )
+            return True
+        return self.newest is not before
 
     async def check_answer(self, answer: Mapping[str, Any]) -> dict[tuple[str, str], str]:
         """The keys of a `keys/query` answer that do not check out, by (user, slot) where
