@@ -24,11 +24,8 @@ class Recorder(Screen):
         super().__init__(interactive=False)
         self.lines: list[str] = []
 
-    def show(self, *parts: Part) -> None:
+    def emit(self, parts: list[Part], live: bool) -> None:  # after `Screen.show` made them visible
         self.lines.append("".join(p if isinstance(p, str) else p[0] for p in parts))
-
-    def live(self, *parts: Part) -> None:
-        self.show(*parts)
 
     def last(self, needle: str) -> str:
         found = [line for line in self.lines if needle in line]
@@ -75,7 +72,9 @@ async def test_opening_and_answering_read_the_conversation(sqlite_server: Server
     await close_all(alice, bob)
 
 
-async def test_messages_carry_short_numbers_and_files_go_both_ways(sqlite_server: Server, tmp_path: Path) -> None:
+async def test_messages_carry_short_numbers_and_files_go_both_ways(
+    sqlite_server: Server, tmp_path: Path
+) -> None:
     alice, bob = await new_member(sqlite_server), await new_member(sqlite_server)
     conv = await alice.start_conversation([bob.username])
     await bob.send(conv.id, "first")
@@ -97,7 +96,11 @@ async def test_messages_carry_short_numbers_and_files_go_both_ways(sqlite_server
     upload.write_bytes(b"\x89PNG not really")
     await chat.handle(f"/attach {upload} look at this")
     last = (await bob.history(conv.id))[-1]
-    assert last.text == "look at this" and last.attachment is not None and last.attachment.filename == "photo.png"
+    assert (
+        last.text == "look at this"
+        and last.attachment is not None
+        and last.attachment.filename == "photo.png"
+    )
     assert await bob.download(last.attachment.id) == b"\x89PNG not really"
 
     await chat.handle("/delete 1")
@@ -126,15 +129,27 @@ async def test_report_and_appeal_from_the_chat(sqlite_server: Server) -> None:
 async def test_moderation_report_and_access_notices_are_shown(sqlite_server: Server) -> None:
     alice = await new_member(sqlite_server)
     chat, screen = await chat_as(alice)
-    data = {"case_id": 7, "action": "remove_message", "appeal": False, "note": "please be kind", "can_appeal": True}
+    data = {
+        "case_id": 7,
+        "action": "remove_message",
+        "appeal": False,
+        "note": "please be kind",
+        "can_appeal": True,
+    }
 
     await chat.on_event(Event("moderation.action", 1, {**data, "type": "moderation.action"}))
     notice = screen.last("case 7")
     assert "remove message" in notice and "please be kind" in notice and "/appeal 7" in notice
-    await chat.on_event(Event("report.outcome", 2, {**data, "action": "no_violation", "type": "report.outcome"}))
-    assert "your report (case 7)" in screen.last("your report") and "no violation" in screen.last("your report")
+    await chat.on_event(
+        Event("report.outcome", 2, {**data, "action": "no_violation", "type": "report.outcome"})
+    )
+    assert "your report (case 7)" in screen.last("your report") and "no violation" in screen.last(
+        "your report"
+    )
     await chat.on_event(Event("access.visible", 3, {"index": 12, "type": "access.visible"}))
-    assert "staff accessed data of yours" in screen.last("staff accessed") and "12" in screen.last("staff accessed")
+    assert "staff accessed data of yours" in screen.last("staff accessed") and "12" in screen.last(
+        "staff accessed"
+    )
     await alice.close()
 
 
@@ -142,7 +157,7 @@ async def test_groups_from_the_chat(sqlite_server: Server) -> None:
     alice, bob, carol, dave = [await new_member(sqlite_server) for _ in range(4)]
     chat, screen = await chat_as(alice)
 
-    await chat.handle(f"/new {bob.username} {carol.username} --title Trip planning 2027")
+    await chat.handle(f'/new {bob.username} {carol.username} --title "Trip planning 2027"')
     group = next(c for c in await bob.conversations() if c.kind == "group")
     assert group.title == "Trip planning 2027" and group.owner == alice.username
 

@@ -120,7 +120,7 @@ async def test_an_e2ee_conversation_shows_its_model_and_reads_decrypted(server: 
     assert models == ["e2ee", "standard"]
 
     # An e2ee group: carol reads what alice's chat sent.
-    await chat.handle(f"/new {bob.username} {carol.username} --e2ee --title Secret plans")
+    await chat.handle(f'/new {bob.username} {carol.username} --title "Secret plans" --e2ee')
     (group,) = [c for c in await carol.conversations() if c.kind == "group"]
     assert group.encryption == "e2ee" and group.title == "Secret plans"
     await chat.handle("to the group, encrypted")
@@ -297,7 +297,7 @@ async def test_safety_numbers_agree_and_verify_completes_between_two_chats(serve
         bob_screen.lines.clear()
         asking = asyncio.create_task(alice_chat.handle(f"/verify {bob.username}"))
         await printed(bob_screen, "asks to verify with you")
-        await bob_chat.handle("/verify accept")
+        await bob_chat.handle(f"/verify accept {alice.username}")
         await asking
     assert alice_screen.last("✓ verified").startswith(f"✓ verified {bob.username}")
     assert bob_screen.last("✓ verified").startswith(f"✓ verified {alice.username}")
@@ -347,4 +347,60 @@ async def test_a_changed_identity_blocks_sending_until_trusted(server: Server, t
     assert "are you still you?" not in texts and "still not sent" not in texts
     await chat.handle("/trust")
     assert "usage: /trust USER" in screen.last("error")
+    await chat.handle("/trust nosuchuser_zz")  # no change of theirs was seen: nothing said to be accepted
+    assert "current keys accepted" not in screen.lines[-1] and "nosuchuser_zz" in screen.lines[-1]
     await close_all(alice, bob, phone)
+
+
+EVIL = "\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J\x9b31m\u202egnp.exe"
+
+
+def inert(line: str) -> bool:
+    return not any((ord(c) < 0x20 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0 for c in line) and (
+        "\u202e" not in line
+    )
+
+
+async def test_escape_sequences_from_others_are_shown_as_text(server: Server) -> None:
+    """An e2ee message, and the reason the other side gives for cancelling a verification,
+    reach the terminal with their escape sequences (clipboard write, screen clear, C1 CSI,
+    right-to-left override) as visible text."""
+    alice, bob = await e2ee_pair(server)
+    conv = await bob.start_conversation([alice.username], encryption="e2ee")
+    await bob.send(conv.id, f"hi {EVIL}")
+    chat, screen = chat_as(alice)
+    await chat.handle(f"/open {bob.username}")
+    shown = screen.last("hi ")
+    assert "\\x1b]52;c;ZWNobyBwd25lZA==\\x07\\x1b[2J\\x9b31m<U+202E>gnp.exe" in shown
+
+    stream = await live(bob)
+    async with online(chat):
+        asking = asyncio.create_task(chat.handle(f"/verify {bob.username}"))
+        request = await bob.next_verification_request(timeout=WAIT)
+        await request.accept()
+        await request.cancel(reason=f"no {EVIL}")
+        await asyncio.wait_for(asking, WAIT)
+    assert "<U+202E>gnp.exe" in screen.last(f"verification with {bob.username} ended")
+    assert all(inert(line) for line in screen.lines), screen.lines
+    await close_all(stream, alice, bob)
+
+
+async def test_a_file_in_an_e2ee_conversation_shows_its_name_and_saves_decrypted(
+    server: Server, tmp_path: Path
+) -> None:
+    alice, bob = await e2ee_pair(server)
+    await alice.start_conversation([bob.username], encryption="e2ee")
+    chat, screen = chat_as(alice)
+    await chat.handle(f"/open {bob.username}")
+    upload = tmp_path / "plan.txt"
+    upload.write_bytes(b"the plan, in plain text")
+    await chat.handle(f"/attach {upload} our plan")
+    assert "None" not in screen.lines[-1] and "[file " in screen.lines[-1]
+
+    bob_chat, bob_screen = chat_as(bob)
+    await bob_chat.handle(f"/open {alice.username}")
+    assert "[file plan.txt, 23 B; /save 1 FILE]" in bob_screen.last("our plan")
+    await bob_chat.handle(f"/save 1 {tmp_path / 'saved.txt'}")
+    assert (tmp_path / "saved.txt").read_bytes() == b"the plan, in plain text"
+    assert "saved plan.txt" in bob_screen.lines[-1]
+    await close_all(alice, bob)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import sys
 import time
 import uuid
@@ -167,7 +168,7 @@ async def test_chat_session_sends_receives_live_and_quits(
         await chat.expect("error: no such user")
 
         # A group, /whoami, /history, /help.
-        await chat.line(f"/new {bob.username} {carol.username} --title Trip planning")  # no quotes needed
+        await chat.line(f'/new {bob.username} {carol.username} --title "Trip planning"')
         await chat.expect(
             f"started group Trip planning with {alice.username}, {bob.username}, {carol.username}"
         )
@@ -345,6 +346,9 @@ async def test_chat_is_the_same_e2ee_device_from_run_to_run(
         await first.line("/quit")
         assert (await first.finish())[0] == 0
         assert (state / f"{alice.username}.e2ee").is_file()
+        for private in (state, state.parent, state.parent.parent):  # .../data/keyhold/HOST_PORT
+            assert stat.S_IMODE(private.stat().st_mode) == 0o700, private
+        assert stat.S_IMODE((state / f"{alice.username}.e2ee").stat().st_mode) == 0o600
 
         # While no chat runs, bob writes to alice's devices: her chat device among them.
         conversation = await bob.start_conversation([alice.username], encryption="e2ee")
@@ -430,6 +434,7 @@ async def test_chat_state_file_needs_its_passphrase(
     code, _, errors = await removed.finish()
     assert (
         code != 0
-        and f"{state} is the state of device {device}, whose keys this server does not have" in errors
+        and f"{state}: device {device} was removed from your account, so its state cannot be used again"
+        in " ".join(errors.split())  # as printed, wrapped to the terminal
     )
     await phone.close()

@@ -641,7 +641,13 @@ async def test_a_log_forked_for_one_member_from_the_start_is_caught_by_the_other
     assert alice.crypto is not None and alice.crypto.key_log.fork is None
     assert [m.text for m in await carol.history(group.id)] == ["to bob's impostor and to carol"]
     assert carol.crypto is not None and carol.crypto.key_log.fork is not None
-    assert alice.user_id is not None and alice.user_id in carol.crypto.key_log.fork
+    fork = carol.crypto.key_log.fork
+    assert alice.user_id is not None and alice.user_id in fork["reason"]
+    mine, theirs = fork[
+        "heads"
+    ]  # the evidence: two heads the service signed, of one size or joined by no proof
+    assert verify_tree_head(mine, prefix=KEY_STH_PREFIX) and verify_tree_head(theirs, prefix=KEY_STH_PREFIX)
+    assert mine["public_key"] == theirs["public_key"] and mine["root"] != theirs["root"]
     with pytest.raises(KeyTransparencyError) as caught:
         await carol.send(group.id, "not while the server shows members different logs")
     assert "different logs" in caught.value.reason
@@ -675,3 +681,124 @@ async def test_a_head_a_contact_makes_up_proves_nothing(server: Server) -> None:
     assert await bob.crypto.key_log.check_gossip(unsigned, "@mallory:keyhold.local") is False
     assert bob.crypto.key_log.fork is None
     await bob.send(conversation.id, "still sending")
+
+
+# -- KeyLogView against a log made here (no server): proofs, gossip, forks ---------------------
+
+
+class LocalLog:
+    """A key log and its signing key, as a server would keep them."""
+
+    def __init__(self, entries: list[bytes]) -> None:
+        self.signer = Ed25519PrivateKey.generate()
+        self.public = self.signer.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.entries = entries
+        self.tree = MerkleTree.from_leaf_hashes(leaf_hash(e) for e in entries)
+
+    def head(self, size: int, tree: MerkleTree | None = None) -> dict[str, Any]:
+        root = (tree or self.tree).root(size)
+        signature = self.signer.sign(sth_message(size, root, size, KEY_STH_PREFIX))
+        return {
+            "size": size,
+            "root": root.hex(),
+            "timestamp_ms": size,
+            "signature": signature.hex(),
+            "public_key": self.public.hex(),
+        }
+
+    async def consistency(self, first: int, second: int) -> list[str]:
+        return [h.hex() for h in self.tree.consistency_proof(first, second)]
+
+
+def published_entry(index: int, user: str, slot: str, key: dict[str, Any]) -> bytes:
+    entry = {
+        "v": 1,
+        "idx": index,
+        "op": "publish",
+        "user_id": user,
+        "key": slot,
+        "sha256": key_digest(key),
+        "time_ms": 1,
+    }
+    return signing_bytes(entry)
+
+
+async def test_a_wrong_inclusion_path_fails_even_for_an_entry_checked_under_another_root() -> None:
+    device = OlmDevice("@a:keyhold.local", "PHONE")
+    keys = device.device_keys()
+    log = LocalLog([published_entry(0, "@a:keyhold.local", "device:PHONE", keys), b"1", b"2", b"3"])
+    view = KeyLogView()
+    view.fetch_consistency = log.consistency
+
+    def answer(size: int, path: list[bytes]) -> dict[str, Any]:
+        proof = {"index": 0, "entry": log.entries[0].decode(), "inclusion_proof": [h.hex() for h in path]}
+        return {
+            "device_keys": {"@a:keyhold.local": {"PHONE": keys}},
+            TRANSPARENCY_FIELD: {
+                "tree_head": log.head(size),
+                "proofs": {"@a:keyhold.local": {"device:PHONE": proof}},
+            },
+        }
+
+    assert await view.check_answer(answer(3, log.tree.inclusion_proof(0, 3))) == {}
+    wrong = [bytes(32)] * len(log.tree.inclusion_proof(0, 4))
+    problems = await view.check_answer(answer(4, wrong))  # a new root: the earlier check does not carry over
+    assert "not in the log under its signed head" in problems["@a:keyhold.local", "device:PHONE"]
+    assert await view.check_answer(answer(4, log.tree.inclusion_proof(0, 4))) == {}
+
+
+async def test_gossiped_heads_move_the_newest_forward_only_and_keep_nothing_extra() -> None:
+    log = LocalLog([bytes([i]) for i in range(8)])
+    view = KeyLogView(log.public.hex(), log.head(4))
+    view.fetch_consistency = log.consistency
+    assert await view.check_gossip(log.head(2), "@b:keyhold.local") is False  # older, consistent: kept as is
+    assert view.newest == log.head(4)
+    padded = dict(log.head(6), pad="x" * 45_000)
+    assert await view.check_gossip(padded, "@b:keyhold.local") is True
+    assert view.newest == log.head(6) and "pad" not in view.newest  # the padding is not passed on
+    assert view.fork is None and view.pending is None
+    await view.settle()  # nothing stops a send
+
+
+async def test_no_proof_is_not_a_fork_but_sends_wait_for_one() -> None:
+    log = LocalLog([bytes([i]) for i in range(8)])
+    view = KeyLogView(log.public.hex(), log.head(4))
+    answers: list[list[str] | None] = [None, None]
+
+    async def flaky(first: int, second: int) -> list[str] | None:
+        return answers.pop(0) if answers else await log.consistency(first, second)
+
+    view.fetch_consistency = flaky
+    assert await view.check_gossip(log.head(7), "@b:keyhold.local") is True
+    assert view.fork is None and view.pending == {"sender": "@b:keyhold.local", "head": log.head(7)}
+    restored = KeyLogView.restore(json.loads(json.dumps(view.export())))
+    assert restored.pending == view.pending  # waits across a restart too
+    with pytest.raises(KeyTransparencyError) as caught:
+        await view.settle()
+    assert "not sending yet" in caught.value.reason
+    await view.settle()  # the proof came: settled, and the newer head taken
+    assert view.pending is None and view.fork is None and view.newest == log.head(7)
+
+
+async def test_a_proven_fork_is_kept_with_its_evidence_until_forgotten() -> None:
+    log = LocalLog([bytes([i]) for i in range(8)])
+    other = MerkleTree.from_leaf_hashes(leaf_hash(bytes([i + 100])) for i in range(8))
+    view = KeyLogView(log.public.hex(), log.head(4))
+    view.fetch_consistency = log.consistency
+    forked_same_size = log.head(4, other)
+    assert await view.check_gossip(forked_same_size, "@b:keyhold.local") is True  # one size, two roots
+    assert view.fork is not None and view.fork["heads"] == [log.head(4), forked_same_size]
+    saved = json.loads(json.dumps(view.export()))
+    restored = KeyLogView.restore(saved)
+    with pytest.raises(KeyTransparencyError) as caught:
+        await restored.settle()
+    assert "@b:keyhold.local" in caught.value.reason and "different logs" in caught.value.reason
+    restored.forget_fork()
+    await restored.settle()
+
+    later = KeyLogView(log.public.hex(), log.head(4))
+    later.fetch_consistency = log.consistency  # the real log's proof cannot join the other tree
+    assert await later.check_gossip(log.head(6, other), "@c:keyhold.local") is True
+    assert later.fork is not None and "no consistency proof joins" in later.fork["reason"]

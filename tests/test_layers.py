@@ -52,6 +52,7 @@ SDK_CRYPTO = {
     "keyhold.crypto.signed_json",
     "keyhold.crypto.passphrase_box",
     "keyhold.crypto.franking",
+    "keyhold.crypto.encrypted_file",
 }
 
 

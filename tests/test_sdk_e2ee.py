@@ -6,12 +6,16 @@ by a member who left; what cannot be read is returned as such, with the reason."
 from __future__ import annotations
 
 import asyncio
+import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import PASSWORD, Server, new_member, raw
-from keyhold.sdk import Client
+from canaries import Canaries, files_under
+from conftest import PASSWORD, Server, new_member, raw, start_server, stop_server, unique
+from db_snapshot import stored
+from keyhold.sdk import Client, IdentityChanged, KeyholdError
 from keyhold.sdk.e2ee.machine import UndecryptableError
 
 pytestmark = pytest.mark.postgres
@@ -70,7 +74,11 @@ async def test_both_devices_of_a_member_read_and_a_later_one_does_not_read_the_p
 
 
 async def test_a_member_who_left_cannot_read_what_follows(server: Server) -> None:
-    alice, bob, carol = await new_member(server, e2ee=True), await new_member(server, e2ee=True), await new_member(server, e2ee=True)
+    alice, bob, carol = (
+        await new_member(server, e2ee=True),
+        await new_member(server, e2ee=True),
+        await new_member(server, e2ee=True),
+    )
     group = await alice.start_conversation([bob.username, carol.username], encryption="e2ee")
     await alice.send(group.id, "all three of us")
     assert [m.text for m in await carol.history(group.id)] == ["all three of us"]
@@ -97,18 +105,33 @@ async def test_a_group_of_three_reads_each_other(server: Server) -> None:
 
 async def test_a_server_that_tampers_is_caught(server: Server) -> None:
     """What the server could do to a delivered message, each caught by the reading device."""
-    alice, bob, mallory = await new_member(server, e2ee=True), await new_member(server, e2ee=True), await new_member(server, e2ee=True)
+    alice, bob, mallory = (
+        await new_member(server, e2ee=True),
+        await new_member(server, e2ee=True),
+        await new_member(server, e2ee=True),
+    )
     conversation = await alice.start_conversation([bob.username], encryption="e2ee")
     other = await alice.start_conversation([bob.username, mallory.username], encryption="e2ee")
     await alice.send(conversation.id, "the real one")
-    event: dict[str, Any] = (await raw(bob, "GET", f"/conversations/{conversation.id}/messages")).json()["items"][0]["event"]
+    event: dict[str, Any] = (await raw(bob, "GET", f"/conversations/{conversation.id}/messages")).json()[
+        "items"
+    ][0]["event"]
     await bob.sync_device_events()
     assert bob.crypto is not None and bob.crypto.decrypt(event).text == "the real one"
     for forged, reason in (
         ({**event, "event_id": "$999"}, "replay"),  # the same ciphertext as another message
         ({**event, "room_id": f"!{other.id}:keyhold.local"}, "no room key|another conversation"),
         ({**event, "sender": f"@{mallory.username}:keyhold.local"}, "someone other than its sender"),
-        ({**event, "content": {**event["content"], "ciphertext": event["content"]["ciphertext"][:-8] + "AAAAAAAA"}}, "does not decrypt"),
+        (
+            {
+                **event,
+                "content": {
+                    **event["content"],
+                    "ciphertext": event["content"]["ciphertext"][:-8] + "AAAAAAAA",
+                },
+            },
+            "does not decrypt",
+        ),
     ):
         with pytest.raises(UndecryptableError, match=reason):
             bob.crypto.decrypt(forged)
@@ -129,7 +152,9 @@ async def test_key_counts_are_topped_up_after_claims(server: Server) -> None:
     assert counts["signed_curve25519"] == 50
 
 
-async def test_a_device_kept_in_a_state_file_is_the_same_device_after_a_restart(server: Server, tmp_path: Any) -> None:
+async def test_a_device_kept_in_a_state_file_is_the_same_device_after_a_restart(
+    server: Server, tmp_path: Any
+) -> None:
     from keyhold.sdk.e2ee.state import StateError
 
     path, passphrase = tmp_path / "alice.e2ee", "a long passphrase for alice"
@@ -163,8 +188,84 @@ async def test_a_room_key_reaches_more_devices_than_one_request_can_carry(server
     """Sixty devices: their Olm-encrypted room keys do not fit the 64 KiB of one request, so
     the device sends them in several; every one of the sixty reads the message."""
     alice, bob = await new_member(server, e2ee=True), await new_member(server, e2ee=True)
-    devices = [bob, *[await Client.login(server.url, bob.username, PASSWORD, device_id=f"D{i}") for i in range(59)]]
+    devices = [
+        bob,
+        *[await Client.login(server.url, bob.username, PASSWORD, device_id=f"D{i}") for i in range(59)],
+    ]
     conversation = await alice.start_conversation([bob.username], encryption="e2ee")
     await alice.send(conversation.id, "to sixty devices")
     for device in devices:
-        assert [m.text for m in await device.history(conversation.id)] == ["to sixty devices"], device.device_id
+        assert [m.text for m in await device.history(conversation.id)] == ["to sixty devices"], (
+            device.device_id
+        )
+
+
+async def test_files_are_encrypted_on_the_device_and_nothing_is_uploaded_for_a_refused_send(
+    tmp_path: Path,
+) -> None:
+    """The file's bytes and name are canaries: neither reaches the database, the blobs or the
+    debug log. The recipient gets both back decrypted; a changed blob fails its hash."""
+    secret = secrets.token_hex(24).encode() * 8
+    name = f"{secrets.token_hex(12)}.txt"
+    canaries = Canaries([secret[:48], name.encode()])
+    server = start_server(tmp_path / "kh", "sqlite", extra_args=("--log-level", "debug"))
+    try:
+        alice, bob = await new_member(server, e2ee=True), await new_member(server, e2ee=True)
+        conversation = await alice.start_conversation([bob.username], encryption="e2ee")
+        sent = await alice.send_file(conversation.id, secret, name, "text/plain")
+        assert sent.attachment is not None and sent.attachment.filename == name
+        [received] = await bob.history(conversation.id)
+        assert received.attachment is not None
+        assert (received.attachment.filename, received.attachment.content_type) == (name, "text/plain")
+        assert await bob.download_file(received) == secret
+        stored_bytes = await bob.download(received.attachment.id)
+        assert len(stored_bytes) == len(secret) and stored_bytes != secret  # ciphertext only
+        assert canaries.scan([*files_under(server.home), server.log_path]) == {}
+
+        with pytest.raises(KeyholdError, match="send_file"):
+            await alice.upload(conversation.id, secret, name)  # would leave the key out
+        with pytest.raises(KeyholdError, match="send_file"):
+            await alice.send(conversation.id, "see file", attachment_id=received.attachment.id)
+
+        [blob] = [p for p in files_under(server.home) if p.name == received.attachment.id]
+        blob.write_bytes(bytes(b ^ 1 for b in blob.read_bytes()))  # the server swaps the bytes
+        [again] = await bob.history(conversation.id)
+        with pytest.raises(KeyholdError, match="SHA-256 differs"):
+            await bob.download_file(again)
+
+        laptop = await Client.login(server.url, bob.username, PASSWORD, device_id="LAPTOP")
+        await alice.send(conversation.id, "to both of bob's devices")
+        await laptop.close()
+        await bob.remove_device("LAPTOP", PASSWORD)
+        replaced = await Client.login(server.url, bob.username, PASSWORD, device_id="LAPTOP")
+        uploads = len(await stored(server, "SELECT id FROM attachments"))
+        with pytest.raises(IdentityChanged):
+            await alice.send_file(conversation.id, b"not uploaded", "no.txt")
+        assert len(await stored(server, "SELECT id FROM attachments")) == uploads
+        await replaced.close()
+    finally:
+        stop_server(server)
+
+
+async def test_a_state_file_of_a_removed_or_another_members_device_signs_nothing_in(
+    server: Server, tmp_path: Path
+) -> None:
+    from keyhold.sdk.e2ee.state import StateError
+
+    name, path = unique(), tmp_path / "laptop.e2ee"
+    alice = await Client.register(server.url, name, PASSWORD, birthdate="1990-05-17")
+    laptop = await Client.login(
+        server.url, name, PASSWORD, device_id="LAPTOP", state_path=path, passphrase="pp"
+    )
+    await laptop.close()
+    bob = await new_member(server, e2ee=True)
+    with pytest.raises(StateError, match="another member's device"):
+        await Client.login(server.url, bob.username, PASSWORD, state_path=path, passphrase="pp")
+    assert "LAPTOP" not in [d["device_id"] for d in await bob.devices()]  # no sign-in happened
+
+    await alice.remove_device("LAPTOP", PASSWORD)
+    with pytest.raises(StateError, match="was removed from your account"):
+        await Client.login(server.url, name, PASSWORD, state_path=path, passphrase="pp")
+    assert "LAPTOP" not in [d["device_id"] for d in await alice.devices()]  # it did not come back
+    await alice.close()
+    await bob.close()

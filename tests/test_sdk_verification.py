@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -457,3 +458,74 @@ async def test_identity_decisions_survive_a_restart(server: Server, tmp_path: Pa
         "the acceptance was remembered too",
     ]
     await alice.close()
+
+
+# -- trust bookkeeping, without a server ---------------------------------------------------------
+
+
+def _device(user: str, device_id: str, seed: int) -> Any:
+    from keyhold.sdk.e2ee.machine import PeerDevice
+
+    return PeerDevice(user, device_id, f"ed{seed}", f"cu{seed}")
+
+
+def _master(user: str, key: str) -> dict[str, Any]:
+    return {"user_id": user, "usage": ["master"], "keys": {f"ed25519:{key}": key}}
+
+
+def test_trust_keeps_verification_through_a_missing_master_key_and_flags_returning_devices() -> None:
+    from keyhold.sdk.e2ee.trust import Trust
+
+    bob = "@bob:keyhold.local"
+    master = encode_base64(bytes(range(32)))
+    trust = Trust("@alice:keyhold.local")
+    phone, laptop = _device(bob, "PHONE", 1), _device(bob, "LAPTOP", 2)
+    trust.observe(bob, _master(bob, master), [phone, laptop])
+    trust.mark_verified(bob, "PHONE", "ed1", master)
+    assert trust.is_verified(bob)
+    trust.observe(bob, None, [phone, laptop])  # one answer without the master key
+    assert not trust.is_verified(bob)
+    trust.observe(bob, _master(bob, master), [phone, laptop])
+    assert trust.is_verified(bob)  # not erased for good
+    trust.observe(bob, _master(bob, master), [phone])  # the laptop removed...
+    trust.observe(bob, _master(bob, master), [phone, laptop])  # ...and served again
+    contact = trust.contacts[bob]
+    assert contact.changes() == ["they have a new device LAPTOP, which nobody verified"]
+    assert not trust.is_verified(bob)
+    assert not trust.accept(bob, ["their master key changed"])  # not what is pending: nothing accepted
+    assert trust.accept(bob, ["they have a new device LAPTOP, which nobody verified"])
+    assert contact.changes() == [] and not trust.is_verified(bob)  # accepted is not verified
+
+
+async def test_a_flood_of_requests_leaves_one_per_member_and_others_still_arrive(server: Server) -> None:
+    alice, mallory, bob = [await new_member(server, e2ee=True) for _ in range(3)]
+    await alice.start_conversation([mallory.username, bob.username], encryption="e2ee", kind="group")
+
+    async def request(txn: str, from_device: str | None) -> None:
+        content = {
+            "from_device": from_device,
+            "methods": ["m.sas.v1"],
+            "transaction_id": txn,
+            "timestamp": int(time.time() * 1000),
+        }
+        reply = await raw(
+            mallory,
+            "PUT",
+            f"/e2ee/sendToDevice/m.key.verification.request/{txn}",
+            json={"messages": {alice.user_id: {alice.device_id: content}}},
+        )
+        assert reply.status_code == 200, reply.text
+
+    async with await alice.connect():
+        await request("forged", bob.device_id)  # claims one of bob's devices: not mallory's
+        for n in range(20):
+            await request(f"flood{n}", mallory.device_id)
+        await bob.start_verification(alice.username)
+        first = await alice.next_verification_request(timeout=WAIT)
+        second = await alice.next_verification_request(timeout=WAIT)
+    assert (first.other_user, first.other_device, first.transaction_id) == (
+        mallory.username,
+        mallory.device_id,
+        "flood0",
+    )
+    assert second.other_user == bob.username

@@ -27,6 +27,13 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.protocol import State
 
+from keyhold.crypto.encrypted_file import (
+    PLAINTEXT_SHA256_FIELD,
+    AttachmentError,
+    decrypt_attachment,
+    encrypt_attachment,
+    sha256_b64,
+)
 from keyhold.crypto.franking import KEY_FIELD as FRANKING_KEY_FIELD
 from keyhold.sdk.e2ee.device import OlmDevice
 from keyhold.sdk.e2ee.machine import CryptoMachine, UndecryptableError
@@ -38,6 +45,10 @@ from keyhold.sdk.errors import KeyholdConnectionError, KeyholdError, KeyholdTime
 from keyhold.sdk.verify import verify_access_events
 
 API = "/api/v1"
+E2EE_FILES = (
+    "in an end-to-end encrypted conversation a file goes with send_file, which encrypts it on "
+    "this device: an upload's key must travel inside the encrypted message"
+)
 log = logging.getLogger("keyhold.sdk")
 
 
@@ -65,12 +76,15 @@ class Message:
     franked: bool = False
     evidence: dict[str, Any] | None = field(default=None, repr=False)
     expires_at: str | None = None  # a disappearing message: when the server deletes it
+    # An e2ee file's key and hashes, from the decrypted message (`Client.download_file`).
+    e2ee_file: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any], crypto: CryptoMachine | None = None) -> Message:
         """A message as the API sent it; an e2ee one decrypted by `crypto` (this device)."""
         att = data.get("attachment")
-        text, undecryptable, evidence = data.get("text"), None, None
+        attachment = Attachment(**att) if att else None
+        text, undecryptable, evidence, e2ee_file = data.get("text"), None, None, None
         event, franking = data.get("event"), data.get("franking")
         if data.get("kind") == "e2ee" and isinstance(event, dict):
             try:
@@ -78,6 +92,7 @@ class Message:
                     raise UndecryptableError("this client has no end-to-end encryption device")
                 decrypted = crypto.decrypt(event, franking if isinstance(franking, dict) else None)
                 text = decrypted.text
+                attachment, e2ee_file = _e2ee_file(attachment, decrypted.content)
                 if isinstance(franking, dict):
                     evidence = {
                         "message_id": data["id"],
@@ -97,12 +112,32 @@ class Message:
             sent_at=data["sent_at"],
             kind=data.get("kind", "text"),
             deleted=bool(data.get("deleted")),
-            attachment=Attachment(**att) if att else None,
+            attachment=attachment,
             undecryptable=undecryptable,
             franked=bool(data.get("franked")),
             evidence=evidence,
             expires_at=data.get("expires_at"),
+            e2ee_file=e2ee_file,
         )
+
+
+def _e2ee_file(
+    attachment: Attachment | None, content: dict[str, Any]
+) -> tuple[Attachment | None, dict[str, Any] | None]:
+    """An e2ee message's attachment with the name and type its decrypted content gives, and the
+    file's key, if the content names this very attachment."""
+    file = content.get("file")
+    if attachment is None or not isinstance(file, dict) or file.get("url") != attachment.id:
+        return attachment, None
+    info = content.get("info")
+    info = info if isinstance(info, dict) else {}
+    named = Attachment(
+        attachment.id,
+        str(content.get("filename") or content.get("body") or "file"),
+        str(info.get("mimetype") or "application/octet-stream"),
+        attachment.size,
+    )
+    return named, {"file": file, PLAINTEXT_SHA256_FIELD: content.get(PLAINTEXT_SHA256_FIELD)}
 
 
 @dataclass(frozen=True)
@@ -296,6 +331,24 @@ class Client(ApiSession):
         if self.crypto is not None:
             await self.crypto.verification.bootstrap()  # the member's first device: cross-signing keys
 
+    async def _check_restored_device(self, password: str, state_path: object) -> None:
+        """A restored device must still be the one the server publishes. A removed device
+        signed in again from its old state file is removed again (it had no keys left, so
+        nothing is lost) instead of coming back to life."""
+        assert self.crypto is not None and self.user_id is not None and self.device_id is not None
+        answer = await self._post("/e2ee/keys/query", {"device_keys": {self.user_id: [self.device_id]}})
+        published = (answer.get("device_keys", {}).get(self.user_id) or {}).get(self.device_id)
+        if published is None:
+            await self._request("DELETE", f"/devices/{quote(self.device_id, safe='')}", json={"password": password})
+            raise StateError(
+                f"{state_path}: device {self.device_id} was removed from your account, so its state cannot be "
+                "used again (move the file away to start a new device)"
+            )
+        keys = published.get("keys", {}) if isinstance(published, dict) else {}
+        if keys.get(f"ed25519:{self.device_id}") != self.crypto.device.ed25519:
+            await self.logout()
+            raise StateError(f"{state_path}: the server publishes other keys for device {self.device_id}")
+
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         return await self._request("POST", path, json=body)
 
@@ -374,6 +427,10 @@ class Client(ApiSession):
         try:
             saved = state.load() if state is not None else None
             if saved is not None:
+                owner = str(saved.get("user_id", "")).removeprefix("@").split(":", 1)[0]
+                if owner.lower() != username.lower():
+                    # Checked before signing in: a sign-in would make that device id one of yours.
+                    raise StateError(f"{state_path} is the state of another member's device")
                 if device_id is not None and device_id != saved.get("device_id"):
                     raise StateError(f"{state_path} is the state of device {saved.get('device_id')}, not {device_id}")
                 device_id = str(saved["device_id"])
@@ -395,6 +452,8 @@ class Client(ApiSession):
             )
             if e2ee:
                 await client._start_crypto(state, saved)
+                if saved is not None:
+                    await client._check_restored_device(password, state_path)
             return client
         except BaseException:
             if client is not None:
@@ -510,6 +569,17 @@ class Client(ApiSession):
 
     # -- messages ----------------------------------------------------------------------------
 
+    async def _e2ee_members(self, conversation_id: int) -> list[str] | None:
+        """The members' full ids if the conversation is e2ee; None if it is `standard`."""
+        if self._encryption.get(conversation_id, "e2ee") != "e2ee":
+            return None
+        conversation = await self.conversation(conversation_id)
+        if conversation.encryption != "e2ee":
+            return None
+        if self.crypto is None:
+            raise KeyholdError(400, {"title": "No e2ee device", "detail": self.e2ee_unavailable})
+        return [self._full_id(m) for m in conversation.members]
+
     async def send(
         self,
         conversation_id: int,
@@ -518,17 +588,28 @@ class Client(ApiSession):
         attachment_id: str | None = None,
     ) -> Message:
         """Send a text. In an e2ee conversation it is encrypted on this device first, its room
-        key shared over Olm with every device of the current members."""
+        key shared over Olm with every device of the current members. (A file goes with
+        `send_file`; in an e2ee conversation an `attachment_id` alone is refused, as its key
+        would be missing from the message.)"""
+        return await self._send(conversation_id, text, idempotency_key, attachment_id, None)
+
+    async def _send(
+        self,
+        conversation_id: int,
+        text: str,
+        idempotency_key: str | None,
+        attachment_id: str | None,
+        file_content: dict[str, Any] | None,
+    ) -> Message:
         body: dict[str, Any] = {"text": text, "idempotency_key": idempotency_key or uuid.uuid4().hex}
-        if self._encryption.get(conversation_id, "e2ee") == "e2ee":
-            conversation = await self.conversation(conversation_id)
-            if conversation.encryption == "e2ee":
-                if self.crypto is None:
-                    raise KeyholdError(400, {"title": "No e2ee device", "detail": self.e2ee_unavailable})
-                members = [self._full_id(m) for m in conversation.members]
-                room = self._room_id(conversation_id)
-                body["encrypted"], body["franking"] = await self.crypto.encrypt(room, members, text)
-                del body["text"]
+        members = await self._e2ee_members(conversation_id)
+        if members is not None:
+            if attachment_id and file_content is None:
+                raise KeyholdError(400, {"title": "Use send_file", "detail": E2EE_FILES})
+            assert self.crypto is not None
+            room = self._room_id(conversation_id)
+            body["encrypted"], body["franking"] = await self.crypto.encrypt(room, members, text, file_content)
+            del body["text"]
         if attachment_id:
             body["attachment_id"] = attachment_id
         data = await self._request("POST", f"/conversations/{conversation_id}/messages", json=body)
@@ -565,6 +646,13 @@ class Client(ApiSession):
     async def upload(
         self, conversation_id: int, data: bytes, filename: str, content_type: str = "application/octet-stream"
     ) -> Attachment:
+        """Upload a file of a `standard` conversation (then `send(..., attachment_id=)`). In an
+        e2ee conversation use `send_file`, which encrypts it on this device first."""
+        if await self._e2ee_members(conversation_id) is not None:
+            raise KeyholdError(400, {"title": "Use send_file", "detail": E2EE_FILES})
+        return await self._upload(conversation_id, data, filename, content_type)
+
+    async def _upload(self, conversation_id: int, data: bytes, filename: str, content_type: str) -> Attachment:
         result = await self._request(
             "POST",
             f"/conversations/{conversation_id}/attachments",
@@ -582,11 +670,47 @@ class Client(ApiSession):
         content_type: str = "application/octet-stream",
         text: str = "",
     ) -> Message:
-        attachment = await self.upload(conversation_id, data, filename, content_type)
-        return await self.send(conversation_id, text, attachment_id=attachment.id)
+        """Send a file, with an optional caption. In an e2ee conversation the file is encrypted
+        on this device (Matrix's encrypted-attachment format) and only its ciphertext is
+        uploaded, after the recipients' keys check out; its key, name and type travel inside
+        the encrypted message."""
+        members = await self._e2ee_members(conversation_id)
+        if members is None:
+            attachment = await self._upload(conversation_id, data, filename, content_type)
+            return await self.send(conversation_id, text, attachment_id=attachment.id)
+        assert self.crypto is not None
+        await self.crypto.recipients(members)  # nothing is uploaded for a send that would be refused
+        ciphertext, file = encrypt_attachment(data)
+        attachment = await self._upload(conversation_id, ciphertext, "encrypted", "application/octet-stream")
+        content = {
+            "msgtype": "m.file",
+            "filename": filename,
+            "info": {"mimetype": content_type, "size": len(data)},
+            "file": {"url": attachment.id, **file},
+            PLAINTEXT_SHA256_FIELD: sha256_b64(data),
+        }
+        return await self._send(conversation_id, text or filename, None, attachment.id, content)
 
     async def download(self, attachment_id: str) -> bytes:
+        """An attachment's stored bytes (in an e2ee conversation: its ciphertext; see
+        `download_file`)."""
         return (await self._response("GET", f"/attachments/{attachment_id}")).content
+
+    async def download_file(self, message: Message) -> bytes:
+        """A message's file, decrypted on this device if the message is e2ee (its SHA-256
+        checked against what the sender committed to)."""
+        if message.attachment is None:
+            raise KeyholdError(400, {"title": "No file", "detail": "this message carries no file"})
+        data = await self.download(message.attachment.id)
+        if message.kind != "e2ee":
+            return data
+        if message.e2ee_file is None:
+            reason = message.undecryptable or "the message names no key for it"
+            raise KeyholdError(0, {"title": "Undecryptable file", "detail": f"cannot open the file: {reason}"})
+        try:
+            return decrypt_attachment(data, message.e2ee_file["file"], message.e2ee_file.get(PLAINTEXT_SHA256_FIELD))
+        except AttachmentError as exc:
+            raise KeyholdError(0, {"title": "Undecryptable file", "detail": str(exc)}) from None
 
     # -- verification (keyhold.sdk.e2ee.verification; docs/e2ee.md, "Verification") -------------
 
@@ -612,9 +736,20 @@ class Client(ApiSession):
     def is_verified(self, username: str) -> bool:
         return self.crypto is not None and self.crypto.verification.trust.is_verified(self._full_id(username))
 
-    def accept_identity(self, username: str) -> None:
-        """Accept `username`'s changed keys: sends to them work again (unverified)."""
-        self._verifier().accept_identity(self._full_id(username))
+    def accept_identity(self, username: str, changes: list[str] | None = None) -> bool:
+        """Accept `username`'s changed keys: sends to them work again, unverified. With
+        `changes` (an IdentityChanged's `.changes`, as shown to the member), only if those are
+        still exactly the pending changes. Whether anything was accepted."""
+        return self._verifier().accept_identity(self._full_id(username), changes)
+
+    def forget_key_log_fork(self) -> None:
+        """After a proven fork of the key-transparency log (`crypto.key_log.fork`: the reason,
+        and the two heads the server signed that no proof joins) this device sends nothing.
+        This makes it trust the server's log again: hand the evidence to the service's
+        auditors first."""
+        if self.crypto is not None:
+            self.crypto.key_log.forget_fork()
+            self.crypto.on_change()
 
     async def reset_cross_signing(self, password: str) -> None:
         """New cross-signing keys for me, held by this device (contacts see an identity change)."""

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from keyhold.clients.chat.io import Lines, PipedLines, Screen, TerminalLines
+from keyhold.clients.chat.io import Lines, PipedLines, Screen, TerminalLines, visible
 from keyhold.clients.chat.session import Chat
 from keyhold.clients.chat.text import DEFAULT_PAGE, detail, fatal
 from keyhold.clients.terminal import ServerUrlOption, console, server_url
@@ -23,27 +23,41 @@ from keyhold.sdk import Client, KeyholdConnectionError, KeyholdError
 from keyhold.sdk.e2ee.state import StateError
 
 STREAM_OPEN_TIMEOUT = 30.0
+DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def default_state_path(url: str, username: str) -> Path:
     """Where this member's chat device keeps its e2ee state for this server:
-    `$XDG_DATA_HOME/keyhold/<host_port>/<username>.e2ee` (`~/.local/share` without it)."""
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    host = re.sub(r"[^A-Za-z0-9.-]", "_", urlsplit(url).netloc or "server")
-    return base / "keyhold" / host / f"{re.sub(r'[^A-Za-z0-9._-]', '_', username)}.e2ee"
-
-
-async def _device_is_known(client: Client) -> bool:
-    """Whether the server has this device's keys. A device restored from its state file but
-    unknown to the server (removed since, or the server's data reset) would get no room keys
-    and its messages could not be checked: it must not be used, nor quietly published again."""
-    if client.crypto is None or client.user_id is None:
-        return True  # no e2ee here: the sign-in says why
+    `$XDG_DATA_HOME/keyhold/<host>_<port>/<username>.e2ee` (`~/.local/share` without it).
+    Only the lowercased host name and the port the URL reaches (443 or 80 when it names none)
+    make the folder: never a user name or password written into the URL, and the same folder
+    however the URL is spelled. ValueError for a URL whose host is not a name."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
     try:
-        own = (await client.crypto.devices_of([client.user_id], refresh=True)).get(client.user_id, [])
-    except KeyholdError:
-        return True  # cannot tell now: sends will say what is wrong
-    return any(d.device_id == client.device_id and d.ed25519 == client.crypto.device.ed25519 for d in own)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:  # a port that is not one
+        port = None
+    if port is None or not re.fullmatch(r"[a-z0-9_:.-]+", host) or not host.strip("."):
+        raise ValueError(
+            f"cannot name a state file after {parts.scheme}://{host or '?'}: pass --e2ee-state FILE"
+        )
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return (
+        base
+        / "keyhold"
+        / f"{host.replace(':', '_')}_{port}"
+        / f"{re.sub(r'[^A-Za-z0-9._-]', '_', username)}.e2ee"
+    )
+
+
+def make_state_folders(path: Path) -> None:
+    """The folders of a state file, made private (0700) where this makes them: the file is
+    written 0600, but its name says whose device it is and on which server."""
+    missing = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.chmod(0o700)  # whatever the umask
 
 
 def _state_failure(exc: StateError, separate_passphrase: bool) -> str:
@@ -104,10 +118,18 @@ async def run_chat(
             fatal("no password on stdin (--password-stdin reads the first line)")
     if not password:
         fatal("the password is empty")
-    if state_path is not None and separate_passphrase and passphrase is None:
-        passphrase = await lines.read("")  # --e2ee-passphrase from a pipe: the second line
-        if not passphrase:
-            fatal("no e2ee passphrase on stdin (with --e2ee-passphrase it is the second line)")
+    if state_path is not None and separate_passphrase:
+        if passphrase is None:
+            passphrase = await lines.read("")  # --e2ee-passphrase from a pipe: the second line
+            if passphrase is None:
+                fatal("no e2ee passphrase on stdin (with --e2ee-passphrase it is the second line)")
+        if not passphrase:  # never the account password instead, as if no passphrase was asked for
+            fatal("the e2ee passphrase is empty: --e2ee-passphrase needs one of its own")
+    if state_path is not None:
+        try:
+            make_state_folders(state_path)
+        except OSError as exc:
+            fatal(f"cannot make the folder of {state_path}: {exc.strerror or exc}")
     try:
         client = await Client.login(
             url,
@@ -116,7 +138,7 @@ async def run_chat(
             verify=verify,
             device_name=device_name or f"keyhold chat on {socket.gethostname()}",
             state_path=state_path,
-            passphrase=(passphrase or password) if state_path is not None else None,
+            passphrase=None if state_path is None else passphrase if separate_passphrase else password,
         )
     except KeyholdConnectionError as exc:
         fatal(f"cannot reach {url}: {detail(exc)}")
@@ -125,23 +147,16 @@ async def run_chat(
     except StateError as exc:
         fatal(_state_failure(exc, separate_passphrase))
     del password, passphrase
-    if state_path is not None and not await _device_is_known(client):
-        await client.close()
-        fatal(
-            f"{state_path} is the state of device {client.device_id}, whose keys this server does not "
-            "have (the device was removed, or the server's data was reset). Move the file away to "
-            "start a new device, or use --e2ee-state with another file"
-        )
 
     async def ask(prompt: str, secret: bool) -> str | None:
         if interactive and secret:
             try:
-                return await asyncio.to_thread(getpass.getpass, prompt)
+                return await asyncio.to_thread(getpass.getpass, visible(prompt))
             except (EOFError, KeyboardInterrupt):
                 return None
         if not interactive:
             screen.show(prompt.rstrip())  # a transcript shows what was asked
-        return await lines.read(prompt)
+        return await lines.read(prompt, discard_typeahead=True)
 
     chat = Chat(client, screen, page, ask)
     listener: asyncio.Task[None] | None = None
@@ -283,12 +298,17 @@ def chat(
     password: str | None = None
     passphrase: str | None = None
     base = server_url(url)
-    state_path = None if no_e2ee_state else (e2ee_state or default_state_path(base, username))
+    try:
+        state_path = None if no_e2ee_state else (e2ee_state or default_state_path(base, username))
+    except ValueError as exc:
+        fatal(str(exc))
     if interactive:
         try:
             password = getpass.getpass("password: ")
             if e2ee_passphrase and state_path is not None:
                 passphrase = getpass.getpass("passphrase of this device's e2ee state: ")
+                if not passphrase:
+                    fatal("the e2ee passphrase is empty: --e2ee-passphrase needs one of its own")
                 if not state_path.exists() and getpass.getpass("the same passphrase again: ") != passphrase:
                     fatal("the two passphrases differ; nothing was made")  # a typo would lock the file
         except (EOFError, KeyboardInterrupt):

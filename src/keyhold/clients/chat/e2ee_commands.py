@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # What `/timer` takes: a number and a unit, largest first when written back.
 TIMER_UNITS = (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-_TIMER = re.compile(r"^(\d{1,9})\s*([wdhms])$")
+_TIMER = re.compile(r"^(\d{1,9})\s*([wdhms])$", re.ASCII)
 TIMER_USAGE = "usage: /timer 1d | 8h | 30m | 45s | 2w | off  (no argument: show the timer)"
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keyhold.clients.chat.text import REPORT_CATEGORIES, save_new, size
+from keyhold.clients.chat.text import REPORT_CATEGORIES, number, save_new, size
 
 if TYPE_CHECKING:
     from keyhold.clients.chat.session import Chat
@@ -81,11 +81,10 @@ class MessageCommands:
         if msg.attachment is None:
             self.chat.error(f"message #{number.removeprefix('#')} has no file")
             return True
-        data = await self.chat.client.download(msg.attachment.id)
+        data = await self.chat.client.download_file(msg)  # decrypted here if e2ee
+        # The name of an e2ee file is in its message: None if this device could not read it.
+        name = msg.attachment.filename or f"{msg.attachment.id}.bin"
         try:
-            name = (
-                msg.attachment.filename or f"{msg.attachment.id}.bin"
-            )  # e2ee: the name is not on the server
             path = await asyncio.to_thread(save_new, Path(target.strip()), name, data)
         except FileExistsError as exc:
             self.chat.error(f"{exc.filename} exists: give another name")
@@ -93,14 +92,14 @@ class MessageCommands:
         except OSError as exc:
             self.chat.error(f"cannot save there: {exc.strerror or exc}")
             return True
-        self.chat.info(f"saved {msg.attachment.filename} ({size(len(data))}) to {path}")
+        self.chat.info(f"saved {msg.attachment.filename or '(encrypted file)'} ({size(len(data))}) to {path}")
         return True
 
     # -- safety ------------------------------------------------------------------------------
 
     async def cmd_report(self, args: str) -> bool:
         words = args.split()
-        numbers = [w for w in words if w.removeprefix("#").isdigit()]
+        numbers = [w for w in words if number(w.removeprefix("#")) is not None]
         rest = words[len(numbers) :]
         if not numbers or not rest or rest[0] not in REPORT_CATEGORIES:
             self.chat.error(
@@ -122,9 +121,10 @@ class MessageCommands:
 
     async def cmd_appeal(self, args: str) -> bool:
         case, _, statement = args.partition(" ")
-        if not case.isdigit() or not statement.strip():
+        case_id = number(case)
+        if case_id is None or not statement.strip():
             self.chat.error("usage: /appeal CASE TEXT (CASE: the number in the moderation notice)")
             return True
-        await self.chat.client.appeal(int(case), statement.strip())
+        await self.chat.client.appeal(case_id, statement.strip())
         self.chat.info(f"appeal of case {case} sent; another moderator will decide it")
         return True

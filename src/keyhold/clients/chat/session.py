@@ -23,6 +23,8 @@ from keyhold.clients.chat.text import (
     COMMANDS_HELP,
     DEFAULT_PAGE,
     detail,
+    number,
+    parse_new,
     size,
     when,
 )
@@ -155,7 +157,8 @@ class Chat:
             parts.append(msg.text.replace("\n", "\n    "))
         if msg.attachment is not None:
             att = msg.attachment
-            parts.append((f" [file {att.filename}, {size(att.size)}; /save {n} FILE]", "magenta"))
+            name = att.filename or "(encrypted file)"  # e2ee: the name is inside the message
+            parts.append((f" [file {name}, {size(att.size)}; /save {n} FILE]", "magenta"))
         return parts
 
     def show_messages(self, messages: list[Message]) -> None:
@@ -178,10 +181,8 @@ class Chat:
         text = line.strip()
         if not text:
             return True
-        if text.startswith("//"):
-            return await self.send(text[1:])
-        if not text.startswith("/"):
-            return await self.send(text)
+        if text.startswith("//") or not text.startswith("/"):
+            return await self.send(text[1:] if text.startswith("//") else text)
         name, _, rest = text[1:].partition(" ")
         command = self.commands.get(name.lower())
         if command is None:
@@ -193,7 +194,15 @@ class Chat:
             self.verify.identity_changed(exc)
         except KeyholdError as exc:
             self.error(detail(exc))
+        except TimeoutError:
+            self.error(f"/{name} timed out: the server did not answer in time; try again")
+        except Exception as exc:  # a bug, or something unforeseen: the chat goes on
+            self.unexpected(f"/{name}", exc)
         return True
+
+    def unexpected(self, what: str, exc: Exception) -> None:
+        """Only the kind of failure: its text could hold what the user typed (a password)."""
+        self.error(f"{what} failed unexpectedly ({type(exc).__name__}); the chat goes on")
 
     async def ensure_started(self) -> Conversation | None:
         """The open conversation, started now if it is a draft 1:1; None (and an error) if none is open."""
@@ -223,6 +232,12 @@ class Chat:
         except KeyholdError as exc:
             self.error(detail(exc))
             return True
+        except TimeoutError:
+            self.error("not sent: the server did not answer in time")
+            return True
+        except Exception as exc:
+            self.unexpected("sending", exc)
+            return True
         if self.view and msg.id not in self.view.numbers:  # the live stream may have shown it already
             self.show_messages([msg])
         await self._mark_read(quiet=True)  # answering a conversation reads it
@@ -246,10 +261,11 @@ class Chat:
     def numbered(self, token: str) -> Message | None:
         """The message `#N` of the open conversation (N as typed, with or without `#`)."""
         raw = token.removeprefix("#")
-        if self.view is None or not raw.isdigit() or int(raw) not in self.view.messages:
+        n = number(raw)
+        if self.view is None or n is None or n not in self.view.messages:
             self.error(f"no message #{raw} shown here (numbers are those shown before messages)")
             return None
-        return self.view.messages[int(raw)]
+        return self.view.messages[n]
 
     async def cmd_help(self, _args: str) -> bool:
         self.screen.show(COMMANDS_HELP)
@@ -325,10 +341,10 @@ class Chat:
         if not args:
             self.error("usage: /open N (a number from /list) or /open USER [--e2ee]")
             return True
-        if args.isdigit():
+        n = number(args)
+        if n is not None:
             if not self.listed:
                 self.listed = await self.client.conversations(limit=50)
-            n = int(args)
             if not 1 <= n <= len(self.listed):
                 self.error(
                     f"no conversation {n} in /list (there are {len(self.listed)}); /open @{n} for a user"
@@ -350,14 +366,10 @@ class Chat:
         return True
 
     async def cmd_new(self, args: str) -> bool:
-        # Everything after --title is the title: `/new ann ben --title Trip planning` needs no quotes.
-        users_part, _, title = args.partition("--title")
-        words = users_part.split()
-        encryption = "e2ee" if "--e2ee" in words else "standard"
-        users = [w.removeprefix("@") for w in words if w != "--e2ee"]
-        title = title.strip().removeprefix("=").strip().strip('"').strip("'")
-        if not users:
-            self.error("usage: /new USER1 USER2 ... [--e2ee] [--title TITLE]")
+        try:
+            users, encryption, title = parse_new(args)
+        except ValueError as exc:
+            self.error(str(exc))
             return True
         conv = await self.client.start_conversation(users, encryption=encryption, title=title, kind="group")
         self.info(f"started group {self.label(conv)} with {', '.join(conv.members)}")
@@ -396,10 +408,11 @@ class Chat:
         if self.open is None or self.view is None:
             self.error("no conversation is open")
             return True
-        if args and not args.isdigit():
+        count = number(args) if args else self.page
+        if count is None:
             self.error("usage: /history [N]")
             return True
-        limit = max(1, min(int(args) if args else self.page, 200))
+        limit = max(1, min(count, 200))
         if self.view.oldest is None:
             self.info("(no older messages)")
             return True

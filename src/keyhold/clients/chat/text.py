@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 from pathlib import Path
 from typing import NoReturn
 
+from rich.markup import escape
+
+from keyhold.clients.chat.io import visible
 from keyhold.clients.terminal import fail
 from keyhold.sdk import KeyholdError
 
@@ -25,7 +29,8 @@ COMMANDS_HELP = """\
                    encrypted one (only your devices and theirs can read it;
                    --standard: the other one)
 /new U1 U2 [--e2ee] [--title T]
-                   start a group with these members and open it
+                   start a group with these members and open it (a title
+                   of several words in quotes: --title "Trip planning")
 /history [N]       N older messages of the open conversation (default 20)
 /read              mark the open conversation read (opening and answering do)
 /delete [N]        delete your message #N for everyone (a tombstone stays);
@@ -72,13 +77,51 @@ its franking does not match what it says), never as text. If a contact's
 identity keys change, nothing is sent to them until you /trust them."""
 
 
+def number(token: str) -> int | None:
+    """`token` as a number if it is one written in ASCII digits (`"²".isdigit()` is true, yet
+    `int("²")` fails); None otherwise."""
+    return int(token) if token.isascii() and token.isdecimal() else None
+
+
+NEW_USAGE = "usage: /new USER1 USER2 ... [--e2ee] [--title TITLE] (a title of several words in quotes)"
+
+
+def parse_new(args: str) -> tuple[list[str], str, str]:
+    """The members, model and title of `/new`: flags anywhere, `--title` takes the next word
+    (or `--title=WORD`; several words in quotes). ValueError with what is wrong."""
+    try:
+        words = shlex.split(args)
+    except ValueError as exc:  # an unclosed quote
+        raise ValueError(f"{exc}; {NEW_USAGE}") from None
+    users: list[str] = []
+    encryption, title = "standard", ""
+    while words:
+        word = words.pop(0)
+        if word in ("--e2ee", "--standard"):
+            encryption = word.removeprefix("--")
+        elif word == "--title":
+            if not words:
+                raise ValueError(f"--title needs a title; {NEW_USAGE}")
+            title = words.pop(0)
+        elif word.startswith("--title="):
+            title = word.removeprefix("--title=")
+        elif word.startswith("--"):
+            raise ValueError(f"unknown option {word}; {NEW_USAGE}")
+        else:
+            users.append(word.removeprefix("@"))
+    if not users:
+        raise ValueError(NEW_USAGE)
+    return users, encryption, title
+
+
 def detail(exc: KeyholdError) -> str:
     text = exc.problem.get("detail") or exc.problem.get("title")
     return str(text) if text else str(exc)
 
 
 def fatal(message: str) -> NoReturn:
-    fail(message)
+    """Stop the chat with `message`, whose parts may come from the server: shown as text."""
+    fail(escape(visible(message)))
 
 
 def when(sent_at: str) -> str:

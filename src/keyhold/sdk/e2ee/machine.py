@@ -32,7 +32,7 @@ from keyhold.sdk.e2ee.device import MEGOLM_ALGORITHM, OLM_ALGORITHM, ONE_TIME_KE
 from keyhold.sdk.e2ee.sas import PREFIX as VERIFICATION_PREFIX
 from keyhold.sdk.e2ee.transparency import KeyLogView, KeyTransparencyError
 from keyhold.sdk.e2ee.verification import Verifier
-from keyhold.sdk.errors import KeyholdConnectionError, KeyholdError
+from keyhold.sdk.errors import KeyholdError
 
 ROTATE_AFTER_MESSAGES = 100
 ROTATE_AFTER_SECONDS = 7 * 24 * 3600
@@ -257,11 +257,8 @@ class CryptoMachine:
                 room_id, session_id = str(key.get("room_id")), str(key.get("session_id"))
                 if session.session_id == session_id and (room_id, session_id) not in self._inbound:
                     self._inbound[room_id, session_id] = Inbound(session, room_id, sender, sender_key)
-        try:
-            if await self.key_log.check_gossip(payload.get(KEY_LOG_HEAD_FIELD), sender):
-                self.on_change()
-        except KeyholdConnectionError:
-            pass  # not comparable now: the sender's next room key brings its head again
+        if await self.key_log.check_gossip(payload.get(KEY_LOG_HEAD_FIELD), sender):
+            self.on_change()
 
     def _olm_decrypt(self, sender_key: str, message_type: int, body: str) -> str:
         message = vodozemac.AnyOlmMessage.from_parts(message_type, decode_base64(body))
@@ -307,11 +304,10 @@ class CryptoMachine:
             return None
         try:
             answer = await self._get(f"/e2ee/transparency/consistency?from={first}&to={second}")
-        except KeyholdConnectionError:
-            raise  # no answer is not a refusal
         except KeyholdError:
-            return None  # a server that cannot prove its log grew append-only: a fork
-        return answer.get("proof") if isinstance(answer, Mapping) else None
+            return None  # no proof (a refusal, an error, no answer): nothing is concluded from it
+        proof = answer.get("proof") if isinstance(answer, Mapping) else None
+        return proof if isinstance(proof, list) else None
 
     def log_problem_of(self, user: str) -> str | None:
         """Why one of the member's keys, in the newest answer about them, failed the key log."""
@@ -343,13 +339,19 @@ class CryptoMachine:
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def encrypt(self, room_id: str, members: list[str], plaintext: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """`m.room.encrypted` content of a text message for the conversation `room_id`, after
-        sharing its room key with every device of `members` (this member's other devices too),
-        and its franking: a fresh franking key goes inside, its commitment outside."""
-        if self.key_log.fork is not None:
-            raise KeyTransparencyError(f"not sending: {self.key_log.fork}")
+    async def recipients(self, members: list[str]) -> dict[str, list[PeerDevice]]:
+        """The members' devices as published now, once everything checks out: the key log
+        (KeyTransparencyError) and the identities this device knows (IdentityChanged). Nothing
+        may be sent, not even an encrypted file, before this passes."""
+        before = (self.key_log.fork, self.key_log.pending)
+        try:
+            await self.key_log.settle()
+        finally:
+            if (self.key_log.fork, self.key_log.pending) != before:
+                self.on_change()  # a pending head settled, or a fork proven: kept either way
         devices = await self.devices_of(members, refresh=True)
+        if self.key_log.fork is not None:  # proven by a room key that came in meanwhile
+            raise KeyTransparencyError(f"not sending: {self.key_log.fork['reason']}")
         for user in members:
             for d in devices.get(user, []):
                 if d.log_problem is not None:
@@ -357,6 +359,16 @@ class CryptoMachine:
             if (problem := self.log_problem_of(user)) is not None:
                 raise KeyTransparencyError(f"not sending: a key of {user}: {problem}")
         self.verification.check(members)  # IdentityChanged: a contact's keys changed unaccepted
+        return devices
+
+    async def encrypt(
+        self, room_id: str, members: list[str], plaintext: str, extra: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`m.room.encrypted` content of a message for the conversation `room_id`, after sharing
+        its room key with every device of `members` (this member's other devices too), and its
+        franking: a fresh franking key goes inside, its commitment outside. `extra` adds to the
+        event content (an encrypted file's `msgtype`, `file`, `info`...)."""
+        devices = await self.recipients(members)
         recipients = frozenset(
             (d.user_id, d.device_id, d.curve25519)
             for user in members
@@ -372,7 +384,7 @@ class CryptoMachine:
         ):
             outbound = await self._new_outbound(room_id, recipients, devices)
         franking_key = secrets.token_bytes(franking.KEY_BYTES)
-        content = {"msgtype": "m.text", "body": plaintext, franking.KEY_FIELD: encode_base64(franking_key)}
+        content = {"msgtype": "m.text", **(extra or {}), "body": plaintext, franking.KEY_FIELD: encode_base64(franking_key)}
         committed = franking.commitment(franking_key, content, room_id, self.user_id, self.device.device_id)
         payload = {"type": "m.room.message", "room_id": room_id, "content": content}
         message = outbound.session.encrypt(json.dumps(payload).encode())

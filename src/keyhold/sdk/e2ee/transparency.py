@@ -99,17 +99,34 @@ def _entry_problem(
     return None
 
 
+def _clean_head(head: Any) -> dict[str, Any] | None:
+    """A tree head with exactly its five fields (whatever else came with it is dropped: a
+    head this device keeps is sent on to every device it writes to)."""
+    if not isinstance(head, Mapping) or parse_head(head) is None:
+        return None
+    return {field: head[field] for field in ("size", "root", "timestamp_ms", "signature", "public_key")}
+
+
 class KeyLogView:
-    """What this device knows of the key log: the pinned service key and the newest head."""
+    """What this device knows of the key log: the pinned service key, the newest head, and
+    what other members' devices showed it (`check_gossip`)."""
 
     def __init__(
-        self, pinned_key: str | None = None, newest: dict[str, Any] | None = None, fork: str | None = None
+        self,
+        pinned_key: str | None = None,
+        newest: dict[str, Any] | None = None,
+        fork: dict[str, Any] | None = None,
+        pending: dict[str, Any] | None = None,
     ) -> None:
         self.pinned_key = pinned_key  # hex
         self.newest = newest
-        # Set once another member's device was shown a head that this device's log does not
-        # agree with: proof that the server shows different logs to different members.
+        # Proof that the server shows members different logs: two heads it signed that no
+        # consistency proof joins ({"reason", "heads": [this device's, the other's]}). Once
+        # set, this device sends nothing until the member calls `forget_fork`.
         self.fork = fork
+        # A head another member's device sent that could not be compared yet (the server gave
+        # no proof): sends wait until it is ({"sender", "head"}).
+        self.pending = pending
         self.fetch_consistency: FetchConsistency | None = None
         self._lock = asyncio.Lock()
         # Entries proven included under `_proven_root`: every send asks for the same keys
@@ -118,43 +135,82 @@ class KeyLogView:
         self._proven: set[tuple[int, str]] = set()
 
     def export(self) -> dict[str, Any]:
-        return {"pinned_key": self.pinned_key, "newest": self.newest, "fork": self.fork}
+        return {"pinned_key": self.pinned_key, "newest": self.newest, "fork": self.fork, "pending": self.pending}
 
     @classmethod
     def restore(cls, saved: Mapping[str, Any] | None) -> KeyLogView:
         saved = saved or {}
-        newest, fork = saved.get("newest"), saved.get("fork")
+        fork, pending = saved.get("fork"), saved.get("pending")
         return cls(
             saved.get("pinned_key"),
-            dict(newest) if isinstance(newest, Mapping) else None,
-            fork if isinstance(fork, str) else None,
+            _clean_head(saved.get("newest")),
+            dict(fork) if isinstance(fork, Mapping) else None,
+            dict(pending) if isinstance(pending, Mapping) else None,
         )
 
+    def forget_fork(self) -> None:
+        """Trust the server's log again after a fork (once its evidence, `fork["heads"]`, has
+        been handed to whoever audits the service): this device's newest head stays."""
+        self.fork = None
+        self.pending = None
+
+    async def settle(self) -> None:
+        """Before a send: KeyTransparencyError if a fork was proven, or if another member's
+        head is still waiting for a consistency proof the server does not give."""
+        if self.pending is not None and self.fork is None:
+            sender, head = str(self.pending.get("sender")), _clean_head(self.pending.get("head"))
+            if head is None:
+                self.pending = None
+            else:
+                async with self._lock:
+                    status, message = await self._compare(head)
+                if status == "forked":
+                    self._forked(sender, head, message)
+                elif status == "unavailable":
+                    raise KeyTransparencyError(
+                        f"not sending yet: the server gave no proof that {sender}'s view of the key-transparency "
+                        f"log and this device's are one log ({message}); try again"
+                    )
+                else:
+                    self.pending = None
+        if self.fork is not None:
+            raise KeyTransparencyError(f"not sending: {self.fork['reason']}")
+
     async def check_gossip(self, head: Any, sender: str) -> bool:
-        """A head another member's device sent inside an Olm-encrypted room key (the newest it
+        """A head another member's device sent inside an Olm-encrypted payload (the newest it
         accepted). It must be one log with this device's newest head; if it is newer, it
-        becomes this device's newest. Returns whether this device's view changed. A head that
-        disagrees sets `fork`, and this device sends nothing more (the server cannot hide the
-        evidence: both heads carry its signature)."""
-        if not isinstance(head, Mapping) or self.fork is not None or self.pinned_key is None:
+        becomes this device's newest. Only a head the pinned service key signed counts: any
+        other proves nothing. Returns whether what this device keeps changed."""
+        clean = _clean_head(head)
+        if clean is None or self.fork is not None or self.pinned_key is None:
             return False
-        if not verify_tree_head(head, self.pinned_key, KEY_STH_PREFIX):
-            return False  # not signed by the service: anyone could have made it, it proves nothing
-        before = self.newest
+        if not verify_tree_head(clean, self.pinned_key, KEY_STH_PREFIX):
+            return False
+        newest = self.newest
         async with self._lock:
-            problem = await self._head_problem(head)
-        if problem is not None:
-            self.fork = (
-                f"the server showed {sender}'s device a key-transparency log that disagrees with the one "
-                f"it showed this device ({problem}): it shows members different logs"
-            )
+            status, message = await self._compare(clean)
+        if status == "forked":
+            self._forked(sender, clean, message)
             return True
-        return self.newest is not before
+        if status == "unavailable":
+            self.pending = {"sender": sender, "head": clean}
+            return True
+        return self.newest is not newest
+
+    def _forked(self, sender: str, head: dict[str, Any], message: str) -> None:
+        self.fork = {
+            "reason": (
+                f"the server showed {sender}'s device a key-transparency log that disagrees with the "
+                f"one it showed this device ({message}): it shows members different logs"
+            ),
+            "heads": [self.newest, head],
+        }
+        self.pending = None
 
     async def check_answer(self, answer: Mapping[str, Any]) -> dict[tuple[str, str], str]:
         """The keys of a `keys/query` answer that do not check out, by (user, slot) where
         slot is `device:<id>` or a cross-signing usage, each with the reason. A head that
-        fails fails every key of the answer. Accepting a head makes it the newest seen."""
+        fails fails every key of the answer. Accepting a newer head makes it the newest seen."""
         keys: dict[tuple[str, str], Mapping[str, Any]] = {}
         for user, devices in (answer.get("device_keys") or {}).items():
             for device_id, key in (devices or {}).items():
@@ -165,17 +221,15 @@ class KeyLogView:
         if not keys:
             return {}
         transparency = answer.get(TRANSPARENCY_FIELD)
-        head = transparency.get("tree_head") if isinstance(transparency, Mapping) else None
+        head = _clean_head(transparency.get("tree_head") if isinstance(transparency, Mapping) else None)
         # One check at a time: two answers checked at once could each compare with the same
         # newest head and then leave the smaller of theirs as the newest.
         async with self._lock:
             problem = await self._head_problem(head)
         if problem is not None:
             return dict.fromkeys(keys, problem)
-        assert isinstance(head, Mapping) and isinstance(transparency, Mapping)
-        parsed = parse_head(head)
-        assert parsed is not None
-        size, root = parsed[0], parsed[1]
+        assert head is not None and isinstance(transparency, Mapping)
+        size, root = int(head["size"]), bytes.fromhex(str(head["root"]))
         if root != self._proven_root:
             self._proven_root, self._proven = root, set()
         proofs = transparency.get("proofs")
@@ -193,28 +247,43 @@ class KeyLogView:
                 found[user, slot] = reason
         return found
 
-    async def _head_problem(self, head: Any) -> str | None:
-        if not isinstance(head, Mapping) or parse_head(head) is None:
+    async def _head_problem(self, head: dict[str, Any] | None) -> str | None:
+        if head is None:
             return "the server sent no signed head of the key-transparency log"
-        public_key = str(head.get("public_key"))
         if not verify_tree_head(head, self.pinned_key, KEY_STH_PREFIX):
-            if self.pinned_key is not None and public_key != self.pinned_key:
+            if self.pinned_key is not None and head["public_key"] != self.pinned_key:
                 return "the key-transparency log is signed by another key than the one this device pinned"
             return "the key-transparency log's head carries no valid signature"
-        newest = self.newest
-        if newest is not None:
-            older, newer = (newest, head) if int(head["size"]) >= int(newest["size"]) else (head, newest)
-            if self.fetch_consistency is None:
-                return "this device cannot fetch consistency proofs of the key-transparency log"
-            proof = await self.fetch_consistency(int(older["size"]), int(newer["size"]))
-            if not verify_consistency_between(older, newer, proof, KEY_STH_PREFIX):
-                return (
-                    f"the key-transparency log forked: its head of size {head['size']} (root "
-                    f"{str(head['root'])[:16]}…) does not extend the head of size {newest['size']} "
-                    f"(root {str(newest['root'])[:16]}…) this device saw before"
-                )
-            if newer is newest:
-                return None
-        self.pinned_key = public_key
-        self.newest = dict(head)
+        status, message = await self._compare(head)
+        if status == "forked":
+            return f"the key-transparency log forked: {message}"
+        if status == "unavailable":
+            return f"the server gave no proof that its key-transparency log only grew ({message})"
         return None
+
+    async def _compare(self, head: dict[str, Any]) -> tuple[str, str]:
+        """Whether a head (signature already checked) and this device's newest are one log:
+        "same log" (a newer head becomes the newest), "forked" (a proof came and does not
+        join them, or they differ at one size), or "unavailable" (no proof came)."""
+        newest = self.newest
+        if newest is None:
+            self.pinned_key, self.newest = str(head["public_key"]), head
+            return "same log", ""
+        size, newest_size = int(head["size"]), int(newest["size"])
+        where = (
+            f"its head of size {size} (root {str(head['root'])[:16]}…) and the head of size "
+            f"{newest_size} (root {str(newest['root'])[:16]}…) this device accepted"
+        )
+        if size == newest_size:
+            return ("same log", "") if head["root"] == newest["root"] else ("forked", f"{where} differ")
+        older, newer = (newest, head) if size > newest_size else (head, newest)
+        if self.fetch_consistency is None:
+            return "unavailable", "this device cannot fetch consistency proofs"
+        proof = await self.fetch_consistency(int(older["size"]), int(newer["size"]))
+        if proof is None:
+            return "unavailable", "no consistency proof came"
+        if not verify_consistency_between(older, newer, proof, KEY_STH_PREFIX):
+            return "forked", f"no consistency proof joins {where}"
+        if newer is head:
+            self.newest = head
+        return "same log", ""

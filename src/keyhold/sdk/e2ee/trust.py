@@ -69,6 +69,11 @@ class Contact:
     verified_master: str | None = None
     verified_devices: dict[str, str] = field(default_factory=dict)  # device id -> ed25519
 
+    @property
+    def verified(self) -> bool:
+        """Whether this device ever verified the contact (a master key or a device)."""
+        return self.verified_master is not None or bool(self.verified_devices)
+
     def changes(self) -> list[str]:
         out: list[str] = []
         if self.master is not None and self.seen_master != self.master:
@@ -122,15 +127,19 @@ class Trust:
         before = copy.deepcopy(vars(contact))
         if contact.master is None and master is not None:
             contact.master = master  # a first master key: trusted on first use, as devices are
-        if contact.verified_master is None and not contact.verified_devices:
+        if not contact.verified:
             for device, keys in seen.items():
                 contact.devices.setdefault(device, keys)  # new devices: on first use; removed ones stay known
-        # A verified contact's new device is not taken on first use: it may be one the server
-        # added, and it would read everything sent to them. It waits for accept_identity.
+        else:
+            # A verified contact's new device is not taken on first use: it may be one the
+            # server added, and it would read everything sent to them. Nor is a device that
+            # went away and came back (a removed, stolen laptop served again). They wait for
+            # accept_identity.
+            for device in [d for d in contact.devices if d not in seen and d not in contact.verified_devices]:
+                del contact.devices[device]
         contact.seen_master, contact.seen_devices = master, seen
-        # A change of identity takes "verified" away for good (until verified again).
-        if contact.verified_master is not None and contact.verified_master != master:
-            contact.verified_master = None
+        # A verified master key stays recorded: `is_verified` holds only while it is the one
+        # shown, and an answer that lacks it once does not erase the verification for good.
         for device, ed25519 in list(contact.verified_devices.items()):
             if device in seen and seen[device].split(" ")[0] != ed25519:
                 del contact.verified_devices[device]
@@ -143,12 +152,17 @@ class Trust:
             if user_id != self.own_user_id and contact is not None and (changes := contact.changes()):
                 raise IdentityChanged(username_of(user_id), changes)
 
-    def accept(self, user_id: str) -> bool:
+    def accept(self, user_id: str, expected: list[str] | None = None) -> bool:
+        """Accept the contact's keys as shown now; with `expected` (the changes an
+        IdentityChanged reported), only if those are still exactly the changes, so that nothing
+        is accepted that the member was not shown. Accepting takes "verified" away: what was
+        accepted was not verified."""
         contact = self.contacts.get(user_id)
-        if contact is None or not contact.changes():
+        if contact is None or not (changes := contact.changes()) or (expected is not None and changes != expected):
             return False
         contact.master = contact.seen_master
         contact.devices.update(contact.seen_devices)
+        contact.verified_master, contact.verified_devices = None, {}
         return True
 
     def mark_verified(self, user_id: str, device_id: str, ed25519: str, master: str | None) -> None:

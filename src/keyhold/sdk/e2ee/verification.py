@@ -86,9 +86,11 @@ class Verifier:
         """Before encrypting to these members: IdentityChanged if one's identity changed."""
         self.trust.check(user_ids)
 
-    def accept_identity(self, user_id: str) -> None:
-        if self.trust.accept(user_id):
-            self._machine.on_change()
+    def accept_identity(self, user_id: str, expected: list[str] | None = None) -> bool:
+        if not self.trust.accept(user_id, expected):
+            return False
+        self._machine.on_change()
+        return True
 
     def master_of(self, user_id: str) -> str | None:
         if user_id == self.user_id:
@@ -163,14 +165,14 @@ class Verifier:
         if not isinstance(txn, str) or not 0 < len(txn) <= 255:
             return
         if kind == "request":
-            self._on_request(sender, txn, content)
+            await self._on_request(sender, txn, content)
             return
         verification = self._sessions.get(txn)
         if verification is None or verification.other_user_id != sender:
             return  # an unknown transaction (a to-device event does not say which device sent it)
         await verification.receive(kind, content)
 
-    def _on_request(self, sender: str, txn: str, content: Mapping[str, Any]) -> None:
+    async def _on_request(self, sender: str, txn: str, content: Mapping[str, Any]) -> None:
         device, methods, timestamp = (
             content.get("from_device"),
             content.get("methods"),
@@ -191,6 +193,20 @@ class Verifier:
             or not -REQUEST_MAX_AHEAD_MS <= now - timestamp <= REQUEST_MAX_AGE_MS
         ):
             return  # stale or from the future: Matrix says ignore it
+        # One unanswered request per member: a contact sending many cannot crowd out others'
+        # requests nor replace the one the member is looking at.
+        if any(
+            v.other_user_id == sender
+            and v.incoming
+            and v.state == "incoming"
+            and time.monotonic() - v._created < EXPIRY_SECONDS
+            for v in self._sessions.values()
+        ):
+            return
+        # The device it names must be one of the sender's, as published (and logged).
+        published = (await self._machine.devices_of([sender])).get(sender, [])
+        if not any(d.device_id == device and d.log_problem is None for d in published):
+            return
         verification = SasVerification(self, txn, sender, [device], incoming=True)
         try:
             self._incoming.put_nowait(verification)
