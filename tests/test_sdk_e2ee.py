@@ -269,3 +269,29 @@ async def test_a_state_file_of_a_removed_or_another_members_device_signs_nothing
     assert "LAPTOP" not in [d["device_id"] for d in await alice.devices()]  # it did not come back
     await alice.close()
     await bob.close()
+
+
+def test_the_state_file_is_written_whole_through_a_fresh_private_file(tmp_path: Path) -> None:
+    """A symlink planted where a temporary file might go is never written through, and a
+    save leaves only the file (0600) and its lock behind."""
+    from keyhold.sdk.e2ee.state import StateFile
+
+    path = tmp_path / "alice.e2ee"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"untouched")
+    (tmp_path / "alice.e2ee.tmp").symlink_to(victim)
+    state = StateFile(path, "a passphrase")
+    try:
+        state.save({"since": 1})
+        state.save({"since": 2})
+        assert state.load() == {"since": 2}
+    finally:
+        state.close()
+    assert victim.read_bytes() == b"untouched"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "alice.e2ee",
+        "alice.e2ee.lock",
+        "alice.e2ee.tmp",
+        "victim",
+    ]

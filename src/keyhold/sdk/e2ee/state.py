@@ -9,9 +9,11 @@ copy reuses message indices that receivers then refuse. So a second open fails i
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +65,24 @@ class StateFile:
 
     def save(self, state: dict[str, Any]) -> None:
         sealed = MAGIC + self._box.seal(json.dumps(state).encode(), MAGIC)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A fresh temporary file of our own (0600, never an existing file or a planted
+        # symlink), written whole, then renamed over the old one and the rename made durable.
+        fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
-            os.write(fd, sealed)
-            os.fsync(fd)
+            with os.fdopen(fd, "wb") as out:
+                out.write(sealed)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
         finally:
-            os.close(fd)
-        os.replace(temporary, self.path)
+            os.close(directory)
 
     def close(self) -> None:
         if self._lock >= 0:
