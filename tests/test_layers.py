@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "bench": {"bench", "sdk", "app", "core", "governance"} | BASE,
     # The operator's commands reach the domain packages as `app` does (audit verify reads the
     # access log and the key-transparency log).
-    "cli": {"cli", "clients", "bench", "app", "core", "governance", "e2ee", "crypto"} | BASE,
+    "cli": {"cli", "clients", "bench", "app", "core", "governance", "e2ee", "safety", "crypto"} | BASE,
     "__main__": {"cli"},
     "__init__": set(),
 }

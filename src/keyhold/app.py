@@ -42,6 +42,7 @@ from keyhold.e2ee.key_log import KeyLog
 from keyhold.e2ee.keys import KeyDirectory
 from keyhold.e2ee.to_device import ToDevice
 from keyhold.governance.service import Governance, start_governance
+from keyhold.safety.policy import POLICY_FILE, PolicyFile
 from keyhold.store.blobs import BlobStore
 from keyhold.store.db import create_engine, migrate, writer_transactions
 
@@ -181,6 +182,8 @@ async def start_keyhold(
     )
     conversations = ConversationService(engine, writer, messages, keys, erasure, settings)
     accounts = AccountService(engine, passwords, signin, settings)
+    safety_policy = PolicyFile(settings.home / POLICY_FILE)
+    accounts.min_age = lambda region: safety_policy.current().for_region(region).min_age
     key_log = KeyLog(engine, governance.signer, writer, settings.server_name)
     await key_log.start()
     e2ee = KeyDirectory(engine, writer, accounts, key_log, settings.server_name)

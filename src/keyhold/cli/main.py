@@ -18,6 +18,7 @@ from keyhold.bench.signin import signin as bench_signin
 from keyhold.cli.admin import init, keys_app, serve, user_app
 from keyhold.cli.demo import demo_app
 from keyhold.cli.governance import audit_app, legal_app, staff_app
+from keyhold.cli.safety import safety_app
 from keyhold.cli.transparency import transparency_app
 from keyhold.clients.chat import COMMANDS_HELP, chat
 from keyhold.clients.staff import LEGAL_COMMANDS, STAFF_COMMANDS, audit_entries
@@ -43,6 +44,7 @@ app.add_typer(staff_app, name="staff")
 app.add_typer(legal_app, name="legal")
 app.add_typer(audit_app, name="audit")
 app.add_typer(transparency_app, name="transparency")
+app.add_typer(safety_app, name="safety")
 app.add_typer(demo_app, name="demo")
 
 bench_app = typer.Typer(help="Benchmarks (figures and how they were taken: docs/benchmarks.md).", no_args_is_help=True)

@@ -12,6 +12,7 @@ import datetime as dt
 import re
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,7 @@ def check_password(password: str) -> None:
         raise invalid(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
 
 
-def parse_birthdate(value: str, today: dt.date | None = None) -> dt.date:
+def parse_birthdate(value: str, today: dt.date | None = None, min_age: int = MIN_AGE_YEARS) -> dt.date:
     try:
         born = dt.date.fromisoformat(value)
     except ValueError as exc:
@@ -101,8 +102,8 @@ def parse_birthdate(value: str, today: dt.date | None = None) -> dt.date:
     if born > today or born.year < 1900:
         raise invalid("birthdate must be a real date in the past")
     age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-    if age < MIN_AGE_YEARS:
-        raise forbidden(f"Keyhold accounts need an age of at least {MIN_AGE_YEARS}")
+    if age < max(min_age, MIN_AGE_YEARS):
+        raise forbidden(f"Keyhold accounts need an age of at least {max(min_age, MIN_AGE_YEARS)}")
     return born
 
 
@@ -132,13 +133,16 @@ class AccountService:
         self._passwords = passwords
         self._guard = guard
         self._settings = settings
+        # The minimum age of a region's members: the safety policy fills it at wiring time.
+        self.min_age: Callable[[str], int] = lambda _region: MIN_AGE_YEARS
 
     async def register(self, username: str, password: str, birthdate: str, region: str) -> dict[str, Any]:
         check_username(username)
         check_password(password)
-        parse_birthdate(birthdate)
+        parse_birthdate(birthdate)  # its form, and the legal floor
         if region not in self._settings.regions:
             raise invalid(f"region must be one of {', '.join(self._settings.regions)}")
+        parse_birthdate(birthdate, min_age=self.min_age(region))  # the region's own minimum
         password_hash = await self._passwords.hash(password)
         async with self._engine.begin() as conn:
             user_id = await store.insert_user(

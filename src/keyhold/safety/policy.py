@@ -1,0 +1,193 @@
+"""The minors' policy: which direct-messaging rules apply at which age, per region.
+
+Operators write it in `<home>/safety-policy.toml`; without the file, the built-in defaults
+(TikTok's baseline for DMs) apply. A `[default]` table sets every region's rules, and
+`[regions.<name>]` tables override them for one region:
+
+    [default]
+    min_age = 13                  # younger people cannot register
+    dm_off_below = 16             # 13-15: no direct messages at all
+    friends_only_below = 18       # 16-17: direct messages with friends (mutual follows) only
+    teen_default_audience = "no_one"   # 16-17 start here; "friends" is the most they may choose
+
+    [regions.eu]
+    friends_only_below = 18
+
+A member's band follows from their birthdate and today's date, so a member turning 16 or 18
+moves to the next rules on that day (someone born on 29 February has their birthday on
+1 March in other years). The running server re-reads the file when it changes (`PolicyFile`);
+a file that does not parse leaves the last good policy in force.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("keyhold.safety.policy")
+
+POLICY_FILE = "safety-policy.toml"
+# Below this no service may hold a child's account (COPPA and its kind): no file may lower it.
+LEGAL_MIN_AGE = 13
+MAX_AGE_SETTING = 21
+TEEN_AUDIENCES = ("no_one", "friends")  # what a 16-17-year-old may choose; never "everyone"
+REGION_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+RELOAD_CHECK_SECONDS = 1.0
+
+
+class PolicyError(ValueError):
+    """The policy file is not a valid policy; the message says where and why."""
+
+
+class Band(StrEnum):
+    YOUNG_TEEN = "young_teen"  # direct messaging is off
+    TEEN = "teen"  # friends only
+    ADULT = "adult"
+
+
+@dataclass(frozen=True)
+class RegionPolicy:
+    min_age: int = LEGAL_MIN_AGE
+    dm_off_below: int = 16
+    friends_only_below: int = 18
+    teen_default_audience: str = "no_one"
+
+    def band(self, born: dt.date, today: dt.date) -> Band:
+        """The rules a member born on `born` falls under on `today` (PolicyError if they are
+        younger than `min_age`, which registration already refuses)."""
+        age = age_on(born, today)
+        if age < self.min_age:
+            raise PolicyError(f"younger than {self.min_age}: no account")
+        if age < self.dm_off_below:
+            return Band.YOUNG_TEEN
+        if age < self.friends_only_below:
+            return Band.TEEN
+        return Band.ADULT
+
+
+def age_on(born: dt.date, today: dt.date) -> int:
+    """Whole years from `born` to `today`."""
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+@dataclass(frozen=True)
+class Policy:
+    default: RegionPolicy
+    regions: Mapping[str, RegionPolicy]
+
+    def for_region(self, region: str) -> RegionPolicy:
+        return self.regions.get(region, self.default)
+
+    def to_toml(self) -> str:
+        """The policy as a complete file (every value spelled out), as `show` prints it."""
+        lines = ["[default]", *_toml_values(self.default)]
+        for name in sorted(self.regions):
+            lines += ["", f"[regions.{name}]", *_toml_values(self.regions[name])]
+        return "\n".join(lines) + "\n"
+
+
+DEFAULT_POLICY = Policy(RegionPolicy(), {})
+
+
+def _toml_values(rules: RegionPolicy) -> list[str]:
+    return [f"{key} = {value!r}".replace("'", '"') for key, value in asdict(rules).items()]
+
+
+def _region_rules(table: Any, where: str, base: RegionPolicy) -> RegionPolicy:
+    if not isinstance(table, dict):
+        raise PolicyError(f"{where}: must be a table")
+    known = {f.name: f.type for f in fields(RegionPolicy)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise PolicyError(f"{where}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "teen_default_audience":
+            if value not in TEEN_AUDIENCES:
+                raise PolicyError(f"{where}.{key}: must be one of {', '.join(TEEN_AUDIENCES)} (never everyone)")
+        elif not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_AGE_SETTING:
+            raise PolicyError(f"{where}.{key}: must be a whole number of years from 0 to {MAX_AGE_SETTING}")
+        values[key] = value
+    rules = replace(base, **values)
+    if rules.min_age < LEGAL_MIN_AGE:
+        raise PolicyError(f"{where}.min_age: cannot be below {LEGAL_MIN_AGE}")
+    if not rules.min_age <= rules.dm_off_below <= rules.friends_only_below:
+        raise PolicyError(f"{where}: need min_age <= dm_off_below <= friends_only_below")
+    return rules
+
+
+def parse(text: str) -> Policy:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"not TOML: {exc}") from None
+    unknown = sorted(set(data) - {"default", "regions"})
+    if unknown:
+        raise PolicyError(f"unknown table {unknown[0]!r} (known: default, regions)")
+    default = _region_rules(data.get("default", {}), "default", RegionPolicy())
+    regions_table = data.get("regions", {})
+    if not isinstance(regions_table, dict):
+        raise PolicyError("regions: must be a table of regions")
+    regions: dict[str, RegionPolicy] = {}
+    for name, table in regions_table.items():
+        if not REGION_NAME.fullmatch(name):
+            raise PolicyError(f"regions.{name}: a region name is lower-case letters, digits, - and _")
+        regions[name] = _region_rules(table, f"regions.{name}", default)
+    return Policy(default, regions)
+
+
+def load(path: Path) -> Policy:
+    """The policy in `path`, or the defaults if there is no such file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return DEFAULT_POLICY
+    except UnicodeDecodeError:
+        raise PolicyError("not UTF-8 text") from None
+    return parse(text)
+
+
+class PolicyFile:
+    """The policy of a running server: re-read when the file changes (checked at most once a
+    second), the last good one kept while the file does not parse."""
+
+    def __init__(self, path: Path, clock: Any = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        self._checked = float("-inf")
+        self._stamp: tuple[int, int] | None = None
+        self.policy = DEFAULT_POLICY
+        self.error: str | None = None
+        self.current()
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return info.st_mtime_ns, info.st_size
+
+    def current(self) -> Policy:
+        now = self._clock()
+        if now - self._checked < RELOAD_CHECK_SECONDS:
+            return self.policy
+        self._checked = now
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return self.policy
+        self._stamp = stamp
+        try:
+            self.policy, self.error = load(self.path), None
+        except PolicyError as exc:
+            self.error = str(exc)
+            log.warning("%s does not parse; the previous policy stays in force: %s", self.path, exc)
+        return self.policy
