@@ -42,6 +42,7 @@ from keyhold.e2ee.key_log import KeyLog
 from keyhold.e2ee.keys import KeyDirectory
 from keyhold.e2ee.to_device import ToDevice
 from keyhold.governance.service import Governance, start_governance
+from keyhold.safety.minors import Minors
 from keyhold.safety.policy import POLICY_FILE, PolicyFile
 from keyhold.store.blobs import BlobStore
 from keyhold.store.db import create_engine, migrate, writer_transactions
@@ -184,6 +185,7 @@ async def start_keyhold(
     accounts = AccountService(engine, passwords, signin, settings)
     safety_policy = PolicyFile(settings.home / POLICY_FILE)
     accounts.min_age = lambda region: safety_policy.current().for_region(region).min_age
+    accounts.findable = Minors(safety_policy).findable
     key_log = KeyLog(engine, governance.signer, writer, settings.server_name)
     await key_log.start()
     e2ee = KeyDirectory(engine, writer, accounts, key_log, settings.server_name)

@@ -73,8 +73,8 @@ async def delete_account(body: DeleteAccountBody, member: CurrentMember, svc: Se
 
 
 @router.get("/users/{username}", summary="A member's public profile")
-async def profile(username: UsernamePath, _member: CurrentMember, svc: Service) -> dict[str, Any]:
-    return await svc.accounts.public_profile_of(username)
+async def profile(username: UsernamePath, member: CurrentMember, svc: Service) -> dict[str, Any]:
+    return await svc.accounts.public_profile_of(member, username)
 
 
 @router.put("/following/{username}", status_code=204, summary="Follow a member")

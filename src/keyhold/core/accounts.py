@@ -12,7 +12,7 @@ import datetime as dt
 import re
 import secrets
 import string
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +125,10 @@ def public_profile(row: Any) -> dict[str, Any]:
     }
 
 
+async def everyone_findable(_conn: AsyncConnection, _viewer_id: int, _row: Any) -> bool:
+    return True
+
+
 class AccountService:
     def __init__(
         self, engine: AsyncEngine, passwords: Passwords, guard: SignInGuard, settings: Settings
@@ -133,8 +137,10 @@ class AccountService:
         self._passwords = passwords
         self._guard = guard
         self._settings = settings
-        # The minimum age of a region's members: the safety policy fills it at wiring time.
+        # The minimum age of a region's members, and whether a member may find another (by
+        # viewer id and the other's row): the safety policy fills them at wiring time.
         self.min_age: Callable[[str], int] = lambda _region: MIN_AGE_YEARS
+        self.findable: Callable[[AsyncConnection, int, Any], Awaitable[bool]] = everyone_findable
 
     async def register(self, username: str, password: str, birthdate: str, region: str) -> dict[str, Any]:
         check_username(username)
@@ -300,13 +306,21 @@ class AccountService:
             raise not_found("no such user")
         return row
 
-    async def public_profile_of(self, username: str) -> dict[str, Any]:
+    async def findable_user(self, conn: AsyncConnection, viewer: Member, username: str) -> Any:
+        """The member `username` as `viewer` may find them: someone the safety policy hides
+        from the viewer (a minor, from a stranger) gets the unknown-user answer."""
+        row = await self.user(conn, username)
+        if row.id != viewer.id and not await self.findable(conn, viewer.id, row):
+            raise not_found("no such user")
+        return row
+
+    async def public_profile_of(self, viewer: Member, username: str) -> dict[str, Any]:
         async with self._engine.connect() as conn:
-            return public_profile(await self.user(conn, username))
+            return public_profile(await self.findable_user(conn, viewer, username))
 
     async def follow(self, member: Member, username: str) -> None:
         async with self._engine.begin() as conn:
-            target = await self.user(conn, username)
+            target = await self.findable_user(conn, member, username)
             if target.id == member.id:
                 raise invalid("you cannot follow yourself")
             await store.add_follow(conn, member.id, target.id, now_ms())

@@ -223,3 +223,10 @@ async def friends(conn: AsyncConnection, user_id: int) -> list[str]:
         .order_by(users.c.username)
     )
     return [row[0] for row in result]
+
+
+async def follows_one_way(conn: AsyncConnection, follower_id: int, followee_id: int) -> bool:
+    result = await conn.execute(
+        select(follows.c.follower_id).where(follows.c.follower_id == follower_id, follows.c.followee_id == followee_id)
+    )
+    return result.first() is not None
