@@ -14,13 +14,13 @@ import httpx
 import pytest
 
 from conftest import PASSWORD, keyhold_cli, start_server, stop_server, unique
+from keyhold.core.ages import age_on
 from keyhold.safety.policy import (
     DEFAULT_POLICY,
     Band,
     PolicyError,
     PolicyFile,
     RegionPolicy,
-    age_on,
     parse,
 )
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core import matrix_ids
+from keyhold.core.ages import MIN_AGE_YEARS, age_on
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, unauthorized
 from keyhold.core.passwords import Passwords
 from keyhold.core.signin import SignInGuard
@@ -31,7 +32,6 @@ from keyhold.store import devices as device_store
 USERNAME = re.compile(r"[a-z0-9_]{3,32}")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
-MIN_AGE_YEARS = 13
 # A ban is a suspension without end: the member can still sign in to appeal it, nothing else.
 BANNED = 2**62
 
@@ -91,7 +91,14 @@ def check_password(password: str) -> None:
         raise invalid(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
 
 
-def parse_birthdate(value: str, today: dt.date | None = None, min_age: int = MIN_AGE_YEARS) -> dt.date:
+def require_age(born: dt.date, min_age: int, today: dt.date | None = None) -> None:
+    """Refuse an account younger than `min_age` (never less than the legal floor)."""
+    floor = max(min_age, MIN_AGE_YEARS)
+    if age_on(born, today or dt.date.today()) < floor:
+        raise forbidden(f"Keyhold accounts need an age of at least {floor}")
+
+
+def parse_birthdate(value: str, today: dt.date | None = None) -> dt.date:
     try:
         born = dt.date.fromisoformat(value)
     except ValueError as exc:
@@ -101,9 +108,7 @@ def parse_birthdate(value: str, today: dt.date | None = None, min_age: int = MIN
     today = today or dt.date.today()
     if born > today or born.year < 1900:
         raise invalid("birthdate must be a real date in the past")
-    age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
-    if age < max(min_age, MIN_AGE_YEARS):
-        raise forbidden(f"Keyhold accounts need an age of at least {max(min_age, MIN_AGE_YEARS)}")
+    require_age(born, MIN_AGE_YEARS, today)
     return born
 
 
@@ -145,10 +150,10 @@ class AccountService:
     async def register(self, username: str, password: str, birthdate: str, region: str) -> dict[str, Any]:
         check_username(username)
         check_password(password)
-        parse_birthdate(birthdate)  # its form, and the legal floor
+        born = parse_birthdate(birthdate)  # its form, and the legal floor
         if region not in self._settings.regions:
             raise invalid(f"region must be one of {', '.join(self._settings.regions)}")
-        parse_birthdate(birthdate, min_age=self.min_age(region))  # the region's own minimum
+        require_age(born, self.min_age(region))  # the region's own minimum
         password_hash = await self._passwords.hash(password)
         async with self._engine.begin() as conn:
             user_id = await store.insert_user(

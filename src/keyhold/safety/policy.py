@@ -33,11 +33,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from keyhold.core.ages import MIN_AGE_YEARS, age_on
+
 log = logging.getLogger("keyhold.safety.policy")
 
 POLICY_FILE = "safety-policy.toml"
-# Below this no service may hold a child's account (COPPA and its kind): no file may lower it.
-LEGAL_MIN_AGE = 13
 MAX_AGE_SETTING = 21
 TEEN_AUDIENCES = ("no_one", "friends")  # what a 16-17-year-old may choose; never "everyone"
 REGION_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -56,7 +56,7 @@ class Band(StrEnum):
 
 @dataclass(frozen=True)
 class RegionPolicy:
-    min_age: int = LEGAL_MIN_AGE
+    min_age: int = MIN_AGE_YEARS
     dm_off_below: int = 16
     friends_only_below: int = 18
     teen_default_audience: str = "no_one"
@@ -72,11 +72,6 @@ class RegionPolicy:
         if age < self.friends_only_below:
             return Band.TEEN
         return Band.ADULT
-
-
-def age_on(born: dt.date, today: dt.date) -> int:
-    """Whole years from `born` to `today`."""
-    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
 @dataclass(frozen=True)
@@ -118,8 +113,8 @@ def _region_rules(table: Any, where: str, base: RegionPolicy) -> RegionPolicy:
             raise PolicyError(f"{where}.{key}: must be a whole number of years from 0 to {MAX_AGE_SETTING}")
         values[key] = value
     rules = replace(base, **values)
-    if rules.min_age < LEGAL_MIN_AGE:
-        raise PolicyError(f"{where}.min_age: cannot be below {LEGAL_MIN_AGE}")
+    if rules.min_age < MIN_AGE_YEARS:  # the legal floor (COPPA and its kind): no file lowers it
+        raise PolicyError(f"{where}.min_age: cannot be below {MIN_AGE_YEARS}")
     if not rules.min_age <= rules.dm_off_below <= rules.friends_only_below:
         raise PolicyError(f"{where}: need min_age <= dm_off_below <= friends_only_below")
     return rules

@@ -600,9 +600,12 @@ class Client(ApiSession):
         idempotency_key: str | None,
         attachment_id: str | None,
         file_content: dict[str, Any] | None,
+        e2ee_members: list[str] | None = None,
     ) -> Message:
+        """`e2ee_members`: the members' full ids when the caller already fetched them for an
+        e2ee conversation (else asked here)."""
         body: dict[str, Any] = {"text": text, "idempotency_key": idempotency_key or uuid.uuid4().hex}
-        members = await self._e2ee_members(conversation_id)
+        members = e2ee_members if e2ee_members is not None else await self._e2ee_members(conversation_id)
         if members is not None:
             if attachment_id and file_content is None:
                 raise KeyholdError(400, {"title": "Use send_file", "detail": E2EE_FILES})
@@ -689,7 +692,7 @@ class Client(ApiSession):
             "file": {"url": attachment.id, **file},
             PLAINTEXT_SHA256_FIELD: sha256_b64(data),
         }
-        return await self._send(conversation_id, text or filename, None, attachment.id, content)
+        return await self._send(conversation_id, text or filename, None, attachment.id, content, members)
 
     async def download(self, attachment_id: str) -> bytes:
         """An attachment's stored bytes (in an e2ee conversation: its ciphertext; see
