@@ -11,9 +11,10 @@ export KEYHOLD_TEST_PG_URL
 echo "PostgreSQL for tests: $KEYHOLD_TEST_PG_URL" >&2
 set +e
 # Test files run in parallel, one per worker at a time (each file's servers are its own):
-# most of the suite waits on servers and sockets, so two workers on two cores halve its time.
+# most of the suite waits on servers and sockets, so one worker more than there are cores keeps
+# both cores busy.
 # KEYHOLD_TEST_WORKERS=0 runs it in this process; more than four would crowd the cluster.
-workers=${KEYHOLD_TEST_WORKERS:-$(nproc)}
+workers=${KEYHOLD_TEST_WORKERS:-$(( $(nproc) + 1 ))}
 [ "$workers" -gt 4 ] && workers=4
 .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
 status=$?

@@ -32,8 +32,15 @@ TEST_ENV = {
     # A client that announces a body it never sends holds the server this long (a test in
     # test_bad_input.py does): the behaviour is the same at 10 s, the production default.
     "KEYHOLD_BODY_DRAIN_SECONDS": "2",
+    # Tests send bursts no person would (150 messages at once): rate limits are tested in
+    # test_rate_limits.py, on servers of their own at the real figures.
+    "KEYHOLD_RATE_LIMIT_SCALE": "1000",
 }
 PASSWORD = "correct horse battery"
+# The safety policy the shared test servers start with: message requests off, so that tests of
+# messaging need not make every pair of members friends first. A test module of the contact
+# rules sets `SERVER_POLICY = None` to get the built-in defaults (requests on).
+REQUESTS_OFF = '[default]\nnon_friend_messages = "allow"\n'
 _names = itertools.count(1)
 
 
@@ -93,8 +100,14 @@ def start_server(
     extra_args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     database_url: str | None = None,
+    policy: str | None = REQUESTS_OFF,
 ) -> Server:
-    """`database_url` (PostgreSQL) is used as given instead of a new database in the shared cluster."""
+    """`database_url` (PostgreSQL) is used as given instead of a new database in the shared cluster.
+    `policy` is written as the data dir's safety-policy.toml unless it has one (None: none)."""
+    policy_file = home / "safety-policy.toml"
+    if policy is not None and not policy_file.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        policy_file.write_text(policy)
     if database_url is None:
         database_url = create_pg_database() if backend == "postgres" else ""
     port = free_port()
@@ -131,7 +144,8 @@ def stop_server(server: Server) -> None:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("home") / "kh", request.param)
+    policy = getattr(request.module, "SERVER_POLICY", REQUESTS_OFF)
+    srv = start_server(tmp_path_factory.mktemp("home") / "kh", request.param, policy=policy)
     yield srv
     stop_server(srv)
 

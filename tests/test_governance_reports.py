@@ -293,11 +293,13 @@ async def test_remove_message_leaves_a_tombstone_for_members(world: World) -> No
     await b.close()
 
 
-async def test_suspend_refuses_the_offenders_token(world: World) -> None:
+async def test_suspend_refuses_the_offenders_sends(world: World) -> None:
     a, b, conv, _ids, case_id, moderator = await reported_pair(world)
     await refused(moderator.decide(case_id, "suspend"), 422, "suspend_hours")
     await moderator.decide(case_id, "suspend", suspend_hours=24)
-    response = await raw(b, "GET", "/account")
+    # A suspended member reads but acts on nothing (tests/test_enforcement.py has the rest).
+    assert (await raw(b, "GET", "/account")).status_code == 200
+    response = await raw(b, "PATCH", "/account", json={"display_name": "renamed"})
     assert response.status_code == 403 and "suspended" in response.json()["detail"]
     with pytest.raises(KeyholdError) as caught:
         await b.send(conv, "still here?")
@@ -388,13 +390,13 @@ async def test_overturning_a_suspension_lifts_it(world: World) -> None:
     contest); a different moderator who overturns it lifts the suspension."""
     a, b, _conv, _ids, case_id, first = await reported_pair(world)
     await first.decide(case_id, "suspend", suspend_hours=48)
-    assert (await raw(b, "GET", "/account")).status_code == 403
+    assert (await raw(b, "PATCH", "/account", json={"display_name": "renamed"})).status_code == 403
     response = await appeal(b, case_id, "this was a joke between friends")
     assert response == 204, f"a suspended member cannot appeal their suspension: {response}"
     other = world.other_moderator(first)
     await other.claim(case_id)
     await other.decide_appeal(case_id, uphold=False, note="context shows a joke")
-    assert (await raw(b, "GET", "/account")).status_code == 200
+    assert (await raw(b, "PATCH", "/account", json={"display_name": "renamed"})).status_code == 200
     await a.close()
     await b.close()
 

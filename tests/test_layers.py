@@ -38,7 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "app": {"app", "api", "governance", "safety", "e2ee"} | SERVER,
     "sdk": {"sdk", "crypto"},
     "clients": {"clients", "sdk"},
-    "bench": {"bench", "sdk", "app", "core", "governance"} | BASE,
+    "bench": {"bench", "sdk", "app", "core", "governance", "safety"} | BASE,
     # The operator's commands reach the domain packages as `app` does (audit verify reads the
     # access log and the key-transparency log).
     "cli": {"cli", "clients", "bench", "app", "core", "governance", "e2ee", "safety", "crypto"} | BASE,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -21,6 +21,8 @@ from keyhold.bus.base import Bus
 from keyhold.bus.local import LocalBus
 from keyhold.config import CONFIG_FILE, Settings, render_config
 from keyhold.core.accounts import AccountService
+from keyhold.core.contact_actions import ContactService
+from keyhold.core.contacts import ContactGate
 from keyhold.core.conversations import ConversationService
 from keyhold.core.delivery import Delivery
 from keyhold.core.devices import DeviceService
@@ -41,9 +43,16 @@ from keyhold.crypto.tls import write_self_signed
 from keyhold.e2ee.key_log import KeyLog
 from keyhold.e2ee.keys import KeyDirectory
 from keyhold.e2ee.to_device import ToDevice
+from keyhold.governance.held import HeldMessages
 from keyhold.governance.service import Governance, start_governance
-from keyhold.safety.minors import Minors
+from keyhold.governance.strikes import Ladder
+from keyhold.safety.attachments import AttachmentMatcher
+from keyhold.safety.contacts import ContactRules
+from keyhold.safety.guardians import Guardians
+from keyhold.safety.limiter import RateLimiter
+from keyhold.safety.pipeline import build_scanner
 from keyhold.safety.policy import POLICY_FILE, PolicyFile
+from keyhold.safety.screening import SafetyScreen
 from keyhold.store.blobs import BlobStore
 from keyhold.store.db import create_engine, migrate, writer_transactions
 
@@ -73,6 +82,10 @@ class Keyhold:
     disappearing: DisappearingMessages
     e2ee: KeyDirectory
     to_device: ToDevice
+    contacts: ContactService
+    guardians: Guardians
+    limits: RateLimiter
+    held: HeldMessages
 
     async def check_storage(self) -> None:
         """Raise if the database does not answer (the health check)."""
@@ -84,6 +97,8 @@ class Keyhold:
         await self.governance.stop()
         await self.revocations.stop()
         await self.writer.stop()
+        if isinstance(self.messages.screening.screen, SafetyScreen):
+            await self.messages.screening.screen.aclose()  # the classifier's connections
         self.passwords.close()
         await self.engine.dispose()
 
@@ -185,7 +200,27 @@ async def start_keyhold(
     accounts = AccountService(engine, passwords, signin, settings)
     safety_policy = PolicyFile(settings.home / POLICY_FILE)
     accounts.min_age = lambda region: safety_policy.current().for_region(region).min_age
-    accounts.findable = Minors(safety_policy).findable
+    governance.strikes.ladder = lambda: Ladder(**asdict(safety_policy.current().enforcement))
+    gate = ContactGate(ContactRules(safety_policy))
+    accounts.findable = gate.findable
+    conversations.reach = gate.check_reach
+    conversations.check_group = gate.check_group
+    conversations.check_send = gate.check_send
+    messages.send_gate = gate.gate_sends
+    messages.check_send = gate.check_send
+    # The scanning pipeline on `standard` sends and uploads; what its verdicts open for moderators.
+    if settings.scanning == "on":
+        scanner = build_scanner(
+            settings.home,
+            settings.scanning_classifier_url or None,
+            fail_open=settings.scanning_classifier_fail_open,
+        )
+        matcher = AttachmentMatcher.for_home(settings.home)
+        messages.screening.screen = SafetyScreen(engine, scanner, gate.rules.band, matcher)
+    held = HeldMessages(
+        engine, writer, governance.log, erasure, messages, governance.reports, governance.strikes
+    )
+    messages.screening.on_screened = held.on_screened
     key_log = KeyLog(engine, governance.signer, writer, settings.server_name)
     await key_log.start()
     e2ee = KeyDirectory(engine, writer, accounts, key_log, settings.server_name)
@@ -196,6 +231,9 @@ async def start_keyhold(
     delivery.greetings.append(e2ee.greeting)
     disappearing = DisappearingMessages(writer, erasure, keys)
     disappearing.start()
+    limits = RateLimiter(lambda: safety_policy.current().rate_limits, settings.rate_limit_scale)
+    # New message requests are counted per account (core knows no client address).
+    gate.charge_requests = lambda member, n: limits.take_many("requests", member, None, n)
     return Keyhold(
         settings=settings,
         engine=engine,
@@ -218,6 +256,10 @@ async def start_keyhold(
         disappearing=disappearing,
         e2ee=e2ee,
         to_device=ToDevice(writer, settings.server_name),
+        contacts=ContactService(engine, writer, accounts, gate),
+        guardians=Guardians(engine, writer, accounts, gate),
+        limits=limits,
+        held=held,
     )
 
 

@@ -61,6 +61,25 @@ class Settings:
     # the peer address is the client's, which is what sign-in throttling counts. "*" is refused:
     # it would let every client name its own address and so escape the throttle.
     trusted_proxies: str = ""
+    # Every rate limit of the safety policy (safety-policy.toml, [rate_limits]) is multiplied by
+    # this: the test suite and the throughput benchmarks send far faster than people. Keep 1.
+    rate_limit_scale: int = 1
+    # The scanning pipeline on `standard` messages and uploads (docs/safety.md, "Verdicts"): on |
+    # off. `e2ee` content is never scanned either way.
+    scanning: str = "on"
+    # An operator's HTTP text classifier the pipeline also asks (empty: rules and the built-in
+    # scanner only), and what an unanswered request means: true lets the message through, false
+    # holds it for a moderator.
+    scanning_classifier_url: str = ""
+    scanning_classifier_fail_open: bool = True
+    # What a member whose message points to self-harm is shown with their message: support, never
+    # a punishment. Name your region's services here; the default names no number.
+    support_text: str = (
+        "It sounds like you may be going through something hard. You don't have to face it alone: "
+        "if you are in danger now, call your local emergency number; a crisis line or helpline near "
+        "you can listen, any time."
+    )
+    support_url: str = "https://findahelpline.com"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -128,6 +147,8 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         raise ValueError("trusted_proxies cannot be '*': name the proxies' addresses")
     if not _SERVER_NAME.fullmatch(settings.server_name):
         raise ValueError(f"server_name {settings.server_name!r} is not a DNS name (letters, digits, '-', '.')")
+    if settings.scanning not in ("on", "off"):
+        raise ValueError(f"scanning must be on or off, not {settings.scanning!r}")
     if settings.default_region not in settings.regions:
         raise ValueError(f"default_region {settings.default_region!r} is not one of {settings.regions}")
     return settings
@@ -143,6 +164,7 @@ _NOT_PERSISTED = {
     "argon2_parallelism",
     "tls_certfile",
     "tls_keyfile",
+    "rate_limit_scale",
 }
 
 
@@ -162,6 +184,8 @@ def render_config(settings: Settings) -> str:
             rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]"
         elif isinstance(value, str):
             rendered = f'"{value}"'
+        elif isinstance(value, bool):
+            rendered = "true" if value else "false"  # TOML's spelling
         else:
             rendered = str(value)
         lines.append(f"{prefix}{f.name} = {rendered}")

@@ -264,7 +264,7 @@ async def test_a_send_that_fails_in_the_database_fails_only_itself(
         assert failed == [i for i in range(100) if i % 10 == 3], failed
         assert all(isinstance(results[i], Problem) and results[i].status < 500 for i in failed)  # type: ignore[union-attr]
         async with svc.engine.connect() as conn:
-            stored = await svc.messages.history(conn, view["id"], None, None, 200)
+            stored = await svc.messages.history(conn, view["id"], None, None, 200, alice.id)
         assert sorted(m["text"] for m in stored) == sorted(f"message {i}" for i in range(100) if i % 10 != 3)
     assert "[parameters:" not in caplog.text and poison not in caplog.text
 
@@ -295,6 +295,6 @@ async def test_a_failure_after_the_commit_does_not_stop_the_writer(
             retried = await svc.messages.send(request)
             later = await svc.messages.send(SendRequest(alice.id, alice.username, view["id"], "second", "key-2"))
         async with svc.engine.connect() as conn:
-            stored = await svc.messages.history(conn, view["id"], None, None, 10)
+            stored = await svc.messages.history(conn, view["id"], None, None, 10, alice.id)
         assert sorted(m["text"] for m in stored) == ["first", "second"]
         assert retried["id"] != later["id"]

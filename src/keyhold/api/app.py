@@ -13,9 +13,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import keyhold
 from keyhold.api import (
     routes_accounts,
+    routes_contacts,
     routes_conversations,
     routes_devices,
     routes_e2ee,
+    routes_held,
     routes_staff,
     routes_transparency,
     stream,
@@ -95,7 +97,9 @@ def create_app(settings: Settings, start: Callable[[Settings], Awaitable[Service
         routes_devices.router,
         routes_e2ee.router,
         routes_conversations.router,
+        routes_contacts.router,
         routes_staff.router,
+        routes_held.router,
         routes_transparency.router,
         stream.router,
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from keyhold.config import Settings
 from keyhold.core.accounts import AccountService, Member
+from keyhold.core.contact_actions import ContactService
 from keyhold.core.conversations import ConversationService
 from keyhold.core.delivery import Delivery
 from keyhold.core.devices import DeviceService
@@ -19,6 +21,8 @@ from keyhold.e2ee.keys import KeyDirectory
 from keyhold.e2ee.to_device import ToDevice
 from keyhold.governance.service import Governance
 from keyhold.governance.staff import STAFF_TOKEN_PREFIX, StaffMember
+from keyhold.safety.guardians import Guardians
+from keyhold.safety.limiter import RateLimiter
 
 
 class Services(Protocol):
@@ -36,6 +40,9 @@ class Services(Protocol):
     governance: Governance
     e2ee: KeyDirectory
     to_device: ToDevice
+    contacts: ContactService
+    guardians: Guardians
+    limits: RateLimiter
 
     async def check_storage(self) -> None: ...
 
@@ -47,7 +54,7 @@ def service(request: Request) -> Services:
     return svc
 
 
-def client_address(request: Request) -> str:
+def client_address(request: HTTPConnection) -> str:
     """The address a request came from: the peer, or (only behind a proxy named in
     `trusted_proxies`) the client the proxy forwarded, as uvicorn resolves it."""
     return request.client.host if request.client else "unknown"
@@ -62,12 +69,18 @@ def bearer_token(request: Request) -> str:
 
 
 async def current_member(request: Request) -> Member:
+    """A member who may act: every route that sends, starts, changes or uploads anything."""
     return await service(request).accounts.authenticate(bearer_token(request))
 
 
+async def reading_member(request: Request) -> Member:
+    """A member who may read, suspended or not (never banned): history, attachments, lists."""
+    return await service(request).accounts.authenticate(bearer_token(request), "read")
+
+
 async def restricted_member(request: Request) -> Member:
-    """A member who may be suspended or banned: only for routes such as appeals."""
-    return await service(request).accounts.authenticate(bearer_token(request), allow_suspended=True)
+    """A member who may be suspended or banned: only for appeals and their own standing."""
+    return await service(request).accounts.authenticate(bearer_token(request), "appeal")
 
 
 def governance(request: Request) -> Governance:
@@ -91,5 +104,6 @@ Service = Annotated[Services, Depends(service)]
 Gov = Annotated[Governance, Depends(governance)]
 CurrentStaff = Annotated[StaffMember, Depends(current_staff)]
 CurrentMember = Annotated[Member, Depends(current_member)]
+ReadingMember = Annotated[Member, Depends(reading_member)]
 RestrictedMember = Annotated[Member, Depends(restricted_member)]
 Token = Annotated[str, Depends(bearer_token)]

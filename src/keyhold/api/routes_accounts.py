@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
 
-from keyhold.api.deps import CurrentMember, Service, client_address
+from keyhold.api.deps import CurrentMember, ReadingMember, Service, client_address
+from keyhold.api.limits import Follower
 from keyhold.api.schemas import (
     DeleteAccountBody,
     LoginBody,
@@ -37,18 +38,18 @@ async def login(body: LoginBody, request: Request, svc: Service) -> dict[str, An
 
 
 @router.delete("/sessions/current", status_code=204, summary="Log out this token (its open streams close)")
-async def logout(member: CurrentMember, svc: Service) -> Response:
+async def logout(member: ReadingMember, svc: Service) -> Response:
     await svc.accounts.logout(member)
     return Response(status_code=204)
 
 
 @router.delete("/sessions", summary="Log out everywhere: revoke every token of this account")
-async def logout_everywhere(member: CurrentMember, svc: Service) -> dict[str, int]:
+async def logout_everywhere(member: ReadingMember, svc: Service) -> dict[str, int]:
     return {"revoked": await svc.accounts.logout_everywhere(member)}
 
 
 @router.get("/account", summary="My profile")
-async def me(member: CurrentMember, svc: Service) -> dict[str, Any]:
+async def me(member: ReadingMember, svc: Service) -> dict[str, Any]:
     return await svc.accounts.profile(member)
 
 
@@ -73,12 +74,12 @@ async def delete_account(body: DeleteAccountBody, member: CurrentMember, svc: Se
 
 
 @router.get("/users/{username}", summary="A member's public profile")
-async def profile(username: UsernamePath, member: CurrentMember, svc: Service) -> dict[str, Any]:
+async def profile(username: UsernamePath, member: ReadingMember, svc: Service) -> dict[str, Any]:
     return await svc.accounts.public_profile_of(member, username)
 
 
 @router.put("/following/{username}", status_code=204, summary="Follow a member")
-async def follow(username: UsernamePath, member: CurrentMember, svc: Service) -> Response:
+async def follow(username: UsernamePath, member: Follower, svc: Service) -> Response:
     await svc.accounts.follow(member, username)
     return Response(status_code=204)
 
@@ -90,5 +91,5 @@ async def unfollow(username: UsernamePath, member: CurrentMember, svc: Service) 
 
 
 @router.get("/relations", summary="Who I follow, who follows me, and my friends (mutual follows)")
-async def relations(member: CurrentMember, svc: Service) -> dict[str, list[str]]:
+async def relations(member: ReadingMember, svc: Service) -> dict[str, list[str]]:
     return await svc.accounts.relations(member)

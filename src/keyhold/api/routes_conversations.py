@@ -7,7 +7,8 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from keyhold.api.deps import CurrentMember, Service
+from keyhold.api.deps import CurrentMember, ReadingMember, Service
+from keyhold.api.limits import ConversationStarter, MessageSender, refund
 from keyhold.api.schemas import (
     MAX_ID,
     AddMembersBody,
@@ -31,18 +32,20 @@ UsernamePath = Annotated[Text, Path(min_length=1, max_length=64)]
 
 @router.post("/conversations", summary="Start a conversation (an existing 1:1 is returned, 200)")
 async def start(
-    body: StartConversationBody, member: CurrentMember, svc: Service, response: Response
+    body: StartConversationBody, member: ConversationStarter, svc: Service, response: Response, request: Request
 ) -> dict[str, Any]:
     view, created = await svc.conversations.start(
         member, body.members, body.encryption, body.title, body.kind
     )
     response.status_code = 201 if created else 200
+    if not created:  # the 1:1 existed: no new conversation to count
+        refund(svc, request)
     return view
 
 
 @router.get("/conversations", summary="My conversations, most recent activity first")
 async def list_mine(
-    member: CurrentMember,
+    member: ReadingMember,
     svc: Service,
     before: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -51,7 +54,7 @@ async def list_mine(
 
 
 @router.get("/conversations/{conversation_id}", summary="One of my conversations")
-async def get(conversation_id: ConversationId, member: CurrentMember, svc: Service) -> dict[str, Any]:
+async def get(conversation_id: ConversationId, member: ReadingMember, svc: Service) -> dict[str, Any]:
     return await svc.conversations.get(member, conversation_id)
 
 
@@ -108,7 +111,7 @@ async def set_role(
 @router.get("/conversations/{conversation_id}/messages", summary="History, paginated by message id")
 async def history(
     conversation_id: ConversationId,
-    member: CurrentMember,
+    member: ReadingMember,
     svc: Service,
     before: Cursor = None,
     after: Cursor = None,
@@ -121,7 +124,7 @@ async def history(
 
 @router.post("/conversations/{conversation_id}/messages", status_code=201, summary="Send a message")
 async def send(
-    conversation_id: ConversationId, body: SendBody, member: CurrentMember, svc: Service
+    conversation_id: ConversationId, body: SendBody, member: MessageSender, svc: Service
 ) -> dict[str, Any]:
     request = SendRequest(
         member.id,
@@ -147,7 +150,7 @@ async def delete_message(message_id: MessageId, member: CurrentMember, svc: Serv
     "/conversations/{conversation_id}/receipts", summary="Mark messages delivered or read up to an id"
 )
 async def receipt(
-    conversation_id: ConversationId, body: ReceiptBody, member: CurrentMember, svc: Service
+    conversation_id: ConversationId, body: ReceiptBody, member: ReadingMember, svc: Service
 ) -> dict[str, bool]:
     changed = await svc.conversations.receipt(member, conversation_id, body.type, body.message_id)
     return {"changed": changed}
@@ -173,7 +176,7 @@ async def upload(
 @router.get("/attachments/{attachment_id}", summary="Download an attachment of one of my conversations")
 async def download(
     attachment_id: Annotated[Text, Path(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")],
-    member: CurrentMember,
+    member: ReadingMember,
     svc: Service,
 ) -> Response:
     meta, data = await svc.messages.download(member.id, attachment_id)

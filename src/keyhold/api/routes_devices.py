@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
-from keyhold.api.deps import CurrentMember, Service
+from keyhold.api.deps import CurrentMember, ReadingMember, Service
 from keyhold.api.schemas import DEVICE_ID_PATTERN, DeviceRemoveBody, DeviceRenameBody, Text
 
 router = APIRouter()
@@ -14,7 +14,7 @@ DevicePath = Annotated[Text, Path(pattern=DEVICE_ID_PATTERN)]
 
 
 @router.get("/devices", summary="My devices: name, first and last sign-in, which one is this")
-async def list_devices(member: CurrentMember, svc: Service) -> dict[str, Any]:
+async def list_devices(member: ReadingMember, svc: Service) -> dict[str, Any]:
     return {"devices": await svc.devices.list(member)}
 
 

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
-from keyhold.api.deps import CurrentMember, CurrentStaff, Gov, RestrictedMember, optional_staff
+from keyhold.api.deps import CurrentStaff, Gov, ReadingMember, RestrictedMember, optional_staff
+from keyhold.api.limits import Reporter
 from keyhold.api.schemas import MAX_ID, AppealBody, ReportBody, Text
 from keyhold.core.errors import invalid
 from keyhold.governance.reports import Revealed
@@ -61,12 +62,21 @@ async def entries(
 
 
 @router.get("/account/access-events", summary="Staff access to my data, each with an inclusion proof")
-async def my_access_events(member: CurrentMember, gov: Gov) -> dict[str, Any]:
+async def my_access_events(member: ReadingMember, gov: Gov) -> dict[str, Any]:
     return await gov.access_events(member)
 
 
+@router.get(
+    "/account/standing",
+    summary="My active strikes, suspension or ban, the next step and moderation notices (open while "
+    "suspended or banned)",
+)
+async def my_standing(member: RestrictedMember, gov: Gov) -> dict[str, Any]:
+    return await gov.standing(member)
+
+
 @router.post("/reports", status_code=201, summary="Report messages of one of my conversations")
-async def report(body: ReportBody, member: CurrentMember, gov: Gov) -> dict[str, Any]:
+async def report(body: ReportBody, member: Reporter, gov: Gov) -> dict[str, Any]:
     revealed = None
     if body.franking is not None:
         f = body.franking

@@ -11,9 +11,10 @@ Protocol (JSON text frames):
   `ack` {ref, message} once durable, or `error` {ref, problem}; the sending stream gets no
   `message.new` for its own send (the ack carries the message), the sender's other streams do; `receipt` {ref,
   conversation_id, receipt: delivered|read, message_id} → `ack` {ref}; `ping` → `pong`;
-- when the session ends (logout, password change elsewhere, suspension, ban, expiry...) the
-  server closes the socket within a second: 4401 when the session ended, 4403 when the account
-  may no longer act, with the reason; a frame that arrives after that is never acted on.
+- when the session ends (logout, password change elsewhere, ban, expiry...) the server closes
+  the socket within a second: 4401 when the session ended, 4403 when the account may no longer
+  act, with the reason; a frame that arrives after that is never acted on. A suspension leaves
+  the socket open for receiving: `send` frames get an `error` frame (403, naming its end).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from fastapi import APIRouter, WebSocket
 from pydantic import Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
-from keyhold.api.deps import Services
+from keyhold.api.deps import Services, client_address
+from keyhold.api.limits import Backoff
 from keyhold.api.schemas import (
     MAX_ID,
     AttachmentId,
@@ -139,6 +141,9 @@ class Connection:
         self.close_reason = "fell behind; reconnect with since"
         self.tasks: set[asyncio.Task[None]] = set()
         self.origin = next(_origins)
+        self.sending: asyncio.Task[None] | None = None  # this socket's send being screened, if any
+        self.address = client_address(ws)  # what rate limits count as this client
+        self.backoff = Backoff()  # not read for a moment after a send over its rate limit
 
     def revoke(self, code: int, reason: str) -> None:
         """The session ended (see `core.revocation`): close now, whatever is still queued."""
@@ -173,6 +178,7 @@ class Connection:
         self.end()
 
     async def handle(self, raw: str | bytes) -> None:
+        await self.backoff.wait()
         if self.closed:
             return  # revoked or closing: nothing more is acted on
         try:
@@ -204,8 +210,10 @@ class Connection:
             franking=frame.franking,
         )
         try:
+            self.svc.limits.take("messages", self.member, self.address)  # before any work: 429 error frame
             self.svc.messages.validate(request)
         except Problem as problem:
+            self.backoff.refused(problem)
             self.push(_error(problem, frame.ref))
             return
         ref = frame.ref
@@ -216,7 +224,8 @@ class Connection:
             else:
                 self.push(orjson.dumps({"type": "ack", "ref": ref, "message": orjson.Fragment(result.json)}))
 
-        self.svc.messages.submit(request, done)
+        # Screened first when it must be (`core.screening`), queued after this socket's earlier sends.
+        self.sending = self.svc.messages.screen_and_submit(request, done, self.sending)
 
     async def _receipt(self, frame: ReceiptFrame) -> None:
         try:
@@ -251,7 +260,8 @@ async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Member, int] | No
             return None
         token, since = auth.token, max(since, auth.since)
     try:
-        member = await svc.accounts.authenticate(token.strip())
+        # A suspended member still receives; their `send` frames get the suspension's 403.
+        member = await svc.accounts.authenticate(token.strip(), "read")
     except Problem as problem:
         await _refuse(ws, problem, 4401 if problem.status == 401 else 4403)
         return None

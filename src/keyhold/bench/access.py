@@ -60,6 +60,8 @@ async def run_access_bench(settings: Settings, messages: int, reads: int, batch:
     try:
         gov = svc.governance
         alice, bob = await _member(svc, "alice"), await _member(svc, "bob")
+        await svc.accounts.follow(alice, "bob")  # friends: no message request between them
+        await svc.accounts.follow(bob, "alice")
         conversation, _ = await svc.conversations.start(alice, ["bob"], "standard", "", "direct")
         ids = [
             int(

@@ -66,6 +66,7 @@ from keyhold.bench.procs import (
     _wait_tcp,
     free_port,
 )
+from keyhold.bench.scanning import compare as scanning_compare
 
 console = Console()
 err = Console(stderr=True)
@@ -156,6 +157,13 @@ def delivery(
             "Olm session setups/s and the cost of a send to a 50-member group."
         ),
     ] = "standard",
+    scanning: Annotated[
+        str,
+        typer.Option(
+            help="'as-is' (the server's setting: on by default), or 'compare': the same standard load "
+            "against a server with the safety scanning off, then on, and the ratios (own server only)."
+        ),
+    ] = "as-is",
 ) -> None:
     """Delivery throughput and latency over the WebSocket (send → recipient), with durability."""
     if clients % 2:
@@ -166,8 +174,15 @@ def delivery(
         raise typer.BadParameter("the only baseline is 'relay'", param_hint="--baseline")
     if encryption not in ("standard", "e2ee", "both"):
         raise typer.BadParameter("'standard', 'e2ee' or 'both'", param_hint="--encryption")
-    models = ["standard", "e2ee"] if encryption == "both" else [encryption]
+    if scanning not in ("as-is", "compare"):
+        raise typer.BadParameter("'as-is' or 'compare'", param_hint="--scanning")
     n_workers = workers or _default_workers()
+    if scanning == "compare":
+        if url is not None or encryption != "standard" or baseline is not None:
+            raise typer.BadParameter("compare runs on the bench's own servers, standard only", param_hint="--scanning")
+        _compare_scanning(clients, messages, rate, window, n_workers, idle_timeout, text_bytes, transport, json_file)
+        return
+    models = ["standard", "e2ee"] if encryption == "both" else [encryption]
     started = dt.datetime.now(dt.UTC)
     results: dict[str, LoadResult] = {}
     relay_result: LoadResult | None = None
@@ -338,3 +353,41 @@ def delivery(
         )
     if bad:
         raise typer.Exit(1)
+
+
+def _compare_scanning(
+    clients: int,
+    messages: int,
+    rate: float | None,
+    window: int,
+    workers: int,
+    idle_timeout: float,
+    text_bytes: int,
+    transport: str,
+    json_file: Path | None,
+) -> None:
+    load = functools.partial(
+        run_load,
+        messages=messages,
+        window=window,
+        rate=rate,
+        workers=workers,
+        idle_timeout=idle_timeout,
+        text_bytes=text_bytes,
+        transport=transport,
+    )
+    report = {
+        **scanning_compare(clients, messages, load),
+        "clients": clients,
+        "messages": messages,
+        "rate": rate,
+        "window": window,
+        "workers": workers,
+        "text_bytes": text_bytes,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "machine": _machine(),
+    }
+    if json_file is not None:
+        json_file.write_text(json.dumps(report, indent=2) + "\n")
+    console.print_json(json.dumps(report))

@@ -45,6 +45,9 @@ async def group_send_costs(url: str, prefix: str, password: str) -> dict[str, An
         for i in range(GROUP_SIZE)
     ]
     sender, others = members[0], [m.username for m in members[1:]]
+    for member in members[1:]:  # friends of the sender: added to the group, not asked
+        await member.follow(sender.username)
+        await sender.follow(member.username)
     try:
         timings: dict[str, Any] = {"group_size": GROUP_SIZE, "sends": GROUP_SENDS}
         for model in ("standard", "e2ee"):

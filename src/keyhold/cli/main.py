@@ -14,11 +14,14 @@ import typer
 from keyhold.bench.access import access as bench_access
 from keyhold.bench.connections import connections as bench_connections
 from keyhold.bench.delivery import delivery as bench_delivery
+from keyhold.bench.flood import flood as bench_flood
+from keyhold.bench.safety import safety as bench_safety
 from keyhold.bench.signin import signin as bench_signin
 from keyhold.cli.admin import init, keys_app, serve, user_app
 from keyhold.cli.demo import demo_app
 from keyhold.cli.governance import audit_app, legal_app, staff_app
 from keyhold.cli.safety import safety_app
+from keyhold.cli.safety_hashes import hash_files, hashes_app
 from keyhold.cli.transparency import transparency_app
 from keyhold.clients.chat import COMMANDS_HELP, chat
 from keyhold.clients.staff import LEGAL_COMMANDS, STAFF_COMMANDS, audit_entries
@@ -44,6 +47,8 @@ app.add_typer(staff_app, name="staff")
 app.add_typer(legal_app, name="legal")
 app.add_typer(audit_app, name="audit")
 app.add_typer(transparency_app, name="transparency")
+safety_app.command("hash")(hash_files)
+safety_app.add_typer(hashes_app, name="hashes")
 app.add_typer(safety_app, name="safety")
 app.add_typer(demo_app, name="demo")
 
@@ -52,6 +57,8 @@ bench_app.command("delivery")(bench_delivery)
 bench_app.command("connections")(bench_connections)
 bench_app.command("access")(bench_access)
 bench_app.command("signin")(bench_signin)
+bench_app.command("safety")(bench_safety)
+bench_app.command("flood")(bench_flood)
 app.add_typer(bench_app, name="bench")
 
 

@@ -9,14 +9,18 @@ from typing import Annotated
 import typer
 
 from keyhold.cli.common import HomeOption, console, fail, settings_for
+from keyhold.cli.safety_scan import eval_file, rules_app, test
 from keyhold.safety.policy import POLICY_FILE, PolicyError, load
 
-safety_app = typer.Typer(help="Safety: the minors' policy (more to come: rules, scanning).", no_args_is_help=True)
+safety_app = typer.Typer(help="Safety: the minors' policy, scanning rules, the text scanner.", no_args_is_help=True)
 policy_app = typer.Typer(
     help=f"The minors' policy, per region: <home>/{POLICY_FILE} (without it, the built-in defaults).",
     no_args_is_help=True,
 )
 safety_app.add_typer(policy_app, name="policy")
+safety_app.add_typer(rules_app, name="rules")
+safety_app.command("test")(test)
+safety_app.command("eval")(eval_file)
 
 
 def _policy_path(file: Path | None, home: Path | None) -> Path:

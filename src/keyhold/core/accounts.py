@@ -14,7 +14,7 @@ import secrets
 import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -48,23 +48,31 @@ class Member:
     session: bytes = b""
     session_expires_ms: int = 0
     device_id: str | None = None  # None: an in-process actor, or a token from before devices
+    created_ms: int = 0  # when the account was made (rate limits are stricter for new ones)
 
 
-def session_refusal(row: Any, now: int, allow_suspended: bool = False) -> Problem | None:
-    """Why a session (a `store.accounts.session_user` row) may not act now, or None. What the
-    account may no longer do (403) is said before what became of the session (401): a banned
-    member's streams close with the ban as their reason, not just "revoked"."""
+# What a request needs of the account. `act`: anything that reaches others or changes state
+# (sending, starting conversations, group changes, follows, uploads); `read`: reading what the
+# member may see (history, attachments, the stream), which a suspension leaves open;
+# `appeal`: appealing and seeing one's standing, which even a ban leaves open.
+Need = Literal["act", "read", "appeal"]
+
+
+def session_refusal(row: Any, now: int, need: Need = "act") -> Problem | None:
+    """Why a session (a `store.accounts.session_user` row) may not do what it `need`s now, or
+    None. What the account may no longer do (403) is said before what became of the session
+    (401): a banned member's streams close with the ban as their reason, not just "revoked"."""
     if row is None:
         return unauthorized("the token is unknown or was revoked; log in again")
     if row.disabled or row.deleted_ms is not None:
         return forbidden("this account is disabled")
-    if row.suspended_until_ms > now and not allow_suspended:
-        until = (
-            "permanently (banned)"
-            if row.suspended_until_ms >= BANNED
-            else f"until {iso(row.suspended_until_ms)}"
-        )
-        return forbidden(f"this account is suspended {until}; a moderation decision can be appealed once")
+    banned = row.suspended_until_ms >= BANNED
+    if row.suspended_until_ms > now and (need == "act" or (need == "read" and banned)):
+        appeal = "a moderation decision can be appealed once"
+        if banned:
+            return forbidden(f"this account is suspended permanently (banned); {appeal}")
+        until = iso(row.suspended_until_ms)
+        return forbidden(f"this account is suspended until {until}: it can read but not send; {appeal}")
     if row.revoked_ms is not None:
         return unauthorized("the token is unknown or was revoked; log in again")
     if row.expires_ms <= now:
@@ -72,11 +80,12 @@ def session_refusal(row: Any, now: int, allow_suspended: bool = False) -> Proble
     return None
 
 
-async def require_live_session(conn: AsyncConnection, member: Member) -> None:
+async def require_live_session(conn: AsyncConnection, member: Member, need: Need = "act") -> None:
     """In a write's own transaction: refuse if the member's session ended since it was checked
-    (a frame on a stream whose session was just revoked writes nothing)."""
+    (a frame on a stream whose session was just revoked writes nothing), or if the account may
+    no longer do what the write `need`s (a suspension since)."""
     if member.session:
-        refusal = session_refusal(await store.session_user(conn, member.session), now_ms())
+        refusal = session_refusal(await store.session_user(conn, member.session), now_ms(), need)
         if refusal is not None:
             raise refusal
 
@@ -214,16 +223,18 @@ class AccountService:
         """The member's full id, `@name:server_name`, as end-to-end encryption names people."""
         return matrix_ids.user_id(username, self._settings.server_name)
 
-    async def authenticate(self, token: str, allow_suspended: bool = False) -> Member:
-        """The member a token belongs to. A suspended (or banned) member's token is refused
-        except where `allow_suspended`: the few routes they still need, such as appealing."""
+    async def authenticate(self, token: str, need: Need = "act") -> Member:
+        """The member a token belongs to, if the account may do what the request `need`s: a
+        suspended member's token reads and appeals, a banned member's only appeals."""
         session = token_digest(token)
         async with self._engine.connect() as conn:
             row = await store.session_user(conn, session)
-        refusal = session_refusal(row, now_ms(), allow_suspended)
+        refusal = session_refusal(row, now_ms(), need)
         if refusal is not None or row is None:
             raise refusal or unauthorized()
-        return Member(row.id, row.username, row.region, row.display_name, session, row.expires_ms, row.device_id)
+        return Member(
+            row.id, row.username, row.region, row.display_name, session, row.expires_ms, row.device_id, row.created_ms
+        )
 
     async def logout(self, member: Member) -> None:
         async with self._engine.begin() as conn:
@@ -280,7 +291,7 @@ class AccountService:
             row = await store.by_username(conn, username)
         if row is None or row.deleted_ms is not None or row.disabled:
             return None
-        return Member(row.id, row.username, row.region, row.display_name)
+        return Member(row.id, row.username, row.region, row.display_name, created_ms=row.created_ms)
 
     async def exists(self, username: str) -> bool:
         async with self._engine.connect() as conn:
@@ -331,9 +342,12 @@ class AccountService:
             await store.add_follow(conn, member.id, target.id, now_ms())
 
     async def unfollow(self, member: Member, username: str) -> None:
+        # Done whether or not there was a follow, or an account of that name: unfollowing must
+        # not tell a hidden member (a minor, a blocker) from a name nobody has.
         async with self._engine.begin() as conn:
-            target = await self.user(conn, username)
-            await store.remove_follow(conn, member.id, target.id)
+            target = await store.by_username(conn, username)
+            if target is not None:
+                await store.remove_follow(conn, member.id, target.id)
 
     async def relations(self, member: Member) -> dict[str, list[str]]:
         async with self._engine.connect() as conn:

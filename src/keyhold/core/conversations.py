@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import Member, require_live_session
+from keyhold.core.contacts import Form, SendCheckGate
 from keyhold.core.devices import BeforeKeysRemoved, no_key_log
 from keyhold.core.disappearing import MAX_TIMER_S, MIN_TIMER_S
 from keyhold.core.erasure import Erasure
@@ -18,6 +19,7 @@ from keyhold.core.keys import ConversationKeys
 from keyhold.core.messages import MessageService
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.store import accounts as account_store
+from keyhold.store import contacts as contact_store
 from keyhold.store import conversations as store
 from keyhold.store import devices as device_store
 from keyhold.store import e2ee_keys as e2ee_store
@@ -56,6 +58,29 @@ def announce(sink: EventSink, conversation_id: int, user_ids: list[int], change:
     )
 
 
+# Whether a member may start a conversation with, or add, these accounts (and how many other
+# names were no account): refuses, or answers who is reached only as a message request.
+Reach = Callable[[AsyncConnection, Member, Sequence[Any], Form, int], Awaitable[set[int]]]
+# Refuse a group whose members may not be together (joining, staying).
+GroupCheck = Callable[[AsyncConnection, Sequence[int], Sequence[int]], Awaitable[None]]
+
+
+async def reach_everyone(
+    _conn: AsyncConnection, _member: Member, _targets: Sequence[Any], _form: Form, unknown: int
+) -> set[int]:
+    if unknown:
+        raise not_found(f"{unknown} of the named members are not active users")
+    return set()
+
+
+async def any_group(_conn: AsyncConnection, _joining: Sequence[int], _staying: Sequence[int]) -> None:
+    return None
+
+
+async def any_send(_conn: AsyncConnection, _user_id: int, _conversation_id: int, _attachment: bool) -> None:
+    return None
+
+
 class ConversationService:
     def __init__(
         self,
@@ -73,6 +98,10 @@ class ConversationService:
         self._erasure = erasure
         self._settings = settings
         self.before_keys_removed: BeforeKeysRemoved = no_key_log
+        # Who may reach whom (`core.contacts`, filled at wiring time).
+        self.reach: Reach = reach_everyone
+        self.check_group: GroupCheck = any_group
+        self.check_send: SendCheckGate = any_send
 
     # -- views -----------------------------------------------------------------------------
 
@@ -88,7 +117,12 @@ class ConversationService:
         wrapped_for = await store.key_regions(conn, ids)
         encrypted = [r.id for r in rows if r.encryption == "e2ee"]
         devices = await e2ee_store.device_counts(conn, {m.id for r in encrypted for m in current.get(r, [])})
-        last_ids = [r.last_message_id for r in rows if r.last_message_id]
+        last_of = {r.id: r.last_message_id for r in rows if r.last_message_id}
+        hidden = await contact_store.hidden_for(conn, member.id, list(last_of.values())) if with_preview else set()
+        for cid, mid in last_of.items():
+            if mid in hidden:  # sent by someone they block: the newest they may see instead
+                last_of[cid] = await contact_store.last_visible(conn, cid, member.id)
+        last_ids = [mid for mid in last_of.values() if mid]
         last = await message_store.by_ids(conn, last_ids) if with_preview and last_ids else {}
         views = []
         for r in rows:
@@ -111,7 +145,8 @@ class ConversationService:
                 "unread": int(getattr(r, "unread", 0) or 0),
                 "last_message": None,
             }
-            row = last.get(r.last_message_id) if r.last_message_id else None
+            shown = last_of.get(r.id)
+            row = last.get(shown) if shown else None
             if row is not None:
                 rendered = (await self._messages.render_for_member(conn, [row]))[0]
                 text = rendered["text"]
@@ -127,7 +162,7 @@ class ConversationService:
 
     async def require_member(self, conn: AsyncConnection, member: Member, conversation_id: int) -> Any:
         row = await store.membership(conn, conversation_id, member.id)
-        if row is None or row.left_ms is not None:
+        if row is None or row.left_ms is not None or row.declined_ms is not None:
             raise not_yours("conversation")
         return row
 
@@ -144,16 +179,19 @@ class ConversationService:
         """A page of a conversation's messages (members only), with the cursors either way."""
         async with self._engine.connect() as conn:
             await self.require_member(conn, member, conversation_id)
-            items = await self._messages.history(conn, conversation_id, before, after, limit)
+            items = await self._messages.history(conn, conversation_id, before, after, limit, member.id)
         return {
             "items": items,
             "next_before": items[0]["id"] if items and len(items) == limit else None,
             "next_after": items[-1]["id"] if items else after,
         }
 
-    async def list_mine(self, member: Member, before: int | None, limit: int) -> dict[str, Any]:
+    async def list_mine(
+        self, member: Member, before: int | None, limit: int, requests: bool = False
+    ) -> dict[str, Any]:
+        """A page of my conversations; with `requests`, of my message requests instead."""
         async with self._engine.connect() as conn:
-            rows = await store.list_for_user(conn, member.id, before, limit + 1)
+            rows = await store.list_for_user(conn, member.id, before, limit + 1, requests)
             more = len(rows) > limit
             rows = rows[:limit]
             items = await self._views(conn, member, rows)
@@ -162,16 +200,20 @@ class ConversationService:
 
     # -- changes ---------------------------------------------------------------------------
 
-    async def users(self, conn: AsyncConnection, usernames: Sequence[str]) -> list[Any]:
-        """The active accounts of these names, in order; 404 (how many, not which) if any is not."""
+    async def found_users(self, conn: AsyncConnection, usernames: Sequence[str]) -> tuple[list[Any], int]:
+        """The active accounts of these names, in order, and how many names are none."""
         found = await account_store.by_usernames(conn, usernames)
-        missing = [
-            u for u in usernames if u not in found or found[u].deleted_ms is not None or found[u].disabled
-        ]
-        if missing:
-            # How many, not which: a detail never repeats what was submitted.
-            raise not_found(f"{len(missing)} of the named members are not active users")
-        return [found[u] for u in usernames]
+        active = [u for u in usernames if u in found and found[u].deleted_ms is None and not found[u].disabled]
+        return [found[u] for u in active], len(usernames) - len(active)
+
+    async def reachable_users(
+        self, conn: AsyncConnection, member: Member, usernames: Sequence[str], form: Form
+    ) -> tuple[list[Any], set[int]]:
+        """The accounts of these names if the member may reach them all, and which only as a
+        request; 404 (how many, not which: a detail never repeats what was submitted) for names
+        that are no account and members hidden from them alike, counted together."""
+        people, unknown = await self.found_users(conn, usernames)
+        return people, await self.reach(conn, member, people, form, unknown)
 
     async def start(
         self, member: Member, usernames: Sequence[str], encryption: str, title: str, kind: str | None
@@ -189,8 +231,10 @@ class ConversationService:
             raise invalid(f"a group has at most {self._settings.max_group_members} members")
 
         async def run(conn: AsyncConnection, sink: EventSink) -> tuple[int, bool]:
-            people = await self.users(conn, others)
+            people, requests = await self.reachable_users(conn, member, others, "start")
             ids = sorted([member.id, *(p.id for p in people)])
+            if kind == "group":
+                await self.check_group(conn, [p.id for p in people], [member.id])
             # At most one direct conversation per pair and model.
             direct_key = None if kind != "direct" else f"{ids[0]}:{ids[1]}" + (":e2ee" if encryption == "e2ee" else "")
             now = now_ms()
@@ -209,8 +253,11 @@ class ConversationService:
                 assert direct_key is not None
                 existing = await store.by_direct_key(conn, direct_key)
                 assert existing is not None
+                # Someone who deleted the other's request, now writing to them: theirs again.
+                await contact_store.reopen_declined(conn, existing, member.id)
                 return existing, False
             await store.insert_members(conn, conversation_id, ids, now, owner=member.id if kind == "group" else None)
+            await contact_store.mark_requests(conn, conversation_id, requests, member.id)
             members = sorted([member.username, *(p.username for p in people)])
             announce(sink, conversation_id, ids, "created", by=member.username, members=members)
             return conversation_id, True
@@ -228,6 +275,8 @@ class ConversationService:
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             await require_live_session(conn, member)
             await self.require_member(conn, member, conversation_id)
+            # A timer change reaches the others as a message would: refused where a send is.
+            await self.check_send(conn, member.id, conversation_id, False)
             await store.set_timer(conn, conversation_id, seconds)
             everyone = [m.id for m in await store.member_rows(conn, [conversation_id]) if m.left_ms is None]
             announce(sink, conversation_id, everyone, "timer", by=member.username, seconds=seconds)
@@ -241,7 +290,7 @@ class ConversationService:
             raise invalid("receipt type must be 'delivered' or 'read'")
 
         async def run(conn: AsyncConnection, sink: EventSink) -> bool:
-            await require_live_session(conn, member)
+            await require_live_session(conn, member, "read")  # part of reading: a suspension allows it
             await self.require_member(conn, member, conversation_id)
             if not await store.message_in_conversation(conn, conversation_id, message_id):
                 raise not_found("that message is not in this conversation")
@@ -249,11 +298,10 @@ class ConversationService:
             if kind == "read":  # reading implies delivery
                 await store.advance_receipt(conn, conversation_id, member.id, "delivered_upto", message_id)
             if changed:
-                everyone = await store.member_rows(conn, [conversation_id])
                 self._announce_receipt(
                     sink,
                     conversation_id,
-                    [m.id for m in everyone if m.left_ms is None],
+                    await self._receipt_audience(conn, member, conversation_id),
                     member.username,
                     kind,
                     message_id,
@@ -261,6 +309,15 @@ class ConversationService:
             return changed
 
         return await self._writer.run(run)
+
+    async def _receipt_audience(self, conn: AsyncConnection, member: Member, conversation_id: int) -> list[int]:
+        """Who sees a member's receipts: the current members, except whom the member blocks;
+        only the member while they have not accepted a request (its sender sees no receipts)."""
+        if await contact_store.request_from(conn, conversation_id, member.id) is not None:
+            return [member.id]
+        everyone = [m.id for m in await store.member_rows(conn, [conversation_id]) if m.left_ms is None]
+        blocked = await contact_store.blocks_between(conn, member.id, everyone)
+        return [uid for uid in everyone if (member.id, uid) not in blocked]
 
     def _announce_receipt(
         self,

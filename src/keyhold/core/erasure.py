@@ -51,11 +51,13 @@ class Erasure:
 
     @staticmethod
     def announce(sink: EventSink, rows: Sequence[AnyRow], members: Mapping[int, Collection[int]]) -> None:
-        """`message.deleted` to the current members of each message's conversation."""
+        """`message.deleted` to the current members of each message's conversation; of a held
+        message (`core.screening`), never delivered to the others, to its sender only."""
         for row in rows:
+            held = getattr(row, "review", None) is not None
             sink.add(
                 PendingEvent(
-                    user_ids=list(members.get(row.conversation_id, ())),
+                    user_ids=[row.sender_id] if held else list(members.get(row.conversation_id, ())),
                     type="message.deleted",
                     conversation_id=row.conversation_id,
                     message_id=row.id,

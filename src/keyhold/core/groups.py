@@ -23,6 +23,7 @@ from keyhold.core.accounts import Member
 from keyhold.core.conversations import ConversationService, announce
 from keyhold.core.errors import forbidden, invalid, not_found
 from keyhold.core.writer import EventSink, Writer
+from keyhold.store import contacts as contact_store
 from keyhold.store import conversations as store
 from keyhold.store.rows import AnyRow
 
@@ -56,10 +57,13 @@ class GroupService:
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             row, everyone = await self._group(conn, member, conversation_id)
             self._require(row, MANAGERS, "adding members")
-            people = await self._conversations.users(conn, sorted(set(usernames)))
+            people, unknown = await self._conversations.found_users(conn, sorted(set(usernames)))
             current = {m.id for m in everyone}
             former = {m.id for m in await store.member_rows(conn, [conversation_id]) if m.left_ms is not None}
             new = [p for p in people if p.id not in current]
+            # Who may be added, before anything that would tell a hidden name from no account.
+            requests = await self._conversations.reach(conn, member, new, "add", unknown)
+            await self._conversations.check_group(conn, [p.id for p in new], sorted(current))
             if len(current) + len(new) > self._settings.max_group_members:
                 raise invalid(f"a group has at most {self._settings.max_group_members} members")
             if not new:
@@ -67,6 +71,7 @@ class GroupService:
             now = now_ms()
             await store.rejoin(conn, conversation_id, [p.id for p in new if p.id in former], now)
             await store.insert_members(conn, conversation_id, [p.id for p in new if p.id not in former], now)
+            await contact_store.mark_requests(conn, conversation_id, requests, member.id)
             await store.force_new_epoch(conn, conversation_id)
             told = sorted(current | {p.id for p in new})
             announce(

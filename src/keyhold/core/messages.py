@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import MessageIds, iso, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import session_refusal
+from keyhold.core.contacts import NO_ONE, SendCheck, SendCheckGate, SendGate
 from keyhold.core.encrypted import (
     check_franking,
     e2ee_attachment,
@@ -34,10 +35,12 @@ from keyhold.core.erasure import Erasure
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, not_yours, unauthorized
 from keyhold.core.keys import ConversationKeys
 from keyhold.core.matrix_ids import room_id, user_id
+from keyhold.core.screening import ALLOWED, PENDING_REVIEW, REFUSED, Screening, SendScreening
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.envelope import ConversationKey, SealError
 from keyhold.crypto.franking_keys import FrankingKeys
 from keyhold.store import accounts as account_store
+from keyhold.store import contacts as contact_store
 from keyhold.store import messages as store
 from keyhold.store.blobs import BlobStore
 from keyhold.store.rows import AnyRow
@@ -79,6 +82,10 @@ class Sent:
     def of(cls, message: dict[str, Any]) -> Sent:
         return cls(message, orjson.dumps(message))
 
+    def with_fields(self, **fields: Any) -> Sent:
+        """The message with more fields (for its sender only: a support notice)."""
+        return Sent.of({**self.message, **fields})
+
 
 @dataclass(slots=True)
 class SendRequest:
@@ -103,14 +110,20 @@ class SendRequest:
     device_id: str | None = None
     franking: Mapping[str, Any] | None = None
     franking_commitment: bytes | None = None
+    # What the safety screen answered about a `standard` send (`core.screening`), set by
+    # `MessageService.screen`; None when it was not screened (encrypted content, no screen).
+    screening: Screening | None = None
+    # The id of the message this send stored, set by the writer (a retry stores none).
+    stored_id: int | None = None
 
 
 def render_message(
     row: AnyRow, text: str | None = None, attachment: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A stored message as members see it; without text it renders as a tombstone."""
+    """A stored message as members see it; without text it renders as a tombstone. A message
+    the safety screen held is only ever rendered for its sender, with its review `status`."""
     gone = text is None
-    return {
+    rendered = {
         "id": row.id,
         "conversation_id": row.conversation_id,
         "sender": row.sender,
@@ -121,6 +134,10 @@ def render_message(
         "deleted": gone,
         "expires_at": None if row.expires_ms is None else iso(row.expires_ms),
     }
+    review = getattr(row, "review", None)
+    if review is not None:
+        rendered["status"] = PENDING_REVIEW if review == "pending" else REFUSED
+    return rendered
 
 
 class MessageService:
@@ -142,6 +159,13 @@ class MessageService:
         self._erasure = erasure
         self._settings = settings
         self._ids = MessageIds()
+        # Who may send to whom (blocks, requests, the minors' rules): `core.contacts`, filled at
+        # wiring time; without it every member may send.
+        self.send_gate: SendGate | None = None
+        self.check_send: SendCheckGate | None = None
+        # The safety screen of `standard` sends and uploads (`core.screening`): its `screen`
+        # and `on_screened` are filled at wiring time; unfilled, nothing is screened.
+        self.screening = SendScreening(engine, writer, settings, self._commit_sends)
         writer.set_batch_handler(self._commit_sends)
 
     async def start(self) -> None:
@@ -168,13 +192,21 @@ class MessageService:
             raise invalid(f"text is longer than {self._settings.max_text_chars} characters")
 
     def submit(self, request: SendRequest, done: Callable[[Sent | Problem], None]) -> None:
-        """Queue a validated send; `done(result)` runs after commit (a `Sent` or a Problem)."""
+        """Queue a validated send as it is (unscreened: see `screen_and_submit`); `done(result)`
+        runs after commit (a `Sent` or a Problem)."""
         self._writer.submit(request, done)
+
+    def screen_and_submit(
+        self, request: SendRequest, done: Callable[[Sent | Problem], None], after: asyncio.Task[None] | None = None
+    ) -> asyncio.Task[None] | None:
+        """The one way a validated send goes on to the writer, from REST and the stream alike:
+        screened first when it must be (`core.screening.SendScreening.submit`)."""
+        return self.screening.submit(request, done, after)
 
     async def send(self, request: SendRequest) -> dict[str, Any]:
         self.validate(request)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._writer.submit(request, future.set_result)
+        await self.screening.screen_then_submit(request, future.set_result)
         result = await future
         if isinstance(result, Problem):
             raise result
@@ -188,7 +220,7 @@ class MessageService:
         sent_at = iso(now)  # one timestamp for the whole batch: it commits as one
         sessions = {r.session for r in batch if r.session}
         found = account_store.session_users(conn, sessions) if sessions else {}
-        live = {s for s in sessions if session_refusal(found.get(s), now) is None}
+        refusals = {s: session_refusal(found.get(s), now) for s in sessions}
         idems = {f"{r.sender_id}:{r.idempotency_key}" for r in batch if r.idempotency_key}
         earlier = store.by_idempotency(conn, idems) if idems else {}
         conv_ids = {r.conversation_id for r in batch}
@@ -197,6 +229,22 @@ class MessageService:
         att_ids = {r.attachment_id for r in batch if r.attachment_id}
         attachments = store.attachments_by_ids(conn, att_ids) if att_ids else {}
         used = store.attachments_in_use(conn, att_ids) if att_ids else set()
+        gates = (
+            self.send_gate(
+                conn,
+                [
+                    SendCheck(r.sender_id, r.conversation_id, r.attachment_id is not None,
+                              None if r.encrypted_json is not None else r.text)
+                    for r in batch
+                ],
+                {cid: s.kind for cid, s in states.items()},
+                members,
+            )
+            if self.send_gate is not None
+            else [NO_ONE] * len(batch)
+        )
+        hidden_rows: list[tuple[int, int]] = []
+        held_ids: list[int] = []
 
         epochs = {
             cid: EpochState(s.current_epoch, s.epoch_messages, s.epoch_started_ms)
@@ -205,9 +253,12 @@ class MessageService:
         batch_idems: dict[str, Sent] = {}
         rows: list[tuple[Any, ...]] = []
         results: list[Sent | Problem] = []
-        for req in batch:
-            if req.session and req.session not in live:
-                results.append(unauthorized("the session ended before the message was stored; log in again"))
+        for req, gate in zip(batch, gates, strict=True):
+            refusal = refusals.get(req.session) if req.session else None
+            if refusal is not None:
+                # A suspension or ban says so (403, with its end); an ended session is a 401.
+                ended = unauthorized("the session ended before the message was stored; log in again")
+                results.append(refusal if refusal.status == 403 else ended)
                 continue
             # Membership first: a former member's retry gets the 404 any send there would.
             conv_members = members.get(req.conversation_id, {})
@@ -223,6 +274,9 @@ class MessageService:
                     results.append(conflict("this idempotency key was already used for another conversation"))
                 else:
                     results.append(first)
+                continue
+            if isinstance(gate, Problem):
+                results.append(gate)
                 continue
             attachment = None
             if req.attachment_id:
@@ -282,15 +336,24 @@ class MessageService:
                     "expires_at": None if expires is None else iso(expires),
                 }
                 epoch.count += 1
-            epoch.last_message_id = message_id
+            # Held by the safety screen (`core.screening`): shown to its sender only, and not
+            # the conversation's latest message for anyone else, until a moderator releases it.
+            held = req.screening is not None and req.screening.action == "hold"
+            if held:
+                message["status"] = PENDING_REVIEW
+                held_ids.append(message_id)
+            else:
+                epoch.last_message_id = message_id
             epoch.changed = True
+            req.stored_id = message_id
             sent = Sent.of(message)
             if idem is not None:
                 batch_idems[idem] = sent
             results.append(sent)
+            hidden_rows += [(uid, message_id) for uid in gate]
             sink.add(
                 PendingEvent(
-                    user_ids=list(conv_members),
+                    user_ids=[req.sender_id] if held else [uid for uid in conv_members if uid not in gate],
                     type="message.new",
                     conversation_id=req.conversation_id,
                     message_id=message_id,
@@ -301,7 +364,10 @@ class MessageService:
             )
         if rows:
             store.insert_messages(conn, rows)
+            contact_store.hide_messages(conn, hidden_rows)
             store.update_conversations_after_send(conn, [e.row(cid) for cid, e in epochs.items() if e.changed])
+            if held_ids:
+                store.mark_held(conn, held_ids)
         return results
 
     def _frank(self, req: SendRequest, message_id: int, now: int) -> dict[str, Any] | None:
@@ -374,9 +440,15 @@ class MessageService:
         return await conn.run_sync(self._render_rows, rows)
 
     async def history(
-        self, conn: AsyncConnection, conversation_id: int, before: int | None, after: int | None, limit: int
+        self,
+        conn: AsyncConnection,
+        conversation_id: int,
+        before: int | None,
+        after: int | None,
+        limit: int,
+        viewer_id: int,
     ) -> list[dict[str, Any]]:
-        rows = await store.page(conn, conversation_id, before, after, limit)
+        rows = await store.page(conn, conversation_id, before, after, limit, viewer_id)
         return await self.render_for_member(conn, rows)
 
     # -- deleting --------------------------------------------------------------------------
@@ -429,12 +501,18 @@ class MessageService:
         if not data:
             raise invalid("the attachment is empty")
         attachment_id = "a_" + secrets.token_urlsafe(18)
+        # Screened before anything is stored (a `standard` upload needs its filename anyway).
+        screening = ALLOWED
+        if filename is not None:
+            screening = await self.screening.screen_upload(user_id, conversation_id, content_type, data)
 
         async def run(conn: AsyncConnection, _sink: EventSink) -> dict[str, Any]:
             states = await conn.run_sync(store.conversation_states, [conversation_id])
             members = await conn.run_sync(store.active_members, [conversation_id])
             if conversation_id not in states or user_id not in members.get(conversation_id, {}):
                 raise not_yours("conversation")
+            if self.check_send is not None:
+                await self.check_send(conn, user_id, conversation_id, True)
             state = states[conversation_id]
             now = now_ms()
             if state.encryption == "e2ee":
@@ -459,6 +537,7 @@ class MessageService:
                     "created_ms": now,
                 },
             )
+            await self.screening.record_upload(conn, screening, user_id, conversation_id, attachment_id, now)
             return {
                 "id": attachment_id,
                 "filename": filename,

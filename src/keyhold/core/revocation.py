@@ -117,7 +117,9 @@ class RevocationWatch:
         self._checked_ms = checked
         closed = 0
         for session in suspects:
-            refusal = session_refusal(rows.get(session), now)
+            # A suspended member keeps reading: their streams stay open (sends are refused by
+            # the writer); a ban, a disable or a deletion closes them.
+            refusal = session_refusal(rows.get(session), now, "read")
             if refusal is None:
                 continue
             code = 4401 if refusal.status == 401 else 4403

@@ -17,6 +17,7 @@ from keyhold.core.errors import forbidden, invalid
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.e2ee.ids import user_id
 from keyhold.e2ee.people import reachable
+from keyhold.store import contacts as contact_store
 from keyhold.store import e2ee_keys as store
 
 MAX_MESSAGES = 1000
@@ -62,7 +63,12 @@ class ToDevice:
             if not await store.first_to_device_txn(conn, member.id, device, txn_id, now_ms()):
                 return
             seen, _ = await reachable(conn, member, list(messages), self._server)
+            # Dropped for whoever blocks the sender, as a message would be (silently: to-device
+            # delivery is best effort anyway).
+            blockers = await contact_store.blockers_among(conn, member.id, set(seen.values()))
             for uid, account in seen.items():
+                if account in blockers:
+                    continue
                 existing = set(await store.device_ids_of(conn, account))
                 for target in messages[uid]:
                     content = orjson.loads(contents[uid, target])

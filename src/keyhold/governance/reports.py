@@ -29,10 +29,13 @@ from keyhold.crypto.franking_keys import FrankingKeys
 from keyhold.crypto.signed_json import decode_base64
 from keyhold.governance.accesslog import AccessLog, LogEntry, case_ref
 from keyhold.governance.staff import SEE_REPORTS, TAKE_REPORTS, StaffMember, require_role
+from keyhold.governance.standing import case_strikes
+from keyhold.governance.strikes import STRIKING_ACTIONS, Strikes, restrict
 from keyhold.store import accounts as account_store
 from keyhold.store import cases as store
 from keyhold.store import conversations as conversation_store
 from keyhold.store import messages as message_store
+from keyhold.store import verdicts as verdict_store
 from keyhold.store.cases import Case
 from keyhold.store.rows import AnyRow
 
@@ -94,8 +97,10 @@ class ReportService:
         erasure: Erasure,
         settings: Settings,
         franking: FrankingKeys,
+        strikes: Strikes,
     ) -> None:
         self._franking = franking
+        self._strikes = strikes
         self._engine = engine
         self._writer = writer
         self._log = log
@@ -222,7 +227,9 @@ class ReportService:
     async def get(self, staff: StaffMember, case_id: int) -> dict[str, Any]:
         async with self._engine.connect() as conn:
             case = await self._case_for(conn, staff, case_id)
-            return case_view(case, await store.case_message_ids(conn, case_id))
+            message_ids = await store.case_message_ids(conn, case_id)
+            # The active strikes of the people it is about: what a decision here may escalate.
+            return {**case_view(case, message_ids), "strikes": await case_strikes(conn, case, message_ids)}
 
     async def claim(self, staff: StaffMember, case_id: int) -> dict[str, Any]:
         require_role(staff, TAKE_REPORTS, "taking report cases")
@@ -257,6 +264,8 @@ class ReportService:
             if case.status != "open" or case.assigned_to != staff.id:
                 raise conflict(f"case {case_id} is {case.status} and must be open and assigned to you")
             details = case.details
+            if details.get("held") and await verdict_store.still_held(conn, case_id):
+                raise conflict(f"case {case_id} holds a message for review: release or refuse it (governance.held)")
             if details.get("child_safety") and action != "no_violation" and not hotline_reference:
                 raise invalid("child-safety cases need the hotline report reference (mandatory report)")
             now = now_ms()
@@ -278,6 +287,10 @@ class ReportService:
                 conn, sink, [decided_entry(case, details["category"], action, appeal=False)]
             )
             self._tell(sink, case, offenders, action, note.strip()[:1000], appeal=False)
+            if action in STRIKING_ACTIONS:
+                for uid in offenders:
+                    category = details["category"]
+                    await self._strikes.strike(conn, sink, uid, category, "moderator", case_id, now)
 
         await self._writer.run(run)
         return await self.get(staff, case_id)
@@ -300,7 +313,7 @@ class ReportService:
             self._erasure.announce(sink, live, members)
         elif action == "suspend" and hours:
             for uid in offenders:
-                await account_store.restrict_user(conn, uid, suspended_until_ms=now + hours * 3600 * 1000)
+                await restrict(conn, uid, now + hours * 3600 * 1000)  # never shortens a longer one, or a ban
         elif action == "ban":
             for uid in offenders:
                 # Not `disabled`: a banned member can still sign in, to appeal and nothing else.
@@ -311,9 +324,9 @@ class ReportService:
         self, sink: EventSink, case: Case, offenders: list[int], action: str, note: str, appeal: bool
     ) -> None:
         """The reporter and the people acted on learn the outcome, with the moderator's note."""
-        assert case.reporter_id is not None  # every report case has its reporter
         told = {"case_id": case.id, "action": action, "appeal": appeal, "note": note}
-        sink.add(PendingEvent([case.reporter_id], "report.outcome", data=told))
+        if case.reporter_id is not None:  # None: the system's own case (an automatic action)
+            sink.add(PendingEvent([case.reporter_id], "report.outcome", data=told))
         if action != "no_violation" or appeal:
             sink.add(PendingEvent(offenders, "moderation.action", data={**told, "can_appeal": not appeal}))
 
@@ -347,7 +360,9 @@ class ReportService:
             if case.assigned_to != staff.id:
                 raise conflict(f"take the appeal first (claim case {case_id})")
             if not uphold:
-                await revert_action(conn, decision["action"], decision["offenders"])
+                if not decision.get("automatic"):  # an automatic action lifts only what it imposed
+                    await revert_action(conn, decision["action"], decision["offenders"])
+                await self._strikes.overturned(conn, case)
             decision["appeal"].update({"upheld": uphold, "note": note.strip()[:1000], "decided_by": staff.id})
             await store.update_case(
                 conn, case_id, status="appeal_decided", decision=decision

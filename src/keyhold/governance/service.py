@@ -33,6 +33,8 @@ from keyhold.governance.accesslog import AccessLog, subject_view
 from keyhold.governance.legal import LegalService
 from keyhold.governance.reports import ReportService
 from keyhold.governance.staff import AUDIT, StaffMember, StaffService, has_role, require_role
+from keyhold.governance.standing import member_standing
+from keyhold.governance.strikes import Strikes
 from keyhold.governance.transparency import build_report, period_bounds
 from keyhold.store import accesslog as log_store
 from keyhold.store import cases as case_store
@@ -54,6 +56,7 @@ class Governance:
     legal: LegalService
     engine: AsyncEngine
     writer: Writer
+    strikes: Strikes
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def notify_due(self) -> int:
@@ -91,6 +94,10 @@ class Governance:
         async with self.engine.connect() as conn:
             rows = await merkle_log.entries(conn, ACCESS_LOG, start, end)
         return {"items": [{"index": r.idx, "entry": r.entry.decode()} for r in rows], "next_start": end}
+
+    async def standing(self, member: Member) -> dict[str, Any]:
+        """The member's active strikes, restriction, next rung and moderation notices."""
+        return await member_standing(self.engine, self.strikes.ladder, member)
 
     async def access_events(self, member: Member) -> dict[str, Any]:
         """Staff access to the member's data, each entry with its inclusion proof."""
@@ -141,15 +148,17 @@ async def start_governance(
     await access_log.load()
     writer.on_conflict.append(access_log.load)
     access = GovernedAccess(engine, writer, provider, access_log, settings)
+    strikes = Strikes(access_log)
     gov = Governance(
         signer=signer,
         log=access_log,
         staff=StaffService(engine, passwords, signin, provider, settings),
         access=access,
-        reports=ReportService(engine, writer, access_log, erasure, settings, franking),
+        reports=ReportService(engine, writer, access_log, erasure, settings, franking, strikes),
         legal=LegalService(engine, writer, access_log, access, provider, blobs, erasure, signer, settings),
         engine=engine,
         writer=writer,
+        strikes=strikes,
     )
     if background:
         gov._task = asyncio.create_task(

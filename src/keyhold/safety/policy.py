@@ -34,11 +34,19 @@ from pathlib import Path
 from typing import Any
 
 from keyhold.core.ages import MIN_AGE_YEARS, age_on
+from keyhold.safety.enforcement_policy import (
+    DEFAULT_ENFORCEMENT,
+    EnforcementPolicy,
+    enforcement_toml,
+    parse_enforcement,
+)
+from keyhold.safety.rate_limits import DEFAULT_RATE_LIMITS, RateLimits, parse_rate_limits, rate_limits_toml
 
 log = logging.getLogger("keyhold.safety.policy")
 
 POLICY_FILE = "safety-policy.toml"
 MAX_AGE_SETTING = 21
+NON_FRIEND_MESSAGES = ("request", "allow")
 TEEN_AUDIENCES = ("no_one", "friends")  # what a 16-17-year-old may choose; never "everyone"
 REGION_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 RELOAD_CHECK_SECONDS = 1.0
@@ -60,6 +68,9 @@ class RegionPolicy:
     dm_off_below: int = 16
     friends_only_below: int = 18
     teen_default_audience: str = "no_one"
+    # A first message from an adult non-friend: "request" (the requests inbox) or "allow" (a
+    # closed deployment, where everyone knows everyone, may turn requests off).
+    non_friend_messages: str = "request"
 
     def band(self, born: dt.date, today: dt.date) -> Band:
         """The rules a member born on `born` falls under on `today` (PolicyError if they are
@@ -78,6 +89,8 @@ class RegionPolicy:
 class Policy:
     default: RegionPolicy
     regions: Mapping[str, RegionPolicy]
+    rate_limits: RateLimits = DEFAULT_RATE_LIMITS  # safety/rate_limits.py
+    enforcement: EnforcementPolicy = DEFAULT_ENFORCEMENT  # safety/enforcement_policy.py
 
     def for_region(self, region: str) -> RegionPolicy:
         return self.regions.get(region, self.default)
@@ -87,6 +100,8 @@ class Policy:
         lines = ["[default]", *_toml_values(self.default)]
         for name in sorted(self.regions):
             lines += ["", f"[regions.{name}]", *_toml_values(self.regions[name])]
+        lines += ["", *rate_limits_toml(self.rate_limits)]
+        lines += ["", *enforcement_toml(self.enforcement)]
         return "\n".join(lines) + "\n"
 
 
@@ -109,6 +124,9 @@ def _region_rules(table: Any, where: str, base: RegionPolicy) -> RegionPolicy:
         if key == "teen_default_audience":
             if value not in TEEN_AUDIENCES:
                 raise PolicyError(f"{where}.{key}: must be one of {', '.join(TEEN_AUDIENCES)} (never everyone)")
+        elif key == "non_friend_messages":
+            if value not in NON_FRIEND_MESSAGES:
+                raise PolicyError(f"{where}.{key}: must be one of {', '.join(NON_FRIEND_MESSAGES)}")
         elif not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_AGE_SETTING:
             raise PolicyError(f"{where}.{key}: must be a whole number of years from 0 to {MAX_AGE_SETTING}")
         values[key] = value
@@ -125,9 +143,9 @@ def parse(text: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"not TOML: {exc}") from None
-    unknown = sorted(set(data) - {"default", "regions"})
+    unknown = sorted(set(data) - {"default", "regions", "rate_limits", "enforcement"})
     if unknown:
-        raise PolicyError(f"unknown table {unknown[0]!r} (known: default, regions)")
+        raise PolicyError(f"unknown table {unknown[0]!r} (known: default, regions, rate_limits, enforcement)")
     default = _region_rules(data.get("default", {}), "default", RegionPolicy())
     regions_table = data.get("regions", {})
     if not isinstance(regions_table, dict):
@@ -137,7 +155,9 @@ def parse(text: str) -> Policy:
         if not REGION_NAME.fullmatch(name):
             raise PolicyError(f"regions.{name}: a region name is lower-case letters, digits, - and _")
         regions[name] = _region_rules(table, f"regions.{name}", default)
-    return Policy(default, regions)
+    rate_limits = parse_rate_limits(data.get("rate_limits", {}), PolicyError)
+    enforcement = parse_enforcement(data.get("enforcement", {}), PolicyError)
+    return Policy(default, regions, rate_limits=rate_limits, enforcement=enforcement)
 
 
 def load(path: Path) -> Policy:

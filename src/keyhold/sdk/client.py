@@ -78,6 +78,10 @@ class Message:
     expires_at: str | None = None  # a disappearing message: when the server deletes it
     # An e2ee file's key and hashes, from the decrypted message (`Client.download_file`).
     e2ee_file: dict[str, Any] | None = field(default=None, repr=False)
+    # Held by the safety scanning for a moderator ("pending_review", then "refused" if it was);
+    # only its sender sees it so. `support`: resources offered to the sender (docs/safety.md).
+    status: str | None = None
+    support: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any], crypto: CryptoMachine | None = None) -> Message:
@@ -118,6 +122,8 @@ class Message:
             evidence=evidence,
             expires_at=data.get("expires_at"),
             e2ee_file=e2ee_file,
+            status=data.get("status"),
+            support=data.get("support"),
         )
 
 
@@ -512,6 +518,39 @@ class Client(ApiSession):
 
     async def friends(self) -> list[str]:
         return list((await self.relations())["friends"])
+
+    # -- who may message me (docs/safety.md) ---------------------------------------------------
+
+    async def block(self, username: str) -> None:
+        await self._request("PUT", f"/blocks/{username}")
+
+    async def unblock(self, username: str) -> None:
+        await self._request("DELETE", f"/blocks/{username}")
+
+    async def blocked(self) -> list[str]:
+        return [item["username"] for item in (await self._request("GET", "/blocks"))["items"]]
+
+    async def set_dm_audience(self, audience: str) -> dict[str, Any]:
+        """Who may start a conversation with me: "everyone", "friends" or "no_one"."""
+        return dict(await self._request("PUT", "/account/messaging", json={"dm_audience": audience}))
+
+    async def requests(self, limit: int = 50, before: int | None = None) -> list[Conversation]:
+        """My message requests: conversations (and group adds) from non-friends not accepted yet."""
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        data = await self._request("GET", "/requests", params=params)
+        return [self._remember(Conversation.from_json(c)) for c in data["items"]]
+
+    async def accept_request(self, conversation_id: int) -> None:
+        await self._request("POST", f"/requests/{conversation_id}/accept")
+
+    async def decline_request(self, conversation_id: int, block: bool = False) -> None:
+        """Delete a request (its sender is not told); with `block`, block its sender too."""
+        if block:
+            await self._request("POST", f"/requests/{conversation_id}/block")
+        else:
+            await self._request("DELETE", f"/requests/{conversation_id}")
 
     # -- conversations -----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.store.absent import insert_if_absent
 from keyhold.store.rows import AnyRow
-from keyhold.store.schema import conversation_keys, conversations, members, messages, users
+from keyhold.store.schema import conversation_keys, conversations, hidden_messages, members, messages, users
 
 # Activity in message-id space: the last message's id, or for an empty conversation, the id a
 # message would have had at its creation (ids count ms since 2026-01-01 in their high bits).
@@ -49,7 +49,7 @@ async def rejoin(conn: AsyncConnection, conversation_id: int, user_ids: Sequence
     await conn.execute(
         update(members)
         .where(members.c.conversation_id == conversation_id, members.c.user_id.in_(list(user_ids)))
-        .values(left_ms=None, joined_ms=now, role="member")
+        .values(left_ms=None, joined_ms=now, role="member", request_from=None, declined_ms=None)
     )
 
 
@@ -81,6 +81,8 @@ async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) 
             members.c.read_upto,
             members.c.delivered_upto,
             members.c.role,
+            members.c.request_from,
+            members.c.declined_ms,
         )
         .select_from(conversations.join(members, members.c.conversation_id == conversations.c.id))
         .where(conversations.c.id == conversation_id, members.c.user_id == user_id)
@@ -113,6 +115,8 @@ def _unread_where(conversation_id: Any, user_id: int, read_upto: Any) -> list[An
         messages.c.id > read_upto,
         messages.c.sender_id != user_id,
         messages.c.deleted_ms.is_(None),
+        messages.c.review.is_(None),  # held for review: not delivered to them (yet)
+        messages.c.id.not_in(select(hidden_messages.c.message_id).where(hidden_messages.c.user_id == user_id)),
     ]
 
 
@@ -124,8 +128,10 @@ async def unread_count(conn: AsyncConnection, conversation_id: int, user_id: int
 
 
 async def list_for_user(
-    conn: AsyncConnection, user_id: int, before_activity: int | None, limit: int
+    conn: AsyncConnection, user_id: int, before_activity: int | None, limit: int, requests: bool = False
 ) -> Sequence[AnyRow]:
+    """The member's conversations, most recent activity first; with `requests`, only those that
+    are still message requests to them (otherwise, only the others)."""
     unread = (
         select(func.count())
         .where(*_unread_where(conversations.c.id, user_id, members.c.read_upto))
@@ -145,7 +151,12 @@ async def list_for_user(
             unread.label("unread"),
         )
         .select_from(conversations.join(members, members.c.conversation_id == conversations.c.id))
-        .where(members.c.user_id == user_id, members.c.left_ms.is_(None))
+        .where(
+            members.c.user_id == user_id,
+            members.c.left_ms.is_(None),
+            members.c.declined_ms.is_(None),
+            members.c.request_from.is_not(None) if requests else members.c.request_from.is_(None),
+        )
         .order_by(ACTIVITY.desc(), conversations.c.id.desc())
         .limit(limit)
     )

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import BigInteger, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.store.db import DriverStatement, insert_tuples
 from keyhold.store.rows import AnyRow
-from keyhold.store.schema import attachments, conversations, members, messages, users
+from keyhold.store.schema import attachments, conversations, hidden_messages, members, messages, users
 
 MESSAGE_COLUMNS = (
     messages.c.id,
@@ -32,6 +32,7 @@ MESSAGE_COLUMNS = (
     messages.c.sender_device,
     messages.c.franking,
     messages.c.expires_ms,
+    messages.c.review,
 )
 _FROM = messages.join(users, users.c.id == messages.c.sender_id)
 
@@ -45,6 +46,7 @@ _BY_IDEMPOTENCY = DriverStatement(
 _CONVERSATION_STATES = DriverStatement(
     select(
         conversations.c.id,
+        conversations.c.kind,
         conversations.c.encryption,
         conversations.c.current_epoch,
         conversations.c.epoch_messages,
@@ -109,7 +111,8 @@ _CONVERSATION_AFTER_SEND = (
         current_epoch=bindparam("epoch"),
         epoch_messages=bindparam("count"),
         epoch_started_ms=bindparam("started"),
-        last_message_id=bindparam("last_id"),
+        # NULL when only a held message was added: the latest others see stays as it was.
+        last_message_id=func.coalesce(bindparam("last_id", type_=BigInteger), conversations.c.last_message_id),
     )
 )
 
@@ -118,10 +121,27 @@ def update_conversations_after_send(conn: Connection, rows: Sequence[dict[str, A
     conn.execute(_CONVERSATION_AFTER_SEND, list(rows))
 
 
+def mark_held(conn: Connection, message_ids: Sequence[int]) -> None:
+    """Messages the safety screen held: pending a moderator's review (see `schema.messages`)."""
+    conn.execute(update(messages).where(messages.c.id.in_(list(message_ids))).values(review="pending"))
+
+
 async def page(
-    conn: AsyncConnection, conversation_id: int, before: int | None, after: int | None, limit: int
+    conn: AsyncConnection,
+    conversation_id: int,
+    before: int | None,
+    after: int | None,
+    limit: int,
+    viewer_id: int | None = None,
 ) -> list[AnyRow]:
+    """A page of a conversation's messages, as `viewer_id` sees it (without the messages hidden
+    for them: see `hidden_messages`)."""
     query = select(*MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.conversation_id == conversation_id)
+    if viewer_id is not None:
+        hidden = select(hidden_messages.c.message_id).where(hidden_messages.c.user_id == viewer_id)
+        query = query.where(messages.c.id.not_in(hidden))
+        # A message held for review (or refused) is its sender's alone to see.
+        query = query.where(or_(messages.c.review.is_(None), messages.c.sender_id == viewer_id))
     if after is not None:
         query = query.where(messages.c.id > after).order_by(messages.c.id.asc())
     else:
@@ -206,7 +226,15 @@ async def max_message_id(conn: AsyncConnection) -> int:
 async def expired(conn: AsyncConnection, now: int, limit: int) -> list[AnyRow]:
     """Disappearing messages whose time is up and that are not deleted yet, oldest first."""
     result = await conn.execute(
-        select(messages.c.id, messages.c.conversation_id, messages.c.attachment_id, messages.c.epoch, messages.c.kind)
+        select(
+            messages.c.id,
+            messages.c.conversation_id,
+            messages.c.attachment_id,
+            messages.c.epoch,
+            messages.c.kind,
+            messages.c.sender_id,
+            messages.c.review,  # a held message's deletion is announced to its sender only
+        )
         .where(messages.c.expires_ms <= now, messages.c.deleted_ms.is_(None))
         .order_by(messages.c.expires_ms)
         .limit(limit)

@@ -51,6 +51,9 @@ users = Table(
     # When the account was last disabled, suspended, banned or deleted: servers look for
     # recent changes to close the streams such an account still has open.
     Column("restricted_ms", BigInteger, nullable=False, server_default="0"),
+    # Who may start a direct conversation with this member: everyone | friends | no_one;
+    # NULL: the default of their age band (safety-policy.toml).
+    Column("dm_audience", String(8), nullable=True),
 )
 Index("ix_users_restricted", users.c.restricted_ms)
 
@@ -147,6 +150,45 @@ members = Table(
     Column("read_upto", BigInteger, nullable=False, server_default="0"),
     # In a group: owner (its creator, then whoever it passes to) | admin | member.
     Column("role", String(8), nullable=False, server_default="member"),
+    # While set, the membership is a message request from this user (a non-friend started
+    # the conversation or added them): it sits in the requests inbox until accepted.
+    Column("request_from", BigInteger, nullable=True),
+    # A direct request its recipient deleted: they no longer see it (nor anything sent there
+    # since), while its sender sees no change (a deleted request looks like one unanswered).
+    Column("declined_ms", BigInteger, nullable=True),
+)
+
+# One member blocking another: stops messages, conversations, requests and group adds both ways.
+blocks = Table(
+    "blocks",
+    metadata,
+    Column("blocker_id", ForeignKey("users.id"), primary_key=True),
+    Column("blocked_id", ForeignKey("users.id"), primary_key=True, index=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# A message not shown to one member: sent by someone they had blocked, in a group they share.
+# Kept after an unblock (unblocking restores nothing retroactively).
+hidden_messages = Table(
+    "hidden_messages",
+    metadata,
+    Column("user_id", ForeignKey("users.id"), primary_key=True),
+    Column("message_id", BigInteger, primary_key=True),
+)
+
+# A guardian linked to a teen once both accepted: sees the teen's settings and with whom their
+# conversations are, never content; may turn their DMs to off or friends.
+guardian_links = Table(
+    "guardian_links",
+    metadata,
+    Column("guardian_id", ForeignKey("users.id"), primary_key=True),
+    Column("teen_id", ForeignKey("users.id"), primary_key=True, index=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("guardian_accepted_ms", BigInteger, nullable=True),
+    Column("teen_accepted_ms", BigInteger, nullable=True),
+    # The guardian's DM setting for the teen (no_one | friends): the stricter of it and the
+    # teen's own setting applies.
+    Column("dm_audience", String(8), nullable=True),
 )
 
 conversation_keys = Table(
@@ -184,9 +226,33 @@ messages = Table(
     Column("franking", Text, nullable=True),
     # When a disappearing message is deleted (its conversation's timer when it was sent).
     Column("expires_ms", BigInteger, nullable=True),
+    # Safety review of a `standard` message the scanning pipeline held: "pending" (stored, shown
+    # to its sender only, until a moderator releases it: NULL again) or "refused" (deleted,
+    # never shown to anyone else). NULL for every other message.
+    Column("review", String(8), nullable=True),
 )
 Index("ix_messages_expiry", messages.c.expires_ms)
 Index("ix_messages_conversation", messages.c.conversation_id, messages.c.id)
+
+# What the scanning pipeline decided about a `standard` send or upload, for every verdict but
+# `allow`: action, category, scores and which rules or signals fired. Never the content.
+# `message_id` is NULL for a blocked send (nothing was stored); `attachment_id` is set for an
+# upload's verdict, which the send that carries the file then takes on.
+scan_verdicts = Table(
+    "scan_verdicts",
+    metadata,
+    Column("id", SequenceId, primary_key=True, autoincrement=True),
+    Column("message_id", BigInteger, nullable=True, index=True),
+    Column("attachment_id", String(40), nullable=True, index=True),
+    Column("conversation_id", ForeignKey("conversations.id"), nullable=False),
+    Column("sender_id", ForeignKey("users.id"), nullable=False, index=True),
+    Column("action", String(8), nullable=False),  # flag | hold | block
+    Column("category", String(32), nullable=True),
+    Column("policy", String(200), nullable=False, server_default=""),
+    Column("scores", Text, nullable=False, server_default="{}"),  # JSON: category -> 0..1
+    Column("fired", Text, nullable=False, server_default="[]"),  # JSON: rule and signal names
+    Column("created_ms", BigInteger, nullable=False),
+)
 
 attachments = Table(
     "attachments",
@@ -463,4 +529,19 @@ key_log_heads = Table(
     Column("root", LargeBinary(32), nullable=False),
     Column("timestamp_ms", BigInteger, nullable=False),
     Column("signature", LargeBinary, nullable=False),
+)
+
+# Strikes against a member (a moderator's decision, or the system's own finding): each counts
+# toward automatic escalation until it expires; overturning its decision on appeal deletes it.
+strikes = Table(
+    "strikes",
+    metadata,
+    Column("id", SequenceId, primary_key=True, autoincrement=True),
+    Column("user_id", ForeignKey("users.id"), nullable=False, index=True),
+    # The report case it came from; NULL for an automatic strike that has no case.
+    Column("case_id", ForeignKey("cases.id"), nullable=True, index=True),
+    Column("category", String(24), nullable=False),
+    Column("source", String(10), nullable=False),  # moderator | automatic
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
 )

@@ -1,0 +1,601 @@
+"""Message text folded to the forms that signals and operator terms are matched on.
+
+People who want a filter to miss a word write it so that a person still reads it: `K1LL`,
+`k i l l`, `k.i.l.l`, `kiiiill`, `k\u0456ll` with a Cyrillic i (U+0456), a zero-width space inside it, or
+🔪 for the word. `normalize` undoes each of these:
+
+- NFKC (full-width and mathematical letters become plain ones), case folding, combining marks
+  and invisible format characters (zero-width spaces and joiners, soft hyphens, variation
+  selectors) dropped;
+- Unicode confusables mapped to the Latin letter they imitate, from the table of UTS #39 that
+  `confusable-homoglyphs` ships (kept in step with Unicode by its maintainers; we keep no list
+  of our own);
+- emoji that stand in for words (🔪 knife, 🔫 gun, 💣 bomb…) replaced by the word;
+- leetspeak inside words that have letters (`k1ll`, `h4te`, `$tupid`); numbers stay numbers.
+  `1`, `!` and `|` read as `i` or `l`: the reading that is a word some matcher knows wins;
+- punctuation between the letters of a word (`k.i.l.l`, `ki-ll`), and runs of three or more
+  single letters (`k i l l`), joined back into one word, and remembered as obfuscated;
+- stretched letters undone (`kiiiill`, `stuuupid`): each run of a letter is read as one or two,
+  and again the reading some matcher knows wins (`loot` stays `loot`, never `lot`).
+
+Leet and stretched letters are ambiguous, so `normalize` takes the *vocabulary* of the
+matchers that will read its result (the words of their patterns and terms) to choose.
+
+What comes out (`Normalized`) is the list of words, the same with chat shorthand
+spelled out (`u` → you, `gonna` → going to), both joined by single spaces for phrase patterns,
+the *squashed* form (all words run together) with the spans that came from spaced or dotted
+letters (a phrase found in the squashed form counts only where it touches such a span, so that
+`upskill yourself` never reads as `kill yourself`), and the links' hosts.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import urlsplit
+
+# Emoji used for a word. The word becomes its own token, so that "🔪🔪 tonight" reads "knife
+# knife tonight". 💀 reads "skull", not "dead": in chat it mostly means "I laughed".
+EMOJI_WORDS: dict[str, str] = {
+    "🔪": "knife",
+    "🗡": "knife",
+    "⚔": "knife",
+    "🔫": "gun",
+    "💣": "bomb",
+    "🧨": "bomb",
+    "💥": "boom",
+    "💀": "skull",
+    "☠": "skull",
+    "⚰": "coffin",
+    "🪦": "grave",
+    "🩸": "blood",
+    "🪓": "axe",
+    "🔥": "fire",
+    "🖕": "fuck you",
+    "🍆": "dick",
+    "🍑": "ass",
+    "💦": "cum",
+    "📸": "pic",
+    "📷": "pic",
+    "🤳": "pic",
+    "🔞": "nsfw",
+    "💰": "money",
+    "💵": "money",
+    "💸": "money",
+    "🤑": "money",
+    "🎁": "gift",
+    "₿": "bitcoin",
+    "🤫": "secret",
+    "🐒": "monkey",
+    "🐵": "monkey",
+    "🦍": "ape",
+    "🐀": "rat",
+    "💊": "pills",
+    "📹": "video",
+    "🏠": "house",
+    "🎥": "video",
+    "😂": "lol",
+    "🤣": "lol",
+    "🪳": "cockroach",
+    "🪢": "rope",
+    "🐷": "pig",
+    "🐖": "pig",
+    "🐽": "pig",
+    "🤡": "clown",
+    "🤮": "disgusting",
+    "🐍": "snake",
+    "🍌": "banana",
+    "🔒": "private",
+    "🤐": "secret",
+    "🧸": "teddy",
+    "👙": "bikini",
+    "🩲": "underwear",
+    "🚿": "shower",
+    "🛁": "bath",
+    "🌈": "rainbow",
+}
+# Emoji sequences for a word (their joiners are gone by the time words are read).
+EMOJI_SEQUENCES: dict[str, str] = {
+    "\U0001f3f3\ufe0f\u200d\U0001f308": "gay",  # rainbow flag
+    "\U0001f3f3\u200d\U0001f308": "gay",
+    "\U0001f3f3\ufe0f\u200d\u26a7\ufe0f": "trans",  # transgender flag
+    "\U0001f3f3\u200d\u26a7": "trans",
+}
+# Characters that stand for letters inside a word; several readings where people use both.
+LEET: dict[str, tuple[str, ...]] = {
+    "0": ("o",),
+    "1": ("i", "l"),
+    "3": ("e",),
+    "4": ("a",),
+    "5": ("s",),
+    "7": ("t",),
+    "8": ("b",),
+    "9": ("g",),
+    "@": ("a",),
+    "$": ("s",),
+    "!": ("i", "l"),
+    "|": ("l", "i"),
+    "+": ("t",),
+    "€": ("e",),
+    "*": ("u", "i", "a", "o", "e"),  # a starred-out letter: "f*ck", "m*rder"
+}
+AMBIGUOUS_LIMIT = 3  # a word with more ambiguous characters takes each one's first reading
+# Chat shorthand, spelled out before phrases are matched (keys and values are plain words;
+# both go through `skeleton`). Only words whose other meanings do not matter to any signal.
+SHORTHAND: dict[str, str] = {
+    "u": "you",
+    "ya": "you",
+    "yu": "you",
+    "r": "are",
+    "ur": "your",
+    "youre": "you are",
+    "im": "i am",
+    "ima": "i am going to",
+    "imma": "i am going to",
+    "gonna": "going to",
+    "gon": "going to",
+    "finna": "going to",
+    "wanna": "want to",
+    "gotta": "got to",
+    "h8": "hate",
+    "no1": "no one",
+    "fck": "fuck",
+    "fk": "fuck",
+    "fuk": "fuck",
+    "fuq": "fuck",
+    "pls": "please",
+    "plz": "please",
+    "ppl": "people",
+    "thx": "thanks",
+    "kys": "kill yourself",
+    "urself": "yourself",
+    "yourslef": "yourself",
+    "kms": "kill myself",
+    "stfu": "shut the fuck up",
+    "wtf": "what the fuck",
+    "pic": "picture",
+    "pics": "pictures",
+    "pix": "pictures",
+    "nudez": "nudes",
+    "n00dz": "nudes",
+    "noodz": "nudes",
+    "dm": "message",
+    "dms": "messages",
+    "irl": "in real life",
+    "rn": "right now",
+    "bc": "because",
+    "cuz": "because",
+    "coz": "because",
+    "ty": "thank you",
+    "idk": "i do not know",
+    "dont": "do not",
+    "didnt": "did not",
+    "cant": "can not",
+    "cannot": "can not",
+    "wont": "will not",
+    "isnt": "is not",
+    "arent": "are not",
+    "aint": "is not",
+    "wasnt": "was not",
+    "doesnt": "does not",
+    "shouldnt": "should not",
+    "wouldnt": "would not",
+    "couldnt": "could not",
+    "havent": "have not",
+    "itll": "it will",
+    "ive": "i have",
+    "youll": "you will",
+    "youve": "you have",
+    "theyre": "they are",
+    "thats": "that is",
+    "its": "it is",
+    "whats": "what is",
+    "hes": "he is",
+    "shes": "she is",
+    "tonights": "tonight is",
+    "every1": "everyone",
+    "some1": "someone",
+    "any1": "anyone",
+    "2day": "today",
+    "2morrow": "tomorrow",
+    "2moro": "tomorrow",
+    "2mrw": "tomorrow",
+    "tmrw": "tomorrow",
+    "tmr": "tomorrow",
+    "2nite": "tonight",
+    "2night": "tonight",
+    "tonite": "tonight",
+    "4ever": "forever",
+    "b4": "before",
+    "l8": "late",
+    "l8r": "later",
+    "gr8": "great",
+    "w8": "wait",
+    "bout": "about",
+    "abt": "about",
+    "boutta": "about to",
+    "tryna": "trying to",
+    "lemme": "let me",
+    "gimme": "give me",
+    "shud": "should",
+    "wud": "would",
+    "cud": "could",
+    "wen": "when",
+    "wat": "what",
+    "wot": "what",
+    "bak": "back",
+    "lil": "little",
+    "em": "them",
+    "deets": "details",
+    "msg": "message",
+    "msgs": "messages",
+    "everyones": "everyone is",
+    "someones": "someone is",
+    "nobodys": "nobody is",
+    "whos": "who is",
+    "lookin": "looking",
+    "wit": "with",
+    "hav": "have",
+    "hv": "have",
+    "vid": "video",
+    "vids": "videos",
+    "nuds": "nudes",
+    "sub4sub": "sub for sub",
+    "f4f": "follow for follow",
+    "l4l": "like for like",
+    "follow4follow": "follow for follow",
+}
+# Contractions whose letters alone would read as another word ("i'd" is not "id", "we're" not
+# "were", "he'll" not "hell"); the others lose their apostrophe and are spelled out as shorthand.
+CONTRACTIONS: dict[str, str] = {
+    "i'd": "i would",
+    "you'd": "you would",
+    "we'd": "we would",
+    "he'd": "he would",
+    "she'd": "she would",
+    "they'd": "they would",
+    "we're": "we are",
+    "we'll": "we will",
+    "he'll": "he will",
+    "she'll": "she will",
+    "it'd": "it would",
+    "one's": "one is",
+}
+# "x's" is "x is" after these words ("it's", "who's"); after any other word it is a possessive.
+POSSESSIVE = re.compile(r"(\w+)'s(\W*)")
+IS_STEMS = frozenset(
+    "it that what he she there who where how here let everyone someone nobody one everybody somebody "
+    "anybody anyone nothing something everything this why when".split()
+)
+URL = re.compile(r"(?:https?://|www\.)[^\s<>\"']+|\b(?:[\w-]+\.)+[a-z]{2,24}\b(?:/[^\s<>\"']*)?", re.I)
+# A bare name ("example.shop/x") is a link only under one of these top-level domains, so that
+# "k.i.ll" or "end.of sentence" stays text; written with a scheme or www. any name is a link.
+BARE_TLDS = frozenset(
+    "com net org info biz io co me ly gl gg tv app dev xyz top shop store online site link click live "
+    "ru cn tk ml ga cf gq pw su cc ws to us uk de fr nl es it eu ca au in br jp kr ch se no pl".split()
+)
+WORD_SEPARATORS = re.compile(r"[^\w@$!|+€*]+")  # inside a whitespace-separated chunk
+REPEATS = re.compile(r"(.)\1+")
+# A number with an ordinal ending or a unit (10k, 24h, 5pm, 3rd, 1000x, 20lbs) is not leet; other
+# letters after digits are ("3nd" is "end", "1t" is "it").
+NUMBER_WITH_UNIT = re.compile(
+    r"\d*(?:1st|2nd|3rd)|\d+(?:th|s|k|m|b|x|bn|mn|h|hr|hrs|min|mins|sec|secs|am|pm|g|kg|mg|lb|lbs|km|mi"
+    r"|ft|cm|mm|ml|l|gb|mb|tb|p|d|yr|yrs|y|w|wk|wks|mo|yo|v|mph|kph|ish)"
+)
+# Letters spaced out with wider gaps between the words ("p a y   t h e   4 0 0"): each stretch
+# of single characters between the wide gaps is one word.
+WIDE_GAP = re.compile(r"\s{2,}")
+SPACED_LETTERS = re.compile(r"(?:\S ){1,}\S")
+# Unicode names the letter a variant imitates: "LATIN LETTER SMALL CAPITAL H" is h.
+LATIN_VARIANT = re.compile(r"LATIN (?:SMALL |CAPITAL )?LETTER (?:SMALL CAPITAL |SCRIPT |DOTLESS )?([A-Z])")
+MAX_RUNS = 4  # a word with more runs of a repeated letter is not searched for a known reading
+SPACED_RUN = 3  # this many single letters in a row are one spaced-out word
+DOTTED_PIECE = 2  # a chunk whose pieces are all this short is one dotted word ("k.i.l.l", "ki.ll")
+STARRED = re.compile(r"([a-z]{1,2})\*{2,}[a-z]*")  # "n*****": a word starred out, kept as "nstars"
+
+
+def _confusables() -> dict[int, str]:
+    """Every non-ASCII character that UTS #39 lists as confusable with one ASCII letter or digit."""
+    raw = resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text(encoding="utf-8")
+    table: dict[int, str] = {}
+    for char, homoglyphs in json.loads(raw).items():
+        if len(char) != 1 or char.isascii():
+            continue
+        for glyph in homoglyphs:
+            target = glyph["c"]
+            if len(target) == 1 and target.isascii() and target.isalnum():
+                table[ord(char)] = target.lower()
+                break
+    return table
+
+
+CONFUSABLES = _confusables()
+
+
+@functools.lru_cache(maxsize=8192)
+def _imitates_latin(char: str) -> bool:
+    """A letter of another script or form that reads as a Latin one (a Cyrillic a, a Greek
+    kappa, a small capital H)."""
+    upper = char.upper()
+    return (
+        ord(char) in CONFUSABLES
+        or (len(upper) == 1 and ord(upper) in CONFUSABLES)
+        or LATIN_VARIANT.fullmatch(unicodedata.name(char, "")) is not None
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _fold_char(char: str) -> str:
+    """One non-ASCII character (after NFKC and case folding) as matching sees it."""
+    if char in EMOJI_WORDS:
+        return f" {EMOJI_WORDS[char]} "
+    category = unicodedata.category(char)
+    if category in ("Cf", "Mn", "Me"):  # invisible format characters, combining marks
+        return ""
+    if category.startswith("Z"):
+        return " "
+    mapped = CONFUSABLES.get(ord(char))
+    if mapped is not None:
+        return mapped
+    upper = char.upper()  # the text was case-folded: a Greek kappa was a capital, which imitates "K"
+    if len(upper) == 1 and ord(upper) in CONFUSABLES:
+        return CONFUSABLES[ord(upper)]
+    variant = LATIN_VARIANT.fullmatch(unicodedata.name(char, ""))
+    if variant:  # small capitals and other letter forms the table does not list (U+029C, U+A730)
+        return variant.group(1).lower()
+    decomposed = unicodedata.normalize("NFD", char)  # é -> e + mark; the mark goes
+    base = "".join(c for c in decomposed if unicodedata.category(c) not in ("Mn", "Me"))
+    if base != char:
+        return "".join(_fold_char(c) if not c.isascii() else c for c in base)
+    return char
+
+
+def fold(text: str) -> str:
+    """NFKC, case folding, invisible characters and combining marks dropped, confusables mapped
+    to ASCII, emoji stand-ins spelled out."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if text.isascii():
+        return text
+    return "".join(c if c.isascii() else _fold_char(c) for c in text)
+
+
+def visible(text: str) -> str:
+    """NFKC with invisible format characters dropped: what an operator's regular expression
+    sees (case and letters kept as written)."""
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def skeleton(word: str) -> str:
+    """A plain word (of a pattern or a term) as it is compared with the message's words."""
+    return fold(word)
+
+
+def _known(word: str, vocabulary: frozenset[str]) -> bool:
+    return word in vocabulary or word in _shorthand()
+
+
+def _unrepeat(word: str, vocabulary: frozenset[str]) -> str:
+    """`word` with its stretched letters undone (`kiiiill`, `stuuupid`): of the readings with
+    each run of a letter as one or two, the first some matcher knows; else runs of three or
+    more become one letter and doubled letters stay (`nooooo` -> `no`, `loot` -> `loot`)."""
+    if _known(word, vocabulary):
+        return word
+    runs = [m.span() for m in REPEATS.finditer(word)]
+    if not runs:
+        return word
+    if len(runs) <= MAX_RUNS:
+        for lengths in itertools.product((1, 2), repeat=len(runs)):
+            candidate = _with_runs(word, runs, lengths)
+            if _known(candidate, vocabulary):
+                return candidate
+    return _with_runs(word, runs, tuple(1 if end - start > 2 else 2 for start, end in runs))
+
+
+def _with_runs(word: str, runs: list[tuple[int, int]], lengths: tuple[int, ...]) -> str:
+    parts: list[str] = []
+    position = 0
+    for (start, end), length in zip(runs, lengths, strict=True):
+        parts.append(word[position:start] + word[start] * min(length, end - start))
+        position = end
+    return "".join(parts) + word[position:]
+
+
+def _deleet(word: str, vocabulary: frozenset[str]) -> str:
+    """`word` (letters with leet characters) read as letters: of the possible readings, the
+    first that some matcher knows, else the first."""
+    options = [LEET.get(c, (c,)) for c in word]
+    ambiguous = sum(len(o) > 1 for o in options)
+    if ambiguous == 0 or ambiguous > AMBIGUOUS_LIMIT:
+        return _unrepeat("".join(o[0] for o in options), vocabulary)
+    first = ""
+    for letters in itertools.product(*options):
+        candidate = _unrepeat("".join(letters), vocabulary)
+        if _known(candidate, vocabulary):
+            return candidate
+        first = first or candidate
+    return first
+
+
+# Words repeat across messages: each piece is read once per vocabulary (a frozenset hashes
+# once), and the cache is bounded so that a flood of distinct junk cannot grow it.
+@functools.lru_cache(maxsize=65536)
+def _word(piece: str, vocabulary: frozenset[str]) -> tuple[str, bool]:
+    """One piece of a chunk as a word, and whether leet was read in it."""
+    if piece in _shorthand():  # "h8" is shorthand, not leet for "hb"
+        return piece, False
+    if piece.isalpha():
+        return _unrepeat(piece, vocabulary), False
+    if piece.strip("$") == "":  # "$$$"
+        return "money", False
+    if NUMBER_WITH_UNIT.fullmatch(piece):  # 10k, 24h, 5pm, 3rd, 1000x: not leet
+        return piece, False
+    if any(c.isalpha() for c in piece) and any(c in LEET for c in piece):
+        return _deleet(piece, vocabulary), True
+    piece = "".join(c for c in piece if c.isalnum())
+    return (_unrepeat(piece, vocabulary) if not piece.isdigit() else piece), False
+
+
+@dataclass(frozen=True)
+class Link:
+    host: str  # as written, after NFKC and case folding (IDNA is not decoded)
+    skeleton_host: str  # with confusables mapped: differs from `host` for a look-alike domain
+
+
+@dataclass(frozen=True)
+class Normalized:
+    words: tuple[str, ...]  # word skeletons, spaced and dotted words joined
+    expanded: str  # " w1 w2 … " with shorthand spelled out: what phrase patterns run over
+    alternate: str  # the same with spaced letters kept apart ("u r a …"), or "" if none
+    squashed: str  # all words run together
+    obfuscated: tuple[tuple[int, int], ...]  # spans of `squashed` from spaced or dotted letters
+    boundaries: frozenset[int]  # word starts and ends in `squashed`
+    links: tuple[Link, ...]
+    tricks: frozenset[str]  # which obfuscations were undone: leet, spacing, homoglyph, invisible
+    word_count: int  # words of the message itself (a link counts as one word, its host's words not)
+
+
+def _links(text: str) -> tuple[list[Link], str, int]:
+    """The links' hosts, and `text` with each link replaced by the word "url"."""
+    links: list[Link] = []
+    added: list[int] = []
+
+    def replace(match: re.Match[str]) -> str:
+        url = match.group(0)
+        bare = "://" not in url and not url.startswith("www.")
+        if bare and url.split("/", 1)[0].rsplit(".", 1)[-1] not in BARE_TLDS:
+            return url
+        try:
+            host = urlsplit(url if "://" in url else "http://" + url).hostname or ""
+        except ValueError:
+            host = ""
+        host = host.rstrip(".")
+        if not host:
+            return " url "
+        links.append(Link(host, fold(host)))
+        # The host's words count as text ("secure-chasebank-verify.com"), its last label does not.
+        labels = [w for w in re.split(r"[.\-_]", fold(host))[:-1] if len(w) > 1 and w != "www"]
+        added.append(len(labels))
+        return " url " + " ".join(labels) + " "
+
+    text = URL.sub(replace, text)
+    return links, text, sum(added)
+
+
+def _expand(words: Iterable[str], shorthand: dict[str, str]) -> str:
+    return " " + " ".join(shorthand.get(w, w) for w in words if w) + " "
+
+
+def normalize(text: str, vocabulary: frozenset[str] = frozenset()) -> Normalized:
+    """`text` in the forms matchers use; `vocabulary` (word skeletons some matcher knows) picks
+    between the readings of ambiguous leet characters."""
+    tricks: set[str] = set()
+    for sequence, word in EMOJI_SEQUENCES.items():
+        if sequence in text:
+            text = text.replace(sequence, f" {word} ")
+    text = unicodedata.normalize("NFKC", text).casefold()
+    if not text.isascii():
+        if any(unicodedata.category(c) == "Cf" for c in text):
+            tricks.add("invisible")
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+        if any(_imitates_latin(c) for c in text if not c.isascii()):
+            tricks.add("homoglyph")
+    links, text, link_words = _links(text)
+    folded = fold(text)
+    if "  " in folded and SPACED_LETTERS.search(folded):
+        segments = WIDE_GAP.split(folded)
+        joined = [seg.replace(" ", "") if SPACED_LETTERS.fullmatch(seg) else seg for seg in segments]
+        if joined != segments:
+            tricks.add("spacing")
+            folded = " ".join(joined)
+    # Words: (skeleton, single letter written alone, obfuscated)
+    pieces: list[tuple[str, bool, bool]] = []
+    for chunk in folded.split():
+        chunk = chunk.replace("\u2019", "'")
+        contraction = CONTRACTIONS.get(chunk.strip('.,;:?!"()'))
+        if contraction:  # "i'd" is "i would", not "id"
+            pieces.extend((word, False, False) for word in contraction.split())
+            continue
+        possessive = POSSESSIVE.fullmatch(chunk)
+        if possessive and possessive.group(1) not in IS_STEMS:  # "your school's page": the school
+            chunk = possessive.group(1) + possessive.group(2)
+        chunk = chunk.replace("'", "")
+        starred = STARRED.fullmatch(chunk.strip('.,;:?!"()'))
+        if starred:
+            pieces.append((starred.group(1) + "stars", False, False))
+            continue
+        chunk = chunk.strip('.,;:?!"()[]{}<>*-_~^`=/\\#%&')  # edge punctuation is not leet
+        chunk = chunk.lstrip("@")  # mentions
+        parts = [p for p in WORD_SEPARATORS.split(chunk) if p]
+        dotted = len(parts) > 1 and all(len(p) <= DOTTED_PIECE for p in parts)
+        if dotted and any(p.isalpha() for p in parts):  # "k.i.l.l", not "1.99" or "3/14"
+            word, _ = _word("".join(parts), vocabulary)
+            pieces.append((word, False, True))
+            tricks.add("spacing")
+            continue
+        for part in parts:
+            word, leet = _word(part, vocabulary)
+            if leet:
+                tricks.add("leet")
+            if word:
+                pieces.append((word, len(part) == 1 and part.isalpha(), False))
+    words, obfuscated_flags, alternate_words = _assemble(pieces, vocabulary)
+    spaced = len(alternate_words) != len(words)
+    if any(obfuscated_flags):
+        tricks.add("spacing")
+    squashed_parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    bounds: set[int] = {0}
+    position = 0
+    for word, obfuscated in zip(words, obfuscated_flags, strict=True):
+        squashed_parts.append(word)
+        if obfuscated:
+            spans.append((position, position + len(word)))
+        position += len(word)
+        bounds.add(position)
+    shorthand = _shorthand()
+    expanded = _expand(words, shorthand)
+    alternate = _expand(alternate_words, shorthand) if spaced else ""
+    return Normalized(
+        words=tuple(words),
+        expanded=expanded,
+        alternate=alternate if alternate != expanded else "",
+        squashed="".join(squashed_parts),
+        obfuscated=tuple(spans),
+        boundaries=frozenset(bounds),
+        links=tuple(links),
+        tricks=frozenset(tricks),
+        word_count=max(len(alternate_words) - link_words, 0),
+    )
+
+
+def _assemble(
+    pieces: list[tuple[str, bool, bool]], vocabulary: frozenset[str]
+) -> tuple[list[str], list[bool], list[str]]:
+    """Runs of single letters joined into one word; the plain word list kept beside it."""
+    words: list[str] = []
+    flags: list[bool] = []
+    alternate: list[str] = []
+    for single, group in itertools.groupby(pieces, key=lambda p: p[1]):
+        run = list(group)
+        alternate.extend(p[0] for p in run)
+        if single and len(run) >= SPACED_RUN:
+            words.append(_unrepeat("".join(p[0] for p in run), vocabulary))
+            flags.append(True)
+        else:
+            words.extend(p[0] for p in run)
+            flags.extend(p[2] for p in run)
+    return words, flags, alternate
+
+
+@functools.cache
+def _shorthand() -> dict[str, str]:
+    return {fold(k): fold(v) for k, v in SHORTHAND.items()}

@@ -1,0 +1,182 @@
+"""The safety pipeline behind core's screening seam (`core.screening.Screen`).
+
+For a `standard` send, `SafetyScreen.text` works out who the text goes from and to
+(`ScanContext`: the recipients, whether one of them is a minor whom the sender, an adult, is
+not friends with, the sender's account age) in one or two queries, kept a couple of seconds
+(`Audiences`), asks the `Scanner`, and turns its `Verdict` into core's `Screening`. For an upload it asks the `AttachmentMatcher`
+(hash lists) in a worker thread: decoding an image for its perceptual hash takes milliseconds.
+
+Self-harm is never punished: a verdict in that category points the sender to support and, at
+most, opens a case for a moderator (`flag`); it never holds or blocks the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keyhold.clock import now_ms
+from keyhold.core.screening import ALLOWED, Screening, TextToScreen
+from keyhold.safety.policy import Band
+from keyhold.safety.scanning import ScanContext, Scanner, Verdict
+from keyhold.store import contacts as contact_store
+from keyhold.store import verdicts as store
+
+log = logging.getLogger("keyhold.safety.screening")
+DAY_MS = 24 * 3600 * 1000
+AUDIENCE_SECONDS = 2.0
+MAX_AUDIENCES = 50_000
+NEVER_PUNISHED = ("self_harm",)
+# The rules a member falls under today from their birthdate and region (`ContactRules.band`).
+BandOf = Callable[[str, str], str]
+
+
+class Matcher(Protocol):
+    """What the upload screen asks of hash lists (`safety.attachments.AttachmentMatcher`)."""
+
+    def match(self, data: bytes, content_type: str | None) -> Verdict: ...
+
+
+def as_screening(verdict: Verdict) -> Screening:
+    action = verdict.action
+    self_harm = verdict.category in NEVER_PUNISHED
+    if self_harm and action in ("hold", "block"):
+        action = "flag"  # help and a moderator's eye, never a punishment
+    return Screening(
+        action,
+        verdict.category,
+        verdict.policy,
+        dict(verdict.scores),
+        tuple(verdict.fired),
+        verdict.support or self_harm,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Who a member's sends to one conversation reach, as far as the scanner weighs it."""
+
+    recipient_ids: tuple[int, ...]
+    recipient_minor: bool
+    adult_stranger: bool  # the sender is an adult not friends with a minor among them
+    sender_created_ms: int
+
+
+async def audience_of(
+    conn: AsyncConnection, sender_id: int, conversation_id: int, band: BandOf
+) -> Audience | None:
+    """One or two queries; None when there is nothing to scan: a conversation that is not
+    `standard` (its content is the devices' ciphertext) or a sender who is not a member (the
+    send is refused anyway)."""
+    rows = await store.screening_facts(conn, conversation_id)
+    sender = next((r for r in rows if r.id == sender_id), None)
+    if sender is None or rows[0].encryption != "standard":
+        return None
+    recipients = [r for r in rows if r.id != sender_id]
+    minors = [r.id for r in recipients if band(r.birthdate, r.region) != Band.ADULT]
+    adult_stranger = False
+    if minors and band(sender.birthdate, sender.region) == Band.ADULT:
+        edges = await contact_store.follow_edges(conn, sender_id, minors)
+        adult_stranger = any((sender_id, m) not in edges or (m, sender_id) not in edges for m in minors)
+    return Audience(tuple(r.id for r in recipients), bool(minors), adult_stranger, sender.created_ms)
+
+
+class Audiences:
+    """`Audience`s kept for `ttl` seconds per (sender, conversation): a member's run of
+    messages costs one look-up, not one per message (a query on every send would cost more
+    than the scan). Sends that find none wait for the one look-up under way; sends that find
+    an expired one use it while it is looked up again. The price: a member added or a follow
+    changed within the last `ttl` seconds (and the look-up) is weighed as before."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        band: BandOf,
+        ttl: float = AUDIENCE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._band = band
+        self._ttl = ttl
+        self._clock = clock
+        self._known: dict[tuple[int, int], tuple[float, Audience | None]] = {}
+        self._loading: dict[tuple[int, int], asyncio.Task[Audience | None]] = {}
+
+    async def context(self, sender_id: int, conversation_id: int) -> ScanContext | None:
+        key = (sender_id, conversation_id)
+        found = self._known.get(key)
+        if found is None or found[0] <= self._clock():
+            loading = self._loading.get(key) or self._load(key)
+            audience = await asyncio.shield(loading) if found is None else found[1]
+        else:
+            audience = found[1]
+        if audience is None:
+            return None
+        return ScanContext(
+            sender_id=sender_id,
+            conversation_id=conversation_id,
+            recipient_ids=audience.recipient_ids,
+            recipient_minor=audience.recipient_minor,
+            # About the minors among the recipients: an adult who is not friends (mutual
+            # follows) with one of them.
+            sender_adult_non_friend=audience.adult_stranger,
+            sender_account_age_days=max(0.0, (now_ms() - audience.sender_created_ms) / DAY_MS),
+        )
+
+    def _load(self, key: tuple[int, int]) -> asyncio.Task[Audience | None]:
+        async def load() -> Audience | None:
+            try:
+                async with self._engine.connect() as conn:
+                    audience = await audience_of(conn, *key, self._band)
+            finally:
+                del self._loading[key]
+            self._known.pop(key, None)
+            if len(self._known) >= MAX_AUDIENCES:
+                del self._known[next(iter(self._known))]  # the oldest
+            self._known[key] = (self._clock() + self._ttl, audience)
+            return audience
+
+        task = self._loading[key] = asyncio.create_task(load())
+        task.add_done_callback(_retrieved)
+        return task
+
+
+def _retrieved(task: asyncio.Task[Audience | None]) -> None:
+    # A refresh no send waited for may fail (storage away): the next send looks up again.
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("looking up a send's audience failed: %s", type(task.exception()).__name__)
+
+
+class SafetyScreen:
+    """`core.screening.Screen`, filled in by the wiring (`app.py`)."""
+
+    def __init__(
+        self, engine: AsyncEngine, scanner: Scanner, band: BandOf, attachments: Matcher | None = None
+    ) -> None:
+        self._scanner = scanner
+        self._audiences = Audiences(engine, band)
+        self._attachments = attachments
+
+    async def text(self, send: TextToScreen) -> Screening:
+        context = await self._audiences.context(send.sender_id, send.conversation_id)
+        if context is None:
+            return ALLOWED
+        return as_screening(await self._scanner.scan(send.text, context))
+
+    async def aclose(self) -> None:
+        closing = getattr(self._scanner, "aclose", None)
+        if closing is not None:
+            await closing()
+
+    async def file(
+        self, sender_id: int, conversation_id: int, data: bytes, content_type: str | None
+    ) -> Screening:
+        if self._attachments is None:
+            return ALLOWED
+        return as_screening(await asyncio.to_thread(self._attachments.match, data, content_type))
