@@ -173,6 +173,10 @@ NO_ONE = frozenset[int]()
 FACTS_KEPT = 100_000
 
 
+def _link_in(check: SendCheck) -> bool | None:
+    return None if check.text is None else has_link(check.text)
+
+
 class ContactGate:
     """The checks, with the facts they need: at a start or an add (`check_reach`,
     `check_group`), on every batch of sends (`gate_sends`), on uploads and timer changes
@@ -285,7 +289,6 @@ class ContactGate:
             people = members.get(check.conversation_id, {})
             pending = requests.get(check.conversation_id, {})
             sender = self._party(check.sender_id)
-            link = None if check.text is None else has_link(check.text)
             if check.sender_id in pending:
                 declined = pending[check.sender_id][1]
                 answers.append(not_yours("conversation") if declined else self.rules.send(
@@ -295,6 +298,7 @@ class ContactGate:
                 hidden = {uid for uid in people if (uid, check.sender_id) in blocked}
                 asked = {uid for uid, (asker, _) in pending.items() if asker == check.sender_id}
                 sent = sent_so_far(check.conversation_id, check.sender_id) if asked else 0
+                link = _link_in(check) if asked else False
                 # A group of people who all have yet to accept the sender is a request like a
                 # direct one; with others in it, what is past the request's limits still
                 # reaches them, not those who were asked.
@@ -318,6 +322,8 @@ class ContactGate:
                 sent = sent_so_far(check.conversation_id, check.sender_id)
                 if pending[partner_id][1]:
                     hidden_from = frozenset([partner_id])
+            # Links matter only to a request's limits: the common send never looks for one.
+            link = _link_in(check) if request == "asking" else False
             facts = SendFacts(sender, "direct", partner, between, request, sent, check.attachment, link)
             problem = self.rules.send(facts)
             if problem is None and request == "asking":
