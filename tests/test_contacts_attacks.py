@@ -799,7 +799,7 @@ def test_the_facts_cache_overflow_does_not_turn_known_adults_into_13_year_olds(
     band. Their sends are refused "direct messaging is off at your age" until the next batch."""
     from keyhold.core.contacts import ContactGate, SendCheck
     from keyhold.safety.contacts import ContactRules
-    from keyhold.safety.policy import PolicyFile
+    from keyhold.safety.policy import policy_file
     from keyhold.store import contacts as contact_store
 
     adult, partner, newcomer = 1, 2, 3
@@ -809,7 +809,7 @@ def test_the_facts_cache_overflow_does_not_turn_known_adults_into_13_year_olds(
     monkeypatch.setattr(contact_store, "follows_among", lambda _conn, _ids: set())
     monkeypatch.setattr(contact_store, "requests_in", lambda _conn, _ids: {})
     service = ContactGate()
-    service.rules = ContactRules(PolicyFile(tmp_path / "absent.toml"))
+    service.rules = ContactRules(policy_file(tmp_path / "absent.toml"))
     service._facts.update({adult: (born, "us"), partner: (born, "us")})
     service._facts.update({-n: (born, "us") for n in range(1, 100_001)})  # a long-running server
     checks = [SendCheck(adult, 10, False, "hi"), SendCheck(newcomer, 11, False, "hi")]

@@ -30,7 +30,8 @@ from conftest import Server, new_member, start_server, stop_server
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem
 from keyhold.safety.limiter import RateLimiter
-from keyhold.safety.policy import DEFAULT_POLICY, PolicyError, PolicyFile, parse
+from keyhold.safety.policy import DEFAULT_POLICY, PolicyError, parse
+from keyhold.safety.policy import policy_file as load_policy_file
 from keyhold.safety.rate_limits import DEFAULT_RATE_LIMITS, Limit, RateLimits
 from keyhold.sdk import Client
 
@@ -264,7 +265,7 @@ def test_a_bad_rate_limits_table_is_refused_saying_where(text: str, error: str) 
 def test_a_running_limiter_follows_the_policy_file_as_it_changes(tmp_path: Path) -> None:
     path = tmp_path / "safety-policy.toml"
     file_clock = [0.0]
-    policy_file = PolicyFile(path, clock=lambda: file_clock[0])
+    policy_file = load_policy_file(path, clock=lambda: file_clock[0])
     clock = FakeClock()
     limits = RateLimiter(lambda: policy_file.current().rate_limits, clock=clock, wall_ms=lambda: NOW_MS)
     path.write_text("[rate_limits.reports]\naccount = 2\nnew_account = 1\n")

@@ -133,6 +133,22 @@ async def test_a_refused_connection_is_an_outage(fail_open: bool) -> None:
     assert verdict.fired == (OUTAGE,)
 
 
+async def test_an_outage_is_logged_without_the_urls_secrets(
+    service: tuple[str, Service], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, _ = service
+    host_port = url.removeprefix("http://")
+    secret_url = url.replace("://", "://op:hunter2@") + "/error?key=s3cret-api-key"
+    scanner = HttpScanner(secret_url, timeout=2.0)
+    with caplog.at_level("WARNING", logger="keyhold"):
+        verdict = await scanner.scan("hello", ScanContext())
+    await scanner.aclose()
+    assert verdict.fired == (OUTAGE,)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert host_port in logged  # which service failed is still said
+    assert "s3cret-api-key" not in logged and "hunter2" not in logged and "/error" not in logged
+
+
 async def test_the_pipeline_asks_the_service_unless_it_already_blocks(
     service: tuple[str, Service], tmp_path: Path
 ) -> None:

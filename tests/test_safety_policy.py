@@ -19,10 +19,10 @@ from keyhold.safety.policy import (
     DEFAULT_POLICY,
     Band,
     PolicyError,
-    PolicyFile,
     RegionPolicy,
     parse,
 )
+from keyhold.safety.policy import policy_file as load_policy_file
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_a_bad_file_is_refused_naming_the_problem(text: str, problem: str) -> No
 def test_a_running_server_picks_up_changes_and_keeps_the_last_good_policy(tmp_path: Path) -> None:
     path = tmp_path / "safety-policy.toml"
     now = [0.0]
-    policy_file = PolicyFile(path, clock=lambda: now[0])
+    policy_file = load_policy_file(path, clock=lambda: now[0])
     assert policy_file.current() == DEFAULT_POLICY  # no file: the defaults
     path.write_text("[default]\ndm_off_below = 15\n")
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))

@@ -51,7 +51,7 @@ from keyhold.safety.contacts import ContactRules
 from keyhold.safety.guardians import Guardians
 from keyhold.safety.limiter import RateLimiter
 from keyhold.safety.pipeline import build_scanner
-from keyhold.safety.policy import POLICY_FILE, PolicyFile
+from keyhold.safety.policy import POLICY_FILE, policy_file
 from keyhold.safety.screening import SafetyScreen
 from keyhold.store.blobs import BlobStore
 from keyhold.store.db import create_engine, migrate, writer_transactions
@@ -198,7 +198,7 @@ async def start_keyhold(
     )
     conversations = ConversationService(engine, writer, messages, keys, erasure, settings)
     accounts = AccountService(engine, passwords, signin, settings)
-    safety_policy = PolicyFile(settings.home / POLICY_FILE)
+    safety_policy = policy_file(settings.home / POLICY_FILE)
     accounts.min_age = lambda region: safety_policy.current().for_region(region).min_age
     governance.strikes.ladder = lambda: Ladder(**asdict(safety_policy.current().enforcement))
     gate = ContactGate(ContactRules(safety_policy))
@@ -216,7 +216,8 @@ async def start_keyhold(
             fail_open=settings.scanning_classifier_fail_open,
         )
         matcher = AttachmentMatcher.for_home(settings.home)
-        messages.screening.screen = SafetyScreen(engine, scanner, gate.rules.band, matcher)
+        scan_now = scanner.scan_local if scanner.http is None else None
+        messages.screening.screen = SafetyScreen(engine, scanner, gate.rules.band, matcher, scan_now)
     held = HeldMessages(
         engine, writer, governance.log, erasure, messages, governance.reports, governance.strikes
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keyhold.safety import builtin_signals as data
 from keyhold.safety import signal_phrases
@@ -66,6 +66,10 @@ class BuiltinScanner:
             self._dampeners[key] = (name, factor, categories)
         self.book = PhraseBook(phrases, signal_phrases.WORD_CLASSES)
         self._raw = [(c, n, re.compile(p), w) for c, n, p, w in data.RAW_SIGNALS]
+        # The verdict of a message that fired nothing, the same for every context (scoring
+        # only weighs what fired): most messages, so worked out once.
+        nothing = Finding({}, {})
+        self._quiet = _verdict(self._scores(nothing, ScanContext()), nothing)
 
     @property
     def vocabulary(self) -> frozenset[str]:
@@ -92,6 +96,8 @@ class BuiltinScanner:
         if probabilities is not None:
             self._model_signals(probabilities, finding)
         self._behaviour(norm, context, finding)
+        if not finding.signals and not finding.dampeners:
+            return replace(self._quiet, scores=dict(self._quiet.scores))  # its own scores to keep
         scores = self._scores(finding, context)
         return _verdict(scores, finding)
 

@@ -25,7 +25,6 @@ arrays, six times faster than a row per hash (8 queries x 100,000 entries: about
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
+
+from keyhold.safety.reloading import read_text, toml_tables
 
 HASH_LISTS_FILE = "safety-hashes.toml"
 ListAction = Literal["flag", "hold", "block"]
@@ -222,13 +223,7 @@ def _parse_list(table: Any, index: int, base: Path, seen: set[str]) -> HashList:
 
 def parse(text: str, base: Path) -> HashLists:
     """The lists in `text`; `file =` paths are relative to `base` (the file's directory)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise HashListError(f"not TOML: {exc}") from None
-    unknown = sorted(set(data) - {"lists"})
-    if unknown:
-        raise HashListError(f"unknown setting {unknown[0]!r} (known: [[lists]])")
+    data = toml_tables(text, HashListError, ("lists",), "unknown setting {name} (known: [[lists]])")
     tables = data.get("lists", [])
     if not isinstance(tables, list):
         raise HashListError("lists: must be an array of tables ([[lists]])")
@@ -238,10 +233,5 @@ def parse(text: str, base: Path) -> HashLists:
 
 def load(path: Path) -> HashLists:
     """The lists in `path`, or none if there is no such file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return EMPTY
-    except UnicodeDecodeError:
-        raise HashListError("not UTF-8 text") from None
-    return parse(text, path.parent)
+    text = read_text(path, HashListError)
+    return EMPTY if text is None else parse(text, path.parent)

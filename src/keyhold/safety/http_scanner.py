@@ -92,6 +92,10 @@ class HttpScanner:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
+        # Logs name the service by host and port only: a URL may carry a key in its query or
+        # user part, and logs are read by more people than the configuration.
+        parts = httpx.URL(url)
+        self.service = f"{parts.host}:{parts.port}" if parts.port else parts.host
         self.timeout = timeout
         self.fail_open = fail_open
         self._client = httpx.AsyncClient(timeout=timeout, transport=transport, follow_redirects=False)
@@ -99,7 +103,7 @@ class HttpScanner:
     def _outage(self, reason: str) -> Verdict:
         log.warning(
             "classification service %s unavailable (%s); failing %s",
-            self.url,
+            self.service,
             reason,
             "open" if self.fail_open else "closed",
         )

@@ -519,34 +519,14 @@ def normalize(text: str, vocabulary: frozenset[str] = frozenset()) -> Normalized
     # Words: (skeleton, single letter written alone, obfuscated)
     pieces: list[tuple[str, bool, bool]] = []
     for chunk in folded.split():
-        chunk = chunk.replace("\u2019", "'")
-        contraction = CONTRACTIONS.get(chunk.strip('.,;:?!"()'))
-        if contraction:  # "i'd" is "i would", not "id"
-            pieces.extend((word, False, False) for word in contraction.split())
-            continue
-        possessive = POSSESSIVE.fullmatch(chunk)
-        if possessive and possessive.group(1) not in IS_STEMS:  # "your school's page": the school
-            chunk = possessive.group(1) + possessive.group(2)
-        chunk = chunk.replace("'", "")
-        starred = STARRED.fullmatch(chunk.strip('.,;:?!"()'))
-        if starred:
-            pieces.append((starred.group(1) + "stars", False, False))
-            continue
-        chunk = chunk.strip('.,;:?!"()[]{}<>*-_~^`=/\\#%&')  # edge punctuation is not leet
-        chunk = chunk.lstrip("@")  # mentions
-        parts = [p for p in WORD_SEPARATORS.split(chunk) if p]
-        dotted = len(parts) > 1 and all(len(p) <= DOTTED_PIECE for p in parts)
-        if dotted and any(p.isalpha() for p in parts):  # "k.i.l.l", not "1.99" or "3/14"
-            word, _ = _word("".join(parts), vocabulary)
-            pieces.append((word, False, True))
-            tricks.add("spacing")
-            continue
-        for part in parts:
-            word, leet = _word(part, vocabulary)
-            if leet:
-                tricks.add("leet")
-            if word:
-                pieces.append((word, len(part) == 1 and part.isalpha(), False))
+        found = _CHUNKS.get((chunk, vocabulary))
+        if found is None:
+            found = _chunk_pieces(chunk, vocabulary)
+            if len(_CHUNKS) >= MAX_CHUNKS:
+                _CHUNKS.clear()
+            _CHUNKS[(chunk, vocabulary)] = found
+        pieces.extend(found[0])
+        tricks.update(found[1])
     words, obfuscated_flags, alternate_words = _assemble(pieces, vocabulary)
     spaced = len(alternate_words) != len(words)
     if any(obfuscated_flags):
@@ -575,6 +555,45 @@ def normalize(text: str, vocabulary: frozenset[str] = frozenset()) -> Normalized
         tricks=frozenset(tricks),
         word_count=max(len(alternate_words) - link_words, 0),
     )
+
+
+# What a chunk of text (between spaces) reads as depends only on the chunk and the vocabulary,
+# and people repeat their words: the readings are kept (profiled: reading each chunk anew was
+# most of a message's normalization).
+Pieces = tuple[tuple[tuple[str, bool, bool], ...], frozenset[str]]
+_CHUNKS: dict[tuple[str, frozenset[str]], Pieces] = {}
+MAX_CHUNKS = 100_000
+
+
+def _chunk_pieces(chunk: str, vocabulary: frozenset[str]) -> Pieces:
+    """One chunk's words, (skeleton, single letter written alone, obfuscated), and the tricks
+    undone in it."""
+    chunk = chunk.replace("\u2019", "'")
+    contraction = CONTRACTIONS.get(chunk.strip('.,;:?!"()'))
+    if contraction:  # "i'd" is "i would", not "id"
+        return tuple((word, False, False) for word in contraction.split()), frozenset()
+    possessive = POSSESSIVE.fullmatch(chunk)
+    if possessive and possessive.group(1) not in IS_STEMS:  # "your school's page": the school
+        chunk = possessive.group(1) + possessive.group(2)
+    chunk = chunk.replace("'", "")
+    starred = STARRED.fullmatch(chunk.strip('.,;:?!"()'))
+    if starred:
+        return ((starred.group(1) + "stars", False, False),), frozenset()
+    chunk = chunk.strip('.,;:?!"()[]{}<>*-_~^`=/\\#%&')  # edge punctuation is not leet
+    chunk = chunk.lstrip("@")  # mentions
+    parts = [p for p in WORD_SEPARATORS.split(chunk) if p]
+    dotted = len(parts) > 1 and all(len(p) <= DOTTED_PIECE for p in parts)
+    if dotted and any(p.isalpha() for p in parts):  # "k.i.l.l", not "1.99" or "3/14"
+        word, _ = _word("".join(parts), vocabulary)
+        return ((word, False, True),), frozenset(("spacing",))
+    pieces: list[tuple[str, bool, bool]] = []
+    leet_read = False
+    for part in parts:
+        word, leet = _word(part, vocabulary)
+        leet_read = leet_read or leet
+        if word:
+            pieces.append((word, len(part) == 1 and part.isalpha(), False))
+    return tuple(pieces), frozenset(("leet",)) if leet_read else frozenset()
 
 
 def _assemble(

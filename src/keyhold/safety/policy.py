@@ -22,12 +22,9 @@ a file that does not parse leaves the last good policy in force.
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import os
 import re
 import time
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
@@ -41,15 +38,13 @@ from keyhold.safety.enforcement_policy import (
     parse_enforcement,
 )
 from keyhold.safety.rate_limits import DEFAULT_RATE_LIMITS, RateLimits, parse_rate_limits, rate_limits_toml
-
-log = logging.getLogger("keyhold.safety.policy")
+from keyhold.safety.reloading import ReloadingFile, read_text, toml_tables
 
 POLICY_FILE = "safety-policy.toml"
 MAX_AGE_SETTING = 21
 NON_FRIEND_MESSAGES = ("request", "allow")
 TEEN_AUDIENCES = ("no_one", "friends")  # what a 16-17-year-old may choose; never "everyone"
 REGION_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-RELOAD_CHECK_SECONDS = 1.0
 
 
 class PolicyError(ValueError):
@@ -139,13 +134,8 @@ def _region_rules(table: Any, where: str, base: RegionPolicy) -> RegionPolicy:
 
 
 def parse(text: str) -> Policy:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"not TOML: {exc}") from None
-    unknown = sorted(set(data) - {"default", "regions", "rate_limits", "enforcement"})
-    if unknown:
-        raise PolicyError(f"unknown table {unknown[0]!r} (known: default, regions, rate_limits, enforcement)")
+    known = ("default", "regions", "rate_limits", "enforcement")
+    data = toml_tables(text, PolicyError, known, "unknown table {name} (known: " + ", ".join(known) + ")")
     default = _region_rules(data.get("default", {}), "default", RegionPolicy())
     regions_table = data.get("regions", {})
     if not isinstance(regions_table, dict):
@@ -162,47 +152,14 @@ def parse(text: str) -> Policy:
 
 def load(path: Path) -> Policy:
     """The policy in `path`, or the defaults if there is no such file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return DEFAULT_POLICY
-    except UnicodeDecodeError:
-        raise PolicyError("not UTF-8 text") from None
-    return parse(text)
+    text = read_text(path, PolicyError)
+    return DEFAULT_POLICY if text is None else parse(text)
 
 
-class PolicyFile:
+PolicyFile = ReloadingFile[Policy]
+
+
+def policy_file(path: Path, clock: Callable[[], float] = time.monotonic) -> PolicyFile:
     """The policy of a running server: re-read when the file changes (checked at most once a
     second), the last good one kept while the file does not parse."""
-
-    def __init__(self, path: Path, clock: Any = time.monotonic) -> None:
-        self.path = path
-        self._clock = clock
-        self._checked = float("-inf")
-        self._stamp: tuple[int, int] | None = None
-        self.policy = DEFAULT_POLICY
-        self.error: str | None = None
-        self.current()
-
-    def _file_stamp(self) -> tuple[int, int] | None:
-        try:
-            info = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return info.st_mtime_ns, info.st_size
-
-    def current(self) -> Policy:
-        now = self._clock()
-        if now - self._checked < RELOAD_CHECK_SECONDS:
-            return self.policy
-        self._checked = now
-        stamp = self._file_stamp()
-        if stamp == self._stamp:
-            return self.policy
-        self._stamp = stamp
-        try:
-            self.policy, self.error = load(self.path), None
-        except PolicyError as exc:
-            self.error = str(exc)
-            log.warning("%s does not parse; the previous policy stays in force: %s", self.path, exc)
-        return self.policy
+    return ReloadingFile(path, load, DEFAULT_POLICY, errors=(PolicyError,), clock=clock)

@@ -13,15 +13,39 @@ import logging
 import os
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("keyhold.safety.reloading")
 
 T = TypeVar("T")
 RELOAD_CHECK_SECONDS = 1.0
 Stamp = tuple[tuple[str, int, int] | tuple[str], ...]
+
+
+def read_text(path: Path, error: type[Exception]) -> str | None:
+    """An operator's file as text; None if it does not exist (the defaults apply)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except UnicodeDecodeError:
+        raise error("not UTF-8 text") from None
+
+
+def toml_tables(text: str, error: type[Exception], known: tuple[str, ...], unknown_is: str) -> dict[str, Any]:
+    """The TOML document in `text`, refused naming the problem if it does not parse or has a
+    top-level key other than `known` (`unknown_is`: the refusal, `{name}` standing for the key)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"not TOML: {exc}") from None
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise error(unknown_is.format(name=repr(unknown[0])))
+    return data
 
 
 def _stamp_of(paths: Iterable[Path]) -> Stamp:

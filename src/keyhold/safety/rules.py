@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import re
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ import re2  # type: ignore[import-untyped]
 
 from keyhold.safety.normalize import Normalized, fold, normalize, visible
 from keyhold.safety.phrases import PhraseBook
-from keyhold.safety.reloading import ReloadingFile
+from keyhold.safety.reloading import ReloadingFile, read_text, toml_tables
 from keyhold.safety.scanning import ACTIONS, ALLOW, CATEGORIES, Action, ScanContext, Verdict
 
 RULES_FILE = "safety-rules.toml"
@@ -196,13 +195,7 @@ def _rule(table: Any, number: int) -> tuple[Rule, list[str]]:
 
 
 def parse(text: str) -> Rules:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"not TOML: {exc}") from None
-    unknown = sorted(set(data) - {"rule"})
-    if unknown:
-        raise RulesError(f"unknown table {unknown[0]!r} (rules are written as [[rule]] tables)")
+    data = toml_tables(text, RulesError, ("rule",), "unknown table {name} (rules are written as [[rule]] tables)")
     tables = data.get("rule", [])
     if not isinstance(tables, list):
         raise RulesError("rule: write each rule as a [[rule]] table")
@@ -224,13 +217,8 @@ def parse(text: str) -> Rules:
 
 def load(path: Path) -> Rules:
     """The rules in `path`; no rules if there is no such file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return EMPTY_RULES
-    except UnicodeDecodeError:
-        raise RulesError("not UTF-8 text") from None
-    return parse(text)
+    text = read_text(path, RulesError)
+    return EMPTY_RULES if text is None else parse(text)
 
 
 class RulesScanner:

@@ -63,6 +63,8 @@ def most_severe(verdicts: list[Verdict]) -> Verdict:
     """The verdict with the most severe action (the first of equals); scores and fired merged."""
     if not verdicts:
         return ALLOW
+    if len(verdicts) == 1 and len(set(verdicts[0].fired)) == len(verdicts[0].fired):
+        return verdicts[0]  # nothing to merge (most messages: no operator rules)
     top = max(verdicts, key=lambda v: ACTIONS.index(v.action))
     scores: dict[str, float] = {}
     for verdict in verdicts:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -116,18 +116,15 @@ class Audiences:
             audience = await asyncio.shield(loading) if found is None else found[1]
         else:
             audience = found[1]
-        if audience is None:
-            return None
-        return ScanContext(
-            sender_id=sender_id,
-            conversation_id=conversation_id,
-            recipient_ids=audience.recipient_ids,
-            recipient_minor=audience.recipient_minor,
-            # About the minors among the recipients: an adult who is not friends (mutual
-            # follows) with one of them.
-            sender_adult_non_friend=audience.adult_stranger,
-            sender_account_age_days=max(0.0, (now_ms() - audience.sender_created_ms) / DAY_MS),
-        )
+        return _context(sender_id, conversation_id, audience)
+
+    def known(self, sender_id: int, conversation_id: int) -> ScanContext | Literal[False] | None:
+        """The context from a fresh `Audience` without waiting; False when there is none (the
+        caller waits on `context` instead)."""
+        found = self._known.get((sender_id, conversation_id))
+        if found is None or found[0] <= self._clock():
+            return False
+        return _context(sender_id, conversation_id, found[1])
 
     def _load(self, key: tuple[int, int]) -> asyncio.Task[Audience | None]:
         async def load() -> Audience | None:
@@ -147,6 +144,21 @@ class Audiences:
         return task
 
 
+def _context(sender_id: int, conversation_id: int, audience: Audience | None) -> ScanContext | None:
+    if audience is None:
+        return None
+    return ScanContext(
+        sender_id=sender_id,
+        conversation_id=conversation_id,
+        recipient_ids=audience.recipient_ids,
+        recipient_minor=audience.recipient_minor,
+        # About the minors among the recipients: an adult who is not friends (mutual follows)
+        # with one of them.
+        sender_adult_non_friend=audience.adult_stranger,
+        sender_account_age_days=max(0.0, (now_ms() - audience.sender_created_ms) / DAY_MS),
+    )
+
+
 def _retrieved(task: asyncio.Task[Audience | None]) -> None:
     # A refresh no send waited for may fail (storage away): the next send looks up again.
     if not task.cancelled() and task.exception() is not None:
@@ -157,9 +169,17 @@ class SafetyScreen:
     """`core.screening.Screen`, filled in by the wiring (`app.py`)."""
 
     def __init__(
-        self, engine: AsyncEngine, scanner: Scanner, band: BandOf, attachments: Matcher | None = None
+        self,
+        engine: AsyncEngine,
+        scanner: Scanner,
+        band: BandOf,
+        attachments: Matcher | None = None,
+        scan_now: Callable[[str, ScanContext], Verdict] | None = None,
     ) -> None:
+        """`scan_now`: the scanner's answer without the event loop, when it never waits (the
+        rules and the built-in scanner with no HTTP service): then `text_now` can answer."""
         self._scanner = scanner
+        self._scan_now = scan_now
         self._audiences = Audiences(engine, band)
         self._attachments = attachments
 
@@ -168,6 +188,16 @@ class SafetyScreen:
         if context is None:
             return ALLOWED
         return as_screening(await self._scanner.scan(send.text, context))
+
+    def text_now(self, send: TextToScreen) -> Screening | None:
+        if self._scan_now is None:
+            return None
+        context = self._audiences.known(send.sender_id, send.conversation_id)
+        if context is False:
+            return None
+        if context is None:
+            return ALLOWED
+        return as_screening(self._scan_now(send.text, context))
 
     async def aclose(self) -> None:
         closing = getattr(self._scanner, "aclose", None)
