@@ -6,7 +6,15 @@ BIN := $(VENV)/bin
 export KEYHOLD_HOME ?= ./var
 export KEYHOLD_PORT ?= 8000
 
-.PHONY: run test lint typecheck pytest venv clean
+# The web app (web/, Vite + TypeScript + Preact) is built into web/dist, which the server
+# serves at `/`. It is rebuilt when anything it is built from is newer than the stamp; the
+# directories are listed too, so that a deleted or renamed source file also counts.
+WEB_STAMP := web/dist/.built
+WEB_LOCK_STAMP := web/node_modules/.package-lock.json
+WEB_INPUTS := $(shell find web/src web/public -print 2>/dev/null) \
+	web/index.html web/package.json web/package-lock.json web/vite.config.ts web/tsconfig.json
+
+.PHONY: run test lint typecheck web-typecheck pytest venv web browser-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +25,33 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
-run: venv
+# npm writes node_modules/.package-lock.json on every install: `npm ci` runs again only when
+# node_modules is missing or the committed lock file changed since.
+$(WEB_LOCK_STAMP): web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $@
+
+$(WEB_STAMP): $(WEB_LOCK_STAMP) $(WEB_INPUTS)
+	cd web && npm run build
+	@touch $@
+
+# Without npm (a Python-only install) `make run` still serves the API, and `/` says how to
+# build the app; `make test` needs npm and fails in web-typecheck.
+web:
+	@if command -v npm >/dev/null; then \
+		$(MAKE) --no-print-directory $(WEB_STAMP); \
+	else \
+		echo "npm not found: the web app is not built (the server serves the API only)" >&2; \
+	fi
+
+web-typecheck: $(WEB_LOCK_STAMP)
+	cd web && npm run typecheck
+
+# The browser tests drive Debian's Chromium; installed with apt-get when it is missing.
+browser-deps:
+	scripts/browser-deps.sh
+
+run: venv web
 	$(BIN)/keyhold serve --home "$(KEYHOLD_HOME)" --port "$(KEYHOLD_PORT)"
 
 lint: venv
@@ -26,10 +60,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy --strict src
 
-pytest: venv
+pytest: venv web browser-deps
 	scripts/run-tests.sh
 
-test: lint typecheck pytest
+test: lint typecheck web-typecheck pytest
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

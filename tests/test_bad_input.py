@@ -321,7 +321,8 @@ CASES = [
     Case("wrong-method-post-health", "POST", "/health", {}, 405),
     Case("unknown-route", "GET", "/nope", status=404),
     Case("unknown-route-post", "POST", "/conversations/{cid}/nope", {"text": "hi"}, 404),
-    Case("unknown-route-outside-api", "GET", "!/definitely/not/here", status=404),
+    # Outside /api every page path is the web app's (client-side routes): a missing asset is a 404.
+    Case("unknown-asset-outside-api", "GET", "!/assets/definitely-not-here.js", status=404),
 ]  # fmt: skip
 
 

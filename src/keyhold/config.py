@@ -80,6 +80,10 @@ class Settings:
         "you can listen, any time."
     )
     support_url: str = "https://findahelpline.com"
+    # The built web app (index.html and assets/) served at `/`. Empty: the `web/dist` of the
+    # source checkout this package runs from (`make run` builds it there); without a built app
+    # `/` says how to build it and the API works as ever.
+    web_dir: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -105,6 +109,14 @@ class Settings:
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.db_path}"
+
+    @property
+    def effective_web_dir(self) -> Path:
+        if self.web_dir:
+            return Path(self.web_dir).resolve()
+        # src/keyhold/config.py -> the checkout's root; an installed wheel finds no web/dist there
+        # and serves the "how to build the app" page instead.
+        return Path(__file__).resolve().parents[2] / "web" / "dist"
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
@@ -165,6 +177,9 @@ _NOT_PERSISTED = {
     "tls_certfile",
     "tls_keyfile",
     "rate_limit_scale",
+    # Where the built app lies belongs to the install, not to the data dir: a checkout moved
+    # elsewhere would otherwise keep serving (or miss) an old build.
+    "web_dir",
 }
 
 

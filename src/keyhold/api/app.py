@@ -1,4 +1,5 @@
-"""The ASGI application: REST under /api/v1, the WebSocket stream, problem+json errors."""
+"""The ASGI application: REST under /api/v1, the WebSocket stream, problem+json errors, and the
+web app (api/web.py) at every other path."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from keyhold.api import (
     routes_staff,
     routes_transparency,
     stream,
+    web,
 )
 from keyhold.api.deps import Service, Services
 from keyhold.api.docs import install_api_docs
@@ -48,9 +50,12 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                present = {name for name, _ in message.get("headers", [])}
+                present = {name.lower() for name, _ in message.get("headers", [])}
                 extra = [(k, v) for k, v in self.extra if k not in present]
-                message["headers"] = [*message.get("headers", []), *extra, (b"cache-control", b"no-store")]
+                # Nothing is cached unless its route says so: the web app's hashed assets do.
+                if b"cache-control" not in present:
+                    extra.append((b"cache-control", b"no-store"))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -105,6 +110,8 @@ def create_app(settings: Settings, start: Callable[[Settings], Awaitable[Service
     )
     for router in routers:
         app.include_router(router, prefix=API_PREFIX)
+    # Last: the app answers the GETs no API route took (and never a path under /api).
+    app.include_router(web.web_router(settings))
     app.add_middleware(SecurityHeaders, tls=bool(settings.tls_certfile))
     app.add_middleware(
         BodySizeLimit,

@@ -102,6 +102,12 @@ async def appeal(
     return Response(status_code=204)
 
 
+REPORT_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+
+
 @router.get(
     "/transparency/report",
     summary="Transparency report for a period (e.g. 2026-H1), computed from the log: public once the "
@@ -116,5 +122,7 @@ async def transparency_report(
     viewer = await optional_staff(request)
     report = await gov.transparency_report(period, viewer)
     if format == "html":
-        return HTMLResponse(render_html(report))
+        # A page on the app's own origin: no script, no frames, nothing fetched (its style is
+        # inline, its charts are inline SVG).
+        return HTMLResponse(render_html(report), headers={"content-security-policy": REPORT_POLICY})
     return report
