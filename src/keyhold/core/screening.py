@@ -203,6 +203,12 @@ class SendScreening:
                 # once and allows it (a task per send cost a few percent of throughput).
                 self._submit_screened(request, done)
                 return None
+        elif not self.screens(request) or self._screened_now(request):
+            # Behind this client's earlier send, still being screened: queued once it is, in
+            # order (a task's done-callbacks run in the order they were added), with no task of
+            # its own; else a busy client's sends would each take one from then on.
+            after.add_done_callback(lambda _: self._submit_screened(request, done))
+            return after
         task = asyncio.create_task(self.screen_then_submit(request, done, after))
         self._tasks.add(task)  # held until done: the loop keeps only weak references
         task.add_done_callback(self._tasks.discard)
@@ -308,7 +314,7 @@ class SendScreening:
             done(await self._commit_screened(request, screening))
 
     def _submit_screened(self, request: SendRequest, done: Done) -> None:
-        """A screened send that is allowed: to the writer's group commit."""
+        """A send that is allowed (or not screened): to the writer's group commit."""
         if request.screening is not None and request.screening.support:
             done = self._with_support(done)
         self._writer.submit(request, done)

@@ -119,11 +119,14 @@ class Audiences:
         return _context(sender_id, conversation_id, audience)
 
     def known(self, sender_id: int, conversation_id: int) -> ScanContext | Literal[False] | None:
-        """The context from a fresh `Audience` without waiting; False when there is none (the
-        caller waits on `context` instead)."""
-        found = self._known.get((sender_id, conversation_id))
-        if found is None or found[0] <= self._clock():
+        """The context without waiting: from the `Audience` known (an expired one while it is
+        looked up again); False when none is known yet (the caller waits on `context`)."""
+        key = (sender_id, conversation_id)
+        found = self._known.get(key)
+        if found is None:
             return False
+        if found[0] <= self._clock() and key not in self._loading:
+            self._load(key)  # looked up again meanwhile, as `context` does
         return _context(sender_id, conversation_id, found[1])
 
     def _load(self, key: tuple[int, int]) -> asyncio.Task[Audience | None]:
