@@ -124,8 +124,9 @@ def _not_found() -> Problem:
 
 def _safe_parts(path: str) -> list[str] | None:
     """The path's segments, or None when it could name something outside the build (or a
-    hidden file): checked on the decoded path, so %2e%2e and %00 are caught here too."""
-    if "\\" in path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    hidden file): checked on the decoded path, so %2e%2e is caught here too. Control characters
+    (%00 included) never get here: the path is `Text`, refused with a 422 like any input."""
+    if "\\" in path:
         return None
     parts = [p for p in path.split("/") if p]
     if any(p.startswith(".") for p in parts):  # `.`, `..`, and dotfiles such as the .built stamp
