@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from keyhold.safety import builtin_signals as data
 from keyhold.safety import signal_phrases
@@ -66,6 +66,9 @@ class BuiltinScanner:
             self._dampeners[key] = (name, factor, categories)
         self.book = PhraseBook(phrases, signal_phrases.WORD_CLASSES)
         self._raw = [(c, n, re.compile(p), w) for c, n, p, w in data.RAW_SIGNALS]
+        # One search tells whether any of them is worth searching for (most messages: none).
+        self._any_raw = re.compile("|".join(f"(?:{p})" for _, _, p, _ in data.RAW_SIGNALS)) if self._raw else None
+        self._risks = self.model.risks(self.model_thresholds) if self.model is not None else None
         # The verdict of a message that fired nothing, the same for every context (scoring
         # only weighs what fired): most messages, so worked out once.
         nothing = Finding({}, {})
@@ -91,15 +94,21 @@ class BuiltinScanner:
         answer (the training script's cross-validation passes out-of-fold answers)."""
         norm = normalized if normalized is not None else normalize(text, self.vocabulary)
         finding = self.find(text, norm)
-        if probabilities is None and self.model is not None:
+        if probabilities is None and self.model is not None and not self._model_out_of_reach(norm):
             probabilities = self.model.probabilities(norm)
         if probabilities is not None:
             self._model_signals(probabilities, finding)
         self._behaviour(norm, context, finding)
         if not finding.signals and not finding.dampeners:
-            return replace(self._quiet, scores=dict(self._quiet.scores))  # its own scores to keep
+            quiet = self._quiet  # its own scores to keep
+            return Verdict(quiet.action, quiet.category, dict(quiet.scores), quiet.fired, quiet.policy, quiet.support)
         scores = self._scores(finding, context)
         return _verdict(scores, finding)
+
+    def _model_out_of_reach(self, norm: Normalized) -> bool:
+        """Whether the message's words cannot take the model to any signal threshold
+        (`TextModel.risks`): most messages, whose answer then need not be worked out."""
+        return self._risks is not None and self._risks.of(norm) < 1.0
 
     def find(self, text: str, norm: Normalized) -> Finding:
         signals: dict[str, list[tuple[str, float]]] = {}
@@ -113,8 +122,8 @@ class BuiltinScanner:
             for category in categories:
                 if category not in dampeners or factor < dampeners[category][1]:
                     dampeners[category] = (name, factor)
-        if self._raw:
-            shown = visible(text)
+        shown = visible(text)
+        if self._any_raw is not None and self._any_raw.search(shown):
             for category, name, regex, weight in self._raw:
                 if regex.search(shown):
                     signals.setdefault(category, []).append((name, weight))
@@ -135,7 +144,7 @@ class BuiltinScanner:
                 finding.signals.setdefault(category, []).append(("model", round(weight, 3)))
 
     def _behaviour(self, norm: Normalized, context: ScanContext, finding: Finding) -> None:
-        spam = finding.signals.setdefault("spam", [])
+        spam: list[tuple[str, float]] = []
         words = max(norm.word_count, 1)
         if norm.links and len(norm.links) / words >= LINK_RATIO:
             spam.append(("+behaviour_link_ratio", 0.3))  # links alone are no spam: "here: docs.example.com"
@@ -147,8 +156,8 @@ class BuiltinScanner:
                     if norm.links:
                         spam.append(("behaviour_repeated_link", REPEAT_WITH_LINK_BONUS))
                     break
-        if not spam:
-            del finding.signals["spam"]
+        if spam:
+            finding.signals.setdefault("spam", []).extend(spam)
 
     def _scores(self, finding: Finding, context: ScanContext) -> dict[str, float]:
         scores: dict[str, float] = {}

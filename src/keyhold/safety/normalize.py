@@ -38,6 +38,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
+from typing import cast
 from urllib.parse import urlsplit
 
 # Emoji used for a word. The word becomes its own token, so that "🔪🔪 tonight" reads "knife
@@ -380,7 +381,7 @@ def skeleton(word: str) -> str:
 
 
 def _known(word: str, vocabulary: frozenset[str]) -> bool:
-    return word in vocabulary or word in _shorthand()
+    return word in vocabulary or word in shorthand()
 
 
 def _unrepeat(word: str, vocabulary: frozenset[str]) -> str:
@@ -430,7 +431,7 @@ def _deleet(word: str, vocabulary: frozenset[str]) -> str:
 @functools.lru_cache(maxsize=65536)
 def _word(piece: str, vocabulary: frozenset[str]) -> tuple[str, bool]:
     """One piece of a chunk as a word, and whether leet was read in it."""
-    if piece in _shorthand():  # "h8" is shorthand, not leet for "hb"
+    if piece in shorthand():  # "h8" is shorthand, not leet for "hb"
         return piece, False
     if piece.isalpha():
         return _unrepeat(piece, vocabulary), False
@@ -490,13 +491,21 @@ def _links(text: str) -> tuple[list[Link], str, int]:
     return links, text, sum(added)
 
 
-def _expand(words: Iterable[str], shorthand: dict[str, str]) -> str:
-    return " " + " ".join(shorthand.get(w, w) for w in words if w) + " "
+def expand(words: Iterable[str]) -> str:
+    """`words` with shorthand spelled out, as " w1 w2 … ": what phrase patterns run over."""
+    spelled = shorthand()
+    return " " + " ".join([spelled.get(w, w) for w in words if w]) + " "
 
 
 def normalize(text: str, vocabulary: frozenset[str] = frozenset()) -> Normalized:
     """`text` in the forms matchers use; `vocabulary` (word skeletons some matcher knows) picks
     between the readings of ambiguous leet characters."""
+    plain = _plain(text, vocabulary)
+    return plain if plain is not None else normalize_fully(text, vocabulary)
+
+
+def normalize_fully(text: str, vocabulary: frozenset[str] = frozenset()) -> Normalized:
+    """`normalize` the long way for every text, plain ones too (`_plain` is checked against it)."""
     tricks: set[str] = set()
     for sequence, word in EMOJI_SEQUENCES.items():
         if sequence in text:
@@ -519,12 +528,7 @@ def normalize(text: str, vocabulary: frozenset[str] = frozenset()) -> Normalized
     # Words: (skeleton, single letter written alone, obfuscated)
     pieces: list[tuple[str, bool, bool]] = []
     for chunk in folded.split():
-        found = _CHUNKS.get((chunk, vocabulary))
-        if found is None:
-            found = _chunk_pieces(chunk, vocabulary)
-            if len(_CHUNKS) >= MAX_CHUNKS:
-                _CHUNKS.clear()
-            _CHUNKS[(chunk, vocabulary)] = found
+        found = chunk_reading(chunk, vocabulary)
         pieces.extend(found[0])
         tricks.update(found[1])
     words, obfuscated_flags, alternate_words = _assemble(pieces, vocabulary)
@@ -541,9 +545,8 @@ def normalize(text: str, vocabulary: frozenset[str] = frozenset()) -> Normalized
             spans.append((position, position + len(word)))
         position += len(word)
         bounds.add(position)
-    shorthand = _shorthand()
-    expanded = _expand(words, shorthand)
-    alternate = _expand(alternate_words, shorthand) if spaced else ""
+    expanded = expand(words)
+    alternate = expand(alternate_words) if spaced else ""
     return Normalized(
         words=tuple(words),
         expanded=expanded,
@@ -557,12 +560,114 @@ def normalize(text: str, vocabulary: frozenset[str] = frozenset()) -> Normalized
     )
 
 
+def _plain(text: str, vocabulary: frozenset[str]) -> Normalized | None:
+    """`normalize`'s answer for most messages, the short way; None for the rest.
+
+    A plain text is ASCII (so NFKC, case folding and the confusables change nothing but case,
+    and there is no emoji or invisible character), has no link (nor anything the link pattern
+    takes for one), no two spaces in a row (letters spaced out between wide gaps), no chunk of
+    dotted letters and no run of `SPACED_RUN` single letters (both are joined into one word and
+    searched squashed too). What is left of normalizing it is reading each chunk, by the same
+    `chunk_reading`; the result is the one the long way gives (tests compare the two on every
+    tuning line and on generated texts)."""
+    if not text.isascii():
+        return None
+    lowered = text.lower()
+    # Every link the pattern takes has a dot or "://" in it; most messages have neither.
+    if "  " in lowered or (("." in lowered or ":" in lowered) and URL.search(lowered)):
+        return None
+    chunks = lowered.split()
+    known = _simple_words(vocabulary).get
+    # A number is itself (and numbers rarely repeat: they are not kept).
+    found = [known(chunk) or (chunk if chunk.isdigit() else None) for chunk in chunks]
+    words = cast("list[str]", found)
+    tricks = _NO_TRICKS
+    if None in found:  # a chunk not read before, or not one plain word
+        read, tricks = _words_of(chunks, vocabulary)
+        if read is None:
+            return None
+        words = read
+    return Normalized(
+        words=tuple(words),
+        expanded=expand(words),
+        alternate="",
+        squashed="".join(words),
+        obfuscated=(),
+        boundaries=frozenset(itertools.accumulate(map(len, words), initial=0)),
+        links=(),
+        tricks=tricks,
+        word_count=len(words),
+    )
+
+
+def _words_of(chunks: list[str], vocabulary: frozenset[str]) -> tuple[list[str] | None, frozenset[str]]:
+    """The words of a plain text's chunks, and the tricks undone in them; None for words when
+    a chunk is dotted letters or single letters run to a spaced-out word."""
+    words: list[str] = []
+    tricks: set[str] = set()
+    singles = 0
+    for chunk in chunks:
+        pieces, chunk_tricks = chunk_reading(chunk, vocabulary)
+        for word, single, obfuscated in pieces:
+            singles = singles + 1 if single else 0
+            if obfuscated or singles >= SPACED_RUN:
+                return None, _NO_TRICKS
+            words.append(word)
+        tricks.update(chunk_tricks)
+    return words, frozenset(tricks)
+
+
 # What a chunk of text (between spaces) reads as depends only on the chunk and the vocabulary,
-# and people repeat their words: the readings are kept (profiled: reading each chunk anew was
-# most of a message's normalization).
+# and people repeat their words: the readings are kept, per vocabulary (profiled: reading each
+# chunk anew was most of a message's normalization). Bounded, so that a flood of distinct junk
+# cannot grow them.
 Pieces = tuple[tuple[tuple[str, bool, bool], ...], frozenset[str]]
-_CHUNKS: dict[tuple[str, frozenset[str]], Pieces] = {}
-MAX_CHUNKS = 100_000
+_READINGS: dict[frozenset[str], dict[str, Pieces]] = {}
+# The same for the chunks that read as one plain word (no single letter, no trick undone): the
+# word, so that a plain message's words are one look-up each.
+_SIMPLE_WORDS: dict[frozenset[str], dict[str, str]] = {}
+MAX_CHUNKS = 100_000  # per vocabulary
+MAX_VOCABULARIES = 8  # the operator's rules changed that often since the start
+_NO_TRICKS: frozenset[str] = frozenset()
+
+
+def _readings(vocabulary: frozenset[str]) -> dict[str, Pieces]:
+    kept = _READINGS.get(vocabulary)
+    if kept is None:
+        if len(_READINGS) >= MAX_VOCABULARIES:
+            _READINGS.clear()
+            _SIMPLE_WORDS.clear()
+        kept = _READINGS[vocabulary] = {}
+        _SIMPLE_WORDS[vocabulary] = {}
+    return kept
+
+
+def _simple_words(vocabulary: frozenset[str]) -> dict[str, str]:
+    kept = _SIMPLE_WORDS.get(vocabulary)
+    if kept is None:
+        _readings(vocabulary)
+        kept = _SIMPLE_WORDS[vocabulary]
+    return kept
+
+
+def chunk_reading(chunk: str, vocabulary: frozenset[str]) -> Pieces:
+    """What one chunk of folded text (between spaces) reads as: its words, (skeleton, single
+    letter written alone, obfuscated), and the tricks undone in it."""
+    if chunk.isdigit() and chunk.isascii():
+        return ((chunk, False, False),), _NO_TRICKS  # a number is itself, and rarely repeats
+    kept = _readings(vocabulary)
+    found = kept.get(chunk)
+    if found is None:
+        found = _chunk_pieces(chunk, vocabulary)
+        simple = _SIMPLE_WORDS[vocabulary]
+        if len(kept) >= MAX_CHUNKS:
+            kept.clear()
+            simple.clear()
+        kept[chunk] = found
+        pieces, tricks = found
+        if len(pieces) == 1 and not pieces[0][1] and not pieces[0][2] and not tricks:
+            simple[chunk] = pieces[0][0]
+    return found
 
 
 def _chunk_pieces(chunk: str, vocabulary: frozenset[str]) -> Pieces:
@@ -616,5 +721,5 @@ def _assemble(
 
 
 @functools.cache
-def _shorthand() -> dict[str, str]:
+def shorthand() -> dict[str, str]:
     return {fold(k): fold(v) for k, v in SHORTHAND.items()}

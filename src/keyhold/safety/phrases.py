@@ -32,7 +32,8 @@ GAP = "..."
 COMMON_WORDS = frozenset(
     "i you your me my a an the to is are am and or of in on at it for will be we so do not that this "
     "just with what can going get have has they them he she him her up if all no one send now us our "
-    "would could go like know see".split()
+    "would could go like know see over out about back there then when how some was were been from by "
+    "as but".split()
 )
 GAP_WORDS = 4
 
@@ -90,6 +91,10 @@ def _alt_regex(alternative: str, joiner: str, pattern: str) -> tuple[str, list[s
 Variant = tuple[str, str | None, frozenset[str] | None, set[str]]
 
 
+def _least_common(words: list[str]) -> str:
+    return next((word for word in words if word not in COMMON_WORDS), words[0])
+
+
 def _compile_variant(pattern: str, classes: Mapping[str, tuple[str, ...]]) -> Variant:
     """One phrase: its regex over words, over the squashed form (None if it has a gap), its
     anchors, its literal words."""
@@ -116,9 +121,10 @@ def _compile_variant(pattern: str, classes: Mapping[str, tuple[str, ...]]) -> Va
         squashed_group = "(?:" + "|".join(squashed[i] for i in order) + ")"
         words_parts.append(f"(?:{group})?" if optional else group)
         squashed_parts.append(f"{squashed_group}?" if optional else squashed_group)
-        if not optional and all(alt.split()[0][-1] not in "*#" for alt in alternatives):
-            # Any required slot's first words are a necessary condition for a match.
-            anchor_choices.append(frozenset(lits[0] for _, lits in compiled if lits))
+        if not optional and all(literals for _, literals in compiled):
+            # Every literal word of an alternative is in a message it matches: a required
+            # slot's alternatives' least common words are a necessary condition for a match.
+            anchor_choices.append(frozenset(_least_common(literals) for _, literals in compiled))
     if not words_parts:
         raise PatternError(f"{pattern!r}: nothing to match")
     # The rarest slot makes the best anchor: "i ... kill ... you" is looked for only in
@@ -180,15 +186,21 @@ class PhraseBook:
             else:
                 for word in phrase.anchors:
                     self._by_anchor.setdefault(word, []).append(index)
+        self._anchor_words = frozenset(self._by_anchor)
+
+    def _candidates(self, words: Iterable[str]) -> set[int]:
+        """The phrases to search a message of these words for."""
+        candidates = set(self._always)
+        for word in self._anchor_words.intersection(words):
+            candidates.update(self._by_anchor[word])
+        return candidates
 
     def matches(self, text: Normalized) -> list[str]:
         """The names of the phrases found in `text` (each once, in book order)."""
         present = set(text.expanded.split())
         if text.alternate:
             present.update(text.alternate.split())
-        candidates = set(self._always)
-        for word in present:
-            candidates.update(self._by_anchor.get(word, ()))
+        candidates = self._candidates(present)
         hits: set[int] = set()
         for index in candidates:
             regex = self.phrases[index].words_regex

@@ -88,11 +88,12 @@ async def audience_of(
 
 
 class Audiences:
-    """`Audience`s kept for `ttl` seconds per (sender, conversation): a member's run of
-    messages costs one look-up, not one per message (a query on every send would cost more
-    than the scan). Sends that find none wait for the one look-up under way; sends that find
-    an expired one use it while it is looked up again. The price: a member added or a follow
-    changed within the last `ttl` seconds (and the look-up) is weighed as before."""
+    """The `ScanContext` of each (sender, conversation), from its `Audience`, kept for `ttl`
+    seconds: a member's run of messages costs one look-up, not one per message (a query on
+    every send would cost more than the scan). Sends that find none wait for the one look-up
+    under way; sends that find an expired one use it while it is looked up again. The price: a
+    member added or a follow changed within the last `ttl` seconds (and the look-up) is
+    weighed as before, and the sender's account age is its age at the look-up."""
 
     def __init__(
         self,
@@ -105,18 +106,16 @@ class Audiences:
         self._band = band
         self._ttl = ttl
         self._clock = clock
-        self._known: dict[tuple[int, int], tuple[float, Audience | None]] = {}
-        self._loading: dict[tuple[int, int], asyncio.Task[Audience | None]] = {}
+        self._known: dict[tuple[int, int], tuple[float, ScanContext | None]] = {}
+        self._loading: dict[tuple[int, int], asyncio.Task[ScanContext | None]] = {}
 
     async def context(self, sender_id: int, conversation_id: int) -> ScanContext | None:
         key = (sender_id, conversation_id)
         found = self._known.get(key)
         if found is None or found[0] <= self._clock():
             loading = self._loading.get(key) or self._load(key)
-            audience = await asyncio.shield(loading) if found is None else found[1]
-        else:
-            audience = found[1]
-        return _context(sender_id, conversation_id, audience)
+            return await asyncio.shield(loading) if found is None else found[1]
+        return found[1]
 
     def known(self, sender_id: int, conversation_id: int) -> ScanContext | Literal[False] | None:
         """The context without waiting: from the `Audience` known (an expired one while it is
@@ -127,20 +126,20 @@ class Audiences:
             return False
         if found[0] <= self._clock() and key not in self._loading:
             self._load(key)  # looked up again meanwhile, as `context` does
-        return _context(sender_id, conversation_id, found[1])
+        return found[1]
 
-    def _load(self, key: tuple[int, int]) -> asyncio.Task[Audience | None]:
-        async def load() -> Audience | None:
+    def _load(self, key: tuple[int, int]) -> asyncio.Task[ScanContext | None]:
+        async def load() -> ScanContext | None:
             try:
                 async with self._engine.connect() as conn:
-                    audience = await audience_of(conn, *key, self._band)
+                    context = _context(*key, await audience_of(conn, *key, self._band))
             finally:
                 del self._loading[key]
             self._known.pop(key, None)
             if len(self._known) >= MAX_AUDIENCES:
                 del self._known[next(iter(self._known))]  # the oldest
-            self._known[key] = (self._clock() + self._ttl, audience)
-            return audience
+            self._known[key] = (self._clock() + self._ttl, context)
+            return context
 
         task = self._loading[key] = asyncio.create_task(load())
         task.add_done_callback(_retrieved)
@@ -162,7 +161,7 @@ def _context(sender_id: int, conversation_id: int, audience: Audience | None) ->
     )
 
 
-def _retrieved(task: asyncio.Task[Audience | None]) -> None:
+def _retrieved(task: asyncio.Task[ScanContext | None]) -> None:
     # A refresh no send waited for may fail (storage away): the next send looks up again.
     if not task.cancelled() and task.exception() is not None:
         log.warning("looking up a send's audience failed: %s", type(task.exception()).__name__)
@@ -200,7 +199,12 @@ class SafetyScreen:
             return None
         if context is None:
             return ALLOWED
-        return as_screening(self._scan_now(send.text, context))
+        verdict = self._scan_now(send.text, context)
+        if verdict.action == "allow" and not verdict.support:
+            # Most sends. Their scores are never recorded (only a verdict other than allow is),
+            # and a send answered here carries no attachment whose verdict they would join.
+            return ALLOWED
+        return as_screening(verdict)
 
     async def aclose(self) -> None:
         closing = getattr(self._scanner, "aclose", None)
