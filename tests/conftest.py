@@ -26,6 +26,10 @@ from keyhold.sdk import Client
 
 # Cheap argon2 parameters for tests only: the suite registers hundreds of users.
 TEST_ENV = {
+    # The scan runs on the server's loop here (as on a one-CPU machine): a child process per
+    # test server would cost the suite a core-second each. Its own tests turn it on
+    # (test_safety_scan_process.py, and the verdicts of test_safety_verdicts.py).
+    "KEYHOLD_SCANNING_PROCESS": "off",
     "KEYHOLD_ARGON2_TIME_COST": "1",
     "KEYHOLD_ARGON2_MEMORY_KIB": "1024",
     "KEYHOLD_ARGON2_PARALLELISM": "1",

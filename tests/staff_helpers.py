@@ -1,17 +1,30 @@
-"""Staff accounts for tests: made with the real `keyhold staff add` beside a running server."""
+"""Staff accounts for tests, beside a running server.
+
+`add_staff` / `add_all_staff_cli` run the real `keyhold staff add` (one process per account):
+test_cli_staff.py and test_cli_operator.py use them, so the command itself stays tested.
+`add_all_staff` (and `server_with_staff`) makes the accounts through the same service call
+that command makes (`svc.governance.staff.add`, on the same data dir and database), in this
+process and with one start of the services for all of them: a `keyhold` process costs about
+two seconds of CPU at start-up (imports, services), and the governance tests make dozens of
+accounts. What the accounts are (argon2id hash, sealed TOTP secret, role, region) is the same
+either way.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import fields
+from pathlib import Path
 
 import pyotp
 import pytest
 
-from conftest import Server, keyhold_cli, start_server, stop_server
+from conftest import TEST_ENV, Server, keyhold_cli, start_server, stop_server
 from keyhold.sdk import StaffClient
 
 STAFF_PASSWORD = "staff-password-123"
@@ -37,10 +50,44 @@ def add_staff(server: Server, name: str, role: str, region: str) -> str:
     return found.group(1)
 
 
-def add_all_staff(server: Server, staff: dict[str, tuple[str, str]]) -> dict[str, str]:
+def add_all_staff_cli(server: Server, staff: dict[str, tuple[str, str]]) -> dict[str, str]:
     """Staff accounts made with the CLI, a few at a time."""
     with ThreadPoolExecutor(max_workers=3) as pool:
         return dict(pool.map(lambda n: (n, add_staff(server, n, *staff[n])), staff))
+
+
+def create_staff(home: Path, database_url: str, staff: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Staff accounts (name: (role, region)) made by the services of the data dir `home` in this
+    process, as `keyhold staff add` makes each; their TOTP secrets. The settings are those the
+    CLI would run with beside the test servers (TEST_ENV, the database URL), with scanning off:
+    nothing here scans a message, so the scanner is not built."""
+    from keyhold.app import start_keyhold
+    from keyhold.config import Settings, load_settings
+
+    # TEST_ENV as the CLI reads it from its environment: KEYHOLD_<NAME> of a known setting.
+    known = {f.name for f in fields(Settings)}
+    test_env = {k: v for k, v in ((n.removeprefix("KEYHOLD_").lower(), v) for n, v in TEST_ENV.items()) if k in known}
+    settings = load_settings(home, **test_env, database_url=database_url or None, scanning="off")
+
+    async def run() -> dict[str, str]:
+        svc = await start_keyhold(settings)
+        try:
+            secrets = {}
+            for name, (role, region) in staff.items():
+                made = await svc.governance.staff.add(name, STAFF_PASSWORD, role, region)
+                secrets[name] = str(made["totp_secret"])
+            return secrets
+        finally:
+            await svc.stop()
+
+    # In a thread of its own: the caller may be a coroutine on the test's running event loop.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, run()).result()
+
+
+def add_all_staff(server: Server, staff: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Staff accounts (name: (role, region)) beside the running server; their TOTP secrets."""
+    return create_staff(server.home, server.database_url, staff)
 
 
 async def login_all(server: Server, secrets: dict[str, str], shift_s: int = 0) -> dict[str, StaffClient]:

@@ -18,7 +18,7 @@ from conftest import PASSWORD, Server, new_member, raw, unique
 from keyhold.clients.chat import Chat
 from keyhold.clients.chat.command import stop, stream_position
 from keyhold.sdk import Client, KeyholdError, StaffClient
-from staff_helpers import add_staff, login_all
+from staff_helpers import add_all_staff, login_all
 from stream_helpers import close_all, live, next_of
 from test_chat_commands import Recorder
 
@@ -83,7 +83,7 @@ def safety_digits(screen: Recorder) -> str:
 async def moderator(server: Server) -> AsyncIterator[StaffClient]:
     """A moderator of region "us" beside the module's server (every member here is in "us")."""
     name = unique("mod")
-    staff = await login_all(server, {name: add_staff(server, name, "moderator", "us")})
+    staff = await login_all(server, add_all_staff(server, {name: ("moderator", "us")}))
     yield staff[name]
     await staff[name].close()
 

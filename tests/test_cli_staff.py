@@ -17,7 +17,7 @@ import orjson
 import pyotp
 
 from conftest import TEST_ENV, Server, new_member
-from staff_helpers import STAFF_PASSWORD, add_all_staff, cli_env
+from staff_helpers import STAFF_PASSWORD, add_all_staff_cli, cli_env
 
 
 def day(offset_days: int) -> str:
@@ -61,7 +61,7 @@ def login(server: Server, name: str, secret: str, session: Path, find_server: st
 
 async def test_staff_workflows_from_the_terminal(sqlite_server: Server, tmp_path: Path) -> None:
     server = sqlite_server
-    secrets = add_all_staff(
+    secrets = add_all_staff_cli(
         server,
         {
             "cli_mod": ("moderator", "us"),

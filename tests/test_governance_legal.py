@@ -1,4 +1,4 @@
-"""Legal cases against a real server (staff made with `keyhold staff add`).
+"""Legal cases against a real server (staff made as `keyhold staff add` makes them).
 
 The rules in code: content needs a search warrant (or MLAT) of the data's region; a request
 from outside the region needs an MLAT; four eyes; emergencies are limited, need a second

@@ -1,4 +1,4 @@
-"""Report cases and staff sign-in against a real server (staff made with `keyhold staff add`).
+"""Report cases and staff sign-in against a real server (staff made as `keyhold staff add` makes them).
 
 A moderator with a report case reads exactly the reported message and K=10 before and after
 it, nothing else; other moderators (not assigned, other region) and closed cases read
@@ -24,7 +24,7 @@ import pytest
 from conftest import Server, new_member, raw, start_server, stop_server
 from e2ee_helpers import Megolm
 from keyhold.sdk import Client, KeyholdError, StaffClient
-from staff_helpers import STAFF_PASSWORD, add_all_staff, add_staff
+from staff_helpers import STAFF_PASSWORD, add_all_staff
 
 API = "/api/v1"
 K = 10  # report_context_messages default
@@ -468,7 +468,7 @@ def short_session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
         tmp_path_factory.mktemp("gov-short") / "kh", env={"KEYHOLD_STAFF_SESSION_SECONDS": "2"}
     )
     try:
-        yield server, add_staff(server, "shorty", "moderator", "us")
+        yield server, add_all_staff(server, {"shorty": ("moderator", "us")})["shorty"]
     finally:
         stop_server(server)
 

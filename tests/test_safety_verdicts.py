@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +101,8 @@ def verdict_server(
     home.mkdir()
     (home / "safety-rules.toml").write_text(RULES)
     (home / "safety-hashes.toml").write_text(hash_lists())
-    server = start_server(home, request.param)
+    # The scan in its child process (off for most test servers): every verdict below goes through it.
+    server = start_server(home, request.param, env={"KEYHOLD_SCANNING_PROCESS": "on"})
     try:
         yield server
     finally:
@@ -256,6 +259,30 @@ async def test_websocket_frames_get_the_same_verdicts(world: World) -> None:
         ("just hello", None),
     ]
     await asyncio.gather(a.close(), b.close())
+
+
+async def test_the_scan_child_going_away_loses_no_send_and_changes_no_verdict(world: World) -> None:
+    """The server scans in a child process (`scanning_process` on); when the child is killed, sends waiting on it and those after it are scanned in-process, and a new
+    child takes over after the pause. (One block per sender: more would suspend it.)"""
+    server = world.server
+    a, b, cid = await pair(server)
+    await send(a, cid, "hello")
+    for _ in range(600):
+        if "scanning in a child process (pid " in server.log():
+            break
+        await asyncio.sleep(0.1)
+    pid = int(server.log().rsplit("scanning in a child process (pid ", 1)[1].split(")", 1)[0])
+    texts = ["fine one", f"buy {HOLD_WORD} now", "fine two", f"{BLOCK_WORD}!"]
+    before = await asyncio.gather(*(send(a, cid, t) for t in texts))
+    c, d, other = await pair(server)
+    after = asyncio.gather(*(send(c, other, t) for t in texts))
+    os.kill(pid, signal.SIGKILL)  # while those are on their way
+    for responses in (before, await after):
+        assert [r.status_code for r in responses] == [201, 201, 201, 422], [r.text for r in responses]
+        assert [r.json().get("status") for r in responses[:3]] == [None, "pending_review", None]
+    assert sorted(m["text"] for m in await history(b, cid)) == ["fine one", "fine two", "hello"]
+    assert sorted(m["text"] for m in await history(d, other)) == ["fine one", "fine two"]
+    await asyncio.gather(a.close(), b.close(), c.close(), d.close())
 
 
 # -- hold -----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import pytest
 from conftest import Server, keyhold_cli, new_member, start_server, stop_server
 from keyhold.crypto.merkle import leaf_hash, root_from_leaf_hashes
 from keyhold.governance.transparency import compute_report, period_bounds, render_html
+from staff_helpers import STAFF_PASSWORD, create_staff
 
 H2_START = int(dt.datetime(2026, 7, 1, tzinfo=dt.UTC).timestamp() * 1000)
 H2_END = int(dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
@@ -205,16 +206,7 @@ def test_html_escapes_log_text_and_loads_nothing() -> None:
 
 # -- end to end --------------------------------------------------------------------------------
 
-STAFF_PASSWORD = "staff password 123"
 DOCUMENT = base64.b64encode(b"%PDF-1.4 signed by a judge").decode()
-
-
-def add_staff(home: Path, name: str, role: str) -> str:
-    args = ("--role", role, "--region", "us", "--home", str(home), "--password", STAFF_PASSWORD)
-    done = keyhold_cli("staff", "add", name, *args)
-    found = re.search(r"TOTP secret \(shown once\): (\S+)", done.stdout)
-    assert found, done.stdout + done.stderr
-    return found.group(1)
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:
@@ -419,7 +411,7 @@ async def test_report_from_a_real_server_equals_the_auditors_recount(tmp_path: P
         "legal2": "legal",
         "auditor1": "auditor",
     }
-    secrets = {name: add_staff(home, name, role) for name, role in roles.items()}
+    secrets = create_staff(home, "", {name: (role, "us") for name, role in roles.items()})
     auditor = secrets.pop("auditor1")
     server = start_server(home)
     try:

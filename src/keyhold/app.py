@@ -52,6 +52,7 @@ from keyhold.safety.guardians import Guardians
 from keyhold.safety.limiter import RateLimiter
 from keyhold.safety.pipeline import build_scanner
 from keyhold.safety.policy import POLICY_FILE, policy_file
+from keyhold.safety.scan_process import ScanProcess
 from keyhold.safety.screening import SafetyScreen
 from keyhold.store.blobs import BlobStore
 from keyhold.store.db import create_engine, migrate, writer_transactions
@@ -217,7 +218,10 @@ async def start_keyhold(
         )
         matcher = AttachmentMatcher.for_home(settings.home)
         scan_now = scanner.scan_local if scanner.http is None else None
-        messages.screening.screen = SafetyScreen(engine, scanner, gate.rules.band, matcher, scan_now)
+        process = ScanProcess(settings.home) if scan_now is not None and settings.uses_scan_process else None
+        if process is not None:
+            process.start_soon()  # ready before the first sends, which meanwhile scan in-process
+        messages.screening.screen = SafetyScreen(engine, scanner, gate.rules.band, matcher, scan_now, process)
     held = HeldMessages(
         engine, writer, governance.log, erasure, messages, governance.reports, governance.strikes
     )

@@ -72,6 +72,10 @@ class Settings:
     # holds it for a moderator.
     scanning_classifier_url: str = ""
     scanning_classifier_fail_open: bool = True
+    # Where the rules and the built-in scanner run: in a child process of the server's own, on
+    # another core (on), or on the server's event loop (off); auto: on when the machine has more
+    # than one CPU. Not with a classifier URL: that pipeline waits on the network anyway.
+    scanning_process: str = "auto"
     # What a member whose message points to self-harm is shown with their message: support, never
     # a punishment. Name your region's services here; the default names no number.
     support_text: str = (
@@ -85,6 +89,13 @@ class Settings:
     # `/` says how to build it and the API works as ever.
     web_dir: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uses_scan_process(self) -> bool:
+        """`scanning_process`, with auto decided by this machine's CPUs."""
+        if self.scanning_process == "auto":
+            return (os.cpu_count() or 1) > 1
+        return self.scanning_process == "on"
 
     @property
     def db_path(self) -> Path:
@@ -161,6 +172,8 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         raise ValueError(f"server_name {settings.server_name!r} is not a DNS name (letters, digits, '-', '.')")
     if settings.scanning not in ("on", "off"):
         raise ValueError(f"scanning must be on or off, not {settings.scanning!r}")
+    if settings.scanning_process not in ("auto", "on", "off"):
+        raise ValueError(f"scanning_process must be auto, on or off, not {settings.scanning_process!r}")
     if settings.default_region not in settings.regions:
         raise ValueError(f"default_region {settings.default_region!r} is not one of {settings.regions}")
     return settings

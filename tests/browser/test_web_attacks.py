@@ -41,7 +41,7 @@ from browser.conftest import NewPage
 from browser.helpers import WEB_DIST, AsyncRunner, page_problems
 from conftest import PASSWORD, Server, new_member
 from keyhold.sdk import Client
-from staff_helpers import STAFF_PASSWORD, add_staff
+from staff_helpers import STAFF_PASSWORD, add_all_staff
 
 XSS_TEXT = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 JS_TEXTS = [
@@ -140,7 +140,7 @@ def scene(web_server: Server, aio: AsyncRunner) -> Iterator[Scene]:
 
 @pytest.fixture(scope="module")
 def staff_secret(web_server: Server) -> str:
-    return add_staff(web_server, STAFF, "moderator", "us")
+    return add_all_staff(web_server, {STAFF: ("moderator", "us")})[STAFF]
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The staff console at /staff in Chromium, against a real server, and the public /transparency.
 
-Staff accounts are made with the real `keyhold staff add` (tests/staff_helpers.py) and sign in
+Staff accounts are made as `keyhold staff add` makes them (tests/staff_helpers.py) and sign in
 through the console's form with a TOTP code from pyotp; members, their messages and reports are
 set up with the Python SDK, which also watches what members are told.
 
@@ -27,7 +27,6 @@ import hashlib
 import json
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,12 @@ from browser.conftest import NewPage
 from browser.helpers import AsyncRunner, check_axe, page_problems, screenshot
 from conftest import Server, new_member
 from keyhold.sdk import Client
-from staff_helpers import STAFF_PASSWORD, add_staff
+from staff_helpers import STAFF_PASSWORD, add_all_staff
 
 PHONE = (375, 812)
 DESKTOP = (1280, 900)
-# Made three at a time; within a group in this order, so that "mia" has a lower id than "max"
-# and gets the first report case (a tie goes to the lowest id), leaving "max" for its appeal.
+# Made one after another in this order, so that "mia" has a lower id than "max" and gets the
+# first report case (a tie goes to the lowest id), leaving "max" for its appeal.
 STAFF_GROUPS = [
     {"mia": ("moderator", "us"), "max": ("moderator", "us")},
     {"lee": ("legal", "us"), "lou": ("legal", "us")},
@@ -66,11 +65,7 @@ terms = ["purple walrus voucher"]
 def staff(web_server: Server) -> dict[str, str]:
     (web_server.home / "safety-rules.toml").write_text(HOLD_RULES)
 
-    def add_group(group: dict[str, tuple[str, str]]) -> dict[str, str]:
-        return {name: add_staff(web_server, name, *role) for name, role in group.items()}
-
-    with ThreadPoolExecutor(max_workers=len(STAFF_GROUPS)) as pool:
-        return {name: secret for made in pool.map(add_group, STAFF_GROUPS) for name, secret in made.items()}
+    return add_all_staff(web_server, {name: role for group in STAFF_GROUPS for name, role in group.items()})
 
 
 # A TOTP step signs a staff member in once, and each sign-in needs a later step than the last.

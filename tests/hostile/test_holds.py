@@ -1,6 +1,6 @@
 """Preservation holds are invisible to everyone but the legal staff of their case; moderator
-removals announce themselves. Against real servers (SQLite and PostgreSQL), staff made with
-`keyhold staff add`.
+removals announce themselves. Against real servers (SQLite and PostgreSQL), staff made as
+`keyhold staff add` makes them.
 
 The promise: under an approved preservation hold, members and moderators see exactly what
 they would see without it (deleted attachments are gone, deleted messages are tombstones);

@@ -141,7 +141,7 @@ class Connection:
         self.close_reason = "fell behind; reconnect with since"
         self.tasks: set[asyncio.Task[None]] = set()
         self.origin = next(_origins)
-        self.sending: asyncio.Task[None] | None = None  # this socket's send being screened, if any
+        self.sending: asyncio.Future[None] | None = None  # this socket's send being screened, if any
         self.address = client_address(ws)  # what rate limits count as this client
         self.backoff = Backoff()  # not read for a moment after a send over its rate limit
 

@@ -50,6 +50,22 @@ def proc_cpu_s(pid: int | None) -> float | None:
         return None
 
 
+def tree_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds of `pid` and of its live children (a server's scan process is its work too)."""
+    own = proc_cpu_s(pid)
+    if own is None:
+        return None
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if stat[1] == str(pid):
+                own += proc_cpu_s(int(entry.name)) or 0.0
+    return own
+
+
 def machine_busy_s() -> float:
     """CPU seconds spent by the whole machine (all cores) on anything but idling."""
     try:
@@ -71,7 +87,7 @@ class _Snapshot:
     def take(cls, pid: int | None) -> _Snapshot:
         return cls(
             time.monotonic(),
-            proc_cpu_s(pid),
+            tree_cpu_s(pid),
             proc_status_mb(pid, "VmRSS") if pid is not None else None,
             machine_busy_s(),
         )

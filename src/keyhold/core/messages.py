@@ -197,8 +197,8 @@ class MessageService:
         self._writer.submit(request, done)
 
     def screen_and_submit(
-        self, request: SendRequest, done: Callable[[Sent | Problem], None], after: asyncio.Task[None] | None = None
-    ) -> asyncio.Task[None] | None:
+        self, request: SendRequest, done: Callable[[Sent | Problem], None], after: asyncio.Future[None] | None = None
+    ) -> asyncio.Future[None] | None:
         """The one way a validated send goes on to the writer, from REST and the stream alike:
         screened first when it must be (`core.screening.SendScreening.submit`)."""
         return self.screening.submit(request, done, after)

@@ -111,6 +111,12 @@ class Screen(Protocol):
         per send only: scanners count what each sender sends (spam)."""
         ...
 
+    def text_soon(self, send: TextToScreen, answer: Callable[[Screening], None]) -> bool:
+        """Scan off the event loop when the screen can: True, and `answer` is called with the
+        answer later, on the loop, in the order of the calls; else False (nothing scanned) and
+        the caller tries `text_now`, then `text`."""
+        ...
+
     async def file(
         self, sender_id: int, conversation_id: int, data: bytes, content_type: str | None
     ) -> Screening:
@@ -165,6 +171,37 @@ Commit = Callable[[Connection, list["SendRequest"], EventSink], list["Sent | Pro
 RETRY = "retry with the same idempotency key"
 
 
+class _ScreenedSoon:
+    """One send screened off the loop: its answer hands it over (`__call__`), after `after`.
+    (An object, not closures: a send makes one, and the loop makes thousands a second.)"""
+
+    __slots__ = ("after", "done", "handed", "owner", "request")
+
+    def __init__(
+        self, owner: SendScreening, request: SendRequest, done: Done, after: asyncio.Future[None] | None
+    ) -> None:
+        self.owner, self.request, self.done, self.after = owner, request, done, after
+        self.handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def __call__(self, screening: Screening) -> None:
+        self.request.screening = screening
+        if self.after is not None and not self.after.done():
+            self.after.add_done_callback(self._hand_over)
+        else:
+            self._hand_over(None)
+
+    def _hand_over(self, _: object) -> None:
+        screening = self.request.screening
+        if screening is not None and screening.action != "block" and not screening.recorded:
+            self.owner._submit_screened(self.request, self.done)
+            self.handed.set_result(None)
+            return
+        # Blocked, flagged or held (rare): recorded on the waiting path, which takes the answer
+        # from the request and does not scan again.
+        task = self.owner._task(self.owner.screen_then_submit(self.request, self.done))
+        task.add_done_callback(lambda _: self.handed.set_result(None))
+
+
 class SendScreening:
     """Screening on the send path, for `MessageService`: which sends are screened, what their
     answer does, and what is recorded.
@@ -188,31 +225,50 @@ class SendScreening:
         return self.screen is not None and request.encrypted is None
 
     def submit(
-        self, request: SendRequest, done: Done, after: asyncio.Task[None] | None = None
-    ) -> asyncio.Task[None] | None:
+        self, request: SendRequest, done: Done, after: asyncio.Future[None] | None = None
+    ) -> asyncio.Future[None] | None:
         """Queue a validated send, screened first when it must be. One client's sends are queued
-        in the order they came: `after` is the task of its previous send while that one is
-        still being screened. Returns this send's task, or None when it was queued at once
-        (nothing to screen, nothing ahead of it)."""
-        if after is None or after.done():
+        in the order they came: `after` is what this returned for its previous send, while that
+        one is still being screened. Returns a future done once this send is queued or
+        refused, or None when it was queued at once (nothing to screen, nothing ahead of it)."""
+        ahead = after is not None and not after.done()
+        if self.screens(request):
+            handed = self._screen_soon(request, done, after if ahead else None)
+            if handed is not None:
+                return handed
+        if not ahead:
             if not self.screens(request):
                 self._writer.submit(request, done)
                 return None
             if self._screened_now(request):
-                # The common case, without a task: a text-only send whose screen answered at
-                # once and allows it (a task per send cost a few percent of throughput).
+                # The common case in-process, without a task: a text-only send whose screen
+                # answered at once and allows it (a task per send cost a few percent).
                 self._submit_screened(request, done)
                 return None
         elif not self.screens(request) or self._screened_now(request):
             # Behind this client's earlier send, still being screened: queued once it is, in
-            # order (a task's done-callbacks run in the order they were added), with no task of
-            # its own; else a busy client's sends would each take one from then on.
+            # order (a future's done-callbacks run in the order they were added), with no task
+            # of its own; else a busy client's sends would each take one from then on.
+            assert after is not None
             after.add_done_callback(lambda _: self._submit_screened(request, done))
             return after
-        task = asyncio.create_task(self.screen_then_submit(request, done, after))
+        return self._task(self.screen_then_submit(request, done, after if ahead else None))
+
+    def _task(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)  # held until done: the loop keeps only weak references
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _screen_soon(self, request: SendRequest, done: Done, after: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
+        """A text-only send screened off the loop (`Screen.text_soon`), then queued after
+        `after`; the future returned is done once it is queued or refused. None when the screen
+        cannot: nothing was scanned."""
+        if self.screen is None or request.attachment_id or not request.text.strip():
+            return None
+        pending = _ScreenedSoon(self, request, done, after)
+        send = TextToScreen(request.sender_id, request.conversation_id, request.text)
+        return pending.handed if self.screen.text_soon(send, pending) else None
 
     def _screened_now(self, request: SendRequest) -> bool:
         """Screen a text-only send without waiting when the screen can, and allows it (the
@@ -288,7 +344,7 @@ class SendScreening:
         return {"text": self._settings.support_text, "url": self._settings.support_url or None}
 
     async def screen_then_submit(
-        self, request: SendRequest, done: Done, after: asyncio.Task[None] | None = None
+        self, request: SendRequest, done: Done, after: asyncio.Future[None] | None = None
     ) -> None:
         """`submit` for a caller that may wait (a REST request): no task of its own."""
         refusal: Problem | None = None

@@ -458,10 +458,14 @@ class Normalized:
     alternate: str  # the same with spaced letters kept apart ("u r a …"), or "" if none
     squashed: str  # all words run together
     obfuscated: tuple[tuple[int, int], ...]  # spans of `squashed` from spaced or dotted letters
-    boundaries: frozenset[int]  # word starts and ends in `squashed`
     links: tuple[Link, ...]
     tricks: frozenset[str]  # which obfuscations were undone: leet, spacing, homoglyph, invisible
     word_count: int  # words of the message itself (a link counts as one word, its host's words not)
+
+    @functools.cached_property
+    def boundaries(self) -> frozenset[int]:
+        """Word starts and ends in `squashed` (read only for a message with obfuscated spans)."""
+        return frozenset(itertools.accumulate(map(len, self.words), initial=0))
 
 
 def _links(text: str) -> tuple[list[Link], str, int]:
@@ -535,25 +539,20 @@ def normalize_fully(text: str, vocabulary: frozenset[str] = frozenset()) -> Norm
     spaced = len(alternate_words) != len(words)
     if any(obfuscated_flags):
         tricks.add("spacing")
-    squashed_parts: list[str] = []
     spans: list[tuple[int, int]] = []
-    bounds: set[int] = {0}
     position = 0
     for word, obfuscated in zip(words, obfuscated_flags, strict=True):
-        squashed_parts.append(word)
         if obfuscated:
             spans.append((position, position + len(word)))
         position += len(word)
-        bounds.add(position)
     expanded = expand(words)
     alternate = expand(alternate_words) if spaced else ""
     return Normalized(
         words=tuple(words),
         expanded=expanded,
         alternate=alternate if alternate != expanded else "",
-        squashed="".join(squashed_parts),
+        squashed="".join(words),
         obfuscated=tuple(spans),
-        boundaries=frozenset(bounds),
         links=tuple(links),
         tricks=frozenset(tricks),
         word_count=max(len(alternate_words) - link_words, 0),
@@ -593,7 +592,6 @@ def _plain(text: str, vocabulary: frozenset[str]) -> Normalized | None:
         alternate="",
         squashed="".join(words),
         obfuscated=(),
-        boundaries=frozenset(itertools.accumulate(map(len, words), initial=0)),
         links=(),
         tricks=tricks,
         word_count=len(words),

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import now_ms
 from keyhold.core.screening import ALLOWED, Screening, TextToScreen
 from keyhold.safety.policy import Band
+from keyhold.safety.scan_process import Answer, ScanProcess
 from keyhold.safety.scanning import ScanContext, Scanner, Verdict
 from keyhold.store import contacts as contact_store
 from keyhold.store import verdicts as store
@@ -167,6 +168,30 @@ def _retrieved(task: asyncio.Task[ScanContext | None]) -> None:
         log.warning("looking up a send's audience failed: %s", type(task.exception()).__name__)
 
 
+class _ChildAnswer:
+    """The scan child's answer about one send, as a screening to `answer`; scanned in-process
+    (`scan_now`) when the child went away first. (An object, not a closure: one per send.)"""
+
+    __slots__ = ("answer", "context", "scan_now", "text")
+
+    def __init__(
+        self,
+        answer: Callable[[Screening], object],
+        scan_now: Callable[[str, ScanContext], Verdict],
+        text: str,
+        context: ScanContext,
+    ) -> None:
+        self.answer, self.scan_now, self.text, self.context = answer, scan_now, text, context
+
+    def __call__(self, got: Answer) -> None:
+        if got is None:
+            self.answer(ALLOWED)
+        elif isinstance(got, Verdict):
+            self.answer(as_screening(got))
+        else:
+            self.answer(as_screening(self.scan_now(self.text, self.context)))
+
+
 class SafetyScreen:
     """`core.screening.Screen`, filled in by the wiring (`app.py`)."""
 
@@ -177,11 +202,15 @@ class SafetyScreen:
         band: BandOf,
         attachments: Matcher | None = None,
         scan_now: Callable[[str, ScanContext], Verdict] | None = None,
+        process: ScanProcess | None = None,
     ) -> None:
         """`scan_now`: the scanner's answer without the event loop, when it never waits (the
-        rules and the built-in scanner with no HTTP service): then `text_now` can answer."""
+        rules and the built-in scanner with no HTTP service): then `text_now` can answer.
+        `process`: the same scan in a child process, which `text_soon` asks (with `scan_now`,
+        which answers what the child cannot)."""
         self._scanner = scanner
         self._scan_now = scan_now
+        self._process = process if scan_now is not None else None
         self._audiences = Audiences(engine, band)
         self._attachments = attachments
 
@@ -189,6 +218,10 @@ class SafetyScreen:
         context = await self._audiences.context(send.sender_id, send.conversation_id)
         if context is None:
             return ALLOWED
+        if self._process is not None and self._scan_now is not None:
+            answer: asyncio.Future[Screening] = asyncio.get_running_loop().create_future()
+            if self._process.scan(send.text, context, _ChildAnswer(answer.set_result, self._scan_now, send.text, context)):
+                return await answer
         return as_screening(await self._scanner.scan(send.text, context))
 
     def text_now(self, send: TextToScreen) -> Screening | None:
@@ -206,7 +239,19 @@ class SafetyScreen:
             return ALLOWED
         return as_screening(verdict)
 
+    def text_soon(self, send: TextToScreen, answer: Callable[[Screening], None]) -> bool:
+        if self._process is None:
+            return False
+        context = self._audiences.known(send.sender_id, send.conversation_id)
+        if not context:
+            self._process.start_soon()  # started by the first send to screen, ready for the next
+            return False  # not known yet (the caller waits), or nothing to scan (`text_now` says so)
+        assert self._scan_now is not None  # a child is asked only beside the in-process scan
+        return self._process.scan(send.text, context, _ChildAnswer(answer, self._scan_now, send.text, context))
+
     async def aclose(self) -> None:
+        if self._process is not None:
+            await self._process.aclose()
         closing = getattr(self._scanner, "aclose", None)
         if closing is not None:
             await closing()

@@ -1,0 +1,144 @@
+"""The scan in a child process (`keyhold.safety.scan_process`), with real child processes:
+the same answers as the in-process scanner, in the order asked; a child that goes away answers
+what it had not with GONE (its callers scan in-process), and a new one starts only after the
+pause. The server-side fallback is in test_safety_verdicts.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from keyhold.config import load_settings
+from keyhold.safety.pipeline import build_scanner
+from keyhold.safety.scan_process import GONE, RESTART_SECONDS, Answer, ScanProcess
+from keyhold.safety.scanning import ScanContext
+
+DATA = Path(__file__).parent / "data" / "safety"
+RULES = """
+[[rule]]
+name = "test-block"
+category = "violent_threat"
+action = "block"
+terms = ["quokkablast"]
+"""
+CONTEXTS = (
+    ScanContext(),
+    ScanContext(sender_id=3, conversation_id=9, recipient_ids=(4,)),
+    ScanContext(
+        sender_id=5, conversation_id=1, recipient_ids=(6, 7), recipient_minor=True,
+        sender_adult_non_friend=True, sender_account_age_days=1.5,
+    ),
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def until(condition: Callable[[], bool], seconds: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def started(process: ScanProcess) -> None:
+    assert process.scan("hello", ScanContext(), lambda _: None) is False  # none yet: one starts
+    await until(lambda: process.running)
+
+
+def texts() -> list[str]:
+    lines = (DATA / "dev.jsonl").read_text(encoding="utf-8").splitlines()
+    picked = [json.loads(line)["text"] for line in lines[:240]]
+    # Repeats to new conversations (the spam tracker), and the operator's term.
+    return picked + ["same words to everyone here"] * 4 + ["you will get a quokkablast"]
+
+
+def children() -> list[int]:
+    """This test process's scan children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] if entry.name.isdigit() else ""
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if ppid == str(os.getpid()) and b"keyhold.safety.scan_process" in command:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_the_child_answers_as_the_in_process_scanner_in_the_order_asked(tmp_path: Path) -> None:
+    (tmp_path / "safety-rules.toml").write_text(RULES)
+    process = ScanProcess(tmp_path)
+    try:
+        await started(process)
+        process.start_soon()  # one runs: no second
+        await asyncio.sleep(0.3)
+        assert children() == [process.pid]
+        asked = [(text, CONTEXTS[i % 3]) for i, text in enumerate(texts())]
+        got: list[Answer] = []
+        for i, (text, context) in enumerate(asked):
+            assert process.scan(text, context, got.append)
+            if i % 50 == 0:
+                await asyncio.sleep(0)  # several batches, not one
+        await until(lambda: len(got) == len(asked))
+    finally:
+        await process.aclose()
+    local = build_scanner(tmp_path)
+    expected = []
+    for text, context in asked:
+        verdict = local.scan_local(text, context)
+        expected.append(None if verdict.action == "allow" and not verdict.support else verdict)
+    assert got == expected
+    assert sum(answer is not None for answer in got) > 20  # verdicts other than allow came back
+    assert got[-1] is not None and got[-1].fired == ("rule:test-block",)  # type: ignore[union-attr]
+
+
+async def test_a_child_that_goes_away_answers_gone_and_another_starts_after_the_pause(tmp_path: Path) -> None:
+    clock = Clock()
+    process = ScanProcess(tmp_path, clock=clock)
+    try:
+        await started(process)
+        pid = process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        got: list[Answer] = []
+        for text in ("one", "two", "three"):
+            process.scan(text, CONTEXTS[1], got.append)
+        await until(lambda: not process.running)
+        await until(lambda: len(got) == 3)
+        assert got == [GONE, GONE, GONE]  # nothing waits forever: the callers scan in-process
+        assert process.scan("four", CONTEXTS[1], got.append) is False
+        await asyncio.sleep(0.5)
+        assert not process.running and process.pid is None  # no restart within the pause
+        clock.now += RESTART_SECONDS
+        await started(process)
+        assert process.pid not in (None, pid)
+        assert process.scan("five", CONTEXTS[1], got.append)
+        await until(lambda: len(got) == 4)
+        assert got[3] is None
+    finally:
+        await process.aclose()
+    assert process.pid is None and children() == []
+
+
+def test_the_setting_says_where_the_scan_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(tmp_path, scanning_process="on").uses_scan_process
+    assert not load_settings(tmp_path, scanning_process="off").uses_scan_process
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert not load_settings(tmp_path).uses_scan_process  # auto: not on one CPU
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert load_settings(tmp_path).uses_scan_process
+    with pytest.raises(ValueError, match="scanning_process must be auto, on or off"):
+        load_settings(tmp_path, scanning_process="maybe")
