@@ -61,6 +61,11 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
+def settings_overrides() -> dict[str, str]:
+    """TEST_ENV as `load_settings` keyword arguments: what a test server reads from it."""
+    return {name.removeprefix("KEYHOLD_").lower(): value for name, value in TEST_ENV.items()}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

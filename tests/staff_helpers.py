@@ -18,13 +18,12 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import fields
 from pathlib import Path
 
 import pyotp
 import pytest
 
-from conftest import TEST_ENV, Server, keyhold_cli, start_server, stop_server
+from conftest import Server, keyhold_cli, settings_overrides, start_server, stop_server
 from keyhold.sdk import StaffClient
 
 STAFF_PASSWORD = "staff-password-123"
@@ -62,12 +61,10 @@ def create_staff(home: Path, database_url: str, staff: dict[str, tuple[str, str]
     CLI would run with beside the test servers (TEST_ENV, the database URL), with scanning off:
     nothing here scans a message, so the scanner is not built."""
     from keyhold.app import start_keyhold
-    from keyhold.config import Settings, load_settings
+    from keyhold.config import load_settings
 
-    # TEST_ENV as the CLI reads it from its environment: KEYHOLD_<NAME> of a known setting.
-    known = {f.name for f in fields(Settings)}
-    test_env = {k: v for k, v in ((n.removeprefix("KEYHOLD_").lower(), v) for n, v in TEST_ENV.items()) if k in known}
-    settings = load_settings(home, **test_env, database_url=database_url or None, scanning="off")
+    overrides = {**settings_overrides(), "scanning": "off"}
+    settings = load_settings(home, **overrides, database_url=database_url or None)
 
     async def run() -> dict[str, str]:
         svc = await start_keyhold(settings)

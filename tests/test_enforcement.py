@@ -25,12 +25,12 @@ from clock_shift import shifted_env
 from conftest import (
     PASSWORD,
     REQUESTS_OFF,
-    TEST_ENV,
     Server,
     create_pg_database,
     keyhold_cli,
     new_member,
     raw,
+    settings_overrides,
     start_server,
     stop_server,
     unique,
@@ -110,7 +110,7 @@ async def in_process(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     if request.param == "postgres":
         init += ["--database-url", await asyncio.to_thread(create_pg_database)]
     keyhold_cli(*init)
-    cheap = {name.removeprefix("KEYHOLD_").lower(): int(value) for name, value in TEST_ENV.items()}
+    cheap = settings_overrides()
     svc = await start_keyhold(load_settings(home, **cheap))
     try:
         yield svc

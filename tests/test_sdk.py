@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import PASSWORD, TEST_ENV, free_port, keyhold_cli, unique
+from conftest import PASSWORD, free_port, keyhold_cli, settings_overrides, unique
 from keyhold.api.app import create_app
 from keyhold.app import Keyhold, start_keyhold
 from keyhold.config import load_settings
@@ -24,7 +24,7 @@ async def in_memory(tmp_path: Path) -> AsyncIterator[httpx.ASGITransport]:
     """The real application and services of a fresh data dir, reached through ASGI in memory."""
     home = tmp_path / "kh"
     keyhold_cli("init", "--home", str(home))
-    cheap = {name.removeprefix("KEYHOLD_").lower(): int(value) for name, value in TEST_ENV.items()}
+    cheap = settings_overrides()
     settings = load_settings(home, **cheap)
     svc: Keyhold = await start_keyhold(settings)
     app = create_app(settings, start_keyhold)

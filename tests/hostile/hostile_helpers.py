@@ -22,7 +22,7 @@ import pyotp
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from conftest import PASSWORD, REQUESTS_OFF, TEST_ENV, Server, create_pg_database, keyhold_cli
+from conftest import PASSWORD, REQUESTS_OFF, Server, create_pg_database, keyhold_cli, settings_overrides
 from keyhold.app import Keyhold, start_keyhold
 from keyhold.config import load_settings
 from keyhold.core.accounts import Member
@@ -129,7 +129,7 @@ async def service_in_process(home: Path, backend: str, **settings: Any) -> Async
     keyhold_cli(*init)
     if not (home / "safety-policy.toml").exists():  # as the shared test servers: requests off
         (home / "safety-policy.toml").write_text(REQUESTS_OFF)
-    cheap = {name.removeprefix("KEYHOLD_").lower(): int(value) for name, value in TEST_ENV.items()}
+    cheap = settings_overrides()
     svc = await start_keyhold(load_settings(home, **cheap, **settings))
     try:
         yield svc

@@ -45,6 +45,8 @@ START_TIMEOUT = 60.0  # seconds for a child to load the scanner and say it is re
 RESTART_SECONDS = 5.0  # after a failed or lost child, so that a crashing child does not spin
 STOP_TIMEOUT = 5.0
 READY: Final = b"ready"
+# Printed into the server's log (the child's stderr is the server's) once the child is ready.
+READY_NOTICE: Final = "keyhold: scanning in a child process (pid {pid})"
 HEADER = 4
 
 
@@ -246,8 +248,7 @@ def serve(home: Path, frames_in: BinaryIO, frames_out: BinaryIO) -> None:
 
     scanner = build_scanner(home)
     _write_frame(frames_out, READY)
-    # Into the server's log (this process's stderr is the server's): where the scan runs now.
-    print(f"keyhold: scanning in a child process (pid {os.getpid()})", file=sys.stderr, flush=True)
+    print(READY_NOTICE.format(pid=os.getpid()), file=sys.stderr, flush=True)
     while (header := _read_exactly(frames_in, HEADER)) is not None:
         payload = _read_exactly(frames_in, int.from_bytes(header, "big"))
         if payload is None:
