@@ -17,7 +17,7 @@ import pytest
 from keyhold.config import load_settings
 from keyhold.safety.pipeline import build_scanner
 from keyhold.safety.scan_process import GONE, RESTART_SECONDS, Answer, ScanProcess
-from keyhold.safety.scanning import ScanContext
+from keyhold.safety.scanning import ScanContext, Verdict
 
 DATA = Path(__file__).parent / "data" / "safety"
 RULES = """
@@ -136,9 +136,56 @@ async def test_a_child_that_goes_away_answers_gone_and_another_starts_after_the_
 def test_the_setting_says_where_the_scan_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings(tmp_path, scanning_process="on").uses_scan_process
     assert not load_settings(tmp_path, scanning_process="off").uses_scan_process
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0})
     assert not load_settings(tmp_path).uses_scan_process  # auto: not on one CPU
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3})
     assert load_settings(tmp_path).uses_scan_process
     with pytest.raises(ValueError, match="scanning_process must be auto, on or off"):
         load_settings(tmp_path, scanning_process="maybe")
+
+
+async def test_a_stuck_child_is_killed_and_its_sends_answered_gone(tmp_path: Path) -> None:
+    process = ScanProcess(tmp_path, answer_timeout=0.5)
+    try:
+        await started(process)
+        pid = process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # alive, answering nothing
+        got: list[Answer] = []
+        assert process.scan("are you there", CONTEXTS[1], got.append)
+        await until(lambda: len(got) == 1, 10)
+        assert got == [GONE] and not process.running
+        await until(lambda: pid not in children(), 10)  # killed, not left behind
+    finally:
+        await process.aclose()
+
+
+async def test_no_child_starts_while_the_rules_file_does_not_parse(tmp_path: Path) -> None:
+    """A new child would start with no rules, where the server keeps the last ones that parsed."""
+    (tmp_path / "safety-rules.toml").write_text("[[rule]]\nname = 'broken'\n")
+    process = ScanProcess(tmp_path)
+    try:
+        assert process.scan("hello", ScanContext(), lambda _: None) is False
+        await until(lambda: process._starting is None, 60)
+        assert not process.running and children() == []
+        assert process.scan("hello", ScanContext(), lambda _: None) is False  # and not again at once
+        await asyncio.sleep(0.3)
+        assert children() == []
+    finally:
+        await process.aclose()
+
+
+async def test_a_full_answer_keeps_the_scores_of_an_allowed_message(tmp_path: Path) -> None:
+    """What a send with an attachment records with the file's verdict (the waiting path)."""
+    process = ScanProcess(tmp_path)
+    try:
+        await started(process)
+        got: list[Answer] = []
+        assert process.scan("see you at the game tonight", CONTEXTS[1], got.append, full=True)
+        assert process.scan("see you at the game tonight", CONTEXTS[1], got.append)
+        await until(lambda: len(got) == 2)
+    finally:
+        await process.aclose()
+    full, short = got
+    assert isinstance(full, Verdict) and full.action == "allow" and set(full.scores) >= {"spam", "hate"}
+    assert short is None

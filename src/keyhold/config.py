@@ -94,7 +94,7 @@ class Settings:
     def uses_scan_process(self) -> bool:
         """`scanning_process`, with auto decided by this machine's CPUs."""
         if self.scanning_process == "auto":
-            return (os.cpu_count() or 1) > 1
+            return len(os.sched_getaffinity(0)) > 1  # the CPUs this process may run on
         return self.scanning_process == "on"
 
     @property

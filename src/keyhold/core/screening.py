@@ -111,10 +111,11 @@ class Screen(Protocol):
         per send only: scanners count what each sender sends (spam)."""
         ...
 
-    def text_soon(self, send: TextToScreen, answer: Callable[[Screening], None]) -> bool:
-        """Scan off the event loop when the screen can: True, and `answer` is called with the
-        answer later, on the loop, in the order of the calls; else False (nothing scanned) and
-        the caller tries `text_now`, then `text`."""
+    def text_soon(self, send: TextToScreen, answer: Callable[[Screening | None], None]) -> bool:
+        """Scan off the event loop when the screen can: True, and `answer` is called once with
+        the answer later, on the loop (None: it could not be had; the caller takes the waiting
+        path, `text`); else False (nothing scanned) and the caller tries `text_now`, then
+        `text`."""
         ...
 
     async def file(
@@ -183,7 +184,7 @@ class _ScreenedSoon:
         self.owner, self.request, self.done, self.after = owner, request, done, after
         self.handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    def __call__(self, screening: Screening) -> None:
+    def __call__(self, screening: Screening | None) -> None:
         self.request.screening = screening
         if self.after is not None and not self.after.done():
             self.after.add_done_callback(self._hand_over)
@@ -197,7 +198,7 @@ class _ScreenedSoon:
             self.handed.set_result(None)
             return
         # Blocked, flagged or held (rare): recorded on the waiting path, which takes the answer
-        # from the request and does not scan again.
+        # from the request and does not scan again; or no answer (None): screened there.
         task = self.owner._task(self.owner.screen_then_submit(self.request, self.done))
         task.add_done_callback(lambda _: self.handed.set_result(None))
 
@@ -228,9 +229,9 @@ class SendScreening:
         self, request: SendRequest, done: Done, after: asyncio.Future[None] | None = None
     ) -> asyncio.Future[None] | None:
         """Queue a validated send, screened first when it must be. One client's sends are queued
-        in the order they came: `after` is what this returned for its previous send, while that
-        one is still being screened. Returns a future done once this send is queued or
-        refused, or None when it was queued at once (nothing to screen, nothing ahead of it)."""
+        in the order they came: `after` is what this returned for its previous send. Returns a
+        future done once this send is queued or refused (and so every send before it), or None
+        when it was queued at once (nothing to screen, nothing ahead of it)."""
         ahead = after is not None and not after.done()
         if self.screens(request):
             handed = self._screen_soon(request, done, after if ahead else None)
@@ -248,10 +249,17 @@ class SendScreening:
         elif not self.screens(request) or self._screened_now(request):
             # Behind this client's earlier send, still being screened: queued once it is, in
             # order (a future's done-callbacks run in the order they were added), with no task
-            # of its own; else a busy client's sends would each take one from then on.
+            # of its own; else a busy client's sends would each take one from then on. Its own
+            # future, done once it is queued: the previous one's is done before that.
             assert after is not None
-            after.add_done_callback(lambda _: self._submit_screened(request, done))
-            return after
+            queued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            def hand_over(_: object) -> None:
+                self._submit_screened(request, done)
+                queued.set_result(None)
+
+            after.add_done_callback(hand_over)
+            return queued
         return self._task(self.screen_then_submit(request, done, after if ahead else None))
 
     def _task(self, work: Awaitable[None]) -> asyncio.Task[None]:

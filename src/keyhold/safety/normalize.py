@@ -624,8 +624,8 @@ _READINGS: dict[frozenset[str], dict[str, Pieces]] = {}
 # The same for the chunks that read as one plain word (no single letter, no trick undone): the
 # word, so that a plain message's words are one look-up each.
 _SIMPLE_WORDS: dict[frozenset[str], dict[str, str]] = {}
-MAX_CHUNKS = 100_000  # per vocabulary
-MAX_VOCABULARIES = 8  # the operator's rules changed that often since the start
+MAX_CHUNKS = 50_000  # per vocabulary
+MAX_VOCABULARIES = 2  # the rules in force and the ones before: at most 100,000 readings in all
 _NO_TRICKS: frozenset[str] = frozenset()
 
 

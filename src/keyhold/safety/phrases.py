@@ -162,8 +162,9 @@ class PhraseBook:
         self.classes = {name: tuple(alts) for name, alts in (classes or {}).items()}
         self.phrases = tuple(compile_phrase(name, pattern, self.classes) for name, pattern in phrases)
         self.vocabulary = frozenset(word for phrase in self.phrases for word in phrase.words)
-        # Which phrases a word can start: a message is searched only for the phrases whose
-        # first word it contains (and those that start with a prefix or a number).
+        # Which phrases a word anchors: a message is searched only for the phrases one of whose
+        # anchors it contains (the least common word of each alternative of their rarest
+        # required slot), and for those without anchors (a slot of prefixes or numbers only).
         self._by_anchor: dict[str, list[int]] = {}
         self._always: list[int] = []
         self._squashable = [i for i, phrase in enumerate(self.phrases) if phrase.squashed_regex is not None]

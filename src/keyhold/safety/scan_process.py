@@ -7,16 +7,21 @@ core. The loop only hands texts over and takes verdicts back, batched: every sen
 one turn of the loop goes in one write, and the child answers each batch in one write.
 
 What crosses the pipe: each text with its `ScanContext` (ids, the minors' flags, the sender's
-account age), to a child of this process only; back, per text, `None` for a message allowed
-without support to offer (most: an allowed send's scores are never recorded) or its `Verdict`. Nothing is written to disk. The child reads the
-same rules file (`<home>/safety-rules.toml`, re-read when it changes) and keeps its own spam
-tracker; the server's in-process scanner stays for what the child cannot answer.
+account age), to a child of this process only; back, per text, its `Verdict`, or `None` for a
+message allowed without support to offer when the caller asked for no more (a text-only send:
+an allowed send's scores are never recorded), or "could not" (the scan raised: the server
+scans that text itself). Nothing is written to disk, and no text is logged. The child reads
+the same rules file (`<home>/safety-rules.toml`, re-read when it changes) and keeps its own
+spam tracker; the server's in-process scanner stays for what the child cannot answer.
 
-When the child is not there (starting, or gone: it crashed or was killed) `scan` answers False
-and the caller scans in-process; the next `scan` after `RESTART_SECONDS` starts a new child.
-Sends waiting on a child that goes away are answered with `GONE`, and their caller scans them
-in-process: nothing is lost, nothing is scanned by no one. The spam tracker's counts start
-again in a new child, which only makes it more lenient.
+When the child is not there (starting, gone, or refusing to start while the rules file does
+not parse: a new child would have no rules, where the server keeps the last good ones) `scan`
+answers False and the caller scans in-process. A lost child is replaced after
+`RESTART_SECONDS`, one that would not start after `START_FAILED_SECONDS`. A child that leaves a
+batch unanswered for `answer_timeout` is killed. Sends waiting on a child that goes away are
+answered with `GONE`, and their caller scans them in-process: nothing is lost, nothing is
+scanned by no one. The spam tracker's counts start again in a new child, which only makes it
+more lenient.
 
 The protocol: frames of a 4-byte big-endian length and a JSON array, over the child's stdin
 and stdout (data only, never code: neither end unpickles what the other sent). The child's own
@@ -42,7 +47,9 @@ from keyhold.safety.scanning import ScanContext, Verdict
 
 log = logging.getLogger("keyhold.safety.scan_process")
 START_TIMEOUT = 60.0  # seconds for a child to load the scanner and say it is ready
-RESTART_SECONDS = 5.0  # after a failed or lost child, so that a crashing child does not spin
+RESTART_SECONDS = 5.0  # after a lost child, so that a crashing child does not spin
+START_FAILED_SECONDS = 60.0  # after a child that would not start (a broken rules file)
+ANSWER_TIMEOUT = 10.0  # a child that has not answered a batch this long is stuck: killed
 STOP_TIMEOUT = 5.0
 READY: Final = b"ready"
 # Printed into the server's log (the child's stderr is the server's) once the child is ready.
@@ -57,11 +64,12 @@ class _Gone:
 
 GONE: Final = _Gone()  # the answer to a send whose child went away before answering
 Answer = Verdict | None | _Gone  # None: allowed, nothing to note
-Request = tuple[str, int, int, tuple[int, ...], bool, bool, float]
+Request = tuple[bool, str, int, int, tuple[int, ...], bool, bool, float]
 
 
-def _request(text: str, c: ScanContext) -> Request:
+def _request(full: bool, text: str, c: ScanContext) -> Request:
     return (
+        full,
         text,
         c.sender_id,
         c.conversation_id,
@@ -73,9 +81,12 @@ def _request(text: str, c: ScanContext) -> Request:
 
 
 class ScanProcess:
-    def __init__(self, home: Path, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, home: Path, clock: Callable[[], float] = time.monotonic, answer_timeout: float = ANSWER_TIMEOUT
+    ) -> None:
         self._home = home
         self._clock = clock
+        self._answer_timeout = answer_timeout
         self._proc: asyncio.subprocess.Process | None = None
         self._stdin: asyncio.StreamWriter | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -85,6 +96,8 @@ class ScanProcess:
         self._batch: list[Request] = []
         self._batch_answers: list[Callable[[Answer], None]] = []
         self._in_flight: deque[list[Callable[[Answer], None]]] = deque()
+        self._sent = 0  # batches written to the current child
+        self._answered = 0  # batches it answered
 
     @property
     def running(self) -> bool:
@@ -95,15 +108,19 @@ class ScanProcess:
         """The child's process id while it runs."""
         return None if self._proc is None else self._proc.pid
 
-    def scan(self, text: str, context: ScanContext, answer: Callable[[Answer], None]) -> bool:
-        """Queue `text` for the child; `answer` is called with its verdict, on the loop, in the
-        order of the calls. False when there is no child to ask (one is started)."""
+    def scan(
+        self, text: str, context: ScanContext, answer: Callable[[Answer], None], *, full: bool = False
+    ) -> bool:
+        """Queue `text` for the child; `answer` is called once with its verdict, on the loop (in
+        the order of the calls, unless the child is lost: then GONE). `full`: the verdict even
+        of an allowed message, scores and all (else None for one allowed without support).
+        False when there is no child to ask (one is started)."""
         if self._stdin is None:
             self.start_soon()
             return False
         if not self._batch:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._batch.append(_request(text, context))
+        self._batch.append(_request(full, text, context))
         self._batch_answers.append(answer)
         return True
 
@@ -124,6 +141,15 @@ class ScanProcess:
             return
         self._stdin.write(len(payload).to_bytes(HEADER, "big") + payload)
         self._in_flight.append(answers)
+        self._sent += 1
+        asyncio.get_running_loop().call_later(self._answer_timeout, self._check_answered, self._proc, self._sent)
+
+    def _check_answered(self, proc: asyncio.subprocess.Process | None, batch: int) -> None:
+        """A child still on a batch `answer_timeout` after it was sent is stuck (a runaway
+        operator regex, a stopped process): killed, and its sends are scanned in-process."""
+        if proc is not None and proc is self._proc and self._answered < batch:
+            log.warning("the scan process did not answer for %.1f s: killed", self._answer_timeout)
+            proc.kill()
 
     def start_soon(self) -> None:
         """Start a child unless one runs or is starting (or the pause after a lost one lasts)."""
@@ -135,6 +161,7 @@ class ScanProcess:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",  # the working directory is not put on the child's module path
                 "-m",
                 "keyhold.safety.scan_process",
                 str(self._home),
@@ -145,16 +172,20 @@ class ScanProcess:
             hello = await asyncio.wait_for(_read_frame(proc.stdout), START_TIMEOUT)
             if hello != READY:
                 raise RuntimeError("the scan process did not say it was ready")
-        except Exception as exc:
-            log.warning("the scan process did not start (%s); scanning in-process", type(exc).__name__)
+        except BaseException as exc:
             if proc is not None:
-                await _stop(proc)
-            self._not_before = self._clock() + RESTART_SECONDS
+                proc.kill()
+                await proc.wait()
             self._starting = None
+            if not isinstance(exc, Exception):
+                raise  # cancelled (closing): the half-started child is gone
+            log.warning("the scan process did not start (%s); scanning in-process", type(exc).__name__)
+            self._not_before = self._clock() + START_FAILED_SECONDS
             return
         if self._closed:
             await _stop(proc)
             return
+        self._sent = self._answered = 0
         self._proc, self._stdin = proc, proc.stdin
         self._reading = asyncio.get_running_loop().create_task(self._read(proc))
         self._starting = None
@@ -164,18 +195,24 @@ class ScanProcess:
         try:
             while True:
                 payload = await _read_frame(proc.stdout)
+                verdicts = [_answer(v) for v in orjson.loads(payload)]
+                if not self._in_flight or len(verdicts) != len(self._in_flight[0]):
+                    raise ValueError("an answer that fits no batch")
                 answers = self._in_flight.popleft()
-                verdicts = [None if v is None else _verdict(v) for v in orjson.loads(payload)]
+                self._answered += 1
                 for answer, verdict in zip(answers, verdicts, strict=True):
                     _call(answer, verdict)
-        except (asyncio.IncompleteReadError, ConnectionError, IndexError, ValueError, TypeError) as exc:
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, TypeError) as exc:
             if not self._closed:
                 log.warning("the scan process went away (%s); scanning in-process", type(exc).__name__)
         finally:
-            self._lost()
+            self._lost(proc)
 
-    def _lost(self) -> None:
-        """The child is gone: what it had not answered is answered GONE (scanned in-process)."""
+    def _lost(self, proc: asyncio.subprocess.Process) -> None:
+        """The child is gone (or talks nonsense: ended): what it had not answered is answered
+        GONE (scanned in-process)."""
+        if proc.returncode is None:
+            proc.kill()
         self._stdin = None
         self._proc = None
         self._not_before = self._clock() + RESTART_SECONDS
@@ -200,7 +237,12 @@ class ScanProcess:
                 await self._reading
 
 
-def _verdict(fields: list[Any]) -> Verdict:
+def _answer(fields: list[Any] | None) -> Answer:
+    """One answer off the pipe: None (allowed), GONE (the child could not scan it), a verdict."""
+    if fields is None:
+        return None
+    if not fields:
+        return GONE
     action, category, scores, fired, policy, support = fields
     return Verdict(action, category, scores, tuple(fired), policy, support)
 
@@ -212,8 +254,8 @@ def _fields(verdict: Verdict) -> list[Any]:
 def _call(answer: Callable[[Answer], None], verdict: Answer) -> None:
     try:
         answer(verdict)
-    except Exception:  # one send's trouble must not stop the answers to the others
-        log.exception("answering a scanned send failed")
+    except Exception as exc:  # one send's trouble must not stop the answers to the others
+        log.error("answering a scanned send failed: %s", type(exc).__name__)  # the text could be in it
 
 
 async def _read_frame(stream: asyncio.StreamReader) -> bytes:
@@ -247,6 +289,10 @@ def serve(home: Path, frames_in: BinaryIO, frames_out: BinaryIO) -> None:
     from keyhold.safety.pipeline import build_scanner
 
     scanner = build_scanner(home)
+    if scanner.rules.error is not None:
+        # The server keeps the last rules that parsed; a new child would start with none.
+        print("keyhold: the scan process does not start while safety-rules.toml does not parse", file=sys.stderr)
+        return
     _write_frame(frames_out, READY)
     print(READY_NOTICE.format(pid=os.getpid()), file=sys.stderr, flush=True)
     while (header := _read_exactly(frames_in, HEADER)) is not None:
@@ -254,10 +300,16 @@ def serve(home: Path, frames_in: BinaryIO, frames_out: BinaryIO) -> None:
         if payload is None:
             return
         verdicts: list[list[Any] | None] = []
-        for text, sender, conversation, recipients, minor, adult_stranger, age_days in orjson.loads(payload):
+        for full, text, sender, conversation, recipients, minor, adult_stranger, age_days in orjson.loads(payload):
             context = ScanContext(sender, conversation, tuple(recipients), minor, adult_stranger, age_days)
-            verdict = scanner.scan_local(text, context)
-            verdicts.append(None if verdict.action == "allow" and not verdict.support else _fields(verdict))
+            try:
+                verdict = scanner.scan_local(text, context)
+            except Exception as exc:  # this text only: the server scans it (and answers for it)
+                print(f"keyhold: scanning a message failed: {type(exc).__name__}", file=sys.stderr)
+                verdicts.append([])
+                continue
+            quiet = verdict.action == "allow" and not verdict.support and not full
+            verdicts.append(None if quiet else _fields(verdict))
         _write_frame(frames_out, orjson.dumps(verdicts))
 
 

@@ -170,13 +170,14 @@ def _retrieved(task: asyncio.Task[ScanContext | None]) -> None:
 
 class _ChildAnswer:
     """The scan child's answer about one send, as a screening to `answer`; scanned in-process
-    (`scan_now`) when the child went away first. (An object, not a closure: one per send.)"""
+    (`scan_now`) when the child could not, and None to `answer` when that fails too (the
+    caller takes the waiting path, which answers 503). An object, not a closure: one per send."""
 
     __slots__ = ("answer", "context", "scan_now", "text")
 
     def __init__(
         self,
-        answer: Callable[[Screening], object],
+        answer: Callable[[Screening | None], object],
         scan_now: Callable[[str, ScanContext], Verdict],
         text: str,
         context: ScanContext,
@@ -189,7 +190,12 @@ class _ChildAnswer:
         elif isinstance(got, Verdict):
             self.answer(as_screening(got))
         else:
-            self.answer(as_screening(self.scan_now(self.text, self.context)))
+            try:
+                screening: Screening | None = as_screening(self.scan_now(self.text, self.context))
+            except Exception as exc:
+                log.error("scanning a send failed: %s", type(exc).__name__)  # the text could be in it
+                screening = None
+            self.answer(screening)
 
 
 class SafetyScreen:
@@ -219,9 +225,13 @@ class SafetyScreen:
         if context is None:
             return ALLOWED
         if self._process is not None and self._scan_now is not None:
-            answer: asyncio.Future[Screening] = asyncio.get_running_loop().create_future()
-            if self._process.scan(send.text, context, _ChildAnswer(answer.set_result, self._scan_now, send.text, context)):
-                return await answer
+            # Full verdicts: a send with an attachment records the text's scores with the file's.
+            answer: asyncio.Future[Screening | None] = asyncio.get_running_loop().create_future()
+            child = _ChildAnswer(answer.set_result, self._scan_now, send.text, context)
+            if self._process.scan(send.text, context, child, full=True):
+                screening = await answer
+                if screening is not None:
+                    return screening
         return as_screening(await self._scanner.scan(send.text, context))
 
     def text_now(self, send: TextToScreen) -> Screening | None:
@@ -239,7 +249,7 @@ class SafetyScreen:
             return ALLOWED
         return as_screening(verdict)
 
-    def text_soon(self, send: TextToScreen, answer: Callable[[Screening], None]) -> bool:
+    def text_soon(self, send: TextToScreen, answer: Callable[[Screening | None], None]) -> bool:
         if self._process is None:
             return False
         context = self._audiences.known(send.sender_id, send.conversation_id)
