@@ -182,7 +182,7 @@ class _ScreenedSoon:
         self, owner: SendScreening, request: SendRequest, done: Done, after: asyncio.Future[None] | None
     ) -> None:
         self.owner, self.request, self.done, self.after = owner, request, done, after
-        self.handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.handed: asyncio.Future[None] | None = None  # set once the screen took the send
 
     def __call__(self, screening: Screening | None) -> None:
         self.request.screening = screening
@@ -192,15 +192,17 @@ class _ScreenedSoon:
             self._hand_over(None)
 
     def _hand_over(self, _: object) -> None:
+        assert self.handed is not None
+        handed = self.handed
         screening = self.request.screening
         if screening is not None and screening.action != "block" and not screening.recorded:
             self.owner._submit_screened(self.request, self.done)
-            self.handed.set_result(None)
+            handed.set_result(None)
             return
         # Blocked, flagged or held (rare): recorded on the waiting path, which takes the answer
         # from the request and does not scan again; or no answer (None): screened there.
         task = self.owner._task(self.owner.screen_then_submit(self.request, self.done))
-        task.add_done_callback(lambda _: self.handed.set_result(None))
+        task.add_done_callback(lambda _: handed.set_result(None))
 
 
 class SendScreening:
@@ -233,34 +235,40 @@ class SendScreening:
         future done once this send is queued or refused (and so every send before it), or None
         when it was queued at once (nothing to screen, nothing ahead of it)."""
         ahead = after is not None and not after.done()
-        if self.screens(request):
-            handed = self._screen_soon(request, done, after if ahead else None)
-            if handed is not None:
-                return handed
-        if not ahead:
-            if not self.screens(request):
+        if not self.screens(request):
+            if not ahead:
                 self._writer.submit(request, done)
                 return None
-            if self._screened_now(request):
-                # The common case in-process, without a task: a text-only send whose screen
-                # answered at once and allows it (a task per send cost a few percent).
-                self._submit_screened(request, done)
-                return None
-        elif not self.screens(request) or self._screened_now(request):
-            # Behind this client's earlier send, still being screened: queued once it is, in
-            # order (a future's done-callbacks run in the order they were added), with no task
-            # of its own; else a busy client's sends would each take one from then on. Its own
-            # future, done once it is queued: the previous one's is done before that.
             assert after is not None
-            queued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-            def hand_over(_: object) -> None:
-                self._submit_screened(request, done)
-                queued.set_result(None)
-
-            after.add_done_callback(hand_over)
-            return queued
+            return self._queue_behind(after, request, done)
+        send = self._text_only(request)
+        if send is not None:
+            handed = self._screen_soon(send, request, done, after if ahead else None)
+            if handed is not None:
+                return handed
+            if self._screened_now(send, request):
+                if not ahead:
+                    # The common case in-process, without a task: a text-only send whose screen
+                    # answered at once and allows it (a task per send cost a few percent).
+                    self._submit_screened(request, done)
+                    return None
+                assert after is not None
+                return self._queue_behind(after, request, done)
         return self._task(self.screen_then_submit(request, done, after if ahead else None))
+
+    def _queue_behind(self, after: asyncio.Future[None], request: SendRequest, done: Done) -> asyncio.Future[None]:
+        """A send that needs no more screening, behind this client's earlier send still being
+        screened: queued once that one is, in order (a future's done-callbacks run in the order
+        they were added), with no task of its own; else a busy client's sends would each take
+        one from then on. Its own future, done once it is queued (the earlier one's before)."""
+        queued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def hand_over(_: object) -> None:
+            self._submit_screened(request, done)
+            queued.set_result(None)
+
+        after.add_done_callback(hand_over)
+        return queued
 
     def _task(self, work: Awaitable[None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)
@@ -268,23 +276,33 @@ class SendScreening:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _screen_soon(self, request: SendRequest, done: Done, after: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
+    def _text_only(self, request: SendRequest) -> TextToScreen | None:
+        """What a screen is shown of a text-only send; None for one with an attachment or no
+        text (the waiting path screens those)."""
+        if self.screen is None or request.attachment_id or not request.text.strip():
+            return None
+        return TextToScreen(request.sender_id, request.conversation_id, request.text)
+
+    def _screen_soon(
+        self, send: TextToScreen, request: SendRequest, done: Done, after: asyncio.Future[None] | None
+    ) -> asyncio.Future[None] | None:
         """A text-only send screened off the loop (`Screen.text_soon`), then queued after
         `after`; the future returned is done once it is queued or refused. None when the screen
         cannot: nothing was scanned."""
-        if self.screen is None or request.attachment_id or not request.text.strip():
-            return None
+        assert self.screen is not None
         pending = _ScreenedSoon(self, request, done, after)
-        send = TextToScreen(request.sender_id, request.conversation_id, request.text)
-        return pending.handed if self.screen.text_soon(send, pending) else None
+        if not self.screen.text_soon(send, pending):
+            return None
+        # Made only now: the answer never comes before `text_soon` returns.
+        pending.handed = asyncio.get_running_loop().create_future()
+        return pending.handed
 
-    def _screened_now(self, request: SendRequest) -> bool:
+    def _screened_now(self, send: TextToScreen, request: SendRequest) -> bool:
         """Screen a text-only send without waiting when the screen can, and allows it (the
         answer goes on the request); False when the send must take the waiting path. An answer
         other than allow is kept on the request for that path, so no text is scanned twice."""
-        if self.screen is None or request.attachment_id or not request.text.strip():
-            return False
-        screening = self.screen.text_now(TextToScreen(request.sender_id, request.conversation_id, request.text))
+        assert self.screen is not None
+        screening = self.screen.text_now(send)
         if screening is None:
             return False
         request.screening = screening

@@ -130,14 +130,12 @@ class ScanProcess:
         if not batch:
             return
         if self._stdin is None or self._stdin.is_closing():
-            for answer in answers:
-                _call(answer, GONE)
+            _gone(answers)
             return
         try:
             payload = orjson.dumps(batch)
         except orjson.JSONEncodeError:  # a text JSON cannot carry (a lone surrogate): scanned here
-            for answer in answers:
-                _call(answer, GONE)
+            _gone(answers)
             return
         self._stdin.write(len(payload).to_bytes(HEADER, "big") + payload)
         self._in_flight.append(answers)
@@ -149,7 +147,7 @@ class ScanProcess:
         operator regex, a stopped process): killed, and its sends are scanned in-process."""
         if proc is not None and proc is self._proc and self._answered < batch:
             log.warning("the scan process did not answer for %.1f s: killed", self._answer_timeout)
-            proc.kill()
+            _kill(proc)
 
     def start_soon(self) -> None:
         """Start a child unless one runs or is starting (or the pause after a lost one lasts)."""
@@ -174,7 +172,7 @@ class ScanProcess:
                 raise RuntimeError("the scan process did not say it was ready")
         except BaseException as exc:
             if proc is not None:
-                proc.kill()
+                _kill(proc)
                 await proc.wait()
             self._starting = None
             if not isinstance(exc, Exception):
@@ -211,14 +209,12 @@ class ScanProcess:
     def _lost(self, proc: asyncio.subprocess.Process) -> None:
         """The child is gone (or talks nonsense: ended): what it had not answered is answered
         GONE (scanned in-process)."""
-        if proc.returncode is None:
-            proc.kill()
+        _kill(proc)
         self._stdin = None
         self._proc = None
         self._not_before = self._clock() + RESTART_SECONDS
         while self._in_flight:
-            for answer in self._in_flight.popleft():
-                _call(answer, GONE)
+            _gone(self._in_flight.popleft())
 
     async def aclose(self) -> None:
         self._closed = True
@@ -251,6 +247,17 @@ def _fields(verdict: Verdict) -> list[Any]:
     return [verdict.action, verdict.category, verdict.scores, verdict.fired, verdict.policy, verdict.support]
 
 
+def _gone(answers: list[Callable[[Answer], None]]) -> None:
+    for answer in answers:
+        _call(answer, GONE)
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):  # it ended before we noticed
+            proc.kill()
+
+
 def _call(answer: Callable[[Answer], None], verdict: Answer) -> None:
     try:
         answer(verdict)
@@ -267,7 +274,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     try:
         await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
     except TimeoutError:
-        proc.kill()
+        _kill(proc)
         await proc.wait()
 
 
@@ -308,8 +315,7 @@ def serve(home: Path, frames_in: BinaryIO, frames_out: BinaryIO) -> None:
                 print(f"keyhold: scanning a message failed: {type(exc).__name__}", file=sys.stderr)
                 verdicts.append([])
                 continue
-            quiet = verdict.action == "allow" and not verdict.support and not full
-            verdicts.append(None if quiet else _fields(verdict))
+            verdicts.append(None if verdict.nothing_to_note and not full else _fields(verdict))
         _write_frame(frames_out, orjson.dumps(verdicts))
 
 

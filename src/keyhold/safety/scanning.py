@@ -51,6 +51,12 @@ class Verdict:
     policy: str = ""  # a short sentence naming the policy, shown to the sender on `block`
     support: bool = False  # self-harm: point the member to support resources, never a punishment
 
+    @property
+    def nothing_to_note(self) -> bool:
+        """Allowed, with no support to offer: all a text-only send needs of it is "allowed"
+        (only a verdict other than allow is recorded)."""
+        return self.action == "allow" and not self.support
+
 
 ALLOW = Verdict("allow")
 

@@ -243,9 +243,9 @@ class SafetyScreen:
         if context is None:
             return ALLOWED
         verdict = self._scan_now(send.text, context)
-        if verdict.action == "allow" and not verdict.support:
-            # Most sends. Their scores are never recorded (only a verdict other than allow is),
-            # and a send answered here carries no attachment whose verdict they would join.
+        if verdict.nothing_to_note:
+            # Most sends; one answered here carries no attachment whose verdict its scores
+            # would join.
             return ALLOWED
         return as_screening(verdict)
 
