@@ -141,3 +141,42 @@ def test_delivery_in_both_models(tmp_path: Path) -> None:
     group = costs["group_of_50"]
     assert group["group_size"] == 50 and group["e2ee"]["send_ms_mean"] > 0 and group["standard"]["send_ms_mean"] > 0
     assert "Olm session setups" in proc.stdout
+
+
+def test_scanning_compare_alternates_rounds_between_two_servers(tmp_path: Path) -> None:
+    """`--scanning compare`: every message to each server delivered once, over alternating
+    rounds; the mode's figures are its rounds' sums, the ratio is of those figures."""
+    out = tmp_path / "cmp.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "keyhold", "bench", "delivery", "--scanning", "compare", "--clients", "2",
+         "--messages", "60", "--rounds", "3", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120", "KEYHOLD_SCANNING_PROCESS": "on"},
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    report = json.loads(out.read_text())
+    assert report["rounds"] == 3 and report["scan_process"] is True
+    for mode in ("scanning_off", "scanning_on"):
+        figures = report[mode]
+        assert figures["delivered"] == 60 and figures["lost"] == figures["duplicates"] == figures["errors"] == 0
+        assert [r["messages"] for r in figures["rounds"]] == [20, 20, 20]
+    ratio = report["scanning_on"]["messages_per_second"] / report["scanning_off"]["messages_per_second"]
+    assert report["throughput_on_over_off"] == pytest.approx(ratio, rel=1e-3)
+    assert len(report["round_ratios"]) == 3
+    # Run in the order off-on, on-off, off-on (the labels on stderr).
+    labels = [line.split(" acked")[0].split()[-2:] for line in proc.stderr.splitlines() if " acked " in line]
+    assert [mode for mode, _round in labels] == ["off", "on", "on", "off", "off", "on"]
+
+
+def test_scanning_compare_refuses_rounds_with_no_message_for_a_client(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "keyhold", "bench", "delivery", "--scanning", "compare", "--clients", "4",
+         "--messages", "10", "--rounds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "at least one message per client in each round" in proc.stderr

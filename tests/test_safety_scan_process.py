@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from keyhold.config import load_settings
 from keyhold.safety.pipeline import build_scanner
-from keyhold.safety.scan_process import GONE, RESTART_SECONDS, Answer, ScanProcess
+from keyhold.safety.scan_process import BATCH_MOST, GONE, RESTART_SECONDS, Answer, ScanProcess
 from keyhold.safety.scanning import ScanContext, Verdict
 
 DATA = Path(__file__).parent / "data" / "safety"
@@ -189,3 +191,36 @@ async def test_a_full_answer_keeps_the_scores_of_an_allowed_message(tmp_path: Pa
     full, short = got
     assert isinstance(full, Verdict) and full.action == "allow" and set(full.scores) >= {"spam", "hate"}
     assert short is None
+
+
+async def test_the_child_runs_as_batch_work(tmp_path: Path) -> None:
+    """SCHED_BATCH: woken by a batch, it does not preempt the server's threads."""
+    process = ScanProcess(tmp_path)
+    try:
+        await started(process)
+        assert process.pid is not None
+        assert os.sched_getscheduler(process.pid) == os.SCHED_BATCH
+    finally:
+        await process.aclose()
+
+
+async def test_answers_already_back_are_taken_when_the_next_batch_is_sent(tmp_path: Path) -> None:
+    """Not only on the loop's next turn: a turn under load lasts milliseconds, every ack waits."""
+    process = ScanProcess(tmp_path)
+    try:
+        await started(process)
+        got: list[Answer] = []
+        assert process.scan("first batch", CONTEXTS[1], got.append)
+        process._flush()
+        # The loop does not run meanwhile: the answer can only be taken by the next batch.
+        assert process._answers_fd is not None
+        deadline = time.monotonic() + 30
+        while not select.select([process._answers_fd], [], [], 0.05)[0]:
+            assert time.monotonic() < deadline, "the child did not answer"
+        assert got == []
+        for i in range(BATCH_MOST):
+            assert process.scan(f"second batch {i}", CONTEXTS[1], got.append)
+        assert got == [None]  # taken as the full second batch was sent, before any await
+        await until(lambda: len(got) == 1 + BATCH_MOST)
+    finally:
+        await process.aclose()

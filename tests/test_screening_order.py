@@ -87,3 +87,19 @@ async def test_many_sends_in_mixed_ways_keep_their_order() -> None:
     assert after is not None
     await asyncio.wait_for(after, 5)
     assert writer.order == expected
+
+
+async def test_a_long_line_behind_one_screened_send_is_handed_over_in_order() -> None:
+    """Thousands of sends queued behind one still being screened (a client pipelining far
+    ahead): each goes to storage in order once it is answered, none by recursion (a line
+    handed over by nested calls would exceed Python's recursion limit)."""
+    writer, screen = Writer(), LaterScreen()
+    screening = SendScreening(None, writer, None, None)  # type: ignore[arg-type]
+    screening.screen = screen  # type: ignore[assignment]
+    after = screening.submit(send("first"), lambda _: None)
+    for _ in range(3000):
+        after = screening.submit(send("", encrypted=True), lambda _: None, after)
+    assert after is not None and not after.done() and writer.order == []
+    screen.answer_all()
+    await asyncio.wait_for(after, 10)
+    assert writer.order == ["first"] + ["encrypted"] * 3000

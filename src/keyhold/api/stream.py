@@ -48,6 +48,7 @@ from keyhold.api.schemas import (
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem, invalid
 from keyhold.core.messages import SendRequest, Sent
+from keyhold.core.screening import InLine
 
 log = logging.getLogger("keyhold.stream")
 router = APIRouter()
@@ -141,7 +142,7 @@ class Connection:
         self.close_reason = "fell behind; reconnect with since"
         self.tasks: set[asyncio.Task[None]] = set()
         self.origin = next(_origins)
-        self.sending: asyncio.Future[None] | None = None  # this socket's send being screened, if any
+        self.sending: InLine | None = None  # this socket's send being screened, if any
         self.address = client_address(ws)  # what rate limits count as this client
         self.backoff = Backoff()  # not read for a moment after a send over its rate limit
 

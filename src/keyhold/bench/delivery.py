@@ -164,6 +164,15 @@ def delivery(
             "against a server with the safety scanning off, then on, and the ratios (own server only)."
         ),
     ] = "as-is",
+    rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=50,
+            help="With --scanning compare: the messages to each server go in this many rounds, the "
+            "two servers alternating (off-on, on-off, ...), so that drift over time weighs on both.",
+        ),
+    ] = 4,
 ) -> None:
     """Delivery throughput and latency over the WebSocket (send → recipient), with durability."""
     if clients % 2:
@@ -180,7 +189,11 @@ def delivery(
     if scanning == "compare":
         if url is not None or encryption != "standard" or baseline is not None:
             raise typer.BadParameter("compare runs on the bench's own servers, standard only", param_hint="--scanning")
-        _compare_scanning(clients, messages, rate, window, n_workers, idle_timeout, text_bytes, transport, json_file)
+        if messages < rounds * clients:
+            raise typer.BadParameter("at least one message per client in each round", param_hint="--rounds")
+        _compare_scanning(
+            clients, messages, rounds, rate, window, n_workers, idle_timeout, text_bytes, transport, json_file
+        )
         return
     models = ["standard", "e2ee"] if encryption == "both" else [encryption]
     started = dt.datetime.now(dt.UTC)
@@ -358,6 +371,7 @@ def delivery(
 def _compare_scanning(
     clients: int,
     messages: int,
+    rounds: int,
     rate: float | None,
     window: int,
     workers: int,
@@ -377,7 +391,7 @@ def _compare_scanning(
         transport=transport,
     )
     report = {
-        **scanning_compare(clients, messages, load),
+        **scanning_compare(clients, messages, load, rounds),
         "clients": clients,
         "messages": messages,
         "rate": rate,

@@ -1,17 +1,26 @@
 """`keyhold bench delivery --scanning compare`: the same `standard` load against a server with
-the safety scanning off, then one with it on (each a fresh server of the bench's own), in one
-run, and how the figures compare. The target (issue 9): on within 10% of off."""
+the safety scanning off and one with it on, in one run, and how the figures compare. The
+target (issue 9): on within 10% of off.
+
+Both servers run side by side (the one not under load idles), and the load goes to them in
+alternating rounds, off-on-on-off-off-on-… (each mode first as often as second). Why rounds:
+on this machine one run of the same load against the same server differed by up to 18% from
+the next (scheduling, the database file), and off-then-on in two long runs put all of that
+drift between the two modes. Alternating puts the same drift on both sides; the figures of
+each mode are over all its rounds (messages over the summed time of its send phases), and
+each round's own figures are in `rounds`."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
-from keyhold.bench.drive import Target, bench_target, plan, set_up_members, split, ws_base
-from keyhold.bench.load import LoadResult
+from keyhold.bench.drive import Pair, Target, bench_target, plan, set_up_members, split, ws_base
+from keyhold.bench.load import ClientSpec, LoadResult
 from keyhold.config import load_settings
 from keyhold.safety.scan_process import READY_NOTICE
 
@@ -21,28 +30,56 @@ READY_LINE = READY_NOTICE.split("{", 1)[0].encode()
 READY_TIMEOUT = 60.0
 
 
-def _figures(result: LoadResult) -> dict[str, Any]:
-    cpu = (
-        None
-        if result.server_cpu_pct is None or not result.messages
-        else round(result.server_cpu_pct / 100 * result.duration_s / result.messages * 1e6, 1)
-    )
+def _round_figures(result: LoadResult) -> dict[str, Any]:
     return {
+        "messages": result.messages,
         "messages_per_second": round(result.messages_per_s, 1),
         "delivery_p50_ms": round(result.delivery_ms["p50"], 3),
         "delivery_p99_ms": round(result.delivery_ms["p99"], 3),
         "server_cpu_pct": None if result.server_cpu_pct is None else round(result.server_cpu_pct, 1),
-        "server_cpu_us_per_message": cpu,
-        "other_cpu_pct": round(result.other_cpu_pct, 1),
-        "delivered": result.delivered,
-        "lost": result.lost,
-        "duplicates": result.duplicates,
-        "errors": result.errors,
     }
 
 
-def _same(url: str) -> Callable[[int], str]:
-    return lambda _i: url
+def _figures(results: list[LoadResult]) -> dict[str, Any]:
+    """One mode's figures over its rounds: throughput is all its messages over the summed
+    duration of its send phases; latencies are the median of the rounds' (each round's p50 and
+    p99 are over thousands of deliveries); CPU is weighted by each round's duration."""
+    messages = sum(r.messages for r in results)
+    duration = sum(r.duration_s for r in results)
+    cpu_known = [r for r in results if r.server_cpu_pct is not None]
+    cpu_s = sum((r.server_cpu_pct or 0.0) / 100 * r.duration_s for r in cpu_known)
+    cpu_pct = None if len(cpu_known) < len(results) or not duration else cpu_s / duration * 100
+    return {
+        "messages_per_second": round(messages / duration, 1) if duration else 0.0,
+        "delivery_p50_ms": round(_median([r.delivery_ms["p50"] for r in results]), 3),
+        "delivery_p99_ms": round(_median([r.delivery_ms["p99"] for r in results]), 3),
+        "server_cpu_pct": None if cpu_pct is None else round(cpu_pct, 1),
+        "server_cpu_us_per_message": None
+        if cpu_pct is None or not messages
+        else round(cpu_s / messages * 1e6, 1),
+        "loadgen_cpu_pct": round(sum(r.loadgen_cpu_pct * r.duration_s for r in results) / duration, 1)
+        if duration
+        else None,
+        "other_cpu_pct": round(max(r.other_cpu_pct for r in results), 1),
+        "delivered": sum(r.delivered for r in results),
+        "lost": sum(r.lost for r in results),
+        "duplicates": sum(r.duplicates for r in results),
+        "errors": sum(r.errors for r in results),
+        "rounds": [_round_figures(r) for r in results],
+    }
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def order(rounds: int) -> Iterator[tuple[int, str]]:
+    """(round, mode) in the order run: off-on, on-off, off-on, …: each mode is first in half
+    the rounds (in all but one when `rounds` is odd), so a drift in time weighs on both."""
+    for i in range(rounds):
+        yield from ((i, mode) for mode in (MODES if i % 2 == 0 else MODES[::-1]))
 
 
 def _scan_process_ready(target: Target, timeout: float = READY_TIMEOUT) -> bool:
@@ -59,30 +96,48 @@ def _scan_process_ready(target: Target, timeout: float = READY_TIMEOUT) -> bool:
     return False
 
 
-def compare(clients: int, messages: int, load: Callable[..., LoadResult]) -> dict[str, Any]:
-    """Run the load with scanning off, then on; the figures of both and on/off ratios."""
-    runs: dict[str, dict[str, Any]] = {}
-    scan_process = False
-    for mode in MODES:
-        with bench_target(None, None, None, env={"KEYHOLD_SCANNING": mode}) as target:
+def _plan(clients: int, messages: int, stream_url: str, pairs: list[Pair]) -> list[ClientSpec]:
+    return plan(clients, split(messages, clients), lambda _i: stream_url, pairs)
+
+
+def compare(clients: int, messages: int, load: Callable[..., LoadResult], rounds: int = 4) -> dict[str, Any]:
+    """Run the load against a server with scanning off and one with it on, `messages` to each
+    in `rounds` alternating rounds; the figures of both and the on/off ratios."""
+    per_round = split(messages, rounds)
+    results: dict[str, list[LoadResult]] = {mode: [] for mode in MODES}
+    with ExitStack() as servers:
+        targets: dict[str, Target] = {}
+        members: dict[str, tuple[str, list[Pair]]] = {}
+        for mode in MODES:
+            target = targets[mode] = servers.enter_context(
+                bench_target(None, None, None, env={"KEYHOLD_SCANNING": mode})
+            )
             pairs = asyncio.run(set_up_members(target.url, clients, "s" + secrets.token_hex(3)))
-            if mode == "on":
-                scan_process = _scan_process_ready(target)
-            stream_url = ws_base(target.url) + API + "/stream"
-            specs = plan(clients, split(messages, clients), _same(stream_url), pairs)
-            runs[mode] = _figures(load("keyhold", specs, server_pid=target.pid, label=f"scanning {mode:3}"))
-            target.stop()
-    off, on = runs["off"], runs["on"]
+            members[mode] = (ws_base(target.url) + API + "/stream", pairs)
+        scan_process = _scan_process_ready(targets["on"])
+        for i, mode in order(rounds):
+            label = f"scanning {mode:3} {i + 1}/{rounds}"
+            specs = _plan(clients, per_round[i], *members[mode])
+            results[mode].append(
+                load("keyhold", specs, messages=per_round[i], server_pid=targets[mode].pid, label=label)
+            )
+    off, on = _figures(results["off"]), _figures(results["on"])
+    pairs_ratios = [
+        round(b.messages_per_s / a.messages_per_s, 4) if a.messages_per_s else None
+        for a, b in zip(results["off"], results["on"], strict=True)
+    ]
     return {
         "scanning_off": off,
         "scanning_on": on,
         "throughput_on_over_off": round(on["messages_per_second"] / off["messages_per_second"], 4)
         if off["messages_per_second"]
         else None,
+        "round_ratios": pairs_ratios,
         "delivery_p50_on_over_off": round(on["delivery_p50_ms"] / off["delivery_p50_ms"], 4)
         if off["delivery_p50_ms"]
         else None,
         "within_10_percent": bool(off["messages_per_second"])
         and on["messages_per_second"] >= 0.9 * off["messages_per_second"],
+        "rounds": rounds,
         "scan_process": scan_process,
     }

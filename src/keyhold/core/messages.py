@@ -35,7 +35,7 @@ from keyhold.core.erasure import Erasure
 from keyhold.core.errors import Problem, conflict, forbidden, invalid, not_found, not_yours, unauthorized
 from keyhold.core.keys import ConversationKeys
 from keyhold.core.matrix_ids import room_id, user_id
-from keyhold.core.screening import ALLOWED, PENDING_REVIEW, REFUSED, Screening, SendScreening
+from keyhold.core.screening import ALLOWED, PENDING_REVIEW, REFUSED, InLine, Screening, SendScreening
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.crypto.envelope import ConversationKey, SealError
 from keyhold.crypto.franking_keys import FrankingKeys
@@ -197,8 +197,8 @@ class MessageService:
         self._writer.submit(request, done)
 
     def screen_and_submit(
-        self, request: SendRequest, done: Callable[[Sent | Problem], None], after: asyncio.Future[None] | None = None
-    ) -> asyncio.Future[None] | None:
+        self, request: SendRequest, done: Callable[[Sent | Problem], None], after: InLine | None = None
+    ) -> InLine | None:
         """The one way a validated send goes on to the writer, from REST and the stream alike:
         screened first when it must be (`core.screening.SendScreening.submit`)."""
         return self.screening.submit(request, done, after)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -89,9 +89,9 @@ def blocked(screening: Screening) -> Problem:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class TextToScreen:
-    """What a screen is shown of a `standard` send (the text only in memory, never stored)."""
+class TextToScreen(NamedTuple):
+    """What a screen is shown of a `standard` send (the text only in memory, never stored).
+    (A named tuple: one is made per send, cheaper than a frozen dataclass.)"""
 
     sender_id: int
     conversation_id: int
@@ -172,17 +172,65 @@ Commit = Callable[[Connection, list["SendRequest"], EventSink], list["Sent | Pro
 RETRY = "retry with the same idempotency key"
 
 
-class _ScreenedSoon:
+class Place:
+    """A send's place in its client's line: done once the send is queued for storage or
+    refused (and so every send before it). What a future offers here (`done`,
+    `add_done_callback` in order, `await`), lighter: a screened send makes one, and the loop
+    makes thousands a second (a future costs a look-up of the running loop each)."""
+
+    __slots__ = ("_reached", "_then")
+
+    def __init__(self) -> None:
+        self._reached = False
+        self._then: list[Callable[[Any], object]] | None = None
+
+    def done(self) -> bool:
+        return self._reached
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        if self._reached:
+            asyncio.get_running_loop().call_soon(fn, self)
+        elif self._then is None:
+            self._then = [fn]
+        else:
+            self._then.append(fn)
+
+    def reached(self) -> None:
+        self._reached = True
+        if self._then:
+            # On the loop, as a future's callbacks: a long line of sends behind this one is
+            # handed over one by one, never by recursion.
+            loop = asyncio.get_running_loop()
+            for fn in self._then:
+                loop.call_soon(fn, self)
+            self._then = None
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if not self._reached:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.add_done_callback(lambda _: _settle(future))
+            yield from future
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a waiter cancelled meanwhile
+        future.set_result(None)
+
+
+# What `SendScreening.submit` returns and takes as `after`: a `Place`, or the task of a send
+# on the waiting path.
+InLine = Place | asyncio.Future[None]
+
+
+class _ScreenedSoon(Place):
     """One send screened off the loop: its answer hands it over (`__call__`), after `after`.
     (An object, not closures: a send makes one, and the loop makes thousands a second.)"""
 
-    __slots__ = ("after", "done", "handed", "owner", "request")
+    __slots__ = ("after", "owner", "reply", "request")
 
-    def __init__(
-        self, owner: SendScreening, request: SendRequest, done: Done, after: asyncio.Future[None] | None
-    ) -> None:
-        self.owner, self.request, self.done, self.after = owner, request, done, after
-        self.handed: asyncio.Future[None] | None = None  # set once the screen took the send
+    def __init__(self, owner: SendScreening, request: SendRequest, done: Done, after: InLine | None) -> None:
+        super().__init__()
+        self.owner, self.request, self.reply, self.after = owner, request, done, after
 
     def __call__(self, screening: Screening | None) -> None:
         self.request.screening = screening
@@ -192,17 +240,24 @@ class _ScreenedSoon:
             self._hand_over(None)
 
     def _hand_over(self, _: object) -> None:
-        assert self.handed is not None
-        handed = self.handed
         screening = self.request.screening
-        if screening is not None and screening.action != "block" and not screening.recorded:
-            self.owner._submit_screened(self.request, self.done)
-            handed.set_result(None)
+        if screening is not None and screening.action == "allow":
+            self.owner._submit_screened(self.request, self.reply)
+            self.reached()
             return
         # Blocked, flagged or held (rare): recorded on the waiting path, which takes the answer
         # from the request and does not scan again; or no answer (None): screened there.
-        task = self.owner._task(self.owner.screen_then_submit(self.request, self.done))
-        task.add_done_callback(lambda _: handed.set_result(None))
+        task = self.owner._task(self.owner.screen_then_submit(self.request, self.reply))
+        task.add_done_callback(lambda _: self.reached())
+
+
+async def _reached(after: InLine) -> None:
+    """Wait for a send's place in line; a failed or cancelled task before it is no error here
+    (that send's own answer says so)."""
+    if isinstance(after, Place):
+        await after
+    else:
+        await asyncio.wait([after])
 
 
 class SendScreening:
@@ -227,9 +282,7 @@ class SendScreening:
         # Structural: encrypted content never reaches a screen.
         return self.screen is not None and request.encrypted is None
 
-    def submit(
-        self, request: SendRequest, done: Done, after: asyncio.Future[None] | None = None
-    ) -> asyncio.Future[None] | None:
+    def submit(self, request: SendRequest, done: Done, after: InLine | None = None) -> InLine | None:
         """Queue a validated send, screened first when it must be. One client's sends are queued
         in the order they came: `after` is what this returned for its previous send. Returns a
         future done once this send is queued or refused (and so every send before it), or None
@@ -256,16 +309,16 @@ class SendScreening:
                 return self._queue_behind(after, request, done)
         return self._task(self.screen_then_submit(request, done, after if ahead else None))
 
-    def _queue_behind(self, after: asyncio.Future[None], request: SendRequest, done: Done) -> asyncio.Future[None]:
+    def _queue_behind(self, after: InLine, request: SendRequest, done: Done) -> Place:
         """A send that needs no more screening, behind this client's earlier send still being
         screened: queued once that one is, in order (a future's done-callbacks run in the order
         they were added), with no task of its own; else a busy client's sends would each take
-        one from then on. Its own future, done once it is queued (the earlier one's before)."""
-        queued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        one from then on. Its own place, done once it is queued (the earlier one's before)."""
+        queued = Place()
 
         def hand_over(_: object) -> None:
             self._submit_screened(request, done)
-            queued.set_result(None)
+            queued.reached()
 
         after.add_done_callback(hand_over)
         return queued
@@ -284,18 +337,14 @@ class SendScreening:
         return TextToScreen(request.sender_id, request.conversation_id, request.text)
 
     def _screen_soon(
-        self, send: TextToScreen, request: SendRequest, done: Done, after: asyncio.Future[None] | None
-    ) -> asyncio.Future[None] | None:
+        self, send: TextToScreen, request: SendRequest, done: Done, after: InLine | None
+    ) -> Place | None:
         """A text-only send screened off the loop (`Screen.text_soon`), then queued after
-        `after`; the future returned is done once it is queued or refused. None when the screen
+        `after`; the place returned is done once it is queued or refused. None when the screen
         cannot: nothing was scanned."""
         assert self.screen is not None
         pending = _ScreenedSoon(self, request, done, after)
-        if not self.screen.text_soon(send, pending):
-            return None
-        # Made only now: the answer never comes before `text_soon` returns.
-        pending.handed = asyncio.get_running_loop().create_future()
-        return pending.handed
+        return pending if self.screen.text_soon(send, pending) else None
 
     def _screened_now(self, send: TextToScreen, request: SendRequest) -> bool:
         """Screen a text-only send without waiting when the screen can, and allows it (the
@@ -369,9 +418,7 @@ class SendScreening:
     def support_notice(self) -> dict[str, Any]:
         return {"text": self._settings.support_text, "url": self._settings.support_url or None}
 
-    async def screen_then_submit(
-        self, request: SendRequest, done: Done, after: asyncio.Future[None] | None = None
-    ) -> None:
+    async def screen_then_submit(self, request: SendRequest, done: Done, after: InLine | None = None) -> None:
         """`submit` for a caller that may wait (a REST request): no task of its own."""
         refusal: Problem | None = None
         try:
@@ -383,7 +430,7 @@ class SendScreening:
             log.error("screening a send failed: %s", type(exc).__name__)
             refusal = outage(exc) or unavailable(f"the message could not be screened; {RETRY}")
         if after is not None and not after.done():
-            await asyncio.wait([after])  # queued after the same client's previous send
+            await _reached(after)  # queued after the same client's previous send
         if refusal is not None:
             done(refusal)
             return

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import now_ms
 from keyhold.core.screening import ALLOWED, Screening, TextToScreen
 from keyhold.safety.policy import Band
-from keyhold.safety.scan_process import Answer, ScanProcess
+from keyhold.safety.scan_process import Answer, Request, ScanProcess, asked
 from keyhold.safety.scanning import ScanContext, Scanner, Verdict
 from keyhold.store import contacts as contact_store
 from keyhold.store import verdicts as store
@@ -168,36 +168,6 @@ def _retrieved(task: asyncio.Task[ScanContext | None]) -> None:
         log.warning("looking up a send's audience failed: %s", type(task.exception()).__name__)
 
 
-class _ChildAnswer:
-    """The scan child's answer about one send, as a screening to `answer`; scanned in-process
-    (`scan_now`) when the child could not, and None to `answer` when that fails too (the
-    caller takes the waiting path, which answers 503). An object, not a closure: one per send."""
-
-    __slots__ = ("answer", "context", "scan_now", "text")
-
-    def __init__(
-        self,
-        answer: Callable[[Screening | None], object],
-        scan_now: Callable[[str, ScanContext], Verdict],
-        text: str,
-        context: ScanContext,
-    ) -> None:
-        self.answer, self.scan_now, self.text, self.context = answer, scan_now, text, context
-
-    def __call__(self, got: Answer) -> None:
-        if got is None:
-            self.answer(ALLOWED)
-        elif isinstance(got, Verdict):
-            self.answer(as_screening(got))
-        else:
-            try:
-                screening: Screening | None = as_screening(self.scan_now(self.text, self.context))
-            except Exception as exc:
-                log.error("scanning a send failed: %s", type(exc).__name__)  # the text could be in it
-                screening = None
-            self.answer(screening)
-
-
 class SafetyScreen:
     """`core.screening.Screen`, filled in by the wiring (`app.py`)."""
 
@@ -217,6 +187,8 @@ class SafetyScreen:
         self._scanner = scanner
         self._scan_now = scan_now
         self._process = process if scan_now is not None else None
+        if self._process is not None:
+            self._process.settle = self._settle
         self._audiences = Audiences(engine, band)
         self._attachments = attachments
 
@@ -227,8 +199,7 @@ class SafetyScreen:
         if self._process is not None and self._scan_now is not None:
             # Full verdicts: a send with an attachment records the text's scores with the file's.
             answer: asyncio.Future[Screening | None] = asyncio.get_running_loop().create_future()
-            child = _ChildAnswer(answer.set_result, self._scan_now, send.text, context)
-            if self._process.scan(send.text, context, child, full=True):
+            if self._process.scan(send.text, context, answer.set_result, full=True):
                 screening = await answer
                 if screening is not None:
                     return screening
@@ -256,8 +227,24 @@ class SafetyScreen:
         if not context:
             self._process.start_soon()  # started by the first send to screen, ready for the next
             return False  # not known yet (the caller waits), or nothing to scan (`text_now` says so)
-        assert self._scan_now is not None  # a child is asked only beside the in-process scan
-        return self._process.scan(send.text, context, _ChildAnswer(answer, self._scan_now, send.text, context))
+        return self._process.scan(send.text, context, answer)
+
+    def _settle(self, answer: Callable[[Screening | None], None], got: Answer, request: Request) -> None:
+        """A send's answer from the child's: ALLOWED for None (most sends), a verdict as a
+        screening; for GONE (the child went away, or could not scan this text), the text scanned
+        here, or None when that fails too (the caller takes the waiting path)."""
+        if got is None:
+            answer(ALLOWED)
+        elif isinstance(got, Verdict):
+            answer(as_screening(got))
+        else:
+            assert self._scan_now is not None  # a child is asked only beside the in-process scan
+            try:
+                screening: Screening | None = as_screening(self._scan_now(*asked(request)))
+            except Exception as exc:
+                log.error("scanning a send failed: %s", type(exc).__name__)  # the text could be in it
+                screening = None
+            answer(screening)
 
     async def aclose(self) -> None:
         if self._process is not None:
