@@ -106,21 +106,19 @@ def compare(clients: int, messages: int, load: Callable[..., LoadResult], rounds
     per_round = split(messages, rounds)
     results: dict[str, list[LoadResult]] = {mode: [] for mode in MODES}
     with ExitStack() as servers:
-        targets: dict[str, Target] = {}
-        members: dict[str, tuple[str, list[Pair]]] = {}
-        for mode in MODES:
-            target = targets[mode] = servers.enter_context(
-                bench_target(None, None, None, env={"KEYHOLD_SCANNING": mode})
-            )
-            pairs = asyncio.run(set_up_members(target.url, clients, "s" + secrets.token_hex(3)))
-            members[mode] = (ws_base(target.url) + API + "/stream", pairs)
+        targets = {
+            mode: servers.enter_context(bench_target(None, None, None, env={"KEYHOLD_SCANNING": mode}))
+            for mode in MODES
+        }
         scan_process = _scan_process_ready(targets["on"])
         for i, mode in order(rounds):
+            # New members each round: a client connecting to a conversation with history is
+            # first replayed it, and the earlier rounds' messages would count as deliveries.
+            target = targets[mode]
+            pairs = asyncio.run(set_up_members(target.url, clients, "s" + secrets.token_hex(3)))
+            specs = _plan(clients, per_round[i], ws_base(target.url) + API + "/stream", pairs)
             label = f"scanning {mode:3} {i + 1}/{rounds}"
-            specs = _plan(clients, per_round[i], *members[mode])
-            results[mode].append(
-                load("keyhold", specs, messages=per_round[i], server_pid=targets[mode].pid, label=label)
-            )
+            results[mode].append(load("keyhold", specs, messages=per_round[i], server_pid=target.pid, label=label))
     off, on = _figures(results["off"]), _figures(results["on"])
     pairs_ratios = [
         round(b.messages_per_s / a.messages_per_s, 4) if a.messages_per_s else None
