@@ -6,20 +6,25 @@ pause. The server-side fallback is in test_safety_verdicts.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import select
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from keyhold.config import load_settings
+from keyhold.core.screening import TextToScreen
 from keyhold.safety.pipeline import build_scanner
 from keyhold.safety.scan_process import BATCH_MOST, GONE, RESTART_SECONDS, Answer, ScanProcess
 from keyhold.safety.scanning import ScanContext, Verdict
+from keyhold.safety.screening import SafetyScreen
 
 DATA = Path(__file__).parent / "data" / "safety"
 RULES = """
@@ -59,6 +64,17 @@ async def started(process: ScanProcess) -> None:
     await until(lambda: process.running)
 
 
+@contextlib.asynccontextmanager
+async def running(home: Path, **options: Any) -> AsyncIterator[ScanProcess]:
+    """A scan process with its child started; closed (the child stopped) afterwards."""
+    process = ScanProcess(home, **options)
+    try:
+        await started(process)
+        yield process
+    finally:
+        await process.aclose()
+
+
 def texts() -> list[str]:
     lines = (DATA / "dev.jsonl").read_text(encoding="utf-8").splitlines()
     picked = [json.loads(line)["text"] for line in lines[:240]]
@@ -82,9 +98,7 @@ def children() -> list[int]:
 
 async def test_the_child_answers_as_the_in_process_scanner_in_the_order_asked(tmp_path: Path) -> None:
     (tmp_path / "safety-rules.toml").write_text(RULES)
-    process = ScanProcess(tmp_path)
-    try:
-        await started(process)
+    async with running(tmp_path) as process:
         process.start_soon()  # one runs: no second
         await asyncio.sleep(0.3)
         assert children() == [process.pid]
@@ -95,8 +109,6 @@ async def test_the_child_answers_as_the_in_process_scanner_in_the_order_asked(tm
             if i % 50 == 0:
                 await asyncio.sleep(0)  # several batches, not one
         await until(lambda: len(got) == len(asked))
-    finally:
-        await process.aclose()
     local = build_scanner(tmp_path)
     expected = []
     for text, context in asked:
@@ -109,9 +121,7 @@ async def test_the_child_answers_as_the_in_process_scanner_in_the_order_asked(tm
 
 async def test_a_child_that_goes_away_answers_gone_and_another_starts_after_the_pause(tmp_path: Path) -> None:
     clock = Clock()
-    process = ScanProcess(tmp_path, clock=clock)
-    try:
-        await started(process)
+    async with running(tmp_path, clock=clock) as process:
         pid = process.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
@@ -130,8 +140,6 @@ async def test_a_child_that_goes_away_answers_gone_and_another_starts_after_the_
         assert process.scan("five", CONTEXTS[1], got.append)
         await until(lambda: len(got) == 4)
         assert got[3] is None
-    finally:
-        await process.aclose()
     assert process.pid is None and children() == []
 
 
@@ -147,9 +155,7 @@ def test_the_setting_says_where_the_scan_runs(tmp_path: Path, monkeypatch: pytes
 
 
 async def test_a_stuck_child_is_killed_and_its_sends_answered_gone(tmp_path: Path) -> None:
-    process = ScanProcess(tmp_path, answer_timeout=0.5)
-    try:
-        await started(process)
+    async with running(tmp_path, answer_timeout=0.5) as process:
         pid = process.pid
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)  # alive, answering nothing
@@ -158,8 +164,6 @@ async def test_a_stuck_child_is_killed_and_its_sends_answered_gone(tmp_path: Pat
         await until(lambda: len(got) == 1, 10)
         assert got == [GONE] and not process.running
         await until(lambda: pid not in children(), 10)  # killed, not left behind
-    finally:
-        await process.aclose()
 
 
 async def test_no_child_starts_while_the_rules_file_does_not_parse(tmp_path: Path) -> None:
@@ -179,15 +183,11 @@ async def test_no_child_starts_while_the_rules_file_does_not_parse(tmp_path: Pat
 
 async def test_a_full_answer_keeps_the_scores_of_an_allowed_message(tmp_path: Path) -> None:
     """What a send with an attachment records with the file's verdict (the waiting path)."""
-    process = ScanProcess(tmp_path)
-    try:
-        await started(process)
+    async with running(tmp_path) as process:
         got: list[Answer] = []
         assert process.scan("see you at the game tonight", CONTEXTS[1], got.append, full=True)
         assert process.scan("see you at the game tonight", CONTEXTS[1], got.append)
         await until(lambda: len(got) == 2)
-    finally:
-        await process.aclose()
     full, short = got
     assert isinstance(full, Verdict) and full.action == "allow" and set(full.scores) >= {"spam", "hate"}
     assert short is None
@@ -195,20 +195,14 @@ async def test_a_full_answer_keeps_the_scores_of_an_allowed_message(tmp_path: Pa
 
 async def test_the_child_runs_as_batch_work(tmp_path: Path) -> None:
     """SCHED_BATCH: woken by a batch, it does not preempt the server's threads."""
-    process = ScanProcess(tmp_path)
-    try:
-        await started(process)
+    async with running(tmp_path) as process:
         assert process.pid is not None
         assert os.sched_getscheduler(process.pid) == os.SCHED_BATCH
-    finally:
-        await process.aclose()
 
 
 async def test_answers_already_back_are_taken_when_the_next_batch_is_sent(tmp_path: Path) -> None:
     """Not only on the loop's next turn: a turn under load lasts milliseconds, every ack waits."""
-    process = ScanProcess(tmp_path)
-    try:
-        await started(process)
+    async with running(tmp_path) as process:
         got: list[Answer] = []
         assert process.scan("first batch", CONTEXTS[1], got.append)
         process._flush()
@@ -222,5 +216,26 @@ async def test_answers_already_back_are_taken_when_the_next_batch_is_sent(tmp_pa
             assert process.scan(f"second batch {i}", CONTEXTS[1], got.append)
         assert got == [None]  # taken as the full second batch was sent, before any await
         await until(lambda: len(got) == 1 + BATCH_MOST)
-    finally:
-        await process.aclose()
+
+
+async def test_an_answer_for_a_request_that_stopped_waiting_is_no_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A REST send whose client left (its handler cancelled) while the child scanned its text:
+    the late answer is dropped quietly, not logged as a failure (one log line per such request
+    would let anyone fill the server's log)."""
+    async with running(tmp_path) as process:
+        local = build_scanner(tmp_path)
+        screen = SafetyScreen(None, local, None, None, local.scan_local, process)  # type: ignore[arg-type]
+        context = CONTEXTS[1]
+        screen._audiences._known[(context.sender_id, context.conversation_id)] = (time.monotonic() + 600, context)
+        waiting = asyncio.ensure_future(screen.text(TextToScreen(context.sender_id, context.conversation_id, "hi")))
+        await asyncio.sleep(0)
+        assert len(process._batch) == 1  # queued for the child, not sent yet
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        caplog.clear()
+        await until(lambda: process._sent == 1 and not process._in_flight, 30)  # sent, answered
+        await asyncio.sleep(0.05)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

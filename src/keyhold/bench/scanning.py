@@ -120,7 +120,7 @@ def compare(clients: int, messages: int, load: Callable[..., LoadResult], rounds
             label = f"scanning {mode:3} {i + 1}/{rounds}"
             results[mode].append(load("keyhold", specs, messages=per_round[i], server_pid=target.pid, label=label))
     off, on = _figures(results["off"]), _figures(results["on"])
-    pairs_ratios = [
+    round_ratios = [
         round(b.messages_per_s / a.messages_per_s, 4) if a.messages_per_s else None
         for a, b in zip(results["off"], results["on"], strict=True)
     ]
@@ -130,7 +130,7 @@ def compare(clients: int, messages: int, load: Callable[..., LoadResult], rounds
         "throughput_on_over_off": round(on["messages_per_second"] / off["messages_per_second"], 4)
         if off["messages_per_second"]
         else None,
-        "round_ratios": pairs_ratios,
+        "round_ratios": round_ratios,
         "delivery_p50_on_over_off": round(on["delivery_p50_ms"] / off["delivery_p50_ms"], 4)
         if off["delivery_p50_ms"]
         else None,

@@ -284,9 +284,10 @@ class SendScreening:
 
     def submit(self, request: SendRequest, done: Done, after: InLine | None = None) -> InLine | None:
         """Queue a validated send, screened first when it must be. One client's sends are queued
-        in the order they came: `after` is what this returned for its previous send. Returns a
-        future done once this send is queued or refused (and so every send before it), or None
-        when it was queued at once (nothing to screen, nothing ahead of it)."""
+        in the order they came: `after` is what this returned for its previous send. Returns its
+        place in line (a `Place`, or its task on the waiting path), done once this send is
+        queued or refused (and so every send before it), or None when it was queued at once
+        (nothing to screen, nothing ahead of it)."""
         ahead = after is not None and not after.done()
         if not self.screens(request):
             if not ahead:

@@ -75,9 +75,10 @@ Settle = Callable[[Callable[[Any], None], Answer, Request], None]
 
 
 def asked(request: Request) -> tuple[str, ScanContext]:
-    """The text and context of a request, as given to `scan`."""
+    """The text and context of a request, as given to `scan` (or as it came over the pipe,
+    where the recipients are a list)."""
     _full, text, sender, conversation, recipients, minor, adult_stranger, age_days = request
-    return text, ScanContext(sender, conversation, recipients, minor, adult_stranger, age_days)
+    return text, ScanContext(sender, conversation, tuple(recipients), minor, adult_stranger, age_days)
 
 
 def _as_is(answer: Callable[[Any], None], got: Answer, _request: Request) -> None:
@@ -395,14 +396,14 @@ def serve(home: Path, frames_in: BinaryIO, frames_out: BinaryIO) -> None:
         if payload is None:
             return
         verdicts: list[list[Any] | None] = []
-        for full, text, sender, conversation, recipients, minor, adult_stranger, age_days in orjson.loads(payload):
-            context = ScanContext(sender, conversation, tuple(recipients), minor, adult_stranger, age_days)
+        for request in orjson.loads(payload):
             try:
-                verdict = scanner.scan_local(text, context)
+                verdict = scanner.scan_local(*asked(request))
             except Exception as exc:  # this text only: the server scans it (and answers for it)
                 print(f"keyhold: scanning a message failed: {type(exc).__name__}", file=sys.stderr)
                 verdicts.append([])
                 continue
+            full = request[0]
             verdicts.append(None if verdict.nothing_to_note and not full else _fields(verdict))
         _write_frame(frames_out, orjson.dumps(verdicts))
 

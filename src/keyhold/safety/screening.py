@@ -13,6 +13,7 @@ most, opens a case for a moderator (`flag`); it never holds or blocks the messag
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -168,6 +169,11 @@ def _retrieved(task: asyncio.Task[ScanContext | None]) -> None:
         log.warning("looking up a send's audience failed: %s", type(task.exception()).__name__)
 
 
+def _answer_unless_gone(waiting: asyncio.Future[Screening | None], screening: Screening | None) -> None:
+    if not waiting.done():  # the request that waited was cancelled meanwhile (its client left)
+        waiting.set_result(screening)
+
+
 class SafetyScreen:
     """`core.screening.Screen`, filled in by the wiring (`app.py`)."""
 
@@ -199,7 +205,7 @@ class SafetyScreen:
         if self._process is not None and self._scan_now is not None:
             # Full verdicts: a send with an attachment records the text's scores with the file's.
             answer: asyncio.Future[Screening | None] = asyncio.get_running_loop().create_future()
-            if self._process.scan(send.text, context, answer.set_result, full=True):
+            if self._process.scan(send.text, context, functools.partial(_answer_unless_gone, answer), full=True):
                 screening = await answer
                 if screening is not None:
                     return screening
