@@ -164,6 +164,11 @@ def test_scanning_compare_alternates_rounds_between_two_servers(tmp_path: Path) 
         assert [r["messages"] for r in figures["rounds"]] == [20, 20, 20]
         # Each round timed on its own messages, not on replays of earlier rounds (seconds old).
         assert all(r["delivery_p99_ms"] < 1_000 for r in figures["rounds"])
+        parts = figures["server_cpu_us_per_message_by_part"]
+        assert set(parts) == {"loop_thread", "other_threads", "scan_process"}
+        assert parts["loop_thread"] > 0 and all(v >= 0 for v in parts.values())
+    # Only the server with scanning on has a scan process.
+    assert report["scanning_off"]["server_cpu_us_per_message_by_part"]["scan_process"] == 0
     ratio = report["scanning_on"]["messages_per_second"] / report["scanning_off"]["messages_per_second"]
     assert report["throughput_on_over_off"] == pytest.approx(ratio, rel=1e-3)
     assert len(report["round_ratios"]) == 3

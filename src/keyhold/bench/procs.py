@@ -43,18 +43,49 @@ def proc_status_mb(pid: int, field_name: str) -> float | None:
 def proc_cpu_s(pid: int | None) -> float | None:
     if pid is None:
         return None
+    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_cpu_s(stat: Path) -> float | None:
+    """User and system CPU seconds from a /proc `stat` file (a process's or a thread's)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
 
 
-def tree_cpu_s(pid: int | None) -> float | None:
-    """CPU seconds of `pid` and of its live children (a server's scan process is its work too)."""
+@dataclass(frozen=True)
+class CpuParts:
+    """A server's CPU seconds so far, by where they went: its main thread (the event loop), its
+    other threads (the database writer, password hashing) and its live children (the scan
+    process)."""
+
+    loop_thread: float
+    other_threads: float
+    children: float
+
+    @property
+    def total(self) -> float:
+        return self.loop_thread + self.other_threads + self.children
+
+    def __sub__(self, earlier: CpuParts) -> CpuParts:
+        return CpuParts(
+            self.loop_thread - earlier.loop_thread,
+            self.other_threads - earlier.other_threads,
+            self.children - earlier.children,
+        )
+
+
+def cpu_parts(pid: int | None) -> CpuParts | None:
+    """`pid`'s CPU by part (`CpuParts`); None when it is not running."""
     own = proc_cpu_s(pid)
     if own is None:
         return None
+    loop = _stat_cpu_s(Path(f"/proc/{pid}/task/{pid}/stat"))
+    if loop is None:
+        return None
+    children = 0.0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -62,8 +93,14 @@ def tree_cpu_s(pid: int | None) -> float | None:
             except (OSError, IndexError):
                 continue
             if stat[1] == str(pid):
-                own += proc_cpu_s(int(entry.name)) or 0.0
-    return own
+                children += proc_cpu_s(int(entry.name)) or 0.0
+    return CpuParts(loop, max(0.0, own - loop), children)
+
+
+def tree_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds of `pid` and of its live children (a server's scan process is its work too)."""
+    parts = cpu_parts(pid)
+    return None if parts is None else parts.total
 
 
 def machine_busy_s() -> float:

@@ -21,6 +21,7 @@ from typing import Any
 
 from keyhold.bench.drive import Pair, Target, bench_target, plan, set_up_members, split, ws_base
 from keyhold.bench.load import ClientSpec, LoadResult
+from keyhold.bench.procs import CpuParts, cpu_parts
 from keyhold.config import load_settings
 from keyhold.safety.scan_process import READY_NOTICE
 
@@ -69,6 +70,23 @@ def _figures(results: list[LoadResult]) -> dict[str, Any]:
     }
 
 
+def _cpu_split(parts: list[CpuParts], results: list[LoadResult], rounds: int) -> dict[str, Any]:
+    """Where the server's CPU went, per message: over each round's whole load (connecting,
+    sending, draining), so a little above `server_cpu_us_per_message` (the send phase only).
+    Why: the server's loop and database writer share one interpreter lock, so a microsecond
+    more on either is a microsecond less for sends, while the scan process runs beside them."""
+    messages = sum(r.messages for r in results)
+    if len(parts) < rounds or not messages:
+        return {"server_cpu_us_per_message_by_part": None}
+    return {
+        "server_cpu_us_per_message_by_part": {
+            "loop_thread": round(sum(p.loop_thread for p in parts) / messages * 1e6, 1),
+            "other_threads": round(sum(p.other_threads for p in parts) / messages * 1e6, 1),
+            "scan_process": round(sum(p.children for p in parts) / messages * 1e6, 1),
+        }
+    }
+
+
 def _median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
@@ -111,6 +129,7 @@ def compare(clients: int, messages: int, load: Callable[..., LoadResult], rounds
             for mode in MODES
         }
         scan_process = _scan_process_ready(targets["on"])
+        cpu: dict[str, list[CpuParts]] = {mode: [] for mode in MODES}
         for i, mode in order(rounds):
             # New members each round: a client connecting to a conversation with history is
             # first replayed it, and the earlier rounds' messages would count as deliveries.
@@ -118,8 +137,13 @@ def compare(clients: int, messages: int, load: Callable[..., LoadResult], rounds
             pairs = asyncio.run(set_up_members(target.url, clients, "s" + secrets.token_hex(3)))
             specs = _plan(clients, per_round[i], ws_base(target.url) + API + "/stream", pairs)
             label = f"scanning {mode:3} {i + 1}/{rounds}"
+            before = cpu_parts(target.pid)
             results[mode].append(load("keyhold", specs, messages=per_round[i], server_pid=target.pid, label=label))
-    off, on = _figures(results["off"]), _figures(results["on"])
+            after = cpu_parts(target.pid)
+            if before is not None and after is not None:
+                cpu[mode].append(after - before)
+    off = {**_figures(results["off"]), **_cpu_split(cpu["off"], results["off"], rounds)}
+    on = {**_figures(results["on"]), **_cpu_split(cpu["on"], results["on"], rounds)}
     round_ratios = [
         round(b.messages_per_s / a.messages_per_s, 4) if a.messages_per_s else None
         for a, b in zip(results["off"], results["on"], strict=True)
