@@ -43,16 +43,22 @@ def proc_status_mb(pid: int, field_name: str) -> float | None:
 def proc_cpu_s(pid: int | None) -> float | None:
     if pid is None:
         return None
-    return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
+    return None if fields is None else _cpu_s(fields)
 
 
-def _stat_cpu_s(stat: Path) -> float | None:
-    """User and system CPU seconds from a /proc `stat` file (a process's or a thread's)."""
+def _stat_fields(stat: Path) -> list[str] | None:
+    """The fields of a /proc `stat` file (a process's or a thread's) after its name: [0] is
+    the state, [1] the parent's pid, [11] and [12] the user and system CPU in clock ticks."""
     try:
         fields = stat.read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
+    except (OSError, IndexError):
         return None
+    return fields if len(fields) > 12 else None
+
+
+def _cpu_s(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -80,21 +86,14 @@ class CpuParts:
 def cpu_parts(pid: int | None) -> CpuParts | None:
     """`pid`'s CPU by part (`CpuParts`); None when it is not running."""
     own = proc_cpu_s(pid)
-    if own is None:
-        return None
-    loop = _stat_cpu_s(Path(f"/proc/{pid}/task/{pid}/stat"))
-    if loop is None:
+    loop = _stat_fields(Path(f"/proc/{pid}/task/{pid}/stat"))
+    if own is None or loop is None:
         return None
     children = 0.0
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if stat[1] == str(pid):
-                children += proc_cpu_s(int(entry.name)) or 0.0
-    return CpuParts(loop, max(0.0, own - loop), children)
+        if entry.name.isdigit() and (fields := _stat_fields(entry / "stat")) is not None and fields[1] == str(pid):
+            children += _cpu_s(fields)
+    return CpuParts(_cpu_s(loop), max(0.0, own - _cpu_s(loop)), children)
 
 
 def tree_cpu_s(pid: int | None) -> float | None:

@@ -70,13 +70,13 @@ def _figures(results: list[LoadResult]) -> dict[str, Any]:
     }
 
 
-def _cpu_split(parts: list[CpuParts], results: list[LoadResult], rounds: int) -> dict[str, Any]:
+def _cpu_split(parts: list[CpuParts], results: list[LoadResult]) -> dict[str, Any]:
     """Where the server's CPU went, per message: over each round's whole load (connecting,
     sending, draining), so a little above `server_cpu_us_per_message` (the send phase only).
     Why: the server's loop and database writer share one interpreter lock, so a microsecond
     more on either is a microsecond less for sends, while the scan process runs beside them."""
     messages = sum(r.messages for r in results)
-    if len(parts) < rounds or not messages:
+    if len(parts) < len(results) or not messages:  # a round whose server was not readable
         return {"server_cpu_us_per_message_by_part": None}
     return {
         "server_cpu_us_per_message_by_part": {
@@ -142,8 +142,7 @@ def compare(clients: int, messages: int, load: Callable[..., LoadResult], rounds
             after = cpu_parts(target.pid)
             if before is not None and after is not None:
                 cpu[mode].append(after - before)
-    off = {**_figures(results["off"]), **_cpu_split(cpu["off"], results["off"], rounds)}
-    on = {**_figures(results["on"]), **_cpu_split(cpu["on"], results["on"], rounds)}
+    off, on = ({**_figures(results[mode]), **_cpu_split(cpu[mode], results[mode])} for mode in MODES)
     round_ratios = [
         round(b.messages_per_s / a.messages_per_s, 4) if a.messages_per_s else None
         for a, b in zip(results["off"], results["on"], strict=True)

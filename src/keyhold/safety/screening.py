@@ -169,7 +169,7 @@ def _retrieved(task: asyncio.Task[ScanContext | None]) -> None:
         log.warning("looking up a send's audience failed: %s", type(task.exception()).__name__)
 
 
-def _answer_unless_gone(waiting: asyncio.Future[Screening | None], screening: Screening | None) -> None:
+def _answer_if_still_waiting(waiting: asyncio.Future[Screening | None], screening: Screening | None) -> None:
     if not waiting.done():  # the request that waited was cancelled meanwhile (its client left)
         waiting.set_result(screening)
 
@@ -205,7 +205,7 @@ class SafetyScreen:
         if self._process is not None and self._scan_now is not None:
             # Full verdicts: a send with an attachment records the text's scores with the file's.
             answer: asyncio.Future[Screening | None] = asyncio.get_running_loop().create_future()
-            if self._process.scan(send.text, context, functools.partial(_answer_unless_gone, answer), full=True):
+            if self._process.scan(send.text, context, functools.partial(_answer_if_still_waiting, answer), full=True):
                 screening = await answer
                 if screening is not None:
                     return screening
