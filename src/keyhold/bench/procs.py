@@ -86,8 +86,10 @@ class CpuParts:
 def cpu_parts(pid: int | None) -> CpuParts | None:
     """`pid`'s CPU by part (`CpuParts`); None when it is not running."""
     own = proc_cpu_s(pid)
+    if own is None:
+        return None
     loop = _stat_fields(Path(f"/proc/{pid}/task/{pid}/stat"))
-    if own is None or loop is None:
+    if loop is None:  # ended meanwhile
         return None
     children = 0.0
     for entry in Path("/proc").iterdir():
