@@ -14,7 +14,7 @@ WEB_LOCK_STAMP := web/node_modules/.package-lock.json
 WEB_INPUTS := $(shell find web/src web/public -print 2>/dev/null) \
 	web/index.html web/package.json web/package-lock.json web/vite.config.ts web/tsconfig.json
 
-.PHONY: run test lint typecheck web-typecheck pytest venv web browser-deps clean
+.PHONY: run test lint typecheck web-typecheck pytest venv web browser-deps screenshots clean
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ pytest: venv web browser-deps
 	scripts/run-tests.sh
 
 test: lint typecheck web-typecheck pytest
+
+# The browser tests again, writing their screenshots to docs/screenshots/ (a test run writes them
+# to build/screenshots/, so that it leaves the tree clean).
+screenshots: venv web browser-deps
+	KEYHOLD_SCREENSHOTS=docs scripts/run-tests.sh tests/browser
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@
 - settings: DM audience (and a 16-year-old's refusal, in the API's words), blocks, password,
   devices, log out everywhere;
 - axe-core finds no serious or critical violation on any member page, at phone and desktop
-  widths; screenshots of the main screens go to docs/screenshots/.
+  widths; screenshots of the main screens go to build/screenshots/ (`make screenshots`: docs/).
 
 The server runs the built-in safety policy (message requests on), on a port of its own that it
 keeps across the restart (a fixture of this module, so the restart disturbs no other module).

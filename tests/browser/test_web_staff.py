@@ -17,7 +17,7 @@ set up with the Python SDK, which also watches what members are told.
   between a kept head and a newer one; a tampered consistency proof shows ✗; the running
   period's report renders its charts.
 - Every API error is shown in words (a wrong TOTP code); axe-core finds nothing serious on each
-  screen, at 375 px and desktop widths; screenshots go to docs/screenshots/.
+  screen, at 375 px and desktop widths; screenshots go to build/screenshots/ (`make screenshots`: docs/).
 """
 
 from __future__ import annotations
