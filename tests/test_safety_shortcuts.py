@@ -19,7 +19,15 @@ import pytest
 
 from keyhold.safety import pipeline
 from keyhold.safety.builtin_scanner import BuiltinScanner
-from keyhold.safety.normalize import _plain, normalize, normalize_fully
+from keyhold.safety.normalize import (
+    NUMBER_PARTS,
+    _chunk_pieces,
+    _plain,
+    chunk_reading,
+    fold,
+    normalize,
+    normalize_fully,
+)
 from keyhold.safety.phrases import _in_squashed
 from keyhold.safety.scanning import ScanContext, Verdict
 from keyhold.safety.text_model import default_model, default_thresholds
@@ -66,7 +74,13 @@ def _generated(count: int, seed: int) -> list[str]:
 def corpus() -> list[str]:
     # The delivery benchmark's kind of text too: a counter, a time, filler.
     bench = [f"{i % 20} {i // 20} {1733160000000 + i * 977} the quick brown fox jumps over the" for i in range(200)]
-    return _tuning_lines() + _generated(3000, seed=9) + bench
+    # Numbers with separators (read the short way as the numbers between) and dots that are no link.
+    numbers = [
+        f"{i} {i * 7 % 1000}.{i % 100:02d} {i % 24}:{i % 60:02d} 2026-{i % 12 + 1:02d}-03 {i * 1001:,} 3/14 "
+        f"1.{i}x 4.5.{i}. v1.2.3 .{i}" + (" e.g. it...no end.of" if i % 2 else "")
+        for i in range(200)
+    ]
+    return _tuning_lines() + _generated(3000, seed=9) + bench + numbers
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +102,34 @@ def test_plain_text_is_read_as_the_long_way_reads_it(corpus: list[str], scanner:
 
 @pytest.mark.parametrize(
     "text",
-    ["k i l l you", "p a y   t h e   m o n e y", "k.i.l.l", "see www.example.com", "kill\u200byou", "caf\u00e9", ""],
+    [
+        "k i l l you",
+        "p a y   t h e   m o n e y",
+        "k.i.l.l",
+        "see www.example.com",
+        "see http://localhost:8080/x",  # a link with no dot before a letter
+        "at 12:30 https://10.0.0.1/a",
+        "kill\u200byou",
+        "caf\u00e9",
+        "",
+    ],
 )
 def test_what_is_not_plain_goes_the_long_way(text: str, scanner: BuiltinScanner) -> None:
     if text:
         assert _plain(text, scanner.vocabulary) is None
     assert normalize(text, scanner.vocabulary) == normalize_fully(text, scanner.vocabulary)
+
+
+def test_a_chunk_is_read_as_the_long_way_reads_it(corpus: list[str], scanner: BuiltinScanner) -> None:
+    """`chunk_reading`'s short ways (numbers, kept readings) against reading each chunk anew."""
+    numbers = 0
+    for text in corpus:
+        for chunk in fold(text).split():
+            if chunk.isdigit():
+                continue
+            numbers += bool(NUMBER_PARTS.fullmatch(chunk))
+            assert chunk_reading(chunk, scanner.vocabulary) == _chunk_pieces(chunk, scanner.vocabulary), chunk
+    assert numbers > 500
 
 
 def test_a_phrase_is_never_missed_for_want_of_an_anchor(corpus: list[str], scanner: BuiltinScanner) -> None:

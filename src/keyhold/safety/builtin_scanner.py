@@ -100,8 +100,7 @@ class BuiltinScanner:
             self._model_signals(probabilities, finding)
         self._behaviour(norm, context, finding)
         if not finding.signals and not finding.dampeners:
-            quiet = self._quiet  # its own scores to keep
-            return Verdict(quiet.action, quiet.category, dict(quiet.scores), quiet.fired, quiet.policy, quiet.support)
+            return self._quiet  # shared: nothing changes a verdict's scores once it is made
         scores = self._scores(finding, context)
         return _verdict(scores, finding)
 
