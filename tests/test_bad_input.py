@@ -293,12 +293,17 @@ CASES = [
     Case("receipt-message-unknown", "POST", "/conversations/{cid}/receipts", {"type": "read", "message_id": 999999999}, 404),
     Case("receipt-missing-type", "POST", "/conversations/{cid}/receipts", {"message_id": MID}),
     # ---- attachments --------------------------------------------------------------------------
-    Case("upload-over-limit-content-length", "POST", "/conversations/{cid}/attachments?filename=big.bin", b"\0" * (TEN_MIB + 1), 413, content_type="application/octet-stream"),
-    Case("upload-over-limit-chunked", "POST", "/conversations/{cid}/attachments?filename=big.bin", Chunked(b"\0" * (TEN_MIB + 1)), 413, content_type="application/octet-stream"),
-    Case("upload-empty", "POST", "/conversations/{cid}/attachments?filename=e.bin", b"", content_type="application/octet-stream"),
+    Case("upload-over-limit-content-length", "POST", "/conversations/{cid}/attachments", b"\0" * (TEN_MIB + 1), 413, content_type="application/octet-stream", headers=(("Keyhold-Filename", "big.bin"),)),
+    Case("upload-over-limit-chunked", "POST", "/conversations/{cid}/attachments", Chunked(b"\0" * (TEN_MIB + 1)), 413, content_type="application/octet-stream", headers=(("Keyhold-Filename", "big.bin"),)),
+    Case("upload-empty", "POST", "/conversations/{cid}/attachments", b"", content_type="application/octet-stream", headers=(("Keyhold-Filename", "e.bin"),)),
     Case("upload-no-filename", "POST", "/conversations/{cid}/attachments", b"data", content_type="application/octet-stream"),
-    Case("upload-filename-201", "POST", "/conversations/{cid}/attachments?filename=" + "f" * 201, b"data", content_type="application/octet-stream"),
-    Case("upload-unknown-conversation", "POST", "/conversations/999999999/attachments?filename=x.bin", b"data", 404, content_type="application/octet-stream"),
+    Case("upload-filename-201", "POST", "/conversations/{cid}/attachments", b"data", content_type="application/octet-stream", headers=(("Keyhold-Filename", "f" * 201),)),
+    Case("upload-filename-201-encoded", "POST", "/conversations/{cid}/attachments", b"data", content_type="application/octet-stream", headers=(("Keyhold-Filename", "%C3%A9" * 201),)),
+    Case("upload-filename-not-utf8", "POST", "/conversations/{cid}/attachments", b"data", content_type="application/octet-stream", headers=(("Keyhold-Filename", "caf%E9.txt"),)),
+    Case("upload-filename-raw-utf8", "POST", "/conversations/{cid}/attachments", b"data", content_type="application/octet-stream", headers=(("Keyhold-Filename", "caf\u00e9.txt".encode()),)),
+    Case("upload-filename-in-query", "POST", "/conversations/{cid}/attachments?filename=x.bin", b"data", content_type="application/octet-stream"),
+    Case("upload-filename-in-query-and-header", "POST", "/conversations/{cid}/attachments?filename=x.bin", b"data", content_type="application/octet-stream", headers=(("Keyhold-Filename", "x.bin"),)),
+    Case("upload-unknown-conversation", "POST", "/conversations/999999999/attachments", b"data", 404, content_type="application/octet-stream", headers=(("Keyhold-Filename", "x.bin"),)),
     Case("download-traversal-literal", "GET", "!" + API + "/attachments/../x", status=(404, 422)),
     Case("download-traversal-encoded", "GET", "/attachments/..%2Fx", status=(404, 422)),
     Case("download-traversal-keys", "GET", "/attachments/..%2F..%2Fkeys.json", status=(404, 422)),
@@ -314,7 +319,7 @@ CASES = [
     Case("auth-bearer-huge", "GET", "/conversations", status=401, auth="Bearer " + "t" * 4000),
     Case("auth-bearer-non-ascii", "GET", "/conversations", status=401, auth=b"Bearer \xff\xfe\xfd"),
     Case("auth-missing-on-send", "POST", MSGS, {"text": "hi"}, 401, auth=None),
-    Case("auth-garbage-on-upload", "POST", "/conversations/{cid}/attachments?filename=x.bin", b"data", 401, auth="Bearer nope", content_type="application/octet-stream"),
+    Case("auth-garbage-on-upload", "POST", "/conversations/{cid}/attachments", b"data", 401, auth="Bearer nope", content_type="application/octet-stream", headers=(("Keyhold-Filename", "x.bin"),)),
     # ---- routes and methods -------------------------------------------------------------------
     Case("wrong-method-put-messages", "PUT", MSGS, {"text": "hi"}, 405),
     Case("wrong-method-delete-accounts", "DELETE", "/accounts", status=405),
@@ -437,9 +442,8 @@ def world(server: Server) -> Iterator[World]:
         sent.raise_for_status()
         upload = http.post(
             f"/conversations/{cid}/attachments",
-            params={"filename": "a.txt"},
             content=b"attachment bytes",
-            headers={**auth, "Content-Type": "text/plain"},
+            headers={**auth, "Content-Type": "text/plain", "Keyhold-Filename": "a.txt"},
         )
         upload.raise_for_status()
         att = upload.json()["id"]

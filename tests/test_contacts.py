@@ -52,8 +52,8 @@ async def test_a_first_message_from_a_non_friend_is_a_request_with_limits(server
     link = await raw(a, "POST", f"/conversations/{conversation}/messages", json={"text": "see www.example.com"})
     assert link.status_code == 403 and "no links" in link.json()["detail"]
     upload = await raw(
-        a, "POST", f"/conversations/{conversation}/attachments?filename=x.txt",
-        content=b"hello", headers={"Content-Type": "text/plain"},
+        a, "POST", f"/conversations/{conversation}/attachments",
+        content=b"hello", headers={"Content-Type": "text/plain", "Keyhold-Filename": "x.txt"},
     )  # fmt: skip
     assert upload.status_code == 403 and "no attachments" in upload.json()["detail"]
     assert [await send(a, conversation, f"hello {n}") for n in range(3)] == [201, 201, 201]

@@ -52,8 +52,8 @@ async def say(client: Client, conversation_id: int, text: str, **extra: Any) -> 
 
 async def upload(client: Client, conversation_id: int) -> httpx.Response:
     return await raw(
-        client, "POST", f"/conversations/{conversation_id}/attachments?filename=x.txt",
-        content=b"hello there", headers={"Content-Type": "text/plain"},
+        client, "POST", f"/conversations/{conversation_id}/attachments",
+        content=b"hello there", headers={"Content-Type": "text/plain", "Keyhold-Filename": "x.txt"},
     )  # fmt: skip
 
 

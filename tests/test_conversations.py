@@ -431,7 +431,7 @@ async def test_non_member_gets_404_everywhere(server: Server) -> None:
                 (
                     "POST",
                     f"/conversations/{cid}/attachments",
-                    {"params": {"filename": "x.bin"}, "content": b"sneaky"},
+                    {"headers": {"Keyhold-Filename": "x.bin"}, "content": b"sneaky"},
                 ),
             ]
             for method, path, kwargs in requests:

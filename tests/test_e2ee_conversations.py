@@ -184,7 +184,7 @@ async def test_no_e2ee_plaintext_reaches_disk_or_logs(tmp_path: Any) -> None:
             alice.client,
             "POST",
             f"/conversations/{conversation_id}/attachments",
-            params={"filename": f"{name}.txt"},
+            headers={"Keyhold-Filename": f"{name}.txt"},
             content=secrets.token_bytes(100),
         )
         assert uploaded.status_code == 201

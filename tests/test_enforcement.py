@@ -428,7 +428,7 @@ async def test_a_suspended_member_reads_and_receives_but_cannot_send_or_change_a
     writes = [
         ("POST", f"/conversations/{conv}/messages", {"json": {"text": "let me explain"}}),
         ("POST", "/conversations", {"json": {"members": [c.username]}}),
-        ("POST", f"/conversations/{conv}/attachments", {"params": {"filename": "x.txt"}, "content": b"x"}),
+        ("POST", f"/conversations/{conv}/attachments", {"headers": {"Keyhold-Filename": "x.txt"}, "content": b"x"}),
         ("PUT", f"/following/{a.username}", {}),
         (
             "POST",

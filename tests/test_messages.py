@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -416,6 +417,13 @@ async def test_attachment_round_trip(server: Server) -> None:
         assert "holiday%20photo.png" in response.headers["content-disposition"]
         assert response.headers["x-content-type-options"] == "nosniff"
 
+        # Any name, percent-encoded in the Keyhold-Filename header, comes back as it was written.
+        name = "Überweisung 3/4 ✓ 🧾 \"final\"; v2.pdf"
+        odd = await a.upload(cid, b"%PDF", name, "application/pdf")
+        assert odd.filename == name
+        saved = (await raw(b, "GET", f"/attachments/{odd.id}")).headers["content-disposition"]
+        assert unquote(saved.split("filename*=UTF-8''", 1)[1]) == name
+
         # A file-only message (no text) works; an attachment is sent once only.
         only = await a.send_file(cid, b"just a file", "plain.txt", "text/plain")
         assert only.attachment is not None and only.text == ""
@@ -463,7 +471,7 @@ async def test_attachment_over_10_mib_is_413(server: Server) -> None:
             a,
             "POST",
             f"/conversations/{cid}/attachments",
-            params={"filename": "big.bin"},
+            headers={"Keyhold-Filename": "big.bin"},
             content=b"\0" * (10 * MIB + 1),
         )
         problem = assert_problem(response, 413)
@@ -499,7 +507,7 @@ async def test_attachment_limit_is_configurable(small_attachment_server: Server)
             a,
             "POST",
             f"/conversations/{cid}/attachments",
-            params={"filename": "chunked.bin"},
+            headers={"Keyhold-Filename": "chunked.bin"},
             content=chunks(),
         )
         assert_problem(response, 413)

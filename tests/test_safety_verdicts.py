@@ -459,7 +459,7 @@ async def test_self_harm_gets_support_and_is_never_blocked(world: World) -> None
 
 async def upload(client: Client, cid: int, data: bytes) -> Any:
     return await raw(
-        client, "POST", f"/conversations/{cid}/attachments", params={"filename": "f.bin"}, content=data
+        client, "POST", f"/conversations/{cid}/attachments", headers={"Keyhold-Filename": "f.bin"}, content=data
     )
 
 

@@ -606,7 +606,11 @@ def test_safety_verdicts_attachments_and_reports(site: Site, new_page: NewPage) 
         {"name": "dot.png", "mimeType": "image/png", "buffer": PNG}
     )
     expect(a.locator(".composer-file")).to_contain_text("dot.png")
-    send(a, "a picture")
+    with a.expect_request(re.compile(r"/attachments")) as upload_info:
+        send(a, "a picture")
+    # The file's name travels in a header, never in the URL (which proxies and logs keep).
+    assert upload_info.value.url.endswith("/attachments"), upload_info.value.url
+    assert upload_info.value.headers.get("keyhold-filename") == "dot.png"
     picture = delivered(a, "a picture")
     expect(picture.locator("img.preview")).to_have_attribute("src", re.compile(r"^blob:"))
     expect(picture.locator("img.preview")).to_have_attribute("alt", "Image: dot.png")

@@ -70,6 +70,7 @@ class Case:
     field: str  # how the problem names the field
     body: dict[str, Any] | None = None
     params: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
     auth: str = "member"  # member | staff | none
 
 
@@ -131,7 +132,18 @@ CASES = [
     Case("profile-path-nul", "GET", f"/users/{NUL_IN_PATH}", "path.username"),
     Case("follow-path-nul", "PUT", f"/following/{NUL_IN_PATH}", "path.username"),
     Case("unfollow-path-nul", "DELETE", f"/following/{NUL_IN_PATH}", "path.username"),
-    Case("upload-filename-nul", "POST", "/conversations/{cid}/attachments", "query.filename", params={"filename": NUL}),
+    Case(
+        "upload-filename-nul", "POST", "/conversations/{cid}/attachments", "header.Keyhold-Filename",
+        headers={"Keyhold-Filename": "a%00b.txt"},
+    ),
+    Case(
+        "upload-filename-escape", "POST", "/conversations/{cid}/attachments", "header.Keyhold-Filename",
+        headers={"Keyhold-Filename": "%1B%5B31mred.txt"},
+    ),
+    Case(
+        "upload-filename-lone-surrogate", "POST", "/conversations/{cid}/attachments", "header.Keyhold-Filename",
+        headers={"Keyhold-Filename": "%ED%A0%80.txt"},
+    ),
     Case(
         "report-comment-nul", "POST", "/reports", "comment",
         {"conversation_id": 1, "message_ids": [1], "category": "spam", "comment": NUL},
@@ -177,6 +189,7 @@ async def test_control_characters_are_refused_naming_the_field(world: World, cas
         # Encoded here with JSON escapes (`\u0000`, `\ud800`), as any client may send them.
         body = json.dumps(case.body).encode() if case.body is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers.update(case.headers or {})
         response = await client.request(case.method, path, content=body, headers=headers, params=case.params)
 
     problem = assert_problem(response, 422)

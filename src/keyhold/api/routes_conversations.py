@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from keyhold.api.deps import CurrentMember, ReadingMember, Service
 from keyhold.api.limits import ConversationStarter, MessageSender, refund
@@ -156,19 +158,63 @@ async def receipt(
     return {"changed": changed}
 
 
+FILENAME_HEADER = "Keyhold-Filename"
+_FILENAME = TypeAdapter(Annotated[Text, Field(min_length=1, max_length=200)])
+
+
+def upload_filename(request: Request, encoded: str | None) -> str | None:
+    """The file name of an upload: the `Keyhold-Filename` header, percent-encoded UTF-8.
+
+    Never the query string: proxies and access logs keep URLs, and a file's name can say as much
+    as the file (a name in a `standard` conversation is kept under the region's key like the
+    file; one in a URL would be written down in plaintext along the way)."""
+    if "filename" in request.query_params:
+        raise _refused(
+            ("query", "filename"),
+            f"send the file name in the {FILENAME_HEADER} header (percent-encoded UTF-8), not in the URL",
+        )
+    if encoded is None:
+        return None
+    try:
+        # Not ASCII: raw bytes, which HTTP headers carry as Latin-1 (UTF-8 would read as "cafÃ©").
+        name = unquote(encoded, errors="strict") if encoded.isascii() else None
+    except UnicodeDecodeError:
+        name = None
+    if name is None:
+        raise _refused(("header", FILENAME_HEADER), "must be percent-encoded UTF-8 (ASCII only)")
+    try:
+        return _FILENAME.validate_python(name)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("header", FILENAME_HEADER)} for error in exc.errors(include_input=False)]
+        ) from None
+
+
+def _refused(loc: tuple[str, str], why: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": why}])
+
+
 @router.post(
     "/conversations/{conversation_id}/attachments",
     status_code=201,
-    summary="Upload an attachment (raw body; `filename` required in standard conversations, ignored in e2ee ones); then send a message with its id",
+    summary="Upload an attachment (raw body; the file name in the `Keyhold-Filename` header, required in standard conversations, ignored in e2ee ones); then send a message with its id",
 )
 async def upload(
     conversation_id: ConversationId,
     request: Request,
     member: CurrentMember,
     svc: Service,
-    filename: Annotated[Text | None, Query(min_length=1, max_length=200)] = None,
+    encoded_filename: Annotated[
+        Text | None,
+        Header(
+            alias=FILENAME_HEADER,
+            max_length=2400,  # 200 characters of up to 4 UTF-8 bytes each, percent-encoded
+            description="The file's name, percent-encoded UTF-8 (`plan%20v2.pdf`)",
+        ),
+    ] = None,
     content_type: Annotated[Text, Header(max_length=200)] = "application/octet-stream",
 ) -> dict[str, Any]:
+    filename = upload_filename(request, encoded_filename)
     data = await request.body()
     return await svc.messages.upload(member.id, conversation_id, filename, content_type, data)
 

@@ -30,7 +30,8 @@ def _without_query(args: object, position: int) -> object:
 
 class DropQueryStrings(logging.Filter):
     """HTTP access lines (debug only) keep the path and drop the query: queries can carry
-    file names, and a careless client may put a token there."""
+    report-read reasons (and, from an old client, a file name), and a careless client may put a
+    token there."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.args = _without_query(record.args, 2)  # type: ignore[assignment]

@@ -694,13 +694,17 @@ class Client(ApiSession):
             raise KeyholdError(400, {"title": "Use send_file", "detail": E2EE_FILES})
         return await self._upload(conversation_id, data, filename, content_type)
 
-    async def _upload(self, conversation_id: int, data: bytes, filename: str, content_type: str) -> Attachment:
+    async def _upload(self, conversation_id: int, data: bytes, filename: str | None, content_type: str) -> Attachment:
+        """`filename` None: no name at all (e2ee uploads: the name is inside the encrypted message)."""
+        headers = {"Content-Type": content_type}
+        if filename is not None:
+            # The name goes in a header, never the URL (which proxies and logs keep).
+            headers["Keyhold-Filename"] = quote(filename, safe="")
         result = await self._request(
             "POST",
             f"/conversations/{conversation_id}/attachments",
-            params={"filename": filename},
             content=data,
-            headers={"Content-Type": content_type},
+            headers=headers,
         )
         return Attachment(**result)
 
@@ -723,7 +727,7 @@ class Client(ApiSession):
         assert self.crypto is not None
         await self.crypto.recipients(members)  # nothing is uploaded for a send that would be refused
         ciphertext, file = encrypt_attachment(data)
-        attachment = await self._upload(conversation_id, ciphertext, "encrypted", "application/octet-stream")
+        attachment = await self._upload(conversation_id, ciphertext, None, "application/octet-stream")
         content = {
             "msgtype": "m.file",
             "filename": filename,

@@ -26,9 +26,11 @@ export function uploadAttachment(
 ): Promise<AttachmentInfo> {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    // e2ee uploads carry no name (the server would not keep it): no `filename` at all then.
-    xhr.open("POST", apiUrl(`/conversations/${conversationId}/attachments`, { filename: filename || undefined }));
+    xhr.open("POST", apiUrl(`/conversations/${conversationId}/attachments`));
     xhr.setRequestHeader("authorization", `Bearer ${token}`);
+    // The name goes in a header, never the URL (which proxies and logs keep). e2ee uploads carry
+    // no name (the server would not keep it): no header at all then.
+    if (filename) xhr.setRequestHeader("keyhold-filename", encodeURIComponent(filename));
     xhr.setRequestHeader("content-type", contentType || "application/octet-stream");
     xhr.setRequestHeader("accept", "application/json, application/problem+json");
     xhr.upload.onprogress = (event) => {
