@@ -266,7 +266,13 @@ def test_api_and_docs_still_work(site: Site) -> None:
     assert health.headers["cache-control"] == "no-store"
     docs = get(site.server, "/api/v1/docs")
     assert docs.status_code == 200
-    assert "'unsafe-inline'" in docs.headers["content-security-policy"]  # Swagger UI's own policy
+    policy = docs.headers["content-security-policy"]
+    # Swagger UI's own policy: this origin's scripts and styles, none inline.
+    assert "script-src 'self';" in policy and "style-src 'self';" in policy and "unsafe" not in policy
+    assert "<script>" not in docs.text and "<script src=" in docs.text
+    init = get(site.server, "/api/v1/docs-init.js")
+    assert init.status_code == 200 and init.headers["content-type"].startswith("text/javascript")
+    assert '"url": "/api/v1/openapi.json"' in init.text and '"validatorUrl": null' in init.text
     assert get(site.server, "/api/v1/openapi.json").status_code == 200
     # The app's routes are no part of the API's description.
     assert not any(

@@ -50,6 +50,34 @@ def test_page_loads_clean(
     assert page_problems(page) == []
 
 
+@pytest.mark.parametrize("viewport", VIEWPORTS.values(), ids=VIEWPORTS.keys())
+def test_api_docs_render_without_inline_script(
+    web_server: Server, new_page: NewPage, viewport: tuple[int, int]
+) -> None:
+    """Swagger UI starts from a script of this origin: no inline script or style is allowed or
+    needed, and using the page (an operation opened, its form shown) breaks no rule."""
+    page = new_page(viewport=viewport)
+    response = page.goto("/api/v1/docs", wait_until="load")
+    assert response is not None and response.status == 200
+    assert "'unsafe-inline'" not in response.headers["content-security-policy"]
+    # The operations of the OpenAPI document are listed: the start-up script ran.
+    page.locator(".opblock").first.wait_for()
+    assert page.locator(".opblock").count() > 50
+    # Opening an operation and its "Try it out" form renders more (styles, schemas, inputs).
+    page.locator(".opblock-summary").first.click()
+    page.get_by_role("button", name="Try it out").first.click()
+    page.locator(".opblock .execute").first.wait_for()
+    page.wait_for_load_state("networkidle")
+    assert page_problems(page) == []
+    # An inline script is refused by the page's policy (and reported as a violation).
+    page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1'; document.body.append(s); }")
+    assert page.evaluate("() => window.ran") is None
+    assert wait_for_problem(page, r"script-src")
+    # So is an inline style: the clean run above would have shown one of Swagger UI's.
+    page.evaluate("() => document.body.insertAdjacentHTML('beforeend', '<p style=\"color: red\">x</p>')")
+    assert wait_for_problem(page, r"style-src")
+
+
 def test_websocket_same_origin_under_csp(web_server: Server, new_page: NewPage, aio: AsyncRunner) -> None:
     """Chromium counts a same-origin ws:// as 'self' for connect-src (CSP Level 3)."""
     member = aio.run(new_member(web_server))
