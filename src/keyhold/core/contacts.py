@@ -277,6 +277,14 @@ class ContactGate:
         edges = store.follows_among(conn, involved) if any(k == "direct" for k in kinds.values()) else set()
         requests = store.requests_in(conn, {c.conversation_id for c in checks})
         counted: dict[tuple[int, int], int] = {}
+        # Each member's band once a batch (a batch is mostly a few senders, many times each).
+        parties: dict[int, Party] = {}
+
+        def party(user_id: int) -> Party:
+            found = parties.get(user_id)
+            if found is None:
+                found = parties[user_id] = self._party(user_id)
+            return found
 
         def sent_so_far(conversation_id: int, sender_id: int) -> int:
             key = (conversation_id, sender_id)
@@ -288,7 +296,7 @@ class ContactGate:
         for check in checks:
             people = members.get(check.conversation_id, {})
             pending = requests.get(check.conversation_id, {})
-            sender = self._party(check.sender_id)
+            sender = party(check.sender_id)
             if check.sender_id in pending:
                 declined = pending[check.sender_id][1]
                 answers.append(not_yours("conversation") if declined else self.rules.send(
@@ -312,7 +320,7 @@ class ContactGate:
                 answers.append(problem if problem is not None else frozenset(hidden))
                 continue
             partner_id = next((uid for uid in people if uid != check.sender_id), None)
-            partner = None if partner_id is None else self._party(partner_id)
+            partner = None if partner_id is None else party(partner_id)
             between = None if partner_id is None else _between(check.sender_id, partner_id, edges, blocked)
             request: Literal["none", "asking"] = "none"
             sent = 0
