@@ -8,7 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -450,6 +450,36 @@ async def test_attachment_round_trip(server: Server) -> None:
         assert info.value.status in (404, 410)
     finally:
         await close_all(b_stream, a, b)
+
+
+async def test_bad_file_names_beside_good_uploads_fail_alone(server: Server) -> None:
+    """40 uploads at once, every other one with a name the server refuses (in the URL, raw
+    UTF-8, NUL, not UTF-8): each bad one gets its 422, each good one its file."""
+    a, b, cid = await pair(server)
+    bad = [
+        {"params": {"filename": "in-url.txt"}},
+        {"headers": {"Keyhold-Filename": "caf\u00e9.txt".encode()}},
+        {"headers": {"Keyhold-Filename": "a%00b.txt"}},
+        {"headers": {"Keyhold-Filename": "caf%E9.txt"}},
+    ]
+    try:
+        requests = [
+            bad[i // 2 % len(bad)] if i % 2 else {"headers": {"Keyhold-Filename": quote(f"good {i} ✓.txt")}}
+            for i in range(40)
+        ]
+        answers = await asyncio.gather(
+            *(raw(a, "POST", f"/conversations/{cid}/attachments", content=f"file {i}".encode(), **kw)
+              for i, kw in enumerate(requests))
+        )  # fmt: skip
+        for i, answer in enumerate(answers):
+            if i % 2:
+                assert_problem(answer, 422)
+            else:
+                assert answer.status_code == 201, answer.text
+                assert answer.json()["filename"] == f"good {i} ✓.txt"
+                assert await b.download(answer.json()["id"]) == f"file {i}".encode()
+    finally:
+        await close_all(a, b)
 
 
 async def test_attachment_of_exactly_10_mib_is_accepted(server: Server) -> None:

@@ -36,7 +36,7 @@ SWAGGER_SETTINGS = {
 }
 
 
-def docs_page(title: str, assets: str, init_script: str) -> str:
+def docs_page(title: str, assets: str, script_url: str) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -49,7 +49,7 @@ def docs_page(title: str, assets: str, init_script: str) -> str:
 <body>
 <div id="swagger-ui"></div>
 <script src="{escape(assets)}/swagger-ui-bundle.js"></script>
-<script src="{escape(init_script)}"></script>
+<script src="{escape(script_url)}"></script>
 </body>
 </html>
 """
