@@ -154,6 +154,35 @@ def test_the_setting_says_where_the_scan_runs(tmp_path: Path, monkeypatch: pytes
         load_settings(tmp_path, scanning_process="maybe")
 
 
+def test_a_one_shot_command_scans_in_process_and_starts_no_child(tmp_path: Path) -> None:
+    """With the scan process on, a server starts a scan child; a CLI command on the same
+    settings (`with_service`: `demo seed`, `keys status`...) scans in-process and starts none."""
+    from keyhold.app import Keyhold, initialize, start_keyhold
+    from keyhold.cli.common import with_service
+
+    settings = load_settings(tmp_path / "kh", scanning_process="on")
+    initialize(settings, False, None)
+
+    async def first_child(_svc: Keyhold, within: float) -> tuple[list[int], float]:
+        started = time.monotonic()
+        while not children() and time.monotonic() - started < within:
+            await asyncio.sleep(0.02)
+        return children(), time.monotonic() - started
+
+    async def as_a_server() -> tuple[list[int], float]:
+        svc = await start_keyhold(settings)
+        try:
+            return await first_child(svc, 10.0)
+        finally:
+            await svc.stop()
+
+    spawned, after = asyncio.run(as_a_server())
+    assert spawned, "a server with scanning_process = on starts a scan child"
+    # Three times as long as the server's child took to appear.
+    none, _ = with_service(settings, lambda svc: first_child(svc, max(0.5, 3 * after)))
+    assert none == []
+
+
 async def test_a_stuck_child_is_killed_and_its_sends_answered_gone(tmp_path: Path) -> None:
     async with running(tmp_path, answer_timeout=0.5) as process:
         pid = process.pid

@@ -144,7 +144,7 @@ def test_a_phrase_is_never_missed_for_want_of_an_anchor(corpus: list[str], scann
             for phrase in book.phrases
             if phrase.words_regex.search(norm.expanded)
             or (norm.alternate and phrase.words_regex.search(norm.alternate))
-            or (norm.obfuscated and phrase.squashed_regex is not None and _in_squashed(phrase, norm))
+            or (norm.obfuscated and phrase.squashed_source is not None and _in_squashed(phrase, norm))
         ]
         assert book.matches(norm) == every, text
         found += bool(every)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -73,7 +74,9 @@ def with_service(settings: Settings, fn: Callable[[Keyhold], Awaitable[T]], excl
             fail(str(exc))
 
     async def run() -> T:
-        svc = await start_keyhold(settings)
+        # A one-shot command scans what it sends (`demo seed`) in-process: a scan child would
+        # cost a second interpreter's start-up for a command that ends in a moment.
+        svc = await start_keyhold(replace(settings, scanning_process="off"))
         try:
             return await fn(svc)
         finally:

@@ -22,6 +22,7 @@ counting only where the match touches letters that were written spaced out or do
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -46,10 +47,22 @@ class PatternError(ValueError):
 class Phrase:
     name: str
     pattern: str
-    words_regex: re.Pattern[str]
-    squashed_regex: re.Pattern[str] | None
+    words_source: str  # the regex over words, compiled on first use (`words_regex`)
+    squashed_source: str | None  # the regex over the squashed form, or None: not searched there
     anchors: frozenset[str] | None  # one of these words must be present, or None: always try
     words: frozenset[str]  # every literal word of the pattern
+
+    # Compiled on first use: the built-in book's ~1,000 regexes took ~0.33 s to compile, paid by
+    # every process that builds a scanner (a server, its scan child, each CLI command), and most
+    # phrases are never a message's candidate. The sources are escaped words and fixed pieces:
+    # they compile, so deferring it defers no error.
+    @functools.cached_property
+    def words_regex(self) -> re.Pattern[str]:
+        return re.compile(self.words_source)
+
+    @functools.cached_property
+    def squashed_regex(self) -> re.Pattern[str] | None:
+        return re.compile(self.squashed_source) if self.squashed_source is not None else None
 
 
 def _alternatives(slot: str, classes: Mapping[str, tuple[str, ...]], pattern: str) -> list[str]:
@@ -146,8 +159,8 @@ def compile_phrase(name: str, pattern: str, classes: Mapping[str, tuple[str, ...
     return Phrase(
         name=name,
         pattern=pattern,
-        words_regex=re.compile(" (?:" + "|".join(w for w, _, _, _ in compiled) + ")"),
-        squashed_regex=re.compile("|".join(f"(?:{s})" for s in squashed)) if squashed else None,
+        words_source=" (?:" + "|".join(w for w, _, _, _ in compiled) + ")",
+        squashed_source="|".join(f"(?:{s})" for s in squashed) if squashed else None,
         anchors=anchors,
         words=frozenset(word for _, _, _, literals in compiled for word in literals),
     )
@@ -167,7 +180,7 @@ class PhraseBook:
         # required slot), and for those without anchors (a slot of prefixes or numbers only).
         self._by_anchor: dict[str, list[int]] = {}
         self._always: list[int] = []
-        self._squashable = [i for i, phrase in enumerate(self.phrases) if phrase.squashed_regex is not None]
+        self._squashable = [i for i, phrase in enumerate(self.phrases) if phrase.squashed_source is not None]
         # The squashed form is searched only for the phrases one of whose anchor words occurs in
         # it: the message is cut once into its substrings of the anchors' lengths.
         self._squashed_by_anchor: dict[str, list[int]] = {}
