@@ -29,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import Server, keyhold_cli, new_member, raw
+from conftest import TLS, Server, keyhold_cli, new_member, raw
 from keyhold.crypto.merkle import leaf_hash, verify_inclusion
 from keyhold.governance.audit import verify_log
 from keyhold.sdk import Client, KeyholdError, LegalRequest, StaffClient, VerificationError
@@ -55,7 +55,7 @@ STAFF = {
 
 
 async def public(server: Server, path: str, **params: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url + API, timeout=30) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url + API, timeout=30) as http:
         return await http.get(path, params=params)
 
 

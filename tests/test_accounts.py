@@ -11,7 +11,7 @@ import httpx
 import pytest
 import websockets
 
-from conftest import PASSWORD, Server, new_member, start_server, stop_server, unique
+from conftest import PASSWORD, TLS, Server, new_member, start_server, stop_server, unique
 from keyhold.sdk import Client, KeyholdError
 
 API = "/api/v1"
@@ -39,18 +39,18 @@ def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
 async def register_raw(
     server: Server, username: str, birthdate: str = "1990-05-17", region: str = "us"
 ) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url + API) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url + API) as http:
         body = {"username": username, "password": PASSWORD, "birthdate": birthdate, "region": region}
         return await http.post("/accounts", json=body)
 
 
 async def login_raw(server: Server, username: str, password: str) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url + API) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url + API) as http:
         return await http.post("/sessions", json={"username": username, "password": password})
 
 
 async def get_with_token(server: Server, token: str, path: str = "/account") -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url + API) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url + API) as http:
         return await http.get(path, headers={"Authorization": f"Bearer {token}"})
 
 
@@ -161,7 +161,7 @@ async def test_wrong_password_is_401_problem_json(server: Server) -> None:
 
 
 async def test_requests_without_or_with_a_bad_token_are_401(server: Server) -> None:
-    async with httpx.AsyncClient(base_url=server.url + API) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url + API) as http:
         assert_problem(await http.get("/account"), 401)
         assert_problem(await http.get("/account", headers={"Authorization": "Bearer nonsense"}), 401)
         assert_problem(await http.get("/account", headers={"Authorization": "Basic dXNlcjpwYXNz"}), 401)

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from canaries import WINDOW, Canaries, files_under
-from conftest import PASSWORD, Server, new_member, start_server, stop_server
+from conftest import PASSWORD, TLS, Server, new_member, start_server, stop_server
 from keyhold.sdk import Client
 
 API = "/api/v1"
@@ -212,7 +212,7 @@ def test_sealed_body_moved_to_another_row_does_not_open(scenario: Scenario) -> N
     scenario.restart()
     srv = scenario.server
     token = httpx.post(
-        f"{srv.url}{API}/sessions", json={"username": scenario.sender, "password": PASSWORD}, timeout=30
+        f"{srv.url}{API}/sessions", verify=TLS, json={"username": scenario.sender, "password": PASSWORD}, timeout=30
     ).json()["token"]
     auth = {"Authorization": f"Bearer {token}"}
     cid = scenario.conversation_id
@@ -222,7 +222,7 @@ def test_sealed_body_moved_to_another_row_does_not_open(scenario: Scenario) -> N
         ("one conversation", f"{srv.url}{API}/conversations/{cid}"),
         ("conversation list", f"{srv.url}{API}/conversations"),
     ):
-        reply = httpx.get(url, headers=auth, timeout=30)
+        reply = httpx.get(url, verify=TLS, headers=auth, timeout=30)
         scenario.notes.append(f"{what}: {reply.status_code} {reply.text[:300]}")
         # Whatever the server does, it never shows one message's plaintext as another's.
         if reply.status_code == 200 and what == "history":
@@ -238,14 +238,14 @@ def test_sealed_body_moved_to_another_row_does_not_open(scenario: Scenario) -> N
         else:  # one conversation / the list preview only the last (untampered) message
             assert t1 not in reply.text and t2 not in reply.text
 
-    history = httpx.get(f"{srv.url}{API}/conversations/{cid}/messages?limit=50", headers=auth, timeout=30)
+    history = httpx.get(f"{srv.url}{API}/conversations/{cid}/messages?limit=50", verify=TLS, headers=auth, timeout=30)
     if history.status_code >= 500:
         # A refusal is acceptable, a silent one is not: the failure must be in the server log.
         log = srv.log()
         assert "SealError" in log or "authenticate" in log, f"a 5xx without a logged reason:\n{log[-2000:]}"
     # Pages that do not include the tampered rows still read normally.
     after = httpx.get(
-        f"{srv.url}{API}/conversations/{cid}/messages",
+        f"{srv.url}{API}/conversations/{cid}/messages", verify=TLS,
         params={"after": m2, "limit": 50},
         headers=auth,
         timeout=30,
@@ -265,9 +265,9 @@ def test_blob_moved_to_another_attachment_does_not_open(scenario: Scenario) -> N
     target = next(blobs.rglob(spare_id))
     shutil.copyfile(source, target)
     token = httpx.post(
-        f"{srv.url}{API}/sessions", json={"username": scenario.sender, "password": PASSWORD}, timeout=30
+        f"{srv.url}{API}/sessions", verify=TLS, json={"username": scenario.sender, "password": PASSWORD}, timeout=30
     ).json()["token"]
-    reply = httpx.get(f"{srv.url}{API}/attachments/{spare_id}", headers={"Authorization": f"Bearer {token}"})
+    reply = httpx.get(f"{srv.url}{API}/attachments/{spare_id}", verify=TLS, headers={"Authorization": f"Bearer {token}"})
     scenario.notes.append(f"moved blob: {reply.status_code} {reply.text[:200]!r}")
     print(scenario.notes[-1])
     assert reply.content != ATTACHMENT and ATT_CANARY.encode() not in reply.content

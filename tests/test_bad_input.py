@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from conftest import PASSWORD, Server
+from conftest import PASSWORD, TLS, Server
 from db_snapshot import snapshot
 
 API = "/api/v1"
@@ -427,7 +427,7 @@ class World:
 @pytest.fixture(scope="module")
 def world(server: Server) -> Iterator[World]:
     me, other = fresh(), fresh()
-    with httpx.Client(base_url=server.url + API, timeout=60) as http:
+    with httpx.Client(verify=TLS, base_url=server.url + API, timeout=60) as http:
         for name, region in ((me, "us"), (other, "eu")):
             body = {"username": name, "password": PASSWORD, "birthdate": "1990-05-17", "region": region}
             http.post("/accounts", json=body).raise_for_status()

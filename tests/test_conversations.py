@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import PASSWORD, Server, new_member, unique
+from conftest import PASSWORD, TLS, Server, new_member, unique
 from keyhold.sdk import Client, KeyholdError
 from stream_helpers import close_all, live, next_of
 
@@ -23,7 +23,7 @@ def auth(client: Client) -> dict[str, str]:
 
 
 async def raw(client: Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=client.base_url + API, headers=auth(client)) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=client.base_url + API, headers=auth(client)) as http:
         return await http.request(method, path, **kwargs)
 
 
@@ -45,7 +45,7 @@ async def register_only(server: Server, count: int) -> list[str]:
     names = [unique("m") for _ in range(count)]
     # A few at a time: past its short queue, password hashing answers 503 (tests/hostile).
     few = asyncio.Semaphore(8)
-    async with httpx.AsyncClient(base_url=server.url + API) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url + API) as http:
         body = {"password": PASSWORD, "birthdate": "1991-01-01", "region": "us"}
 
         async def one(name: str) -> httpx.Response:

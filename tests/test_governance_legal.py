@@ -29,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from clock_shift import shifted_env
-from conftest import PASSWORD, Server, keyhold_cli, new_member, start_server, stop_server
+from conftest import PASSWORD, TLS, Server, keyhold_cli, new_member, start_server, stop_server
 from keyhold.sdk import Client, KeyholdError, LegalRequest, StaffClient
 from keyhold.sdk.verify import verify_tree_head
 from staff_helpers import add_all_staff, cli_env, login_all
@@ -64,7 +64,7 @@ def canonical(value: Any) -> bytes:
 
 
 async def sth(server: Server) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=server.url + API, timeout=30) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url + API, timeout=30) as http:
         head = (await http.get("/transparency/sth")).json()
     assert verify_tree_head(head)
     return dict(head)

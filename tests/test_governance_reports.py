@@ -21,7 +21,7 @@ import httpx
 import pyotp
 import pytest
 
-from conftest import Server, new_member, raw, start_server, stop_server
+from conftest import TLS, Server, new_member, raw, start_server, stop_server
 from e2ee_helpers import Megolm
 from keyhold.sdk import Client, KeyholdError, StaffClient
 from staff_helpers import STAFF_PASSWORD, add_all_staff
@@ -59,7 +59,7 @@ def member_auth(client: Client) -> dict[str, str]:
 
 async def call(base_url: str, method: str, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(base_url=base_url + API, headers=headers, timeout=30) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=base_url + API, headers=headers, timeout=30) as http:
         return await http.request(method, path, **kw)
 
 

@@ -24,7 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import PASSWORD, Server, keyhold_cli, new_member, start_server, stop_server, unique
+from conftest import PASSWORD, TLS, Server, keyhold_cli, new_member, start_server, stop_server, unique
 from db_snapshot import stored
 from e2ee_helpers import published, sharing
 from keyhold.crypto.merkle import KEY_STH_PREFIX, MerkleTree, leaf_hash, sth_message
@@ -145,7 +145,7 @@ async def test_consistency_proofs_show_the_log_only_grew(server: Server) -> None
     after = await key_head(member.client)
     assert after["size"] > before["size"]
     # Public, like the access log's proofs: hashes only. No token needed.
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1") as anonymous:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url + "/api/v1") as anonymous:
         reply = await anonymous.get(
             "/e2ee/transparency/consistency", params={"from": before["size"], "to": after["size"]}
         )
@@ -359,7 +359,7 @@ async def test_a_log_forked_for_one_client_is_caught(server: Server) -> None:
 async def _query_as(client: Client, user_id: str) -> dict[str, Any]:
     """An honest keys/query answer (straight from the server, not through the proxy)."""
     headers = {"authorization": f"Bearer {client.token}"}
-    async with httpx.AsyncClient(base_url=client.base_url + "/api/v1", headers=headers) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=client.base_url + "/api/v1", headers=headers) as http:
         reply = await http.post("/e2ee/keys/query", json={"device_keys": {user_id: []}})
         assert reply.status_code == 200, reply.text
         return dict(reply.json())

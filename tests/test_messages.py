@@ -13,7 +13,7 @@ from urllib.parse import quote, unquote
 import httpx
 import pytest
 
-from conftest import Server, new_member, start_server, stop_server
+from conftest import TLS, Server, new_member, start_server, stop_server
 from keyhold.sdk import Client, KeyholdError
 from keyhold.sdk.client import Event, Message
 from stream_helpers import close_all, live, next_of
@@ -28,7 +28,7 @@ def auth(client: Client) -> dict[str, str]:
 
 
 async def raw(client: Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=client.base_url + API, headers=auth(client), timeout=60) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=client.base_url + API, headers=auth(client), timeout=60) as http:
         return await http.request(method, path, **kwargs)
 
 

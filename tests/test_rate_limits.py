@@ -26,7 +26,7 @@ import orjson
 import pytest
 import websockets
 
-from conftest import Server, new_member, start_server, stop_server
+from conftest import TLS, Server, new_member, start_server, stop_server
 from keyhold.core.accounts import Member
 from keyhold.core.errors import Problem
 from keyhold.safety.limiter import RateLimiter
@@ -334,6 +334,7 @@ async def call(client: Client, address: str, method: str, path: str, **kwargs: A
     """A request with the client's token, from `address`."""
     transport = httpx.AsyncHTTPTransport(local_address=address)
     async with httpx.AsyncClient(
+        verify=TLS,
         base_url=client.base_url + API,
         headers={"Authorization": f"Bearer {client.token}"},
         transport=transport,

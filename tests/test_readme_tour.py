@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import TEST_ENV, free_port
+from conftest import TEST_ENV, TLS, free_port
 from keyhold.sdk import Client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ class Tour:
             while True:
                 assert process.poll() is None, log.read_text()
                 try:
-                    if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
+                    if httpx.get(self.url + "/api/v1/health", verify=TLS, timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
@@ -149,19 +149,19 @@ async def test_the_readme_quick_tour_works_on_another_port_and_home(tmp_path: Pa
         assert "<html" in (tmp_path / "report.html").read_text().lower()
 
         assert "$ curl -s http://127.0.0.1:8000/api/v1/transparency/sth" in README
-        head = httpx.get(tour.url + "/api/v1/transparency/sth").json()
+        head = httpx.get(tour.url + "/api/v1/transparency/sth", verify=TLS).json()
         assert head["size"] >= 1 and head["signature"]
 
         # The API docs: served from here, nothing from a third party.
-        docs = httpx.get(tour.url + "/api/v1/docs")
+        docs = httpx.get(tour.url + "/api/v1/docs", verify=TLS)
         assert docs.status_code == 200 and "default-src 'none'" in docs.headers["content-security-policy"]
         links = Links()
         links.feed(docs.text)
         assert len(links.urls) >= 3 and "//" not in docs.text.replace("<!-- ", "")
         for url in links.urls:
             assert url.startswith("/api/v1/"), url
-            assert httpx.get(tour.url + url).status_code == 200, url
-        assert httpx.get(tour.url + "/api/v1/openapi.json").json()["info"]["title"] == "Keyhold"
+            assert httpx.get(tour.url + url, verify=TLS).status_code == 200, url
+        assert httpx.get(tour.url + "/api/v1/openapi.json", verify=TLS).json()["info"]["title"] == "Keyhold"
 
         # The SDK example, as printed, against this server; its output as the README shows it.
         sdk = section("### The Python SDK")

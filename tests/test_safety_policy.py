@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import PASSWORD, keyhold_cli, start_server, stop_server, unique
+from conftest import PASSWORD, TLS, keyhold_cli, start_server, stop_server, unique
 from keyhold.core.ages import age_on
 from keyhold.safety.policy import (
     DEFAULT_POLICY,
@@ -143,7 +143,7 @@ async def test_registration_follows_the_regions_minimum_age_and_its_changes(tmp_
     )
 
     async def register(region: str) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=server.url + "/api/v1") as http:
+        async with httpx.AsyncClient(verify=TLS, base_url=server.url + "/api/v1") as http:
             body = {
                 "username": unique(),
                 "password": PASSWORD,

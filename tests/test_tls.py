@@ -267,3 +267,13 @@ async def test_sdk_over_https(tls_server: TlsServer) -> None:
     # Without the certificate the SDK does not trust the server.
     with pytest.raises((httpx.ConnectError, KeyholdError)):
         await Client.login(tls_server.url, alice_name, PASSWORD)
+    # verify=False checks nothing, over HTTP and on the WebSocket alike.
+    careless = await Client.login(tls_server.url, alice_name, PASSWORD, verify=False)
+    try:
+        async with await careless.connect(since=0) as stream:
+            event = await stream.next_event(wait=10)
+            while event.message is None:
+                event = await stream.next_event(wait=10)
+            assert event.message.text == "over TLS"
+    finally:
+        await careless.close()

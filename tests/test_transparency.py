@@ -18,7 +18,7 @@ import httpx
 import pyotp
 import pytest
 
-from conftest import Server, keyhold_cli, new_member, start_server, stop_server
+from conftest import TLS, Server, keyhold_cli, new_member, start_server, stop_server
 from keyhold.crypto.merkle import leaf_hash, root_from_leaf_hashes
 from keyhold.governance.transparency import compute_report, period_bounds, render_html
 from staff_helpers import STAFF_PASSWORD, create_staff
@@ -266,7 +266,7 @@ def nonzero(figures: dict[str, int]) -> Counter[str]:
 async def make_activity(server: Server, secrets: dict[str, str]) -> None:
     """Reports, decisions, appeals and legal cases of every kind, through the public API."""
     api = server.url + "/api/v1"
-    async with httpx.AsyncClient(base_url=api, timeout=60) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=api, timeout=60) as http:
         staff: dict[str, dict[str, str]] = {}
         ids: dict[str, int] = {}
         for name, secret in secrets.items():
@@ -383,7 +383,7 @@ async def make_activity(server: Server, secrets: dict[str, str]) -> None:
 
 async def fetch_entries(url: str, secret: str) -> list[str]:
     """Every log entry, as the exact stored text, through the auditors' API."""
-    async with httpx.AsyncClient(base_url=url + "/api/v1", timeout=60) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=url + "/api/v1", timeout=60) as http:
         body = {"username": "auditor1", "password": STAFF_PASSWORD, "totp": pyotp.TOTP(secret).now()}
         headers = {
             "Authorization": "Bearer " + ok(await http.post("/staff/sessions", json=body), 201)["token"]
@@ -422,7 +422,7 @@ async def test_report_from_a_real_server_equals_the_auditors_recount(tmp_path: P
         )
         report = json.loads(done.stdout)
         raw = await fetch_entries(server.url, auditor)
-        sth = ok(httpx.get(server.url + "/api/v1/transparency/sth"))
+        sth = ok(httpx.get(server.url + "/api/v1/transparency/sth", verify=TLS))
     finally:
         stop_server(server)
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from conftest import Server, start_server, stop_server
+from conftest import TLS, Server, start_server, stop_server
 
 PROBLEM_JSON = "application/problem+json"
 INDEX = b'<!doctype html><html lang="en"><head><title>Keyhold test build</title></head><body></body></html>'
@@ -69,7 +69,7 @@ def unbuilt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def get(server: Server, path: str, method: str = "GET") -> httpx.Response:
-    return httpx.request(method, server.url + path, timeout=10)
+    return httpx.request(method, server.url + path, verify=TLS, timeout=10)
 
 
 @dataclass
@@ -154,7 +154,7 @@ def test_head(site: Site) -> None:
 
 
 def test_other_methods_are_refused(site: Site) -> None:
-    response = httpx.post(site.server.url + "/staff", json={}, timeout=10)
+    response = httpx.post(site.server.url + "/staff", verify=TLS, json={}, timeout=10)
     assert_problem(response, 405)
     assert "GET" in response.headers["allow"]
 

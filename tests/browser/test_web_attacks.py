@@ -39,7 +39,7 @@ from playwright.sync_api import ConsoleMessage, Dialog, Page, Request, WebSocket
 
 from browser.conftest import NewPage
 from browser.helpers import WEB_DIST, AsyncRunner, page_problems
-from conftest import PASSWORD, Server, new_member
+from conftest import PASSWORD, TLS, Server, new_member
 from keyhold.sdk import Client
 from staff_helpers import STAFF_PASSWORD, add_all_staff
 
@@ -297,7 +297,7 @@ def test_hostile_files_are_downloads_never_documents(
     # The API serves the bytes as a download, sandboxed, whatever the uploader claimed; a
     # navigation has no bearer token, so a link to it opens nothing of the member's.
     answer = httpx.get(
-        f"{web_server.url}/api/v1/attachments/{scene.html_attachment}",
+        f"{web_server.url}/api/v1/attachments/{scene.html_attachment}", verify=TLS,
         headers={"Authorization": f"Bearer {scene.victim.token}"},
         timeout=30,
     )
@@ -401,10 +401,10 @@ def test_member_and_staff_sessions_never_mix(
     # The APIs: a member token is no staff token, and a staff token no member's.
     api = f"{web_server.url}/api/v1"
     assert (
-        httpx.get(f"{api}/staff/me", headers={"Authorization": f"Bearer {member_token}"}).status_code == 401
+        httpx.get(f"{api}/staff/me", verify=TLS, headers={"Authorization": f"Bearer {member_token}"}).status_code == 401
     )
     assert (
-        httpx.get(f"{api}/staff/reports", headers={"Authorization": f"Bearer {member_token}"}).status_code
+        httpx.get(f"{api}/staff/reports", verify=TLS, headers={"Authorization": f"Bearer {member_token}"}).status_code
         == 401
     )
 
@@ -420,7 +420,7 @@ def test_member_and_staff_sessions_never_mix(
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     for path in ("/account", "/conversations", f"/conversations/{scene.direct}/messages"):
         assert (
-            httpx.get(f"{api}{path}", headers={"Authorization": f"Bearer {staff_token}"}).status_code == 401
+            httpx.get(f"{api}{path}", verify=TLS, headers={"Authorization": f"Bearer {staff_token}"}).status_code == 401
         ), path
     page.goto("/")
     expect(page.get_by_role("navigation", name="Account").get_by_role("link", name="Log in")).to_be_visible()
@@ -439,7 +439,7 @@ def test_member_and_staff_sessions_never_mix(
 
 def test_documents_as_served(web_server: Server) -> None:
     def get(path: str) -> httpx.Response:
-        return httpx.get(web_server.url + path, timeout=10)
+        return httpx.get(web_server.url + path, verify=TLS, timeout=10)
 
     for path, wasm in [
         ("/", True),

@@ -34,7 +34,7 @@ from playwright.sync_api import Locator, Page, Route, expect
 import conftest as shared
 from browser.conftest import NewPage
 from browser.helpers import WEB_DIST, check_axe, page_problems, screenshot
-from conftest import PASSWORD, Server, start_server, stop_server, unique
+from conftest import PASSWORD, TLS, Server, start_server, stop_server, unique
 
 PHONE = (375, 812)
 DESKTOP = (1280, 800)
@@ -110,7 +110,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def register(site: Site, prefix: str, birthdate: str = "1990-05-17", region: str = "us") -> str:
     name = unique(prefix)
     answer = httpx.post(
-        f"{site.url}/api/v1/accounts",
+        f"{site.url}/api/v1/accounts", verify=TLS,
         json={"username": name, "password": PASSWORD, "birthdate": birthdate, "region": region},
         timeout=30,
     )
@@ -122,11 +122,12 @@ def register(site: Site, prefix: str, birthdate: str = "1990-05-17", region: str
 def api_as(site: Site, username: str, password: str = PASSWORD) -> Iterator[httpx.Client]:
     """The API as `username`, on a session (and device) of its own, not the browser's."""
     answer = httpx.post(
-        f"{site.url}/api/v1/sessions", json={"username": username, "password": password}, timeout=30
+        f"{site.url}/api/v1/sessions", verify=TLS, json={"username": username, "password": password}, timeout=30
     )
     assert answer.status_code == 201, answer.text
     token = answer.json()["token"]
     with httpx.Client(
+        verify=TLS,
         base_url=f"{site.url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30
     ) as http:
         yield http

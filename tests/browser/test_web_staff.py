@@ -39,7 +39,7 @@ from playwright.sync_api import FilePayload, Page, Route, expect
 
 from browser.conftest import NewPage
 from browser.helpers import AsyncRunner, check_axe, page_problems, screenshot
-from conftest import Server, new_member
+from conftest import TLS, Server, new_member
 from keyhold.sdk import Client
 from staff_helpers import STAFF_PASSWORD, add_all_staff
 
@@ -376,7 +376,7 @@ def test_legal_refusal_four_eyes_and_package(
         assert caught.value.suggested_filename == f"keyhold-case-{case_id}-package.json"
 
         # The file verifies as docs/governance.md's verify_package.py does.
-        pinned = httpx.get(web_server.url + "/api/v1/transparency/key").json()["public_key"]
+        pinned = httpx.get(web_server.url + "/api/v1/transparency/key", verify=TLS).json()["public_key"]
         signature = package["signature"]
         body = {"manifest": package["manifest"], "data": package["data"]}
         digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()

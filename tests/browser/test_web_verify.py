@@ -30,7 +30,7 @@ from playwright.sync_api import Page, Route, expect
 
 from browser.conftest import NewPage
 from browser.helpers import AsyncRunner, check_axe, page_problems, screenshot
-from conftest import PASSWORD, Server, new_member
+from conftest import PASSWORD, TLS, Server, new_member
 from keyhold.crypto.merkle import MerkleTree, block_hash, sth_message
 from keyhold.sdk import Client
 from keyhold.sdk.verify import verify_access_event, verify_consistency_between
@@ -76,12 +76,12 @@ class World:
 
         self.alice, self.bob, self.case_id = aio.run(setup())
         self.alice_id = int(aio.run(self.alice.me())["id"])
-        self.key = httpx.get(server.url + "/api/v1/transparency/key").json()["public_key"]
+        self.key = httpx.get(server.url + "/api/v1/transparency/key", verify=TLS).json()["public_key"]
 
     def events(self, client: Client | None = None) -> dict[str, Any]:
         token = (client or self.alice).token
         response = httpx.get(
-            self.server.url + "/api/v1/account/access-events", headers={"Authorization": f"Bearer {token}"}
+            self.server.url + "/api/v1/account/access-events", verify=TLS, headers={"Authorization": f"Bearer {token}"}
         )
         response.raise_for_status()
         return dict(response.json())

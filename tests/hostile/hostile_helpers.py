@@ -22,7 +22,7 @@ import pyotp
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from conftest import PASSWORD, REQUESTS_OFF, Server, create_pg_database, keyhold_cli, settings_overrides
+from conftest import PASSWORD, REQUESTS_OFF, TLS, Server, create_pg_database, keyhold_cli, settings_overrides
 from keyhold.app import Keyhold, start_keyhold
 from keyhold.config import load_settings
 from keyhold.core.accounts import Member
@@ -46,7 +46,7 @@ def fresh_address() -> str:
 def http(server: Server, token: str | None = None, address: str | None = None) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     transport = httpx.AsyncHTTPTransport(local_address=address) if address else None
-    return httpx.AsyncClient(base_url=server.url + API, headers=headers, transport=transport, timeout=60)
+    return httpx.AsyncClient(verify=TLS, base_url=server.url + API, headers=headers, transport=transport, timeout=60)
 
 
 async def login_token(server: Server, username: str, password: str = PASSWORD) -> str:

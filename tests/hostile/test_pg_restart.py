@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server, new_member, start_server, stop_server
+from conftest import TLS, Server, new_member, start_server, stop_server
 from keyhold.sdk import Client
 
 API = "/api/v1"
@@ -242,7 +242,7 @@ async def wait_for(condition: Callable[[], bool], bound: float = LIVENESS) -> bo
 
 async def health(url: str) -> int | str:
     try:
-        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as http:
+        async with httpx.AsyncClient(verify=TLS, timeout=REQUEST_TIMEOUT) as http:
             return (await http.get(url + API + "/health")).status_code
     except httpx.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"
@@ -282,6 +282,7 @@ async def senders(pg_server: Server) -> AsyncIterator[list[Sender]]:
             member,
             [ring[(i - 1) % CLIENTS], ring[i], group],
             httpx.AsyncClient(
+                verify=TLS,
                 base_url=pg_server.url + API,
                 headers={"Authorization": f"Bearer {member.token}"},
                 timeout=REQUEST_TIMEOUT,

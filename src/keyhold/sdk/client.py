@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -239,7 +241,7 @@ class ApiSession:
             base_url=self.base_url + API,
             headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=timeout,
-            verify=_http_verify(verify),
+            verify=_ssl_context(verify),
             transport=transport,
         )
 
@@ -884,20 +886,16 @@ class Client(ApiSession):
                 await asyncio.sleep(0.2)
 
 
-def _http_verify(verify: bool | str) -> Any:
-    """httpx takes a bool or an SSLContext (a CA file path is deprecated there)."""
-    return _ssl_context(verify) if isinstance(verify, str) else verify
-
-
-def _ssl_context(verify: bool | str) -> Any:
-    import ssl
-
-    if verify is False:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-    return ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+@functools.cache
+def _ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """The TLS context for one `verify` setting, shared by every session and stream of this
+    process. Building one loads the CA bundle (~25 ms of CPU), which httpx otherwise does for
+    each client: a process that logs in many members (the CLI's benches, a bot) paid it per
+    member. `True` trusts what httpx trusts (certifi's bundle, or `SSL_CERT_FILE` /
+    `SSL_CERT_DIR`) for the WebSocket too; a string is a CA file; `False` checks nothing."""
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    return httpx.create_ssl_context(verify=verify)
 
 
 class Stream:
