@@ -5,18 +5,21 @@ in memory, without a socket."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import socket
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import PASSWORD, free_port, keyhold_cli, settings_overrides, unique
+from conftest import PASSWORD, Server, free_port, keyhold_cli, settings_overrides, unique
 from keyhold.api.app import create_app
 from keyhold.app import Keyhold, start_keyhold
 from keyhold.config import load_settings
 from keyhold.sdk import Client, KeyholdConnectionError, KeyholdError, KeyholdTimeout
+from keyhold.sdk.client import KEEPALIVE_SECONDS
 
 
 @pytest.fixture
@@ -77,3 +80,23 @@ async def test_a_server_that_never_answers_is_a_timeout() -> None:
         with pytest.raises(KeyholdTimeout):
             await asyncio.wait_for(client.me(), 10)
         await client.close()
+
+
+def test_the_server_keeps_an_idle_connection_open_longer_than_the_sdk_reuses_one(sqlite_server: Server) -> None:
+    """The SDK reuses an idle connection for up to `KEEPALIVE_SECONDS`. A server that closed
+    idle connections at that same moment raced it: a request sent as the server closed failed
+    with a ReadError (it did, once, in test_governance_legal.py). So the server keeps them
+    open longer, and a request on a connection idle a second past the SDK's limit is answered."""
+    host, port = sqlite_server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request("GET", "/api/v1/health")
+        assert connection.getresponse().read() and connection.sock is not None
+        first = connection.sock
+        time.sleep(KEEPALIVE_SECONDS + 1)
+        connection.request("GET", "/api/v1/health")
+        answer = connection.getresponse()
+        assert answer.status == 200 and answer.read()
+        assert connection.sock is first, "the same connection, not a new one"
+    finally:
+        connection.close()

@@ -16,6 +16,10 @@ from keyhold.config import Settings
 
 # TLS 1.2 AEAD suites with forward secrecy; TLS 1.3 suites are all AEAD already.
 TLS12_AEAD_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+# An idle HTTP connection stays open this long. Clients reuse one for less (the SDK: 5 s,
+# browsers: about as long), so they never send a request just as the server closes it, which
+# failed that request; uvicorn's default, 5 s, equalled the SDK's.
+IDLE_CONNECTION_SECONDS = 20
 
 
 class InsecureBindRefused(Exception):
@@ -90,6 +94,7 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
         ws_max_size=256 * 1024,
         ws_ping_interval=30,
         ws_ping_timeout=30,
+        timeout_keep_alive=IDLE_CONNECTION_SECONDS,
         log_level=log_level,
         # Access logs (debug only) carry paths without queries; tokens are never in URLs.
         access_log=log_level == "debug",

@@ -47,6 +47,10 @@ from keyhold.sdk.errors import KeyholdConnectionError, KeyholdError, KeyholdTime
 from keyhold.sdk.verify import verify_access_events
 
 API = "/api/v1"
+# How long an idle connection is reused (httpx's default, stated: the server keeps idle
+# connections open for longer, `cli.serve.IDLE_CONNECTION_SECONDS`, so that a request never
+# races the server closing the connection it was sent on).
+KEEPALIVE_SECONDS = 5.0
 E2EE_FILES = (
     "in an end-to-end encrypted conversation a file goes with send_file, which encrypts it on "
     "this device: an upload's key must travel inside the encrypted message"
@@ -243,6 +247,7 @@ class ApiSession:
             timeout=timeout,
             verify=_ssl_context(verify),
             transport=transport,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
         )
 
     async def close(self) -> None:
