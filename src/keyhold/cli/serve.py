@@ -16,9 +16,9 @@ from keyhold.config import Settings
 
 # TLS 1.2 AEAD suites with forward secrecy; TLS 1.3 suites are all AEAD already.
 TLS12_AEAD_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-# An idle HTTP connection stays open this long. Clients reuse one for less (the SDK: 5 s,
-# browsers: about as long), so they never send a request just as the server closes it, which
-# failed that request; uvicorn's default, 5 s, equalled the SDK's.
+# An idle HTTP connection stays open this long. A client that reuses one for less (the SDK:
+# 5 s) never sends a request just as the server closes it, which fails that request: uvicorn's
+# default, 5 s, equalled the SDK's. (Browsers retry a request that fails that way.)
 IDLE_CONNECTION_SECONDS = 20
 
 
