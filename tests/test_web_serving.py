@@ -272,6 +272,7 @@ def test_api_and_docs_still_work(site: Site) -> None:
     assert "<script>" not in docs.text and "<script src=" in docs.text
     init = get(site.server, "/api/v1/docs-init.js")
     assert init.status_code == 200 and init.headers["content-type"].startswith("text/javascript")
+    assert init.headers["x-content-type-options"] == "nosniff"
     assert '"url": "/api/v1/openapi.json"' in init.text and '"validatorUrl": null' in init.text
     assert get(site.server, "/api/v1/openapi.json").status_code == 200
     # The app's routes are no part of the API's description.

@@ -17,6 +17,7 @@ blocked.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -278,13 +279,7 @@ class ContactGate:
         requests = store.requests_in(conn, {c.conversation_id for c in checks})
         counted: dict[tuple[int, int], int] = {}
         # Each member's band once a batch (a batch is mostly a few senders, many times each).
-        parties: dict[int, Party] = {}
-
-        def party(user_id: int) -> Party:
-            found = parties.get(user_id)
-            if found is None:
-                found = parties[user_id] = self._party(user_id)
-            return found
+        party = functools.cache(self._party)
 
         def sent_so_far(conversation_id: int, sender_id: int) -> int:
             key = (conversation_id, sender_id)
