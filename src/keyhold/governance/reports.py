@@ -254,6 +254,7 @@ class ReportService:
         suspend_hours: int | None,
         hotline_reference: str | None,
     ) -> dict[str, Any]:
+        require_role(staff, TAKE_REPORTS, "deciding report cases")
         if action not in ACTIONS:
             raise invalid(f"action must be one of {', '.join(ACTIONS)}")
         if action == "suspend" and not (suspend_hours and 1 <= suspend_hours <= 24 * 365):
@@ -262,7 +263,7 @@ class ReportService:
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             case = await self._case_for(conn, staff, case_id)
             if case.status != "open" or case.assigned_to != staff.id:
-                raise conflict(f"case {case_id} is {case.status} and must be open and assigned to you")
+                raise conflict(f"case {case_id} is {case.status} and must be open and assigned to you (claim it)")
             details = case.details
             if details.get("held") and await verdict_store.still_held(conn, case_id):
                 raise conflict(f"case {case_id} holds a message for review: release or refuse it (governance.held)")
@@ -350,6 +351,8 @@ class ReportService:
     async def decide_appeal(
         self, staff: StaffMember, case_id: int, uphold: bool, note: str
     ) -> dict[str, Any]:
+        require_role(staff, TAKE_REPORTS, "deciding appeals")
+
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             case = await self._case_for(conn, staff, case_id)
             decision = dict(case.decision)

@@ -1,0 +1,339 @@
+"""Every route of the API, tried by those who may not use it.
+
+The routes are read from the app itself (as test_text_types.py reads their validators), so a
+route added later is tried too, or this module fails: each route is public (named in `PUBLIC`,
+with what it shows), a member's, or staff's, by the dependency that says who it acts for.
+Against a real server, on SQLite and PostgreSQL, with ids of real things (a conversation, a
+message, an attachment, a device, a report case, a legal case):
+
+- every member and staff route answers 401 problem+json to no credentials, a malformed bearer,
+  a token never issued, a member's token after sign-out, a staff token after sign-out, and the
+  token of the other kind (a member's on staff routes, staff's on member routes);
+- every staff route answers 403 problem+json to each role that may not use it, and to staff of
+  another region either 403 or 404 (a case of another region is not theirs to know of);
+- all of it at once, concurrently, and the database and blob store are exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Server, new_member
+from db_snapshot import snapshot
+from hostile_helpers import API, PROBLEM_JSON, http, login_token
+from keyhold.api.app import create_app
+from keyhold.config import load_settings
+from keyhold.governance.roles import ROLES
+from keyhold.sdk.staff import LegalRequest
+from staff_helpers import server_with_staff, signed_in
+
+# Routes anyone may call, and why that is safe: they show nothing of a member.
+PUBLIC = {
+    ("GET", "/health"),  # "ok" and whether storage answers
+    ("POST", "/accounts"),  # registration
+    ("POST", "/sessions"),  # sign-in (throttled)
+    ("POST", "/staff/sessions"),  # staff sign-in: password and TOTP (throttled)
+    ("GET", "/e2ee/transparency/sth"),  # the device-key log's signed head: hashes only
+    ("GET", "/e2ee/transparency/consistency"),  # its proofs: hashes only
+    ("GET", "/transparency/sth"),  # the access log's signed head: hashes only
+    ("GET", "/transparency/key"),  # the key that signs it
+    ("GET", "/transparency/proof/inclusion"),  # hashes only
+    ("GET", "/transparency/proof/consistency"),  # hashes only
+    ("GET", "/transparency/report"),  # counts of ended periods (staff see the running one)
+    ("GET", "/docs"),  # the API reference page
+    ("GET", "/docs-init.js"),  # its script
+}
+MEMBER_DEPENDENCIES = {"current_member", "reading_member", "restricted_member"}
+STAFF_DEPENDENCIES = {"current_staff"}
+
+# Who may use each staff route (governance.staff: SEE_REPORTS, TAKE_REPORTS, HANDLE_LEGAL, AUDIT).
+# Every staff route is here or in ANY_STAFF; a role not named is refused with a 403.
+SEE, TAKE, LEGAL, AUDIT = ("moderator", "admin"), ("moderator",), ("legal",), ("auditor", "admin")
+ANY_STAFF = {("DELETE", "/staff/sessions/current"), ("GET", "/staff/me")}
+STAFF_ROUTES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("GET", "/staff/reports"): SEE,
+    ("GET", "/staff/reports/{case_id}"): SEE,
+    ("POST", "/staff/reports/{case_id}/claim"): TAKE,
+    ("GET", "/staff/reports/{case_id}/content"): TAKE,
+    ("POST", "/staff/cases/{case_id}/read"): TAKE,  # of a report case; of a legal case: LEGAL (below)
+    ("POST", "/staff/reports/{case_id}/decision"): TAKE,
+    ("POST", "/staff/reports/{case_id}/appeal-decision"): TAKE,
+    ("POST", "/staff/legal"): LEGAL,
+    ("GET", "/staff/legal"): LEGAL,
+    ("GET", "/staff/legal/{case_id}"): LEGAL,
+    ("POST", "/staff/legal/{case_id}/approve"): LEGAL,
+    ("POST", "/staff/legal/{case_id}/refuse"): LEGAL,
+    ("POST", "/staff/legal/{case_id}/extend"): LEGAL,
+    ("POST", "/staff/legal/{case_id}/release"): LEGAL,
+    ("POST", "/staff/legal/{case_id}/disclosure"): LEGAL,
+    ("GET", "/staff/held"): SEE,
+    ("GET", "/staff/held/{case_id}"): SEE,
+    ("POST", "/staff/held/{case_id}/release"): TAKE,
+    ("POST", "/staff/held/{case_id}/refuse"): TAKE,
+    ("GET", "/transparency/entries"): AUDIT,
+}
+STAFF = {
+    **{f"ev_{role}": (role, "us") for role in ROLES},
+    **{f"ev_eu_{role}": (role, "eu") for role in ROLES},
+    "ev_gone": ("moderator", "us"),  # signs in, then out: its token is revoked
+}
+
+
+# -- the routes, from the app -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # relative to /api/v1, with its {parameters}
+    dependencies: frozenset[str]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.method, self.path
+
+
+def _dependency_names(dependant: Any) -> Iterator[str]:
+    for sub in dependant.dependencies:
+        yield sub.call.__name__
+        yield from _dependency_names(sub)
+
+
+def _walk(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _walk(included.routes, prefix + route.include_context.prefix)
+        else:
+            yield prefix, route
+
+
+def api_routes(home: Path) -> list[Route]:
+    """Every HTTP route under /api/v1 (the WebSocket's own tests are in test_revocation.py)."""
+    app = create_app(load_settings(home), None)  # type: ignore[arg-type]  # never started
+    found = []
+    for prefix, route in _walk(app.routes):
+        dependant = getattr(route, "dependant", None)
+        path = prefix + getattr(route, "path", "")
+        if dependant is None or not path.startswith(API) or not getattr(route, "methods", None):
+            continue  # the WebSocket, the schema document, mounts
+        for method in sorted(route.methods - {"HEAD"}):
+            found.append(Route(method, path.removeprefix(API), frozenset(_dependency_names(dependant))))
+    return found
+
+
+def test_every_route_says_who_may_call_it(tmp_path: Path) -> None:
+    """Public by name, or behind a member's or staff's token; every staff route in the table."""
+    routes = api_routes(tmp_path / "home")
+    assert len(routes) > 80, len(routes)  # a broken walk would find few or none
+    for route in routes:
+        guarded = route.dependencies & (MEMBER_DEPENDENCIES | STAFF_DEPENDENCIES)
+        assert bool(guarded) != (route.key in PUBLIC), f"{route.key}: {sorted(route.dependencies)}"
+    staff = {r.key for r in routes if r.dependencies & STAFF_DEPENDENCIES}
+    assert staff == set(STAFF_ROUTES) | ANY_STAFF
+    assert {r.key for r in routes} >= PUBLIC  # no stale names
+
+
+# -- the world: real ids for every path parameter ---------------------------------------------
+
+
+@dataclass
+class World:
+    server: Server
+    ids: dict[str, str]
+    tokens: dict[str, str]  # staff name -> live token
+    revoked_member: str
+    revoked_staff: str
+    member: str
+    message_id: int
+    report_case: int
+    legal_case: int
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def served(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, dict[str, str]]]:
+    with server_with_staff(tmp_path_factory, "every_route", request.param, STAFF) as server_and_secrets:
+        yield server_and_secrets
+
+
+@pytest.fixture(scope="module")
+async def world(served: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
+    server, totp_secrets = served
+    async with signed_in(server, totp_secrets) as staff:
+        alice, bob = await new_member(server), await new_member(server)
+        chat = await alice.start_conversation([bob.username])
+        said = await bob.send(chat.id, "a message to report")
+        attachment = await alice.upload(chat.id, b"file contents", "notes.txt", "text/plain")
+        await alice.send(chat.id, "a file", attachment_id=attachment.id)
+        case = await alice.report(chat.id, [said.id], "harassment")
+        legal = await staff["ev_legal"].create_legal_case(_legal_request([bob.username]))
+        revoked = await login_token(server, alice.username)
+        async with http(server, revoked) as client:
+            assert (await client.delete("/sessions/current")).status_code == 204
+        revoked_staff = staff["ev_gone"].token
+        await staff["ev_gone"].logout()
+        ids = {
+            "conversation_id": str(chat.id),
+            "message_id": str(said.id),
+            "attachment_id": attachment.id,
+            "device_id": str(alice.device_id),
+            "username": bob.username,
+            "event_type": "m.room_key_request",
+            "txn_id": uuid.uuid4().hex,
+        }
+        yield World(
+            server, ids, {name: client.token for name, client in staff.items() if name != "ev_gone"},
+            revoked, revoked_staff, alice.token, said.id, int(case["id"]), int(legal["id"]),
+        )  # fmt: skip
+        await alice.close()
+        await bob.close()
+
+
+def _legal_request(targets: list[str]) -> LegalRequest:
+    today = dt.date.today()
+    return LegalRequest(
+        agency="An agency", officer="An officer", contact="officer@agency.example", country="US",
+        process="subpoena", targets=targets, date_from=str(today - dt.timedelta(days=1)),
+        date_to=str(today + dt.timedelta(days=1)), categories=["subscriber_info"], document=b"%PDF-1.4 subpoena",
+    )  # fmt: skip
+
+
+def _target(world: World, route: Route, case_id: int | None = None) -> str:
+    ids = {**world.ids, "case_id": str(case_id if case_id is not None else world.report_case)}
+    if route.path.startswith("/staff/legal/"):
+        ids["case_id"] = str(world.legal_case)
+    return re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], route.path)
+
+
+# What a staff route is sent: a body and a query it accepts, so that only the role can refuse it.
+def _staff_request(world: World, route: Route) -> dict[str, Any]:
+    bodies: dict[tuple[str, str], Any] = {
+        ("POST", "/staff/cases/{case_id}/read"): {"message_ids": [world.message_id], "reason": "a review"},
+        ("POST", "/staff/reports/{case_id}/decision"): {"action": "no_violation"},
+        ("POST", "/staff/reports/{case_id}/appeal-decision"): {"uphold": True},
+        ("POST", "/staff/legal/{case_id}/refuse"): {"reason": "not valid"},
+        ("POST", "/staff/legal"): _legal_request([world.ids["username"]]).to_json(),
+    }
+    body = bodies.get(route.key)
+    request: dict[str, Any] = {"json": body} if body is not None else {}
+    if route.key == ("GET", "/staff/reports/{case_id}/content"):
+        request["params"] = {"reason": "a review"}
+    return request
+
+
+# -- the checks -------------------------------------------------------------------------------
+
+
+def _refused(response: httpx.Response, statuses: tuple[int, ...], what: str) -> str | None:
+    """None if `response` is a problem+json refusal with one of `statuses`, else what is wrong."""
+    if response.status_code not in statuses:
+        return f"{what}: {response.status_code} {response.text[:200]}"
+    if not response.headers.get("content-type", "").startswith(PROBLEM_JSON):
+        return f"{what}: {response.headers.get('content-type')}"
+    problem = response.json()
+    if problem.get("status") != response.status_code or not problem.get("detail"):
+        return f"{what}: {problem}"
+    if "Traceback" in response.text:
+        return f"{what}: a traceback"
+    return None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    method: str
+    target: str
+    authorization: str | None  # the whole header
+    request: dict[str, Any]  # json=, params=
+    statuses: tuple[int, ...]  # the refusals expected
+    what: str
+
+
+def bearer(token: str) -> str:
+    return f"Bearer {token}"
+
+
+async def _all_at_once(world: World, attempts: list[Attempt]) -> list[str]:
+    """Send every attempt concurrently (24 at a time, each on a connection of its own); what
+    was not refused as it should have been."""
+    gate = asyncio.Semaphore(24)
+
+    async def attempt(a: Attempt) -> str | None:
+        headers = {"Authorization": a.authorization} if a.authorization else {}
+        async with gate, http(world.server) as client:
+            response = await client.request(a.method, a.target, headers=headers, **a.request)
+        return _refused(response, a.statuses, a.what)
+
+    found = await asyncio.gather(*(attempt(a) for a in attempts))
+    return [f for f in found if f is not None]
+
+
+async def _all_refused_writing_nothing(world: World, attempts: list[Attempt]) -> None:
+    before = await asyncio.to_thread(snapshot, world.server)
+    wrong = await _all_at_once(world, attempts)
+    assert not wrong, f"{len(wrong)} of {len(attempts)} not refused as they should be:\n" + "\n".join(wrong)
+    assert await asyncio.to_thread(snapshot, world.server) == before, "a refused request wrote something"
+    assert "Traceback" not in world.server.log()
+
+
+async def test_every_guarded_route_refuses_outsiders_and_revoked_tokens(world: World, tmp_path: Path) -> None:
+    outsiders = {
+        "no credentials": None,
+        "a Basic header": "Basic dXNlcjpwYXNz",
+        "a malformed bearer": "Bearer !!not a token!!",
+        "a member's token after sign-out": bearer(world.revoked_member),
+        "a staff token after sign-out": bearer(world.revoked_staff),
+    }
+    attempts = []
+    for route in api_routes(tmp_path / "home"):
+        if route.key in PUBLIC:
+            continue
+        is_staff = bool(route.dependencies & STAFF_DEPENDENCIES)
+        # A token never issued, shaped as this route's kind (`ks_` staff, `kh_` members), and
+        # the live token of the other kind.
+        never_issued = ("ks_" if is_staff else "kh_") + secrets.token_urlsafe(32)
+        other_kind = world.member if is_staff else world.tokens["ev_admin"]
+        request = _staff_request(world, route) if is_staff else {}
+        tokens = {"a token never issued": bearer(never_issued), "the other kind's token": bearer(other_kind)}
+        for who, authorization in {**outsiders, **tokens}.items():
+            what = f"{route.method} {route.path} with {who}"
+            attempts.append(
+                Attempt(route.method, _target(world, route), authorization, request, (401,), what)
+            )
+    assert len(attempts) > 500, len(attempts)
+    await _all_refused_writing_nothing(world, attempts)
+
+
+async def test_every_staff_route_refuses_the_wrong_role_and_region(world: World) -> None:
+    attempts = []
+    for (method, path), allowed in STAFF_ROUTES.items():
+        route = Route(method, path, frozenset())
+        targets = [(_target(world, route), allowed)]
+        if path == "/staff/cases/{case_id}/read":
+            targets.append((_target(world, route, world.legal_case), LEGAL))
+        for target, may in targets:
+            request = _staff_request(world, route)
+            for role in ROLES:
+                if role not in may:
+                    token, statuses, who = world.tokens[f"ev_{role}"], (403,), role
+                elif "{case_id}" in path:  # the right role, another region: not their case
+                    token, statuses, who = world.tokens[f"ev_eu_{role}"], (403, 404), f"{role} of eu"
+                else:  # a list: of their own region
+                    continue
+                attempts.append(
+                    Attempt(method, target, bearer(token), request, statuses, f"{method} {target} as {who}")
+                )
+    assert len(attempts) > 60, len(attempts)
+    await _all_refused_writing_nothing(world, attempts)
