@@ -11,6 +11,8 @@ message, an attachment, a device, a report case, a legal case):
   token of the other kind (a member's on staff routes, staff's on member routes);
 - every staff route answers 403 problem+json to each role that may not use it, and to staff of
   another region either 403 or 404 (a case of another region is not theirs to know of);
+- every member route on a group's things answers 403 or 404 to a former member and to a member
+  of another conversation;
 - all of it at once, concurrently, and the database and blob store are exactly as before.
 """
 
@@ -29,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Server, new_member
+from conftest import PASSWORD, Server, new_member
 from db_snapshot import snapshot
 from hostile_helpers import API, PROBLEM_JSON, http, login_token
 from keyhold.api.app import create_app
@@ -159,6 +161,7 @@ class World:
     message_id: int
     report_case: int
     legal_case: int
+    outsiders: dict[str, str]  # members with no part in the group: who -> token
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -173,11 +176,13 @@ def served(
 async def world(served: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
     server, totp_secrets = served
     async with signed_in(server, totp_secrets) as staff:
-        alice, bob = await new_member(server), await new_member(server)
-        chat = await alice.start_conversation([bob.username])
+        alice, bob, carol, dave, erin = [await new_member(server) for _ in range(5)]
+        chat = await alice.start_conversation([bob.username, carol.username], title="a group", kind="group")
         said = await bob.send(chat.id, "a message to report")
         attachment = await alice.upload(chat.id, b"file contents", "notes.txt", "text/plain")
         await alice.send(chat.id, "a file", attachment_id=attachment.id)
+        await carol.leave(chat.id)  # a former member
+        await dave.start_conversation([erin.username])  # a member of another conversation
         case = await alice.report(chat.id, [said.id], "harassment")
         legal = await staff["ev_legal"].create_legal_case(_legal_request([bob.username]))
         revoked = await login_token(server, alice.username)
@@ -197,9 +202,10 @@ async def world(served: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
         yield World(
             server, ids, {name: client.token for name, client in staff.items() if name != "ev_gone"},
             revoked, revoked_staff, alice.token, said.id, int(case["id"]), int(legal["id"]),
+            {"a former member": carol.token, "a member of another conversation": dave.token},
         )  # fmt: skip
-        await alice.close()
-        await bob.close()
+        for client in (alice, bob, carol, dave, erin):
+            await client.close()
 
 
 def _legal_request(targets: list[str]) -> LegalRequest:
@@ -256,7 +262,7 @@ class Attempt:
     method: str
     target: str
     authorization: str | None  # the whole header
-    request: dict[str, Any]  # json=, params=
+    request: dict[str, Any]  # json=, params=, content=, headers=
     statuses: tuple[int, ...]  # the refusals expected
     what: str
 
@@ -271,9 +277,13 @@ async def _all_at_once(world: World, attempts: list[Attempt]) -> list[str]:
     gate = asyncio.Semaphore(24)
 
     async def attempt(a: Attempt) -> str | None:
-        headers = {"Authorization": a.authorization} if a.authorization else {}
+        request = dict(a.request)
+        headers = {
+            **request.pop("headers", {}),
+            **({"Authorization": a.authorization} if a.authorization else {}),
+        }
         async with gate, http(world.server) as client:
-            response = await client.request(a.method, a.target, headers=headers, **a.request)
+            response = await client.request(a.method, a.target, headers=headers, **request)
         return _refused(response, a.statuses, a.what)
 
     found = await asyncio.gather(*(attempt(a) for a in attempts))
@@ -336,4 +346,54 @@ async def test_every_staff_route_refuses_the_wrong_role_and_region(world: World)
                     Attempt(method, target, bearer(token), request, statuses, f"{method} {target} as {who}")
                 )
     assert len(attempts) > 60, len(attempts)
+    await _all_refused_writing_nothing(world, attempts)
+
+
+# What a member route on the group's things is sent: what a member of it could send, so that
+# only not being one refuses it. Every member route with such an id is here (checked below).
+def _member_request(world: World) -> dict[tuple[str, str], dict[str, Any]]:
+    cid, mid = int(world.ids["conversation_id"]), world.message_id
+    file = {"content": b"a file", "headers": {"Keyhold-Filename": "x.txt", "Content-Type": "text/plain"}}
+    return {
+        ("GET", "/conversations/{conversation_id}"): {},
+        ("PATCH", "/conversations/{conversation_id}"): {"json": {"title": "taken over"}},
+        ("POST", "/conversations/{conversation_id}/members"): {"json": {"members": [world.ids["username"]]}},
+        ("DELETE", "/conversations/{conversation_id}/members/me"): {},
+        ("DELETE", "/conversations/{conversation_id}/members/{username}"): {},
+        ("PUT", "/conversations/{conversation_id}/timer"): {"json": {"seconds": 60}},
+        ("PUT", "/conversations/{conversation_id}/members/{username}/role"): {"json": {"role": "admin"}},
+        ("GET", "/conversations/{conversation_id}/messages"): {},
+        ("POST", "/conversations/{conversation_id}/messages"): {"json": {"text": "let me in"}},
+        ("DELETE", "/messages/{message_id}"): {},
+        ("POST", "/conversations/{conversation_id}/receipts"): {"json": {"type": "read", "message_id": mid}},
+        ("POST", "/conversations/{conversation_id}/attachments"): file,
+        ("GET", "/attachments/{attachment_id}"): {},
+        ("POST", "/requests/{conversation_id}/accept"): {},
+        ("DELETE", "/requests/{conversation_id}"): {},
+        ("POST", "/requests/{conversation_id}/block"): {},
+        ("PATCH", "/devices/{device_id}"): {"json": {"display_name": "mine now"}},
+        ("DELETE", "/devices/{device_id}"): {"json": {"password": PASSWORD}},
+        ("POST", "/reports"): {"json": {"conversation_id": cid, "message_ids": [mid], "category": "spam"}},
+    }
+
+
+THINGS = {"conversation_id", "message_id", "attachment_id", "device_id"}
+
+
+async def test_every_route_on_a_groups_things_refuses_those_outside_it(world: World, tmp_path: Path) -> None:
+    """A former member and a member of another conversation get 403 or 404 from every route
+    that names the group, one of its messages or attachments, or a device of a member of it."""
+    requests = _member_request(world)
+    named = {
+        r.key
+        for r in api_routes(tmp_path / "home")
+        if r.dependencies & MEMBER_DEPENDENCIES and THINGS & set(re.findall(r"\{(\w+)\}", r.path))
+    }
+    assert named | {("POST", "/reports")} == set(requests)
+    attempts = [
+        Attempt(method, _target(world, Route(method, path, frozenset())), bearer(token), request, (403, 404),
+                f"{method} {path} by {who}")
+        for (method, path), request in requests.items()
+        for who, token in world.outsiders.items()
+    ]  # fmt: skip
     await _all_refused_writing_nothing(world, attempts)
