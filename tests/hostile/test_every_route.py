@@ -11,8 +11,8 @@ message, an attachment, a device, a report case, a legal case):
   token of the other kind (a member's on staff routes, staff's on member routes);
 - every staff route answers 403 problem+json to each role that may not use it, and to staff of
   another region either 403 or 404 (a case of another region is not theirs to know of);
-- every member route on a group's things answers 403 or 404 to a former member and to a member
-  of another conversation;
+- every member route and stream frame on a group's things answers 403 or 404 to a former
+  member and to a member of another conversation;
 - all of it at once, concurrently, and the database and blob store are exactly as before.
 """
 
@@ -33,7 +33,7 @@ import pytest
 
 from conftest import PASSWORD, Server, new_member
 from db_snapshot import snapshot
-from hostile_helpers import API, PROBLEM_JSON, http, login_token
+from hostile_helpers import API, PROBLEM_JSON, http, login_token, open_stream
 from keyhold.api.app import create_app
 from keyhold.config import load_settings
 from keyhold.governance.roles import ROLES
@@ -162,6 +162,7 @@ class World:
     report_case: int
     legal_case: int
     outsiders: dict[str, str]  # members with no part in the group: who -> token
+    elsewhere: int  # the conversation of "a member of another conversation"
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -182,7 +183,7 @@ async def world(served: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
         attachment = await alice.upload(chat.id, b"file contents", "notes.txt", "text/plain")
         await alice.send(chat.id, "a file", attachment_id=attachment.id)
         await carol.leave(chat.id)  # a former member
-        await dave.start_conversation([erin.username])  # a member of another conversation
+        elsewhere = await dave.start_conversation([erin.username])  # a member of another conversation
         case = await alice.report(chat.id, [said.id], "harassment")
         legal = await staff["ev_legal"].create_legal_case(_legal_request([bob.username]))
         revoked = await login_token(server, alice.username)
@@ -203,6 +204,7 @@ async def world(served: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
             server, ids, {name: client.token for name, client in staff.items() if name != "ev_gone"},
             revoked, revoked_staff, alice.token, said.id, int(case["id"]), int(legal["id"]),
             {"a former member": carol.token, "a member of another conversation": dave.token},
+            elsewhere.id,
         )  # fmt: skip
         for client in (alice, bob, carol, dave, erin):
             await client.close()
@@ -397,3 +399,48 @@ async def test_every_route_on_a_groups_things_refuses_those_outside_it(world: Wo
         for who, token in world.outsiders.items()
     ]  # fmt: skip
     await _all_refused_writing_nothing(world, attempts)
+
+
+async def test_every_frame_on_a_groups_things_refuses_those_outside_it(world: World) -> None:
+    """Over the stream: a send to the group and a receipt of its message, from a former member
+    and a member of another conversation; and from the latter, its own conversation named with
+    the group's attachment or message. Each gets an error frame with its ref (403 or 404), the
+    socket stays open, and nothing is written; the same smuggling over REST is refused too."""
+    cid, mid, attachment = int(world.ids["conversation_id"]), world.message_id, world.ids["attachment_id"]
+    into_group = [
+        {"type": "send", "conversation_id": cid, "text": "let me in"},
+        {"type": "receipt", "conversation_id": cid, "receipt": "read", "message_id": mid},
+    ]
+    smuggled = [
+        {"type": "send", "conversation_id": world.elsewhere, "text": "look", "attachment_id": attachment},
+        {"type": "receipt", "conversation_id": world.elsewhere, "receipt": "read", "message_id": mid},
+    ]
+    dave = world.outsiders["a member of another conversation"]
+    before = await asyncio.to_thread(snapshot, world.server)
+    for who, token in world.outsiders.items():
+        frames = into_group + (smuggled if token == dave else [])
+        stream = await open_stream(world.server, token)
+        try:
+            for i, frame in enumerate(frames):
+                await stream.send({**frame, "ref": f"r{i}"})
+            errors = {}
+            for _ in frames:
+                error = await stream.next_frame("error")
+                errors[error["ref"]] = error["problem"]["status"]
+            assert sorted(errors) == sorted(f"r{i}" for i in range(len(frames))), (who, errors)
+            assert set(errors.values()) <= {403, 404}, (who, errors)
+            await stream.send({"type": "ping", "ref": "still-there"})
+            assert (await stream.next_frame("pong"))["ref"] == "still-there"
+        finally:
+            await stream.close()
+    async with http(world.server, dave) as client:
+        sent = await client.post(
+            f"/conversations/{world.elsewhere}/messages", json={"text": "look", "attachment_id": attachment}
+        )
+        marked = await client.post(
+            f"/conversations/{world.elsewhere}/receipts", json={"type": "read", "message_id": mid}
+        )
+    for response in (sent, marked):
+        assert response.status_code in (403, 404), response.text
+        assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    assert await asyncio.to_thread(snapshot, world.server) == before, "a refused frame wrote something"
