@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pyotp
 import pytest
@@ -108,6 +109,20 @@ def server_with_staff(
         yield server, add_all_staff(server, staff)
     finally:
         stop_server(server)
+
+
+def staff_server_fixture(name: str, staff: dict[str, tuple[str, str]]) -> Any:
+    """A module fixture: a server of its own on each backend (SQLite, then PostgreSQL) with
+    these staff (name: (role, region)); it gives (server, their TOTP secrets)."""
+
+    @pytest.fixture(scope="module", params=["sqlite", "postgres"])
+    def served(
+        request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[tuple[Server, dict[str, str]]]:
+        with server_with_staff(tmp_path_factory, name, request.param, staff) as found:
+            yield found
+
+    return served
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,7 @@ from keyhold.sdk.verify import (
     verify_tree_head,
 )
 from keyhold.store.db import create_engine
-from staff_helpers import server_with_staff, signed_in
+from staff_helpers import signed_in, staff_server_fixture
 
 API = "/api/v1"
 STAFF = {
@@ -117,12 +117,7 @@ class World:
         return [e for e in parsed((await self.entries())[before:]) if e["type"] == "content_accessed"]
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def log_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Server, dict[str, str]]]:
-    with server_with_staff(tmp_path_factory, "access-log", request.param, STAFF) as served:
-        yield served
+log_server = staff_server_fixture("access-log", STAFF)
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from keyhold.api.app import create_app
 from keyhold.config import load_settings
 from keyhold.governance.roles import ROLES
 from keyhold.sdk.staff import LegalRequest
-from staff_helpers import server_with_staff, signed_in
+from staff_helpers import signed_in, staff_server_fixture
 
 # Routes anyone may call, and why that is safe: they show nothing of a member.
 PUBLIC = {
@@ -165,12 +165,7 @@ class World:
     elsewhere: int  # the conversation of "a member of another conversation"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def served(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Server, dict[str, str]]]:
-    with server_with_staff(tmp_path_factory, "every_route", request.param, STAFF) as server_and_secrets:
-        yield server_and_secrets
+served = staff_server_fixture("every_route", STAFF)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ order. Each staff member signs in once per server (a TOTP code is accepted once 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import pytest
 
 from conftest import PASSWORD, Server, new_member
 from keyhold.sdk import Client, Event, KeyholdError, LegalRequest, Message, StaffClient, Stream
-from staff_helpers import server_with_staff, signed_in
+from staff_helpers import signed_in, staff_server_fixture
 from stream_helpers import WAIT, close_all, live, next_of
 
 STAFF = {
@@ -113,12 +113,7 @@ class World:
         return moderator
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def holds_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Server, dict[str, str]]]:
-    with server_with_staff(tmp_path_factory, "holds", request.param, STAFF) as served:
-        yield served
+holds_server = staff_server_fixture("holds", STAFF)
 
 
 @pytest.fixture(scope="module")

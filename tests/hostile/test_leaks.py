@@ -23,15 +23,12 @@ import websockets
 from conftest import Server, keyhold_cli, new_member, start_server, stop_server
 from hostile_helpers import assert_problem, http, ws_url
 from keyhold.sdk import Client, StaffClient
-from staff_helpers import server_with_staff, signed_in
+from staff_helpers import signed_in, staff_server_fixture
 
 STAFF = {"mod_leaks": ("moderator", "us"), "audit_leaks": ("auditor", "us"), "legal_leaks": ("legal", "us")}
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def leaky(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
-    with server_with_staff(tmp_path_factory, "leaks", request.param, STAFF) as served:
-        yield served
+leaky = staff_server_fixture("leaks", STAFF)
 
 
 @dataclass
