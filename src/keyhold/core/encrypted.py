@@ -6,6 +6,7 @@ back with an `event` in the Matrix shape a client's crypto core decrypts
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,7 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 # A 4,000-character message is ~22 KB of Megolm ciphertext in base64: room to spare, and
 # below the 64 KiB a request body may have.
 MAX_ENCRYPTED_BYTES = 48 * 1024
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
 
 
 def encode_encrypted(content: Mapping[str, Any]) -> bytes:
@@ -33,6 +35,10 @@ def encode_encrypted(content: Mapping[str, Any]) -> bytes:
         value = content.get(name)
         if not isinstance(value, str) or not value:
             raise invalid(f"encrypted.{name} must be a non-empty string")
+        # Both are base64 in every Megolm client: a control character or a space there is not
+        # ciphertext, and is refused here as it is in any other field.
+        if not _BASE64_TEXT.match(value):
+            raise invalid(f"encrypted.{name} must be base64")
     try:
         encoded = orjson.dumps(content)
     except orjson.JSONEncodeError:
