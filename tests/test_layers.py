@@ -153,3 +153,16 @@ def test_the_command_line_starts_without_the_server() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
     assert loaded.stdout.split() == [], loaded.stdout
+
+
+def test_the_services_start_without_the_web_framework() -> None:
+    """Commands on a data dir (`keyhold user`, `staff add`, `keys`, `demo seed`, …) build the
+    services (`keyhold.app`) and never serve HTTP: FastAPI and the routes load only when
+    `asgi_app` is called for `keyhold serve` (about half a second of every such command)."""
+    probe = (
+        "import sys, keyhold.app; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn') "
+        "or m.startswith('keyhold.api.'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert loaded.stdout.split() == [], loaded.stdout

@@ -11,12 +11,11 @@ import asyncio
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from keyhold.api.app import create_app
 from keyhold.bus.base import Bus
 from keyhold.bus.local import LocalBus
 from keyhold.config import CONFIG_FILE, Settings, render_config
@@ -56,6 +55,9 @@ from keyhold.safety.scan_process import ScanProcess
 from keyhold.safety.screening import SafetyScreen
 from keyhold.store.blobs import BlobStore
 from keyhold.store.db import create_engine, migrate, writer_transactions
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 @dataclass
@@ -270,4 +272,8 @@ async def start_keyhold(
 
 def asgi_app(settings: Settings) -> FastAPI:
     """The HTTP + WebSocket application of a data dir, starting its services with it."""
+    # Loaded here, not at the top: every command on a data dir builds the services without
+    # the API, and FastAPI and the routes are ~0.2 s of its start-up.
+    from keyhold.api.app import create_app
+
     return create_app(settings, start_keyhold)
