@@ -45,15 +45,20 @@ def _validators(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "stream auth frame", AuthFrame.__pydantic_core_schema__
 
 
-def _string_nodes(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _nodes(node: Any, where: str, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every node of type `kind` ("str", "int") in a core schema, with where it is."""
     if isinstance(node, dict):
-        if node.get("type") == "str":
+        if node.get("type") == kind:
             yield where, node
         for key, value in node.items():
-            yield from _string_nodes(value, f"{where}/{key}")
+            yield from _nodes(value, f"{where}/{key}", kind)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from _string_nodes(value, f"{where}[{i}]")
+            yield from _nodes(value, f"{where}[{i}]", kind)
+
+
+def _string_nodes(node: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    return _nodes(node, where, "str")
 
 
 def test_every_submitted_string_refuses_control_characters(tmp_path: Path) -> None:
@@ -79,6 +84,24 @@ def test_the_walk_finds_a_plain_string() -> None:
 
     nodes = list(_string_nodes(Careless.__pydantic_core_schema__, "Careless"))
     assert len(nodes) == 1 and nodes[0][1].get("pattern") is None
+
+
+# Integers the domain bounds itself, with its own message: the edge takes any integer there.
+BOUNDED_IN_THE_DOMAIN = {"/conversations/{conversation_id}/timer body"}  # seconds: MIN/MAX_TIMER_S
+
+
+def test_every_submitted_integer_is_bounded(tmp_path: Path) -> None:
+    """An integer beyond 64 bits would reach the database as an error (PostgreSQL's BIGINT), a
+    5xx: every integer of every body, parameter and frame has bounds at the edge, or is named
+    in BOUNDED_IN_THE_DOMAIN."""
+    checked, unbounded = 0, set()
+    for name, schema in _validators(tmp_path):
+        for _where, node in _nodes(schema, name, "int"):
+            checked += 1
+            if not ({"le", "lt"} & set(node) and {"ge", "gt"} & set(node)):
+                unbounded.add(name)
+    assert unbounded == BOUNDED_IN_THE_DOMAIN, unbounded
+    assert checked >= 20, checked
 
 
 @pytest.mark.parametrize("control", ["\x00", "\x1b", "\x7f", "\x85", "\u009f"])
