@@ -24,6 +24,7 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 # below the 64 KiB a request body may have.
 MAX_ENCRYPTED_BYTES = 48 * 1024
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1, as `api.schemas.Text` refuses
 
 
 def encode_encrypted(content: Mapping[str, Any]) -> bytes:
@@ -35,10 +36,10 @@ def encode_encrypted(content: Mapping[str, Any]) -> bytes:
         value = content.get(name)
         if not isinstance(value, str) or not value:
             raise invalid(f"encrypted.{name} must be a non-empty string")
-        # Both are base64 in every Megolm client: a control character or a space there is not
-        # ciphertext, and is refused here as it is in any other field.
+        # Both are base64 in every Megolm client: anything else there is not ciphertext.
         if not _BASE64_TEXT.match(value):
             raise invalid(f"encrypted.{name} must be base64")
+    _refuse_control_characters(content)
     try:
         encoded = orjson.dumps(content)
     except orjson.JSONEncodeError:
@@ -46,6 +47,23 @@ def encode_encrypted(content: Mapping[str, Any]) -> bytes:
     if len(encoded) > MAX_ENCRYPTED_BYTES:
         raise invalid(f"encrypted is larger than {MAX_ENCRYPTED_BYTES} bytes")
     return encoded
+
+
+def _refuse_control_characters(content: Mapping[str, Any]) -> None:
+    """The other fields pass through as sent, but like every string a client submits, none
+    may hold a control character (the edge checked the keys already). A loop, not recursion:
+    a field may nest as deep as the JSON parser allows."""
+    for field, top in content.items():
+        pending = [top]
+        while pending:
+            value = pending.pop()
+            if isinstance(value, str):
+                if _CONTROL.search(value):
+                    raise invalid(f"encrypted.{field} must not contain control characters")
+            elif isinstance(value, Mapping):
+                pending.extend(value.values())
+            elif isinstance(value, list):
+                pending.extend(value)
 
 
 def check_franking(franking: Mapping[str, Any]) -> bytes:
