@@ -103,6 +103,7 @@ async def optional_staff(request: Request) -> StaffMember | None:
 Service = Annotated[Services, Depends(service)]
 Gov = Annotated[Governance, Depends(governance)]
 CurrentStaff = Annotated[StaffMember, Depends(current_staff)]
+OptionalStaff = Annotated[StaffMember | None, Depends(optional_staff)]
 CurrentMember = Annotated[Member, Depends(current_member)]
 ReadingMember = Annotated[Member, Depends(reading_member)]
 RestrictedMember = Annotated[Member, Depends(restricted_member)]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import HTMLResponse
 
-from keyhold.api.deps import CurrentStaff, Gov, ReadingMember, RestrictedMember, optional_staff
+from keyhold.api.deps import CurrentStaff, Gov, OptionalStaff, ReadingMember, RestrictedMember
 from keyhold.api.limits import Reporter
 from keyhold.api.schemas import MAX_ID, AppealBody, ReportBody, Text
 from keyhold.core.errors import invalid
@@ -114,12 +114,11 @@ REPORT_POLICY = (
     "period has ended, to auditors before",
 )
 async def transparency_report(
-    request: Request,
+    viewer: OptionalStaff,
     gov: Gov,
     period: Annotated[Text, Query(min_length=4, max_length=7, pattern=r"^\d{4}(-H[12]|-Q[1-4])?$")],
     format: Annotated[Text, Query(pattern="^(json|html)$")] = "json",
 ) -> Any:
-    viewer = await optional_staff(request)
     report = await gov.transparency_report(period, viewer)
     if format == "html":
         # A page on the app's own origin: no script, no frames, nothing fetched (its style is
