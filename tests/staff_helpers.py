@@ -101,25 +101,37 @@ async def login_all(server: Server, secrets: dict[str, str], shift_s: int = 0) -
 
 @contextmanager
 def server_with_staff(
-    tmp_path_factory: pytest.TempPathFactory, name: str, backend: str, staff: dict[str, tuple[str, str]]
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    backend: str,
+    staff: dict[str, tuple[str, str]],
+    files: dict[str, str] | None = None,
 ) -> Iterator[tuple[Server, dict[str, str]]]:
-    """A server of its own with these staff (name: (role, region)); their TOTP secrets."""
-    server = start_server(tmp_path_factory.mktemp(name) / "kh", backend)
+    """A server of its own with these staff (name: (role, region)); their TOTP secrets.
+    `files` (name: text) are written into its data dir before it first starts (the rules)."""
+    home = tmp_path_factory.mktemp(name) / "kh"
+    home.mkdir()
+    for file_name, text in (files or {}).items():
+        (home / file_name).write_text(text)
+    server = start_server(home, backend)
     try:
         yield server, add_all_staff(server, staff)
     finally:
         stop_server(server)
 
 
-def staff_server_fixture(name: str, staff: dict[str, tuple[str, str]]) -> Any:
+def staff_server_fixture(
+    name: str, staff: dict[str, tuple[str, str]], files: dict[str, str] | None = None
+) -> Any:
     """A module fixture: a server of its own on each backend (SQLite, then PostgreSQL) with
-    these staff (name: (role, region)); it gives (server, their TOTP secrets)."""
+    these staff (name: (role, region)) and `files` in its data dir; it gives (server, their
+    TOTP secrets)."""
 
     @pytest.fixture(scope="module", params=["sqlite", "postgres"])
     def served(
         request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ) -> Iterator[tuple[Server, dict[str, str]]]:
-        with server_with_staff(tmp_path_factory, name, request.param, staff) as found:
+        with server_with_staff(tmp_path_factory, name, request.param, staff, files) as found:
             yield found
 
     return served

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +33,11 @@ import httpx
 import orjson
 import pytest
 
-from conftest import PASSWORD, Server, new_member, start_server, stop_server
+from conftest import PASSWORD, Server, new_member
 from db_snapshot import stored
 from hostile_helpers import PROBLEM_JSON, http
 from keyhold.sdk import Client, LegalRequest, Message, StaffClient, Stream
-from staff_helpers import add_all_staff, signed_in
+from staff_helpers import signed_in, staff_server_fixture
 from stream_helpers import close_all, live
 
 STAFF = {
@@ -94,23 +94,14 @@ class World:
         )
 
 
-# Not `staff_server_fixture`: the data dir needs its rules file before the server first starts.
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("races") / "kh"
-    home.mkdir()
-    (home / "safety-rules.toml").write_text(RULES)
-    server = start_server(home, request.param)
-    try:
-        yield server
-    finally:
-        stop_server(server)
+served = staff_server_fixture("races", STAFF, {"safety-rules.toml": RULES})
 
 
 @pytest.fixture(scope="module")
-async def world(served: Server) -> AsyncIterator[World]:
-    async with signed_in(served, add_all_staff(served, STAFF)) as staff:
-        yield World(served, staff)
+async def world(served: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
+    server, totp_secrets = served
+    async with signed_in(server, totp_secrets) as staff:
+        yield World(server, staff)
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -195,6 +186,11 @@ async def sends_racing(
         else:
             assert_refused(answer, *refusals)
     return sorted(acknowledged), acted
+
+
+def overlapped(acknowledged: list[int], what: str) -> None:
+    """The change landed among the sends, not after them all: else the test showed nothing."""
+    assert 0 < len(acknowledged) < 20, f"{len(acknowledged)} of 20 sends before {what}: no race"
 
 
 async def streamed_until(stream: Stream, sentinel: int) -> list[Message]:
@@ -361,6 +357,7 @@ async def test_a_member_removed_while_sending_has_nothing_stored_after_the_remov
         remove = functools.partial(api.delete, f"/conversations/{cid}/members/{ben.username}")
         acked, removed = await sends_racing(world.server, ben, cid, remove, 404)
     assert removed.status_code == 200, removed.text
+    overlapped(acked, "the removal")
     assert await world.stored_ids(ben, cid) == await world.shown(ann, cid, ben) == acked
     events = await replayed(ann)
     [removal] = [i for i, e in enumerate(events) if e.get("change") == "member_removed"]
@@ -409,6 +406,7 @@ async def test_a_block_in_a_direct_conversation_stops_every_message_committed_af
         block = functools.partial(api.put, f"/blocks/{ben.username}")
         acked, blocked = await sends_racing(world.server, ben, cid, block, 403)
     assert blocked.status_code == 204, blocked.text
+    overlapped(acked, "the block")
     assert_refused(await world.post(ben, f"/conversations/{cid}/messages", {"text": "let me in"}), 403)
     assert await world.stored_ids(ben, cid) == await world.shown(ann, cid, ben) == acked
     # Whatever reached ann's stream before a later message of another conversation has come.
@@ -432,6 +430,7 @@ async def test_a_block_in_a_group_hides_every_message_committed_after_it(world: 
     everything = sorted([*acked, after])
     assert await world.stored_ids(ben, cid) == await world.shown(carol, cid, ben) == everything
     shown = await world.shown(ann, cid, ben)
+    overlapped(shown, "the block")
     assert shown == everything[: len(shown)] and after not in shown, f"ann sees {shown} of {everything}"
     sentinel = (await carol.send(cid, "are you there?")).id
     assert sorted(m.id for m in await streamed_until(stream, sentinel) if m.sender == ben.username) == shown
@@ -450,6 +449,7 @@ async def test_an_account_deleted_while_sending_leaves_every_acknowledged_messag
         delete = functools.partial(api.post, "/account/delete", json={"password": PASSWORD})
         acked, deleted = await sends_racing(world.server, ben, cid, delete, 401, 403)
     assert deleted.status_code == 204, deleted.text
+    overlapped(acked, "the deletion")
     sql = "SELECT id, body IS NULL, deleted_ms IS NOT NULL FROM messages WHERE conversation_id = ?"
     rows = sorted(await stored(world.server, sql, cid))
     assert [r[0] for r in rows] == acked and all(r[1] and r[2] for r in rows), rows
