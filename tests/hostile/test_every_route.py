@@ -1,16 +1,19 @@
 """Every route of the API, tried by those who may not use it.
 
-The routes are read from the app itself (as test_text_types.py reads their validators), so a
-route added later is tried too, or this module fails: each route is public (named in `PUBLIC`,
-with what it shows), a member's, or staff's, by the dependency that says who it acts for.
-Against a real server, on SQLite and PostgreSQL, with ids of real things (a conversation, a
-message, an attachment, a device, a report case, a legal case):
+The routes are read from the app itself (`app_routes`, as test_text_types.py reads their
+validators), so a route added later is tried too, or this module fails: each route is public
+(named in `PUBLIC`, with what it shows), public with more for some staff (`STAFF_SEE_MORE`), a
+member's, or staff's, by the dependency that says who it acts for. Against a real server, on
+SQLite and PostgreSQL, with ids of real things (a conversation, a message, an attachment, a
+device, a report case, a held message's case, a legal case):
 
 - every member and staff route answers 401 problem+json to no credentials, a malformed bearer,
   a token never issued, a member's token after sign-out, a staff token after sign-out, and the
-  token of the other kind (a member's on staff routes, staff's on member routes);
-- every staff route answers 403 problem+json to each role that may not use it, and to staff of
-  another region either 403 or 404 (a case of another region is not theirs to know of);
+  token of the other kind (a member's on staff routes, staff's on member routes); a public
+  route where staff see more answers 401 to a staff token never issued or signed out;
+- every staff route answers 403 problem+json to each role that may not use it, and to the
+  right role of another region 403 or 404 on a case (which the same role of the case's region
+  is shown), or a list without the case;
 - every member route and stream frame on a group's things answers 403 or 404 to a former
   member and to a member of another conversation;
 - all of it at once, concurrently, and the database and blob store are exactly as before.
@@ -26,16 +29,15 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 
+from app_routes import app_routes
 from conftest import PASSWORD, Server, new_member
 from db_snapshot import snapshot
 from hostile_helpers import API, PROBLEM_JSON, http, login_token, open_stream
-from keyhold.api.app import create_app
-from keyhold.config import load_settings
 from keyhold.governance.roles import ROLES
 from keyhold.sdk.staff import LegalRequest
 from staff_helpers import signed_in, staff_server_fixture
@@ -52,12 +54,12 @@ PUBLIC = {
     ("GET", "/transparency/key"),  # the key that signs it
     ("GET", "/transparency/proof/inclusion"),  # hashes only
     ("GET", "/transparency/proof/consistency"),  # hashes only
-    ("GET", "/transparency/report"),  # counts of ended periods (staff see the running one)
     ("GET", "/docs"),  # the API reference page
     ("GET", "/docs-init.js"),  # its script
 }
 MEMBER_DEPENDENCIES = {"current_member", "reading_member", "restricted_member"}
 STAFF_DEPENDENCIES = {"current_staff"}
+OPTIONAL_STAFF_DEPENDENCIES = {"optional_staff"}
 
 # Who may use each staff route (governance.staff: SEE_REPORTS, TAKE_REPORTS, HANDLE_LEGAL, AUDIT).
 # Every staff route is here or in ANY_STAFF; a role not named is refused with a 403.
@@ -85,6 +87,8 @@ STAFF_ROUTES: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/staff/held/{case_id}/refuse"): TAKE,
     ("GET", "/transparency/entries"): AUDIT,
 }
+# Public routes that show some staff more: the transparency report of a running period.
+STAFF_SEE_MORE = {("GET", "/transparency/report"): AUDIT}
 STAFF = {
     **{f"ev_{role}": (role, "us") for role in ROLES},
     **{f"ev_eu_{role}": (role, "eu") for role in ROLES},
@@ -100,6 +104,7 @@ class Route:
     method: str
     path: str  # relative to /api/v1, with its {parameters}
     dependencies: frozenset[str]
+    fields: frozenset[str] = frozenset()  # what it is given: path and query parameters, body fields
 
     @property
     def key(self) -> tuple[str, str]:
@@ -112,38 +117,42 @@ def _dependency_names(dependant: Any) -> Iterator[str]:
         yield from _dependency_names(sub)
 
 
-def _walk(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for route in routes:
-        included = getattr(route, "original_router", None)
-        if included is not None:
-            yield from _walk(included.routes, prefix + route.include_context.prefix)
-        else:
-            yield prefix, route
+def _field_names(dependant: Any) -> Iterator[str]:
+    for param in dependant.path_params + dependant.query_params:
+        yield param.name
+    for param in dependant.body_params:
+        annotation = param.field_info.annotation
+        for model in (annotation, *get_args(annotation)):  # a model, or a model | None
+            yield from getattr(model, "model_fields", {})
 
 
 def api_routes(home: Path) -> list[Route]:
     """Every HTTP route under /api/v1 (the WebSocket's own tests are in test_revocation.py)."""
-    app = create_app(load_settings(home), None)  # type: ignore[arg-type]  # never started
     found = []
-    for prefix, route in _walk(app.routes):
+    for prefix, route in app_routes(home):
         dependant = getattr(route, "dependant", None)
         path = prefix + getattr(route, "path", "")
         if dependant is None or not path.startswith(API) or not getattr(route, "methods", None):
             continue  # the WebSocket, the schema document, mounts
         for method in sorted(route.methods - {"HEAD"}):
-            found.append(Route(method, path.removeprefix(API), frozenset(_dependency_names(dependant))))
+            names, fields = frozenset(_dependency_names(dependant)), frozenset(_field_names(dependant))
+            found.append(Route(method, path.removeprefix(API), names, fields))
     return found
 
 
 def test_every_route_says_who_may_call_it(tmp_path: Path) -> None:
-    """Public by name, or behind a member's or staff's token; every staff route in the table."""
+    """Public by name, public with more for some staff, or behind a member's or staff's token
+    (one of them); every staff route in the table."""
     routes = api_routes(tmp_path / "home")
     assert len(routes) > 80, len(routes)  # a broken walk would find few or none
     for route in routes:
-        guarded = route.dependencies & (MEMBER_DEPENDENCIES | STAFF_DEPENDENCIES)
-        assert bool(guarded) != (route.key in PUBLIC), f"{route.key}: {sorted(route.dependencies)}"
+        guarded = bool(route.dependencies & (MEMBER_DEPENDENCIES | STAFF_DEPENDENCIES))
+        sees_more = bool(route.dependencies & OPTIONAL_STAFF_DEPENDENCIES)
+        kinds = [route.key in PUBLIC, guarded, sees_more]
+        assert kinds.count(True) == 1, f"{route.key}: {sorted(route.dependencies)}"
     staff = {r.key for r in routes if r.dependencies & STAFF_DEPENDENCIES}
     assert staff == set(STAFF_ROUTES) | ANY_STAFF
+    assert {r.key for r in routes if r.dependencies & OPTIONAL_STAFF_DEPENDENCIES} == set(STAFF_SEE_MORE)
     assert {r.key for r in routes} >= PUBLIC  # no stale names
 
 
@@ -160,12 +169,15 @@ class World:
     member: str
     message_id: int
     report_case: int
+    held_case: int
     legal_case: int
     outsiders: dict[str, str]  # members with no part in the group: who -> token
     elsewhere: int  # the conversation of "a member of another conversation"
 
 
-served = staff_server_fixture("every_route", STAFF)
+HOLD_WORD = "zebrafruit"  # made up, so that only this rule holds it
+RULES = f'[[rule]]\nname = "every-route-hold"\ncategory = "spam"\naction = "hold"\nterms = ["{HOLD_WORD}"]\n'
+served = staff_server_fixture("every_route", STAFF, {"safety-rules.toml": RULES})
 
 
 @pytest.fixture(scope="module")
@@ -174,12 +186,18 @@ async def world(served: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
     async with signed_in(server, totp_secrets) as staff:
         alice, bob, carol, dave, erin = [await new_member(server) for _ in range(5)]
         chat = await alice.start_conversation([bob.username, carol.username], title="a group", kind="group")
-        said = await bob.send(chat.id, "a message to report")
+        # A former member who was an admin, and whose message it is: what an admin or a sender
+        # may do, only leaving the group refuses.
+        await alice.set_role(chat.id, carol.username, "admin")
+        said = await carol.send(chat.id, "a message to report")
         attachment = await alice.upload(chat.id, b"file contents", "notes.txt", "text/plain")
         await alice.send(chat.id, "a file", attachment_id=attachment.id)
-        await carol.leave(chat.id)  # a former member
+        await carol.leave(chat.id)
         elsewhere = await dave.start_conversation([erin.username])  # a member of another conversation
         case = await alice.report(chat.id, [said.id], "harassment")
+        held = await bob.send((await bob.start_conversation([alice.username])).id, f"a deal on {HOLD_WORD}")
+        assert held.status == "pending_review", held
+        held_case = await _held_case(server, staff["ev_moderator"].token, held.id)
         legal = await staff["ev_legal"].create_legal_case(_legal_request([bob.username]))
         revoked = await login_token(server, alice.username)
         async with http(server, revoked) as client:
@@ -197,12 +215,19 @@ async def world(served: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
         }
         yield World(
             server, ids, {name: client.token for name, client in staff.items() if name != "ev_gone"},
-            revoked, revoked_staff, alice.token, said.id, int(case["id"]), int(legal["id"]),
+            revoked, revoked_staff, alice.token, said.id, int(case["id"]), held_case, int(legal["id"]),
             {"a former member": carol.token, "a member of another conversation": dave.token},
             elsewhere.id,
         )  # fmt: skip
         for client in (alice, bob, carol, dave, erin):
             await client.close()
+
+
+async def _held_case(server: Server, moderator: str, message_id: int) -> int:
+    async with http(server, moderator) as client:
+        page = (await client.get("/staff/held", params={"limit": 200})).json()
+    [case] = [c["id"] for c in page["items"] if c["reported_messages"] == [message_id]]
+    return int(case)
 
 
 def _legal_request(targets: list[str]) -> LegalRequest:
@@ -215,9 +240,10 @@ def _legal_request(targets: list[str]) -> LegalRequest:
 
 
 def _target(world: World, route: Route, case_id: int | None = None) -> str:
-    ids = {**world.ids, "case_id": str(case_id if case_id is not None else world.report_case)}
-    if route.path.startswith("/staff/legal/"):
-        ids["case_id"] = str(world.legal_case)
+    if case_id is None:
+        kinds = {"/staff/legal/": world.legal_case, "/staff/held/": world.held_case}
+        case_id = next((c for p, c in kinds.items() if route.path.startswith(p)), world.report_case)
+    ids = {**world.ids, "case_id": str(case_id)}
     return re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], route.path)
 
 
@@ -238,6 +264,11 @@ def _staff_request(world: World, route: Route) -> dict[str, Any]:
 
 
 # -- the checks -------------------------------------------------------------------------------
+
+
+def _items(response: httpx.Response) -> list[dict[str, Any]]:
+    body = response.json()
+    return list(body["items"] if isinstance(body, dict) else body)
 
 
 def _refused(response: httpx.Response, statuses: tuple[int, ...], what: str) -> str | None:
@@ -305,6 +336,13 @@ async def test_every_guarded_route_refuses_outsiders_and_revoked_tokens(world: W
     }
     attempts = []
     for route in api_routes(tmp_path / "home"):
+        if route.key in STAFF_SEE_MORE:  # public, but a bad staff credential is not the public
+            bad = {"a staff token never issued": "ks_" + secrets.token_urlsafe(32)}
+            for who, token in {**bad, "a staff token after sign-out": world.revoked_staff}.items():
+                what = f"{route.method} {route.path} with {who}"
+                request = _see_more_request(route)
+                attempts.append(Attempt(route.method, route.path, bearer(token), request, (401,), what))
+            continue
         if route.key in PUBLIC:
             continue
         is_staff = bool(route.dependencies & STAFF_DEPENDENCIES)
@@ -323,7 +361,41 @@ async def test_every_guarded_route_refuses_outsiders_and_revoked_tokens(world: W
     await _all_refused_writing_nothing(world, attempts)
 
 
+def _see_more_request(route: Route) -> dict[str, Any]:
+    """What shows more to staff: the transparency report of the running half-year."""
+    assert route.key == ("GET", "/transparency/report"), route
+    today = dt.date.today()
+    return {"params": {"period": f"{today.year}-H{1 if today.month <= 6 else 2}"}}
+
+
 async def test_every_staff_route_refuses_the_wrong_role_and_region(world: World) -> None:
+    # The ids are real and the same role of their region is shown them: a 404 below is the
+    # region's, not a wrong id's.
+    moderator, legal = world.tokens["ev_moderator"], world.tokens["ev_legal"]
+    async with http(world.server, moderator) as us_moderator, http(world.server, legal) as us_legal:
+        for path in (f"/staff/reports/{world.report_case}", f"/staff/held/{world.held_case}"):
+            assert (await us_moderator.get(path)).status_code == 200, path
+        assert (await us_legal.get(f"/staff/legal/{world.legal_case}")).status_code == 200
+    # A list is of the staff member's own region: another region's lists leave these cases out.
+    lists = {
+        "/staff/reports": ("moderator", "admin"),
+        "/staff/held": ("moderator", "admin"),
+        "/staff/legal": ("legal",),
+    }
+    ours = {world.report_case, world.held_case, world.legal_case}
+    for path, roles in lists.items():
+        for role in roles:
+            async with (
+                http(world.server, world.tokens[f"ev_eu_{role}"]) as eu,
+                http(world.server, world.tokens[f"ev_{role}"]) as us,
+            ):
+                theirs, here = (
+                    await eu.get(path, params={"limit": 200}),
+                    await us.get(path, params={"limit": 200}),
+                )
+            assert theirs.status_code == here.status_code == 200, (path, role, theirs.text)
+            assert not {c["id"] for c in _items(theirs)} & ours, (path, role)
+            assert {c["id"] for c in _items(here)} & ours, (path, role)  # the control: shown in region
     attempts = []
     for (method, path), allowed in STAFF_ROUTES.items():
         route = Route(method, path, frozenset())
@@ -342,6 +414,15 @@ async def test_every_staff_route_refuses_the_wrong_role_and_region(world: World)
                 attempts.append(
                     Attempt(method, target, bearer(token), request, statuses, f"{method} {target} as {who}")
                 )
+    for (method, path), may in STAFF_SEE_MORE.items():
+        request = _see_more_request(Route(method, path, frozenset()))
+        async with http(world.server, world.tokens["ev_auditor"]) as auditor:  # the control
+            assert (await auditor.request(method, path, **request)).status_code == 200
+        for role in set(ROLES) - set(may):
+            token = world.tokens[f"ev_{role}"]
+            attempts.append(
+                Attempt(method, path, bearer(token), request, (403,), f"{method} {path} as {role}")
+            )
     assert len(attempts) > 60, len(attempts)
     await _all_refused_writing_nothing(world, attempts)
 
@@ -381,12 +462,10 @@ async def test_every_route_on_a_groups_things_refuses_those_outside_it(world: Wo
     """A former member and a member of another conversation get 403 or 404 from every route
     that names the group, one of its messages or attachments, or a device of a member of it."""
     requests = _member_request(world)
-    named = {
-        r.key
-        for r in api_routes(tmp_path / "home")
-        if r.dependencies & MEMBER_DEPENDENCIES and THINGS & set(re.findall(r"\{(\w+)\}", r.path))
-    }
-    assert named | {("POST", "/reports")} == set(requests)
+    routes = api_routes(tmp_path / "home")
+    named = {r.key for r in routes if r.dependencies & MEMBER_DEPENDENCIES and THINGS & r.fields}
+    assert ("POST", "/reports") in named  # the walk sees body fields (conversation_id there)
+    assert named == set(requests)
     attempts = [
         Attempt(method, _target(world, Route(method, path, frozenset())), bearer(token), request, (403, 404),
                 f"{method} {path} by {who}")
