@@ -273,7 +273,7 @@ async def start_keyhold(
 def asgi_app(settings: Settings) -> FastAPI:
     """The HTTP + WebSocket application of a data dir, starting its services with it."""
     # Loaded here, not at the top: every command on a data dir builds the services without
-    # the API, and FastAPI and the routes are ~0.2 s of its start-up.
+    # the API: FastAPI, the routes and their schemas are about half a second of its start-up.
     from keyhold.api.app import create_app
 
     return create_app(settings, start_keyhold)
