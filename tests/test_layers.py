@@ -142,27 +142,25 @@ def test_the_scan_catches_a_planted_arrow(tmp_path: Path, layer: str, planted: s
     assert against_the_layers(arrows(module, root), layer)
 
 
+def _loaded_after(module: str, picked: str) -> list[str]:
+    """The modules a fresh interpreter holds after importing `module`, among those the Python
+    expression `picked` (over a module name `m`) selects."""
+    probe = f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if {picked})))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    return loaded.stdout.split()
+
+
 def test_the_command_line_starts_without_the_server() -> None:
     """Client commands (`keyhold chat`, `keyhold staff …`) and `--help` load neither the web
     framework nor the database layer nor the services: they start in a fraction of the time.
     Server commands import what they need inside their functions."""
-    probe = (
-        "import sys, keyhold.cli.main; "
-        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('fastapi', 'sqlalchemy', 'alembic', 'uvicorn') or m in ('keyhold.app', 'keyhold.api.app'))))"
-    )
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert loaded.stdout.split() == [], loaded.stdout
+    server_side = "m.split('.')[0] in ('fastapi', 'sqlalchemy', 'alembic', 'uvicorn') or m in ('keyhold.app', 'keyhold.api.app')"
+    assert _loaded_after("keyhold.cli.main", server_side) == []
 
 
 def test_the_services_start_without_the_web_framework() -> None:
     """Commands on a data dir (`keyhold user`, `staff add`, `keys`, `demo seed`, …) build the
     services (`keyhold.app`) and never serve HTTP: FastAPI and the routes load only when
     `asgi_app` is called for `keyhold serve` (about half a second of every such command)."""
-    probe = (
-        "import sys, keyhold.app; "
-        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn') "
-        "or m.startswith('keyhold.api.'))))"
-    )
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    assert loaded.stdout.split() == [], loaded.stdout
+    web = "m.split('.')[0] in ('fastapi', 'uvicorn') or m.startswith('keyhold.api.')"
+    assert _loaded_after("keyhold.app", web) == []
