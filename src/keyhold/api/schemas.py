@@ -14,13 +14,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from keyhold.core.text_rules import CONTROL_CHARACTERS
+
 MAX_ID = 2**53 - 1
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 # Checked by pydantic's core (no Python call per field): C0 and C1 controls and DEL. Lone
 # surrogates (`"\\ud800"` is valid JSON, but no UTF-8 text, and no database stores them) fail
 # its string check before any pattern.
-SINGLE_LINE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+SINGLE_LINE = rf"^[^{CONTROL_CHARACTERS}]*$"
 MULTILINE = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
 # The words of the refusal; never the value, which may be a password.
 CONTROL_REFUSED = "must not contain control characters or unpaired surrogates"

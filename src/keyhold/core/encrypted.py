@@ -15,6 +15,7 @@ import orjson
 from keyhold.clock import iso
 from keyhold.core.errors import invalid
 from keyhold.core.matrix_ids import event_id, room_id, user_id
+from keyhold.core.text_rules import CONTROL_CHARACTERS
 from keyhold.crypto.franking import VERSION as FRANKING_VERSION
 from keyhold.crypto.signed_json import decode_base64, encode_base64
 from keyhold.store.rows import AnyRow
@@ -24,15 +25,18 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 # below the 64 KiB a request body may have.
 MAX_ENCRYPTED_BYTES = 48 * 1024
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/]+={0,2}\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1, as `api.schemas.Text` refuses
+_CONTROL = re.compile(f"[{CONTROL_CHARACTERS}]")
+# The fields the service relies on: base64, so they hold no control character either.
+_BASE64_FIELDS = ("ciphertext", "session_id")
 
 
 def encode_encrypted(content: Mapping[str, Any]) -> bytes:
     """The content as stored, after the checks the service relies on: Megolm, a ciphertext and
-    a session id. Other fields (`sender_key`, `device_id`, a client's own) pass untouched."""
+    a session id in base64, and no control character anywhere. Other fields (`sender_key`,
+    `device_id`, a client's own) pass as sent."""
     if content.get("algorithm") != MEGOLM:
         raise invalid(f"encrypted.algorithm must be {MEGOLM!r}")
-    for name in ("ciphertext", "session_id"):
+    for name in _BASE64_FIELDS:
         value = content.get(name)
         if not isinstance(value, str) or not value:
             raise invalid(f"encrypted.{name} must be a non-empty string")
@@ -54,6 +58,8 @@ def _refuse_control_characters(content: Mapping[str, Any]) -> None:
     may hold a control character (the edge checked the keys already). A loop, not recursion:
     a field may nest as deep as the JSON parser allows."""
     for field, top in content.items():
+        if field in _BASE64_FIELDS:  # checked as base64 already: the bulk of the content
+            continue
         pending = [top]
         while pending:
             value = pending.pop()
