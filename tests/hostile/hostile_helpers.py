@@ -57,11 +57,12 @@ async def login_token(server: Server, username: str, password: str = PASSWORD) -
     return str(response.json()["token"])
 
 
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
+def assert_problem(response: httpx.Response, *statuses: int) -> dict[str, Any]:
+    """A problem+json refusal with one of `statuses`; the problem."""
+    assert response.status_code in statuses, f"{response.status_code} {response.text[:300]}"
     assert response.headers["content-type"].startswith(PROBLEM_JSON), response.headers
     problem = response.json()
-    assert problem["status"] == status and problem["title"] and problem["detail"], problem
+    assert problem["status"] == response.status_code and problem["title"] and problem["detail"], problem
     return dict(problem)
 
 

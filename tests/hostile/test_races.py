@@ -35,7 +35,7 @@ import pytest
 
 from conftest import PASSWORD, Server, new_member
 from db_snapshot import stored
-from hostile_helpers import PROBLEM_JSON, http
+from hostile_helpers import assert_problem, http
 from keyhold.sdk import Client, LegalRequest, Message, StaffClient, Stream
 from staff_helpers import signed_in, staff_server_fixture
 from stream_helpers import close_all, live
@@ -107,20 +107,13 @@ async def world(served: tuple[Server, dict[str, str]]) -> AsyncIterator[World]:
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def assert_refused(response: httpx.Response, *statuses: int) -> None:
-    assert response.status_code in statuses, f"{response.status_code} {response.text[:300]}"
-    assert response.headers["content-type"].startswith(PROBLEM_JSON), response.headers
-    problem = response.json()
-    assert problem["status"] == response.status_code and problem["detail"], problem
-
-
 def one_winner(answers: list[httpx.Response], loser: int = 409) -> int:
     """The index of the one 200 among `answers`; every other is a problem+json `loser`."""
     won = [i for i, a in enumerate(answers) if a.status_code == 200]
     assert len(won) == 1, [(a.status_code, a.text[:200]) for a in answers]
     for i, answer in enumerate(answers):
         if i != won[0]:
-            assert_refused(answer, loser)
+            assert_problem(answer, loser)
     return won[0]
 
 
@@ -184,7 +177,7 @@ async def sends_racing(
         if answer.status_code == 201:
             acknowledged.append(int(answer.json()["id"]))
         else:
-            assert_refused(answer, *refusals)
+            assert_problem(answer, *refusals)
     return sorted(acknowledged), acted
 
 
@@ -242,7 +235,7 @@ async def test_two_moderators_claiming_one_case_at_once_one_wins(world: World) -
         assert answers[2 * n + pair.index(winner)].json()["assigned_to"] == winner.id
         assert (await loser.report(case_id))["assigned_to"] == winner.id
         # The loser's 409 left them nothing: the appeal is the winner's to decide.
-        assert_refused(
+        assert_problem(
             await world.post(loser, f"/staff/reports/{case_id}/appeal-decision", {"uphold": True}), 409
         )
         heard = await winner.decide_appeal(case_id, uphold=True)
@@ -323,7 +316,7 @@ async def test_releasing_and_refusing_one_held_message_at_once_has_one_outcome(w
     for n, (sender, recipient, conversation, message_id, case_id, moderator) in enumerate(held):
         released = one_winner(list(answers[2 * n : 2 * n + 2])) == 0
         outcome = "released" if released else "refused"
-        assert_refused(await world.post(moderator, f"/staff/held/{case_id}/release"), 409)
+        assert_problem(await world.post(moderator, f"/staff/held/{case_id}/release"), 409)
         view = await world.get(moderator, f"/staff/held/{case_id}")
         assert view["held_message"]["state"] == outcome and view["decision"]["review"] == outcome, view
         seen = [(m["id"], m["text"]) for m in await world.history(recipient, conversation)]
@@ -362,7 +355,7 @@ async def test_a_member_removed_while_sending_has_nothing_stored_after_the_remov
     events = await replayed(ann)
     [removal] = [i for i, e in enumerate(events) if e.get("change") == "member_removed"]
     assert sent_by(events[:removal], ben, cid) == acked and sent_by(events[removal:], ben, cid) == []
-    assert_refused(await world.post(ben, f"/conversations/{cid}/messages", {"text": "still here?"}), 404)
+    assert_problem(await world.post(ben, f"/conversations/{cid}/messages", {"text": "still here?"}), 404)
     await close_all(owner, ann, ben)
 
 
@@ -407,7 +400,7 @@ async def test_a_block_in_a_direct_conversation_stops_every_message_committed_af
         acked, blocked = await sends_racing(world.server, ben, cid, block, 403)
     assert blocked.status_code == 204, blocked.text
     overlapped(acked, "the block")
-    assert_refused(await world.post(ben, f"/conversations/{cid}/messages", {"text": "let me in"}), 403)
+    assert_problem(await world.post(ben, f"/conversations/{cid}/messages", {"text": "let me in"}), 403)
     assert await world.stored_ids(ben, cid) == await world.shown(ann, cid, ben) == acked
     # Whatever reached ann's stream before a later message of another conversation has come.
     sentinel = (await friend.send(side, "are you there?")).id
