@@ -24,6 +24,12 @@ import pytest
 
 from keyhold.sdk import Client
 
+# pytest-xdist's workers start with COLUMNS=80 (a plain `pytest` run has none), and Rich wraps
+# captured output to it: a `keyhold` command's error naming a long temporary path then breaks
+# mid-line. Commands run by tests see what a pipe sees; a test that wants a width sets one.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
 # Cheap argon2 parameters for tests only: the suite registers hundreds of users.
 TEST_ENV = {
     # The scan runs on the server's loop here (as on a one-CPU machine): a child process per

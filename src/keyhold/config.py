@@ -32,6 +32,12 @@ class Settings:
     # 413, so that it reads the answer rather than a reset; one that announced more than it
     # sends holds its connection this long.
     body_drain_seconds: int = 10
+    # A request's line and headers must arrive within this many seconds of the connection's
+    # opening (or of the request's first byte, on a kept-alive connection), and its body may
+    # pause at most this long between two reads: a client trickling bytes, or sending nothing,
+    # would otherwise hold a connection for ever. Slow links send a head in well under a second.
+    request_head_seconds: int = 20
+    request_body_idle_seconds: int = 30
     max_attachment_bytes: int = 10 * 1024 * 1024
     max_group_members: int = 32
     token_ttl_seconds: int = 30 * 24 * 3600
@@ -170,6 +176,9 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         raise ValueError("trusted_proxies cannot be '*': name the proxies' addresses")
     if not _SERVER_NAME.fullmatch(settings.server_name):
         raise ValueError(f"server_name {settings.server_name!r} is not a DNS name (letters, digits, '-', '.')")
+    for name in ("request_head_seconds", "request_body_idle_seconds", "body_drain_seconds"):
+        if getattr(settings, name) <= 0:
+            raise ValueError(f"{name} must be a positive number of seconds, not {getattr(settings, name)}")
     if settings.scanning not in ("on", "off"):
         raise ValueError(f"scanning must be on or off, not {settings.scanning!r}")
     if settings.scanning_process not in ("auto", "on", "off"):

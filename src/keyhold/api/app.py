@@ -26,7 +26,7 @@ from keyhold.api import (
 )
 from keyhold.api.deps import Service, Services
 from keyhold.api.docs import install_api_docs
-from keyhold.api.problems import BodySizeLimit, install_problem_handlers
+from keyhold.api.problems import BodyLimits, install_problem_handlers
 from keyhold.config import Settings
 from keyhold.governance.legal import MAX_DOCUMENT
 
@@ -114,11 +114,12 @@ def create_app(settings: Settings, start: Callable[[Settings], Awaitable[Service
     app.include_router(web.web_router(settings))
     app.add_middleware(SecurityHeaders, tls=bool(settings.tls_certfile))
     app.add_middleware(
-        BodySizeLimit,
+        BodyLimits,
         max_body=settings.max_body_bytes,
         max_upload=settings.max_attachment_bytes,
         # base64 of the largest legal document, plus the request's other fields
         max_legal_document=MAX_DOCUMENT * 4 // 3 + 64 * 1024,
         drain_seconds=settings.body_drain_seconds,
+        idle_seconds=settings.request_body_idle_seconds,
     )
     return app

@@ -1,4 +1,4 @@
-"""RFC 9457 problem+json for every refusal, and the request-size guard.
+"""RFC 9457 problem+json for every refusal, and the guard of request bodies' size and pace.
 
 Bad input never reaches a handler as a 5xx: validation errors, malformed JSON and oversize
 bodies are answered here. Error details never echo submitted values (they may be passwords).
@@ -59,7 +59,13 @@ async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    titles = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 413: "Too large"}
+    titles = {
+        400: "Bad request",
+        404: "Not found",
+        405: "Method not allowed",
+        408: "Request timeout",
+        413: "Too large",
+    }
     detail = exc.detail if isinstance(exc.detail, str) else "the request could not be processed"
     if exc.status_code == 400 and "parsing the body" in detail:
         detail = "the body is not valid JSON (UTF-8)"
@@ -130,16 +136,25 @@ async def _drain(receive: Receive, seconds: float) -> None:
         return
 
 
-class BodySizeLimit:
+class BodyLimits:
     """Refuse bodies over the limit with 413, counting bytes as they arrive (a missing or
-    lying Content-Length does not get past it). Attachment uploads and legal requests (which
-    carry their document) have their own limits."""
+    lying Content-Length does not get past it), and bodies that pause longer than
+    `idle_seconds` between two reads with 408 (a client trickling a byte at a time would
+    otherwise hold its request open for ever). Attachment uploads and legal requests (which
+    carry their document) have their own size limits."""
 
     def __init__(
-        self, app: ASGIApp, max_body: int, max_upload: int, max_legal_document: int, drain_seconds: float
+        self,
+        app: ASGIApp,
+        max_body: int,
+        max_upload: int,
+        max_legal_document: int,
+        drain_seconds: float,
+        idle_seconds: float,
     ) -> None:
         self.app = app
         self.drain_seconds = drain_seconds
+        self.idle_seconds = idle_seconds
         self.max_body = max_body
         self.max_upload = max_upload
         self.max_legal_document = max_legal_document
@@ -165,10 +180,23 @@ class BodySizeLimit:
                     await self._refuse(scope, receive, send, limit)
                     return
         seen = 0
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, body_done
+            if body_done:
+                # Past the body, a receive waits for the client to go away (a streamed download
+                # listens for that): no deadline there.
+                return await receive()
+            try:
+                async with asyncio.timeout(self.idle_seconds):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"the body paused for more than {self.idle_seconds:g} s", {"Connection": "close"}
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body"):
+                body_done = True
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:

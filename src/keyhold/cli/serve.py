@@ -1,4 +1,5 @@
-"""Running the server: uvicorn with uvloop and httptools, TLS 1.2+ with AEAD suites only."""
+"""Running the server: uvicorn with uvloop and httptools (with a deadline for request heads),
+TLS 1.2+ with AEAD suites only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import uvicorn
 import websockets
 
 from keyhold.app import asgi_app
+from keyhold.cli.http_deadline import http_protocol
 from keyhold.config import Settings
 
 # TLS 1.2 AEAD suites with forward secrecy; TLS 1.3 suites are all AEAD already.
@@ -89,7 +91,7 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=http_protocol(settings.request_head_seconds),
         ws="websockets-sansio",
         ws_max_size=256 * 1024,
         ws_ping_interval=30,
