@@ -1,4 +1,4 @@
-"""Running the server: uvicorn with uvloop and httptools (with a deadline for request heads),
+"""Running the server: uvicorn with uvloop and httptools (with limits on request heads),
 TLS 1.2+ with AEAD suites only."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import uvicorn
 import websockets
 
 from keyhold.app import asgi_app
-from keyhold.cli.http_deadline import http_protocol
+from keyhold.cli.http_protocol import http_protocol
 from keyhold.config import Settings
 
 # TLS 1.2 AEAD suites with forward secrecy; TLS 1.3 suites are all AEAD already.
@@ -68,6 +68,20 @@ class QuietWebSocketLines(logging.Filter):
         return self.verbose
 
 
+# Lines uvicorn logs as warnings for any client's malformed request: one per connection, so
+# anyone could fill the log with them. The client got its 400; they appear at debug only.
+CLIENT_ERROR_LINES = frozenset({"Invalid HTTP request received.", "Unsupported upgrade request."})
+
+
+class QuietClientErrors(logging.Filter):
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.verbose or record.msg not in CLIENT_ERROR_LINES
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -117,6 +131,7 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
     logging.getLogger("keyhold").setLevel(log_level.upper())
     logging.getLogger("uvicorn.access").addFilter(DropQueryStrings())
     logging.getLogger("uvicorn.error").addFilter(QuietWebSocketLines(verbose=log_level == "debug"))
+    logging.getLogger("uvicorn.error").addFilter(QuietClientErrors(verbose=log_level == "debug"))
     # The WebSocket library's debug output carries handshake headers (bearer tokens) and frame
     # contents (message text): never let it through, whatever the level.
     logging.getLogger("websockets").setLevel(logging.INFO)

@@ -1,20 +1,23 @@
-"""Clients that hold connections without finishing a request: the server closes them.
+"""Requests that never finish, are too big in the head, or are not HTTP: refused, and the
+connection closed, before they cost the server more than a few kilobytes.
 
-A connection that never sends a request, one that sends its head a byte at a time, and a body
-that stops half-way each cost an attacker nothing and the server a connection each. The head
-gets `request_head_seconds` from the connection's opening (or from a request's first byte, on a
-kept-alive connection), the body may pause at most `request_body_idle_seconds`; 2 s and 1 s
-on this module's server so that the tests wait seconds, not the production 20 and 30.
+A connection that never sends a request, one that sends its head a byte at a time, a body that
+stops half-way and a head that never ends each cost an attacker nothing and the server a
+connection each (the last, before the limit, a busy event loop and gigabytes). The head gets
+`request_head_seconds` from the connection's opening (or from a request's first byte, on a
+kept-alive connection) and at most 32 KiB; the body may pause at most
+`request_body_idle_seconds`: 2 s and 1 s on this module's server, so that the tests wait
+seconds, not the production 20 and 30.
 
-Transport only: the deadlines sit in the HTTP protocol and in the body guard, before any
-database work, so this module runs one server (SQLite); what a stopped body leaves written is
-checked through the API all the same.
+Transport only: these limits sit in the HTTP protocol and in the body guard, before any
+database work, so this module runs one server (SQLite); that a stopped body wrote nothing is
+checked on its database and blob store all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -156,6 +159,89 @@ async def test_body_that_stops_gets_408_and_writes_nothing(server: Server, what:
     writer.close()
     await alice.close()
     await bob.close()
+
+
+async def send_until_answered(
+    writer: asyncio.StreamWriter, reader: asyncio.StreamReader, pieces: Iterator[bytes]
+) -> tuple[int, bytes]:
+    """Send pieces until the server answers (a client reading as it sends); the bytes sent and
+    everything the server sent before closing."""
+    first = asyncio.create_task(reader.read(65536))
+    sent = 0
+    try:
+        for piece in pieces:
+            if first.done():
+                break
+            writer.write(piece)
+            await writer.drain()
+            sent += len(piece)
+            await asyncio.sleep(0)  # lets the reading task see an answer
+    except ConnectionError:
+        pass
+    return sent, await asyncio.wait_for(first, PATIENCE) + await closed_by_server(reader)
+
+
+def header_lines() -> Iterator[bytes]:
+    for n in range(32_000):  # 64 MB: the old server took it all in (and more, without end)
+        yield b"".join(b"X-Filler-%d: v\r\n" % (n * 100 + i) for i in range(100))
+
+
+def one_endless_value() -> Iterator[bytes]:
+    yield b"X-Filler: "
+    for _ in range(1_000):
+        yield b"v" * 65536
+
+
+@pytest.mark.parametrize("pieces", [header_lines, one_endless_value])
+async def test_a_head_that_never_ends_gets_431_within_a_few_reads(server: Server, pieces: Callable[[], Iterator[bytes]]) -> None:
+    reader, writer = await connect(server)
+    writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+    sent, answer = await send_until_answered(writer, reader, pieces())
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    problem = orjson.loads(answer.partition(b"\r\n\r\n")[2])
+    assert problem["status"] == 431 and "32768 bytes" in problem["detail"], problem
+    # The limit plus the socket buffers in between: nothing like the gigabytes before.
+    assert sent < 8 * 1024 * 1024, sent
+    writer.close()
+
+
+async def test_a_head_just_under_the_limit_is_served(server: Server) -> None:
+    reader, writer = await connect(server)
+    filler = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"v" * 100) for i in range(280))  # ~31 KiB
+    assert 30 * 1024 < len(filler) < 32 * 1024 - 200
+    writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n")
+    assert (await read_response(reader))[0] == 200
+    writer.close()
+
+
+NOT_HTTP = {
+    "nul-in-a-header": b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n",
+    "no-request-line": b"GARBAGE\r\n\r\n",
+    "unknown-version": b"GET /api/v1/health HTTP/9.9\r\nHost: x\r\n\r\n",
+    "length-and-chunked": (
+        b"POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "control-in-path": b"GET /api/v1/he\x01alth HTTP/1.1\r\nHost: x\r\n\r\n",
+    "space-in-header-name": b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX A: b\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", NOT_HTTP)
+async def test_a_request_that_is_not_http_gets_400_problem_json(server: Server, name: str) -> None:
+    reader, writer = await connect(server)
+    writer.write(NOT_HTTP[name])
+    answer = await closed_by_server(reader)
+    head_part, _, body = answer.partition(b"\r\n\r\n")
+    assert head_part.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"content-type: " + PROBLEM_JSON.encode() in head_part.lower()
+    assert b"x-content-type-options: nosniff" in head_part.lower()
+    problem = orjson.loads(body)
+    assert problem["status"] == 400 and "not valid HTTP/1.1" in problem["detail"], problem
+    writer.close()
+    # uvicorn logged a warning per such request: anyone could fill the log, one line per
+    # connection. (Written before the answer, so it would be in the file by now.)
+    assert "Invalid HTTP request received" not in server.log()
 
 
 async def test_others_are_served_while_many_connections_stall(server: Server) -> None:
