@@ -33,11 +33,12 @@ class Settings:
     # sends holds its connection this long.
     body_drain_seconds: int = 10
     # A request's line and headers must arrive within this many seconds of the connection's
-    # opening (or of the request's first byte, on a kept-alive connection), and its body may
-    # pause at most this long between two reads: a client trickling bytes, or sending nothing,
-    # would otherwise hold a connection for ever. Slow links send a head in well under a second.
+    # opening (or of the request's first byte, on a kept-alive connection): a client sending
+    # nothing, or a byte at a time, would otherwise hold a connection for ever.
     request_head_seconds: int = 20
-    request_body_idle_seconds: int = 30
+    # A request body may pause this long between two reads (and must average 500 bytes a
+    # second beyond it), and a response may wait this long for a client that reads nothing.
+    transfer_stall_seconds: int = 30
     max_attachment_bytes: int = 10 * 1024 * 1024
     max_group_members: int = 32
     token_ttl_seconds: int = 30 * 24 * 3600
@@ -176,7 +177,7 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
         raise ValueError("trusted_proxies cannot be '*': name the proxies' addresses")
     if not _SERVER_NAME.fullmatch(settings.server_name):
         raise ValueError(f"server_name {settings.server_name!r} is not a DNS name (letters, digits, '-', '.')")
-    for name in ("request_head_seconds", "request_body_idle_seconds", "body_drain_seconds"):
+    for name in ("request_head_seconds", "transfer_stall_seconds", "body_drain_seconds"):
         if getattr(settings, name) <= 0:
             raise ValueError(f"{name} must be a positive number of seconds, not {getattr(settings, name)}")
     if settings.scanning not in ("on", "off"):

@@ -120,6 +120,6 @@ def create_app(settings: Settings, start: Callable[[Settings], Awaitable[Service
         # base64 of the largest legal document, plus the request's other fields
         max_legal_document=MAX_DOCUMENT * 4 // 3 + 64 * 1024,
         drain_seconds=settings.body_drain_seconds,
-        idle_seconds=settings.request_body_idle_seconds,
+        stall_seconds=settings.transfer_stall_seconds,
     )
     return app

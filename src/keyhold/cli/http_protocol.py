@@ -1,17 +1,23 @@
-"""uvicorn's httptools protocol, with the limits on request heads that uvicorn does not set.
+"""uvicorn's httptools protocol, with the limits on slow and oversized clients uvicorn lacks.
 
 uvicorn closes a connection that stays idle after a response (`timeout_keep_alive`), but:
 - not one that never sends a request, nor one that sends its head a byte at a time: any byte
-  cancels its keep-alive timer. Such connections cost an attacker nothing and the server a file
-  descriptor and a parser each, for ever;
-- nor does it bound a head's size: one connection streaming header lines kept the event loop
-  busy (8 s of CPU in 8 s) and grew the server by 2.3 GB in 8 s (measured, uvicorn 0.55).
+  cancels its keep-alive timer, even a byte that begins no request (a bare CRLF, or the rest of
+  a body the app answered without reading), after which no timer at all was left;
+- it does not bound a head's size: one connection streaming header lines kept the event loop
+  busy (8 s of CPU in 8 s) and grew the server by 2.3 GB in 8 s (measured, uvicorn 0.55);
+- a client that stops reading a response holds the connection and its request for ever.
 
-Here a connection must complete each request's head (request line and headers) within
-`head_seconds`, counted from the connection's opening (for its first request) or from the
-request's first byte (after a response); a bare idle connection is closed silently, as
-keep-alive closes one, a begun head gets a 408. A head may be at most `MAX_HEAD_BYTES` (431).
-And a request that is not HTTP/1.1 at all gets its 400 as problem+json, like every refusal.
+Here:
+- a connection must complete each request's head (request line and headers) within
+  `head_seconds`, counted from the connection's opening (for its first request) or from the
+  request's first byte (after a response); a bare idle connection is closed silently, as
+  keep-alive closes one, a begun head gets a 408. Bytes that begin no request leave the
+  keep-alive deadline where it was;
+- a head may be at most `MAX_HEAD_BYTES` (431);
+- a response the client has not read a byte of for `stall_seconds` (the buffers full all that
+  time) is given up and the connection dropped;
+- a request the parser refuses gets its 400 as problem+json, like every refusal.
 
 The body's pace and size are the app's business (`api.problems.BodyLimits`): by then the
 request has a route.
@@ -20,6 +26,10 @@ request has a route.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import struct
+import termios
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -27,9 +37,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from keyhold.core.errors import Problem
 
 # Browsers send heads of 0.5 to 2 KiB. nginx allows 32 KiB by default (4 buffers of 8 KiB),
-# h11 (uvicorn's other parser) 16 KiB.
+# h11 (uvicorn's other parser) 16 KiB. Counted: the request target and the header lines.
 MAX_HEAD_BYTES = 32 * 1024
-
 # After a refusal, what the client still sends is read and dropped for this long (at most this
 # much) before the connection closes: closed with unread bytes, a socket sends a reset, and the
 # client would see that instead of its refusal.
@@ -54,9 +63,7 @@ def _refusal(problem: Problem) -> bytes:
     )
 
 
-_NOT_HTTP = _refusal(
-    Problem(400, "bad-request", "Bad request", "the request line or a header is not valid HTTP/1.1")
-)
+_NOT_HTTP = _refusal(Problem(400, "bad-request", "Bad request", "the request line or a header is not valid HTTP"))
 _TIMED_OUT = _refusal(
     Problem(408, "request-timeout", "Request timeout", "the request line and headers did not arrive in time")
 )
@@ -70,15 +77,25 @@ _TOO_LARGE = _refusal(
 )
 
 
-def http_protocol(head_seconds: float) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol, with the head deadline and size limit above."""
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback: httptools stops parsing and uvicorn answers its 400 path,
+    which `send_400_response` below turns into the 431."""
 
-    class LimitedHeadProtocol(HttpToolsProtocol):
+
+def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol, with the limits above."""
+
+    class LimitedProtocol(HttpToolsProtocol):
         # Armed while a head is awaited (from the connection's opening, or from a later
         # request's first byte) and not yet complete.
         _head_timer: asyncio.TimerHandle | None = None
+        _heads_begun = 0
         _head_begun = False
-        _head_bytes = 0
+        _head_bytes = 0  # reads wholly inside the unfinished head: a bound while it lasts
+        _head_size = 0  # the head's target and header lines, exact once it is complete
+        _too_large = False
+        _write_stall_timer: asyncio.TimerHandle | None = None
+        _unread = 0
         _lingering = False  # refused: reading only to drop what still comes
         _dropped = 0
 
@@ -88,6 +105,9 @@ def http_protocol(head_seconds: float) -> type[HttpToolsProtocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_head_timer()
+            if self._write_stall_timer is not None:
+                self._write_stall_timer.cancel()
+                self._write_stall_timer = None
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -96,32 +116,82 @@ def http_protocol(head_seconds: float) -> type[HttpToolsProtocol]:
                 if self._dropped > LINGER_BYTES:
                     self.transport.close()
                 return
+            idle = self.timeout_keep_alive_task  # uvicorn cancels it on any byte
+            heads_before = self._heads_begun
             awaited_before = self._head_timer is not None
             super().data_received(data)
-            # Counted only when the whole read belongs to an unfinished head: a read that ends
-            # a head, or starts one after an earlier request's bytes, is not. So the count may
-            # miss one read of a head, and never counts a body.
-            if awaited_before and self._head_timer is not None:
+            if awaited_before and self._head_timer is not None and heads_before == self._heads_begun:
+                # The whole read belongs to one unfinished head (a read that begins or ends a
+                # head is measured exactly by the callbacks).
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
                     self._stop_head_timer()
                     self._refuse(_TOO_LARGE)
+            began_none = heads_before == self._heads_begun
+            if idle is not None and began_none and not self._lingering and not self.transport.is_closing():
+                # Bytes that began no request: the connection is as idle as before.
+                self.timeout_keep_alive_task = self.loop.call_at(idle.when(), self.timeout_keep_alive_handler)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._heads_begun += 1
             self._head_begun = True
+            self._head_bytes = self._head_size = 0
             if self._head_timer is None:  # a later request on a kept-alive connection
                 self._start_head_timer()
 
+        def on_url(self, url: bytes) -> None:
+            self._head_size += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+            super().on_header(name, value)
+
         def on_headers_complete(self) -> None:
+            if self._head_size > MAX_HEAD_BYTES:
+                self._too_large = True
+                raise _HeadTooLarge
             self._stop_head_timer()
             self._head_begun = False
-            self._head_bytes = 0
             super().on_headers_complete()
 
         def send_400_response(self, msg: str) -> None:
             self._stop_head_timer()
-            self._refuse(_NOT_HTTP)
+            self._refuse(_TOO_LARGE if self._too_large else _NOT_HTTP)
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._write_stall_timer is None:
+                self._unread = self._unread_bytes()
+                self._write_stall_timer = self.loop.call_later(stall_seconds, self._check_client_reads)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self._write_stall_timer is not None:
+                self._write_stall_timer.cancel()
+                self._write_stall_timer = None
+
+        def _check_client_reads(self) -> None:
+            # A slow reader may not let writing resume for a while (the kernel wakes a writer only
+            # once a third of its buffer is free): what counts is whether it read anything.
+            unread = self._unread_bytes()
+            if unread < self._unread:
+                self._unread = unread
+                self._write_stall_timer = self.loop.call_later(stall_seconds, self._check_client_reads)
+                return
+            # Nothing can be said to a client that reads nothing: drop it. uvicorn then marks
+            # the request disconnected and its remaining sends return at once.
+            self._write_stall_timer = None
+            self.transport.abort()
+
+        def _unread_bytes(self) -> int:
+            """What was written and is not yet taken by the client: ours and the kernel's."""
+            kernel = 0
+            sock = self.transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                kernel = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+            return int(self.transport.get_write_buffer_size()) + int(kernel)
 
         def _start_head_timer(self) -> None:
             self._head_timer = self.loop.call_later(head_seconds, self._head_too_slow)
@@ -154,4 +224,4 @@ def http_protocol(head_seconds: float) -> type[HttpToolsProtocol]:
             self._lingering = True
             self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
-    return LimitedHeadProtocol
+    return LimitedProtocol

@@ -79,7 +79,7 @@ class QuietClientErrors(logging.Filter):
         self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.verbose or record.msg not in CLIENT_ERROR_LINES
+        return self.verbose or not (isinstance(record.msg, str) and record.msg in CLIENT_ERROR_LINES)
 
 
 def is_loopback(host: str) -> bool:
@@ -105,7 +105,7 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
         host=host,
         port=port,
         loop="uvloop",
-        http=http_protocol(settings.request_head_seconds),
+        http=http_protocol(settings.request_head_seconds, settings.transfer_stall_seconds),
         ws="websockets-sansio",
         ws_max_size=256 * 1024,
         ws_ping_interval=30,

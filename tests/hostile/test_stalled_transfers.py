@@ -1,0 +1,186 @@
+"""Bodies that stop or trickle, and responses never read: the server gives up on them, answers
+what it can, writes nothing, and logs no traceback.
+
+A body may pause at most `transfer_stall_seconds` between reads and must average 500 bytes a
+second beyond it; a response the client leaves unread that long is dropped. This module's
+server has a stall of 1 s (the production default is 30 s). Heads: test_request_limits.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import Server, new_member, stop_server
+from db_snapshot import snapshot
+from hostile_helpers import PROBLEM_JSON
+from raw_http import STALL_SECONDS, closed_by_server, connect, head, read_response, short_deadline_server
+
+BIG = 8 * 1024 * 1024  # more than the socket buffers between server and a client that reads little
+
+
+@pytest.fixture(scope="module")
+def web_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A web app of one big asset, served the way the real one is (a streamed file)."""
+    root = tmp_path_factory.mktemp("web")
+    (root / "index.html").write_text("<!doctype html><title>k</title>")
+    (root / "assets").mkdir()
+    (root / "assets" / "big.wasm").write_bytes(bytes(range(256)) * (BIG // 256))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, web_dir: Path) -> Iterator[Server]:
+    srv = short_deadline_server(tmp_path_factory.mktemp("home") / "kh", KEYHOLD_WEB_DIR=str(web_dir))
+    yield srv
+    stop_server(srv)
+
+
+async def a_conversation(server: Server) -> tuple[str, int]:
+    alice, bob = await new_member(server), await new_member(server)
+    conversation = await alice.start_conversation([bob.username])
+    token = alice.token
+    await alice.close()
+    await bob.close()
+    return token, conversation.id
+
+
+async def read_file_slowly(reader: asyncio.StreamReader, bytes_per_second: int) -> int:
+    """Read a 200 response to its end at about this pace; how many body bytes came."""
+    response_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert response_head.startswith(b"HTTP/1.1 200"), response_head
+    received = 0
+    while received < BIG:
+        chunk = await asyncio.wait_for(reader.read(65536), 10)
+        assert chunk, f"closed after {received} bytes"
+        received += len(chunk)
+        await asyncio.sleep(len(chunk) / bytes_per_second)
+    return received
+
+
+def problem_of(headers: dict[str, str], body: bytes) -> dict[str, object]:
+    assert headers["content-type"].startswith(PROBLEM_JSON), headers
+    return dict(orjson.loads(body))
+
+
+@pytest.mark.parametrize("what", ["message", "attachment"])
+@pytest.mark.parametrize("how", ["stops", "trickles"])
+async def test_a_body_that_stops_or_trickles_gets_408_and_writes_nothing(server: Server, what: str, how: str) -> None:
+    token, conversation = await a_conversation(server)
+    if what == "message":
+        body = orjson.dumps({"text": "this never arrives whole"})
+        request = head("POST", f"/conversations/{conversation}/messages", token, len(body))
+    else:
+        body = b"\x89PNG" + b"\0" * 4000
+        request = head("POST", f"/conversations/{conversation}/attachments", token, len(body), "image/png")
+        request = request.replace(b"\r\n\r\n", b"\r\nKeyhold-Filename: x.png\r\n\r\n")
+    before = await asyncio.to_thread(snapshot, server)
+    reader, writer = await connect(server)
+    writer.write(request + body[:10])
+
+    async def trickle() -> None:  # a byte well within every pause: only the average rate fails
+        for byte in body[10:]:
+            await asyncio.sleep(STALL_SECONDS / 3)
+            writer.write(bytes([byte]))
+
+    trickling = asyncio.create_task(trickle()) if how == "trickles" else None
+    status, headers, answer = await read_response(reader)
+    if trickling:
+        trickling.cancel()
+    assert status == 408 and "arrived too slowly" in str(problem_of(headers, answer)["detail"]), answer
+    assert headers.get("connection") == "close"
+    assert await closed_by_server(reader) == b""
+    writer.close()
+    assert await asyncio.to_thread(snapshot, server) == before, "a stopped body wrote something"
+    # The same request, sent whole, is served: the 408 was the pace's.
+    reader, writer = await connect(server)
+    writer.write(request + body)
+    assert (await read_response(reader))[0] == 201
+    writer.close()
+
+
+async def test_a_client_that_stops_reading_a_response_is_dropped(server: Server) -> None:
+    reader, writer = await connect(server, receive_buffer=4096)
+    writer.write(head("GET", "/assets/big.wasm"))
+    # Never read: the response fills the socket buffers and the server's, and stays there.
+    await asyncio.sleep(STALL_SECONDS * 3)
+    received = bytearray()
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    # What the kernels held still arrives; the rest was given up (before: all of it, later).
+    assert 0 < len(received) < BIG, len(received)
+    writer.close()
+    # Whoever reads gets the whole file.
+    reader, writer = await connect(server)
+    writer.write(head("GET", "/assets/big.wasm"))
+    status, _, body = await read_response(reader)
+    assert status == 200 and len(body) == BIG
+    writer.close()
+
+
+async def test_a_slow_but_steady_reader_gets_the_whole_file(server: Server) -> None:
+    """About 800 KB/s: slower than the kernel lets the server write again within the stall (it
+    wakes a writer only once a third of its buffer is free), but reading all the while."""
+    reader, writer = await connect(server, receive_buffer=65536)
+    writer.write(head("GET", "/assets/big.wasm"))
+    assert await read_file_slowly(reader, 800_000) == BIG
+    writer.close()
+
+
+async def test_a_refusal_never_lands_inside_a_response(server: Server) -> None:
+    """A head stalled behind a response still being read: the connection is closed when its
+    deadline passes, and no 408 is written into the middle of the file."""
+    reader, writer = await connect(server, receive_buffer=4096)
+    writer.write(head("GET", "/assets/big.wasm") + b"GET /api/v1/hea")
+    received = bytearray()
+    try:
+        while chunk := await asyncio.wait_for(reader.read(16384), 10):
+            received += chunk
+            await asyncio.sleep(0.02)  # a slow reader, but one that keeps reading
+    except ConnectionResetError:
+        pass
+    response_head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert response_head.startswith(b"HTTP/1.1 200") and 0 < len(body) < BIG, len(body)
+    assert b"HTTP/1.1 408" not in body and body == (bytes(range(256)) * (BIG // 256))[: len(body)]
+    writer.close()
+
+
+async def test_a_response_streaming_to_a_client_with_a_body_never_sent_is_not_cut(server: Server) -> None:
+    """A GET that announces a body it never sends: the streamed file is answered without it, and
+    the missing body is no reason to break the answer off (before: two tracebacks in the log)."""
+    reader, writer = await connect(server, receive_buffer=65536)
+    writer.write(head("GET", "/assets/big.wasm", length=10) + b"12345")
+    assert await read_file_slowly(reader, 2_000_000) == BIG  # ~4 s: past the body's stall
+    writer.close()
+    assert "Traceback" not in server.log()
+
+
+async def test_an_upload_given_up_half_way_leaves_no_traceback(server: Server) -> None:
+    token, conversation = await a_conversation(server)
+    body = b"\0" * 100_000
+    _, writer = await connect(server)
+    request = head("POST", f"/conversations/{conversation}/attachments", token, len(body), "application/octet-stream")
+    writer.write(request.replace(b"\r\n\r\n", b"\r\nKeyhold-Filename: x.bin\r\n\r\n") + body[:50_000])
+    await writer.drain()
+    await asyncio.sleep(STALL_SECONDS / 4)
+    writer.close()
+    await asyncio.sleep(STALL_SECONDS)  # the server notices
+    log = server.log()
+    assert "Traceback" not in log and "unhandled" not in log, log[-2000:]
+
+
+async def test_an_oversize_body_waiting_for_100_continue_is_refused_without_inviting_it(server: Server) -> None:
+    reader, writer = await connect(server)
+    request = head("POST", "/sessions", length=70_000).replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
+    writer.write(request)
+    answer = await closed_by_server(reader)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"100 Continue" not in answer
+    writer.close()
