@@ -12,6 +12,7 @@ not the production 20. Bodies and responses: test_stalled_transfers.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -137,6 +138,30 @@ async def test_a_head_over_the_limit_in_one_write_gets_431(server: Server) -> No
     writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n")
     assert (await closed_by_server(reader)).startswith(b"HTTP/1.1 431")
     writer.close()
+
+
+async def test_endless_trailers_after_a_chunked_body_are_refused(server: Server) -> None:
+    """Trailer lines are header lines too: before, each was appended to the request's headers,
+    without limit (30 MB of them grew the server by 575 MB)."""
+    rss_before = server_rss_mb(server)
+    reader, writer = await connect(server)
+    writer.write(head("GET", "/health").replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n"))
+    writer.write(b"2\r\n{}\r\n0\r\n")
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        for _ in range(5_000):  # 30 MB, whatever the server answers meanwhile
+            writer.write(b"X: v\r\n" * 1000)
+            await writer.drain()
+            sent += 6000
+    with contextlib.suppress(ConnectionError):
+        await closed_by_server(reader)  # cut off: a 431 after the request's own answer, or a reset
+    writer.close()
+    assert server_rss_mb(server) - rss_before < 100, (rss_before, server_rss_mb(server), sent)
+
+
+def server_rss_mb(server: Server) -> int:
+    status = Path(f"/proc/{server.process.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) // 1024
 
 
 async def test_pipelined_requests_are_answered_whatever_the_size_of_the_first_body(server: Server) -> None:

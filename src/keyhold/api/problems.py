@@ -205,16 +205,16 @@ class BodyLimits:
             answering = True
             await send(message)
 
-        async def limited_receive() -> Message:
-            nonlocal seen, body_done, started
-            if body_done or answering:
+        async def paced_receive() -> Message:
+            nonlocal started
+            if answering:
                 return await receive()
             now = asyncio.get_running_loop().time()
             started = now if started is None else started
             budget = started + self.stall_seconds + seen / MIN_BODY_BYTES_PER_SECOND - now
             try:
                 async with asyncio.timeout(max(0.0, min(self.stall_seconds, budget))):
-                    message = await receive()
+                    return await receive()
             except TimeoutError:
                 if answering:
                     return await receive()
@@ -223,6 +223,12 @@ class BodyLimits:
                     f"or less than {MIN_BODY_BYTES_PER_SECOND} bytes a second)"
                 )
                 raise HTTPException(408, detail, {"Connection": "close"}) from None
+
+        async def limited_receive() -> Message:
+            nonlocal seen, body_done
+            if body_done:
+                return await receive()
+            message = await paced_receive()
             if message["type"] != "http.request" or not message.get("more_body"):
                 body_done = True
             if message["type"] == "http.request":

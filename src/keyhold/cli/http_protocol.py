@@ -28,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import socket
 import struct
 import termios
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from keyhold.core.errors import Problem
 
@@ -44,6 +46,10 @@ MAX_HEAD_BYTES = 32 * 1024
 # client would see that instead of its refusal.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
+
+# Linux's `struct tcp_info`: `tcpi_bytes_acked` (since 4.1) is the u64 at this offset.
+TCPI_BYTES_ACKED = 120
+TCP_INFO_SIZE = 256
 
 _STATUS_LINES = {
     400: b"HTTP/1.1 400 Bad Request",
@@ -95,7 +101,8 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
         _head_size = 0  # the head's target and header lines, exact once it is complete
         _too_large = False
         _write_stall_timer: asyncio.TimerHandle | None = None
-        _unread = 0
+        _taken = 0
+        _running: RequestResponseCycle | None = None  # the request being answered
         _lingering = False  # refused: reading only to drop what still comes
         _dropped = 0
 
@@ -104,6 +111,13 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
             self._start_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            # uvicorn marks only the last request it parsed as disconnected; a pipelined one
+            # behind a response still being sent would leave that response writing to a closed
+            # transport (a traceback, twice).
+            running = self._running
+            if running is not None and not running.response_complete:
+                running.disconnected = True
+                running.message_event.set()
             self._stop_head_timer()
             if self._write_stall_timer is not None:
                 self._write_stall_timer.cancel()
@@ -114,7 +128,7 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
             if self._lingering:
                 self._dropped += len(data)
                 if self._dropped > LINGER_BYTES:
-                    self.transport.close()
+                    self._close()
                 return
             idle = self.timeout_keep_alive_task  # uvicorn cancels it on any byte
             heads_before = self._heads_begun
@@ -146,6 +160,13 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+            if self._head_size > MAX_HEAD_BYTES:  # refused as it grows, trailers included
+                self._too_large = True
+                raise _HeadTooLarge
+            if not self._head_begun:
+                # A trailer, after a chunked body: never merged into the request's headers
+                # (RFC 9110, 6.5), which the app may be reading, nor kept.
+                return
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
@@ -162,31 +183,74 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
 
         def pause_writing(self) -> None:
             super().pause_writing()
-            if self._write_stall_timer is None:
-                self._unread = self._unread_bytes()
-                self._write_stall_timer = self.loop.call_later(stall_seconds, self._check_client_reads)
+            self._watch_client()
 
         def resume_writing(self) -> None:
             super().resume_writing()
-            if self._write_stall_timer is not None:
+            # Once the connection is closing, what is left must still reach the client: keep
+            # watching until it has (connection_lost) or the client stops taking it.
+            if self._write_stall_timer is not None and not self.transport.is_closing():
                 self._write_stall_timer.cancel()
                 self._write_stall_timer = None
 
+        def timeout_keep_alive_handler(self) -> None:
+            super().timeout_keep_alive_handler()
+            self._watch_client()  # the end of a response may still be unsent
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.transport.is_closing():  # a `Connection: close` answer
+                self._watch_client()
+
+        def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+            self._running = cycle
+            super()._start_asgi_task(cycle, app)
+
+        def handle_websocket_upgrade(self) -> None:
+            if self.cycle is not None and not self.cycle.response_complete:
+                # Pipelined behind a response still being sent: switching protocols under it
+                # would lose the response's flow control and this stall check.
+                self._close()
+                return
+            if self._write_stall_timer is not None:
+                self._write_stall_timer.cancel()
+                self._write_stall_timer = None
+            super().handle_websocket_upgrade()
+
+        def _watch_client(self) -> None:
+            if self._write_stall_timer is None and self._unsent_bytes() > 0:
+                self._taken = self._taken_bytes()
+                self._write_stall_timer = self.loop.call_later(stall_seconds, self._check_client_reads)
+
         def _check_client_reads(self) -> None:
             # A slow reader may not let writing resume for a while (the kernel wakes a writer only
-            # once a third of its buffer is free): what counts is whether it read anything.
-            unread = self._unread_bytes()
-            if unread < self._unread:
-                self._unread = unread
+            # once a third of its buffer is free): what counts is whether it took anything.
+            self._write_stall_timer = None
+            taken = self._taken_bytes()
+            if taken > self._taken:
+                self._taken = taken
                 self._write_stall_timer = self.loop.call_later(stall_seconds, self._check_client_reads)
                 return
-            # Nothing can be said to a client that reads nothing: drop it. uvicorn then marks
-            # the request disconnected and its remaining sends return at once.
-            self._write_stall_timer = None
+            if self._unsent_bytes() == 0:
+                return
+            # Nothing can be said to a client that takes nothing: drop it, with a reset, so that
+            # the kernel does not keep feeding it what was queued.
+            sock = self.transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError, ValueError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.transport.abort()
 
-        def _unread_bytes(self) -> int:
-            """What was written and is not yet taken by the client: ours and the kernel's."""
+        def _taken_bytes(self) -> int:
+            """Bytes the client's side has acknowledged (grows only when it takes them, whatever
+            layers, TLS included, buffer above); without TCP_INFO, minus what is still unsent."""
+            sock = self.transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError, ValueError, struct.error):
+                info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
+                return int(struct.unpack_from("Q", info, TCPI_BYTES_ACKED)[0])
+            return -self._unsent_bytes()
+
+        def _unsent_bytes(self) -> int:
+            """What was written and is not yet sent on: ours and the kernel's."""
             kernel = 0
             sock = self.transport.get_extra_info("socket")
             with contextlib.suppress(OSError, AttributeError, ValueError):
@@ -214,14 +278,18 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
             # Not in the middle of a response to an earlier, pipelined request: the refusal
             # would land inside it. Then the connection is only closed.
             if self.cycle is not None and not self.cycle.response_complete:
-                self.transport.close()
+                self._close()
                 return
             self.transport.write(response)
             if not self.transport.can_write_eof():  # TLS: no half-close
-                self.transport.close()
+                self._close()
                 return
             self.transport.write_eof()
             self._lingering = True
-            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+            self.loop.call_later(LINGER_SECONDS, self._close)
+
+        def _close(self) -> None:
+            self.transport.close()
+            self._watch_client()  # what is still unsent must be taken, or the client is dropped
 
     return LimitedProtocol
