@@ -21,6 +21,7 @@ import pytest
 
 from conftest import Server, new_member, stop_server
 from hostile_helpers import PROBLEM_JSON, open_stream
+from keyhold.bench.procs import proc_status_mb
 from keyhold.config import load_settings
 from raw_http import (
     HEAD_SECONDS,
@@ -159,9 +160,10 @@ async def test_endless_trailers_after_a_chunked_body_are_refused(server: Server)
     assert server_rss_mb(server) - rss_before < 100, (rss_before, server_rss_mb(server), sent)
 
 
-def server_rss_mb(server: Server) -> int:
-    status = Path(f"/proc/{server.process.pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1]) // 1024
+def server_rss_mb(server: Server) -> float:
+    rss = proc_status_mb(server.process.pid, "VmRSS")
+    assert rss is not None
+    return rss
 
 
 async def test_pipelined_requests_are_answered_whatever_the_size_of_the_first_body(server: Server) -> None:

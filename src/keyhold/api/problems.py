@@ -246,7 +246,7 @@ class BodyLimits:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         # A client waiting for "100 Continue" has not sent the body: asking for it (the server's
         # first receive answers 100 Continue) would only invite what is refused.
-        if (b"expect", b"100-continue") not in [(k, v.lower()) for k, v in scope.get("headers", ())]:
+        if not any(k == b"expect" and v.lower() == b"100-continue" for k, v in scope.get("headers", ())):
             await _drain(receive, self.drain_seconds)
         problem = Problem(
             413, "too-large", "Too large", f"the body is larger than {limit} bytes (or its length is invalid)"

@@ -95,8 +95,8 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
         # Armed while a head is awaited (from the connection's opening, or from a later
         # request's first byte) and not yet complete.
         _head_timer: asyncio.TimerHandle | None = None
-        _heads_begun = 0
-        _head_begun = False
+        _heads_started = 0  # counts heads, so that a read can tell whether it began one
+        _in_head = False  # between a request's first byte and the end of its headers
         _head_bytes = 0  # reads wholly inside the unfinished head: a bound while it lasts
         _head_size = 0  # the head's target and header lines, exact once it is complete
         _too_large = False
@@ -119,9 +119,7 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
                 running.disconnected = True
                 running.message_event.set()
             self._stop_head_timer()
-            if self._write_stall_timer is not None:
-                self._write_stall_timer.cancel()
-                self._write_stall_timer = None
+            self._stop_watching_client()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -131,51 +129,52 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
                     self._close()
                 return
             idle = self.timeout_keep_alive_task  # uvicorn cancels it on any byte
-            heads_before = self._heads_begun
+            heads_before = self._heads_started
             awaited_before = self._head_timer is not None
             super().data_received(data)
-            if awaited_before and self._head_timer is not None and heads_before == self._heads_begun:
+            if awaited_before and self._head_timer is not None and heads_before == self._heads_started:
                 # The whole read belongs to one unfinished head (a read that begins or ends a
                 # head is measured exactly by the callbacks).
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
                     self._stop_head_timer()
                     self._refuse(_TOO_LARGE)
-            began_none = heads_before == self._heads_begun
+            began_none = heads_before == self._heads_started
             if idle is not None and began_none and not self._lingering and not self.transport.is_closing():
                 # Bytes that began no request: the connection is as idle as before.
                 self.timeout_keep_alive_task = self.loop.call_at(idle.when(), self.timeout_keep_alive_handler)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._heads_begun += 1
-            self._head_begun = True
+            self._heads_started += 1
+            self._in_head = True
             self._head_bytes = self._head_size = 0
             if self._head_timer is None:  # a later request on a kept-alive connection
                 self._start_head_timer()
 
         def on_url(self, url: bytes) -> None:
-            self._head_size += len(url)
+            self._count_head(len(url))
             super().on_url(url)
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            self._head_size += len(name) + len(value) + 4  # ": " and CRLF
-            if self._head_size > MAX_HEAD_BYTES:  # refused as it grows, trailers included
-                self._too_large = True
-                raise _HeadTooLarge
-            if not self._head_begun:
+            self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+            if not self._in_head:
                 # A trailer, after a chunked body: never merged into the request's headers
                 # (RFC 9110, 6.5), which the app may be reading, nor kept.
                 return
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
+            self._stop_head_timer()
+            self._in_head = False
+            super().on_headers_complete()
+
+        def _count_head(self, size: int) -> None:
+            """Refused as it grows, trailers included."""
+            self._head_size += size
             if self._head_size > MAX_HEAD_BYTES:
                 self._too_large = True
                 raise _HeadTooLarge
-            self._stop_head_timer()
-            self._head_begun = False
-            super().on_headers_complete()
 
         def send_400_response(self, msg: str) -> None:
             self._stop_head_timer()
@@ -189,9 +188,8 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
             super().resume_writing()
             # Once the connection is closing, what is left must still reach the client: keep
             # watching until it has (connection_lost) or the client stops taking it.
-            if self._write_stall_timer is not None and not self.transport.is_closing():
-                self._write_stall_timer.cancel()
-                self._write_stall_timer = None
+            if not self.transport.is_closing():
+                self._stop_watching_client()
 
         def timeout_keep_alive_handler(self) -> None:
             super().timeout_keep_alive_handler()
@@ -212,15 +210,18 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
                 # would lose the response's flow control and this stall check.
                 self._close()
                 return
-            if self._write_stall_timer is not None:
-                self._write_stall_timer.cancel()
-                self._write_stall_timer = None
+            self._stop_watching_client()
             super().handle_websocket_upgrade()
 
         def _watch_client(self) -> None:
             if self._write_stall_timer is None and self._unsent_bytes() > 0:
                 self._taken = self._taken_bytes()
                 self._write_stall_timer = self.loop.call_later(stall_seconds, self._check_client_reads)
+
+        def _stop_watching_client(self) -> None:
+            if self._write_stall_timer is not None:
+                self._write_stall_timer.cancel()
+                self._write_stall_timer = None
 
         def _check_client_reads(self) -> None:
             # A slow reader may not let writing resume for a while (the kernel wakes a writer only
@@ -267,10 +268,10 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
 
         def _head_too_slow(self) -> None:
             self._head_timer = None
-            if self._head_begun:
+            if self._in_head:
                 self._refuse(_TIMED_OUT)
             elif not self.transport.is_closing():
-                self.transport.close()
+                self._close()
 
         def _refuse(self, response: bytes) -> None:
             if self.transport.is_closing():
