@@ -19,9 +19,14 @@ import pytest
 from conftest import Server, new_member, stop_server
 from db_snapshot import snapshot
 from hostile_helpers import PROBLEM_JSON
+from keyhold.cli.serve import IDLE_CONNECTION_SECONDS
 from raw_http import STALL_SECONDS, closed_by_server, connect, head, read_response, short_deadline_server
 
 BIG = 8 * 1024 * 1024  # more than the socket buffers between server and a client that reads little
+# One chunk of a streamed file (Starlette's are 64 KiB): written at once, so the response is
+# complete for uvicorn and all of it in the kernel's buffers, yet more than a client that reads
+# nothing lets through.
+ONE_CHUNK = 60 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +36,7 @@ def web_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "index.html").write_text("<!doctype html><title>k</title>")
     (root / "assets").mkdir()
     (root / "assets" / "big.wasm").write_bytes(bytes(range(256)) * (BIG // 256))
+    (root / "assets" / "one-chunk.wasm").write_bytes(bytes(range(256)) * (ONE_CHUNK // 256))
     return root
 
 
@@ -70,7 +76,9 @@ def problem_of(headers: dict[str, str], body: bytes) -> dict[str, object]:
 
 @pytest.mark.parametrize("what", ["message", "attachment"])
 @pytest.mark.parametrize("how", ["stops", "trickles"])
-async def test_a_body_that_stops_or_trickles_gets_408_and_writes_nothing(server: Server, what: str, how: str) -> None:
+async def test_a_body_that_stops_or_trickles_gets_408_and_writes_nothing(
+    server: Server, what: str, how: str
+) -> None:
     token, conversation = await a_conversation(server)
     if what == "message":
         body = orjson.dumps({"text": "this never arrives whole"})
@@ -124,6 +132,29 @@ async def test_a_client_that_stops_reading_a_response_is_dropped(server: Server)
     status, _, body = await read_response(reader)
     assert status == 200 and len(body) == BIG
     writer.close()
+
+
+@pytest.mark.parametrize("closed_by", ["keep-alive", "connection-close"])
+async def test_a_response_left_unread_when_the_server_closes_is_dropped(
+    server: Server, closed_by: str
+) -> None:
+    """A close hands what is still unsent to the kernel: the socket outlived the connection,
+    holding the response, for as long as the client answered the kernel's probes (a client that
+    read nothing kept 58 KiB of it for minutes). Closed after keep-alive's 20 s idle, or at
+    once for a request that asked for it."""
+    reader, writer = await connect(server, receive_buffer=2048)
+    request = head("GET", "/assets/one-chunk.wasm")
+    if closed_by == "connection-close":
+        request = request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+    writer.write(request)
+    await asyncio.sleep((IDLE_CONNECTION_SECONDS if closed_by == "keep-alive" else 0) + STALL_SECONDS * 3)
+    received = bytearray()
+    with pytest.raises(ConnectionResetError):  # before: the rest of the file, then an orderly close
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            received += chunk
+    assert len(received) < ONE_CHUNK, len(received)
+    writer.close()
+    assert "Traceback" not in server.log()
 
 
 async def test_a_websocket_upgrade_behind_a_response_still_sent_is_refused(server: Server) -> None:
@@ -187,7 +218,9 @@ async def test_an_upload_given_up_half_way_leaves_no_traceback(server: Server) -
     token, conversation = await a_conversation(server)
     body = b"\0" * 100_000
     _, writer = await connect(server)
-    request = head("POST", f"/conversations/{conversation}/attachments", token, len(body), "application/octet-stream")
+    request = head(
+        "POST", f"/conversations/{conversation}/attachments", token, len(body), "application/octet-stream"
+    )
     writer.write(request.replace(b"\r\n\r\n", b"\r\nKeyhold-Filename: x.bin\r\n\r\n") + body[:50_000])
     await writer.drain()
     await asyncio.sleep(STALL_SECONDS / 4)
@@ -197,9 +230,13 @@ async def test_an_upload_given_up_half_way_leaves_no_traceback(server: Server) -
     assert "Traceback" not in log and "unhandled" not in log, log[-2000:]
 
 
-async def test_an_oversize_body_waiting_for_100_continue_is_refused_without_inviting_it(server: Server) -> None:
+async def test_an_oversize_body_waiting_for_100_continue_is_refused_without_inviting_it(
+    server: Server,
+) -> None:
     reader, writer = await connect(server)
-    request = head("POST", "/sessions", length=70_000).replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
+    request = head("POST", "/sessions", length=70_000).replace(
+        b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"
+    )
     writer.write(request)
     answer = await closed_by_server(reader)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]

@@ -15,8 +15,10 @@ Here:
   keep-alive closes one, a begun head gets a 408. Bytes that begin no request leave the
   keep-alive deadline where it was;
 - a head may be at most `MAX_HEAD_BYTES` (431);
-- a response the client has not read a byte of for `stall_seconds` (the buffers full all that
-  time) is given up and the connection dropped;
+- a client that has taken none of what was sent to it for `stall_seconds` is dropped: the
+  kernel's `TCP_USER_TIMEOUT`, which also holds once the connection is closed on our side (a
+  close hands what is still unsent to the kernel, which otherwise kept the socket, and the
+  bytes, for as long as the client answered its probes). WebSockets keep their own rules;
 - a request the parser refuses gets its 400 as problem+json, like every refusal.
 
 The body's pace and size are the app's business (`api.problems.BodyLimits`): by then the
@@ -27,10 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import socket
-import struct
-import termios
 
 import orjson
 from uvicorn._types import ASGI3Application
@@ -46,10 +45,6 @@ MAX_HEAD_BYTES = 32 * 1024
 # client would see that instead of its refusal.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
-
-# Linux's `struct tcp_info`: `tcpi_bytes_acked` (since 4.1) is the u64 at this offset.
-TCPI_BYTES_ACKED = 120
-TCP_INFO_SIZE = 256
 
 _STATUS_LINES = {
     400: b"HTTP/1.1 400 Bad Request",
@@ -69,7 +64,9 @@ def _refusal(problem: Problem) -> bytes:
     )
 
 
-_NOT_HTTP = _refusal(Problem(400, "bad-request", "Bad request", "the request line or a header is not valid HTTP"))
+_NOT_HTTP = _refusal(
+    Problem(400, "bad-request", "Bad request", "the request line or a header is not valid HTTP")
+)
 _TIMED_OUT = _refusal(
     Problem(408, "request-timeout", "Request timeout", "the request line and headers did not arrive in time")
 )
@@ -100,14 +97,13 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
         _head_bytes = 0  # reads wholly inside the unfinished head: a bound while it lasts
         _head_size = 0  # the head's target and header lines, exact once it is complete
         _too_large = False
-        _write_stall_timer: asyncio.TimerHandle | None = None
-        _taken = 0
         _running: RequestResponseCycle | None = None  # the request being answered
         _lingering = False  # refused: reading only to drop what still comes
         _dropped = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._drop_after_stall(stall_seconds)
             self._start_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -119,7 +115,6 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
                 running.disconnected = True
                 running.message_event.set()
             self._stop_head_timer()
-            self._stop_watching_client()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -180,26 +175,6 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
             self._stop_head_timer()
             self._refuse(_TOO_LARGE if self._too_large else _NOT_HTTP)
 
-        def pause_writing(self) -> None:
-            super().pause_writing()
-            self._watch_client()
-
-        def resume_writing(self) -> None:
-            super().resume_writing()
-            # Once the connection is closing, what is left must still reach the client: keep
-            # watching until it has (connection_lost) or the client stops taking it.
-            if not self.transport.is_closing():
-                self._stop_watching_client()
-
-        def timeout_keep_alive_handler(self) -> None:
-            super().timeout_keep_alive_handler()
-            self._watch_client()  # the end of a response may still be unsent
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if self.transport.is_closing():  # a `Connection: close` answer
-                self._watch_client()
-
         def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
             self._running = cycle
             super()._start_asgi_task(cycle, app)
@@ -210,53 +185,18 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
                 # would lose the response's flow control and this stall check.
                 self._close()
                 return
-            self._stop_watching_client()
+            self._drop_after_stall(None)  # the WebSocket's own pings judge its client
             super().handle_websocket_upgrade()
 
-        def _watch_client(self) -> None:
-            if self._write_stall_timer is None and self._unsent_bytes() > 0:
-                self._taken = self._taken_bytes()
-                self._write_stall_timer = self.loop.call_later(stall_seconds, self._check_client_reads)
-
-        def _stop_watching_client(self) -> None:
-            if self._write_stall_timer is not None:
-                self._write_stall_timer.cancel()
-                self._write_stall_timer = None
-
-        def _check_client_reads(self) -> None:
-            # A slow reader may not let writing resume for a while (the kernel wakes a writer only
-            # once a third of its buffer is free): what counts is whether it took anything.
-            self._write_stall_timer = None
-            taken = self._taken_bytes()
-            if taken > self._taken:
-                self._taken = taken
-                self._write_stall_timer = self.loop.call_later(stall_seconds, self._check_client_reads)
-                return
-            if self._unsent_bytes() == 0:
-                return
-            # Nothing can be said to a client that takes nothing: drop it, with a reset, so that
-            # the kernel does not keep feeding it what was queued.
+        def _drop_after_stall(self, seconds: float | None) -> None:
+            """Sent data the client's side has not acknowledged for this long (a zero window
+            included, since Linux 5.11; TLS alike) makes the kernel drop the connection. It
+            judges by what the client takes, not by the kernel's wake-ups of a writer, which
+            come only once a third of its buffer is free (a steady reader at 800 KB/s got none
+            within a second). Elsewhere than Linux: no such limit."""
             sock = self.transport.get_extra_info("socket")
             with contextlib.suppress(OSError, AttributeError, ValueError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.transport.abort()
-
-        def _taken_bytes(self) -> int:
-            """Bytes the client's side has acknowledged (grows only when it takes them, whatever
-            layers, TLS included, buffer above); without TCP_INFO, minus what is still unsent."""
-            sock = self.transport.get_extra_info("socket")
-            with contextlib.suppress(OSError, AttributeError, ValueError, struct.error):
-                info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
-                return int(struct.unpack_from("Q", info, TCPI_BYTES_ACKED)[0])
-            return -self._unsent_bytes()
-
-        def _unsent_bytes(self) -> int:
-            """What was written and is not yet sent on: ours and the kernel's."""
-            kernel = 0
-            sock = self.transport.get_extra_info("socket")
-            with contextlib.suppress(OSError, AttributeError, ValueError):
-                kernel = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-            return int(self.transport.get_write_buffer_size()) + int(kernel)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round((seconds or 0) * 1000))
 
         def _start_head_timer(self) -> None:
             self._head_timer = self.loop.call_later(head_seconds, self._head_too_slow)
@@ -291,6 +231,5 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
 
         def _close(self) -> None:
             self.transport.close()
-            self._watch_client()  # what is still unsent must be taken, or the client is dropped
 
     return LimitedProtocol
