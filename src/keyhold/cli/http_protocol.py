@@ -190,7 +190,7 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
 
         def _drop_after_stall(self, seconds: float | None) -> None:
             """Sent data the client's side has not acknowledged for this long (a zero window
-            included, since Linux 5.11; TLS alike) makes the kernel drop the connection. It
+            included, as measured on Linux 6.18; TLS alike) makes the kernel drop the connection. It
             judges by what the client takes, not by the kernel's wake-ups of a writer, which
             come only once a third of its buffer is free (a steady reader at 800 KB/s got none
             within a second). Elsewhere than Linux: no such limit."""
