@@ -69,6 +69,14 @@ async def read_file_slowly(reader: asyncio.StreamReader, bytes_per_second: int) 
     return received
 
 
+def websocket_upgrade(path: str) -> bytes:
+    return head("GET", path).replace(
+        b"\r\n\r\n",
+        b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+
+
 def problem_of(headers: dict[str, str], body: bytes) -> dict[str, object]:
     assert headers["content-type"].startswith(PROBLEM_JSON), headers
     return dict(orjson.loads(body))
@@ -161,12 +169,7 @@ async def test_a_websocket_upgrade_behind_a_response_still_sent_is_refused(serve
     """Switching protocols under a response would lose its flow control and the stall check:
     the whole file buffered in the server for a client that reads nothing."""
     reader, writer = await connect(server, receive_buffer=4096)
-    upgrade = head("GET", "/stream?since=latest").replace(
-        b"\r\n\r\n",
-        b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    writer.write(head("GET", "/assets/big.wasm") + upgrade)
+    writer.write(head("GET", "/assets/big.wasm") + websocket_upgrade("/stream?since=latest"))
     await asyncio.sleep(STALL_SECONDS * 3)
     received = bytearray()
     with contextlib.suppress(ConnectionResetError):
@@ -174,6 +177,38 @@ async def test_a_websocket_upgrade_behind_a_response_still_sent_is_refused(serve
             received += chunk
     # The connection is closed rather than switched (before: a 101, then the whole file).
     assert b"101 Switching Protocols" not in received and len(received) < BIG, received[:100]
+    writer.close()
+
+
+async def test_a_websocket_upgrade_behind_a_response_not_yet_taken_is_refused(server: Server) -> None:
+    """The response is complete for uvicorn (written at once) but still in the buffers. Switched,
+    the connection lost the stall rule, and the handshake's refusal closed it with no limit on
+    what it left: ~340 s for 60 KiB, and with a bigger file the server's own buffer held the rest."""
+    reader, writer = await connect(server, receive_buffer=2048)
+    writer.write(head("GET", "/assets/one-chunk.wasm"))
+    await asyncio.sleep(0.5)  # written whole
+    writer.write(websocket_upgrade("/nowhere"))  # refused: needs no account
+    await asyncio.sleep(STALL_SECONDS * 3)
+    received = bytearray()
+    with pytest.raises(ConnectionResetError):  # before: the whole file, then the 403
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            received += chunk
+    assert len(received) < ONE_CHUNK, len(received)
+    writer.close()
+
+
+async def test_a_reader_with_a_small_window_is_not_dropped(server: Server) -> None:
+    """Its window never opens to a whole segment (64 KiB over loopback): the kernel's own timer
+    (`TCP_USER_TIMEOUT`) does not count what it sends through such a window, and dropped this
+    reader while it took 40 KB/s. On an open connection, the bytes acknowledged judge."""
+    reader, writer = await connect(server, receive_buffer=8192)
+    writer.write(head("GET", "/assets/big.wasm"))
+    received = 0
+    for _ in range(round(STALL_SECONDS * 4 / 0.2)):
+        chunk = await asyncio.wait_for(reader.read(8192), 10)
+        assert chunk, f"closed after {received} bytes"
+        received += len(chunk)
+        await asyncio.sleep(0.2)
     writer.close()
 
 
