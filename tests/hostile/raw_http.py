@@ -55,6 +55,16 @@ def head(
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+GOOD_HANDSHAKE = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
+
+
+def websocket_upgrade(path: str, handshake: str = GOOD_HANDSHAKE) -> bytes:
+    """A WebSocket upgrade's head, with these `Sec-WebSocket-*` lines."""
+    return head("GET", path).replace(
+        b"\r\n\r\n", f"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{handshake}\r\n\r\n".encode()
+    )
+
+
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
     """One response with a Content-Length (every answer of ours has one)."""
     raw_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE)

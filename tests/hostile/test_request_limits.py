@@ -26,6 +26,7 @@ from keyhold.bench.procs import proc_status_mb
 from keyhold.cli.http_protocol import http_protocol
 from keyhold.config import load_settings
 from raw_http import (
+    GOOD_HANDSHAKE,
     HEAD_SECONDS,
     PATIENCE,
     closed_by_server,
@@ -34,6 +35,7 @@ from raw_http import (
     read_response,
     send_until_answered,
     short_deadline_server,
+    websocket_upgrade,
 )
 
 
@@ -74,9 +76,7 @@ async def test_head_trickled_a_byte_at_a_time_gets_408_and_is_closed(server: Ser
     writer.close()
 
 
-async def test_kept_alive_connection_waits_for_its_next_request_but_not_for_a_stalled_head(
-    server: Server,
-) -> None:
+async def test_kept_alive_connection_waits_for_its_next_request_but_not_for_a_stalled_head(server: Server) -> None:
     reader, writer = await connect(server)
     writer.write(head("GET", "/health"))
     assert (await read_response(reader))[0] == 200
@@ -114,9 +114,7 @@ def one_endless_value() -> Iterator[bytes]:
 
 
 @pytest.mark.parametrize("pieces", [header_lines, one_endless_value])
-async def test_a_head_that_never_ends_gets_431_within_a_few_reads(
-    server: Server, pieces: Callable[[], Iterator[bytes]]
-) -> None:
+async def test_a_head_that_never_ends_gets_431_within_a_few_reads(server: Server, pieces: Callable[[], Iterator[bytes]]) -> None:
     reader, writer = await connect(server)
     writer.write(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
     sent, answer = await send_until_answered(writer, reader, pieces())
@@ -238,27 +236,11 @@ async def test_a_request_that_is_not_http_gets_400_problem_json(server: Server, 
     assert "Invalid HTTP request received" not in server.log()
 
 
-GOOD_KEY = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
 REFUSED_UPGRADES = {
-    "invalid-key": (
-        "/stream",
-        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: nope",
-        400,
-        "invalid Sec-WebSocket-Key",
-    ),
+    "invalid-key": ("/stream", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: nope", 400, "invalid Sec-WebSocket-Key"),
     "no-key": ("/stream", "Sec-WebSocket-Version: 13", 400, "missing Sec-WebSocket-Key"),
-    "old-version": (
-        "/stream",
-        f"Sec-WebSocket-Version: 8\r\n{GOOD_KEY}",
-        400,
-        "invalid Sec-WebSocket-Version",
-    ),
-    "no-websocket-here": (
-        "/nowhere",
-        f"Sec-WebSocket-Version: 13\r\n{GOOD_KEY}",
-        403,
-        "no WebSocket at this address",
-    ),
+    "old-version": ("/stream", GOOD_HANDSHAKE.replace(": 13", ": 8"), 400, "invalid Sec-WebSocket-Version"),
+    "no-websocket-here": ("/nowhere", GOOD_HANDSHAKE, 403, "no WebSocket at this address"),
 }
 
 
@@ -267,9 +249,8 @@ async def test_a_refused_websocket_upgrade_gets_problem_json(server: Server, nam
     """websockets refused these in plain text, and uvicorn answered an upgrade to an address
     with no WebSocket with an empty 403."""
     path, handshake, status, detail = REFUSED_UPGRADES[name]
-    upgrade = f"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{handshake}\r\n\r\n".encode()
     reader, writer = await connect(server)
-    writer.write(head("GET", path).replace(b"\r\n\r\n", upgrade))
+    writer.write(websocket_upgrade(path, handshake))
     got, headers, body = await read_response(reader)
     assert got == status and headers["content-type"] == PROBLEM_JSON, (got, headers, body)
     assert headers["x-content-type-options"] == "nosniff" and headers["connection"] == "close"

@@ -20,7 +20,15 @@ from conftest import Server, new_member, stop_server
 from db_snapshot import snapshot
 from hostile_helpers import PROBLEM_JSON
 from keyhold.cli.serve import IDLE_CONNECTION_SECONDS
-from raw_http import STALL_SECONDS, closed_by_server, connect, head, read_response, short_deadline_server
+from raw_http import (
+    STALL_SECONDS,
+    closed_by_server,
+    connect,
+    head,
+    read_response,
+    short_deadline_server,
+    websocket_upgrade,
+)
 
 BIG = 8 * 1024 * 1024  # more than the socket buffers between server and a client that reads little
 # One chunk of a streamed file (Starlette's are 64 KiB): written at once, so the response is
@@ -69,14 +77,6 @@ async def read_file_slowly(reader: asyncio.StreamReader, bytes_per_second: int) 
     return received
 
 
-def websocket_upgrade(path: str) -> bytes:
-    return head("GET", path).replace(
-        b"\r\n\r\n",
-        b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-
-
 def problem_of(headers: dict[str, str], body: bytes) -> dict[str, object]:
     assert headers["content-type"].startswith(PROBLEM_JSON), headers
     return dict(orjson.loads(body))
@@ -84,9 +84,7 @@ def problem_of(headers: dict[str, str], body: bytes) -> dict[str, object]:
 
 @pytest.mark.parametrize("what", ["message", "attachment"])
 @pytest.mark.parametrize("how", ["stops", "trickles"])
-async def test_a_body_that_stops_or_trickles_gets_408_and_writes_nothing(
-    server: Server, what: str, how: str
-) -> None:
+async def test_a_body_that_stops_or_trickles_gets_408_and_writes_nothing(server: Server, what: str, how: str) -> None:
     token, conversation = await a_conversation(server)
     if what == "message":
         body = orjson.dumps({"text": "this never arrives whole"})
@@ -253,9 +251,7 @@ async def test_an_upload_given_up_half_way_leaves_no_traceback(server: Server) -
     token, conversation = await a_conversation(server)
     body = b"\0" * 100_000
     _, writer = await connect(server)
-    request = head(
-        "POST", f"/conversations/{conversation}/attachments", token, len(body), "application/octet-stream"
-    )
+    request = head("POST", f"/conversations/{conversation}/attachments", token, len(body), "application/octet-stream")
     writer.write(request.replace(b"\r\n\r\n", b"\r\nKeyhold-Filename: x.bin\r\n\r\n") + body[:50_000])
     await writer.drain()
     await asyncio.sleep(STALL_SECONDS / 4)
@@ -265,13 +261,9 @@ async def test_an_upload_given_up_half_way_leaves_no_traceback(server: Server) -
     assert "Traceback" not in log and "unhandled" not in log, log[-2000:]
 
 
-async def test_an_oversize_body_waiting_for_100_continue_is_refused_without_inviting_it(
-    server: Server,
-) -> None:
+async def test_an_oversize_body_waiting_for_100_continue_is_refused_without_inviting_it(server: Server) -> None:
     reader, writer = await connect(server)
-    request = head("POST", "/sessions", length=70_000).replace(
-        b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"
-    )
+    request = head("POST", "/sessions", length=70_000).replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n")
     writer.write(request)
     answer = await closed_by_server(reader)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]

@@ -72,9 +72,7 @@ def _refusal(problem: Problem) -> bytes:
     )
 
 
-_NOT_HTTP = _refusal(
-    Problem(400, "bad-request", "Bad request", "the request line or a header is not valid HTTP")
-)
+_NOT_HTTP = _refusal(Problem(400, "bad-request", "Bad request", "the request line or a header is not valid HTTP"))
 _TIMED_OUT = _refusal(
     Problem(408, "request-timeout", "Request timeout", "the request line and headers did not arrive in time")
 )
