@@ -58,9 +58,9 @@ def head(
 GOOD_HANDSHAKE = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="
 
 
-def websocket_upgrade(path: str, handshake: str = GOOD_HANDSHAKE) -> bytes:
+def websocket_upgrade(path: str, handshake: str = GOOD_HANDSHAKE, token: str | None = None) -> bytes:
     """A WebSocket upgrade's head, with these `Sec-WebSocket-*` lines."""
-    return head("GET", path).replace(
+    return head("GET", path, token).replace(
         b"\r\n\r\n", f"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{handshake}\r\n\r\n".encode()
     )
 

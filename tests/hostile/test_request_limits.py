@@ -19,11 +19,13 @@ from pathlib import Path
 import orjson
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from conftest import Server, new_member, stop_server
 from hostile_helpers import PROBLEM_JSON, open_stream
 from keyhold.bench.procs import proc_status_mb
 from keyhold.cli.http_protocol import http_protocol
+from keyhold.cli.ws_protocol import websocket_protocol
 from keyhold.config import load_settings
 from raw_http import (
     GOOD_HANDSHAKE,
@@ -326,3 +328,22 @@ def test_the_uvicorn_methods_the_limits_override_are_still_there() -> None:
     limited = http_protocol(1, 1)
     ours = {name for name, value in vars(limited).items() if callable(value) and not name.startswith("__")}
     assert {name for name in ours if hasattr(HttpToolsProtocol, name)} == UVICORN_HOOKS
+
+
+# What `cli/ws_protocol.py` overrides of uvicorn's sans-I/O WebSocket protocol.
+UVICORN_WEBSOCKET_HOOKS = {
+    "connection_made",
+    "connection_lost",
+    "pause_writing",
+    "resume_writing",
+    "keepalive_timeout",
+    "send",
+}
+
+
+def test_the_uvicorn_websocket_methods_overridden_are_still_there() -> None:
+    """The same for the WebSocket protocol: a renamed `keepalive_timeout`, say, would leave the
+    close after an unanswered ping without its limit."""
+    limited = websocket_protocol(1)
+    ours = {name for name, value in vars(limited).items() if callable(value) and not name.startswith("__")}
+    assert {name for name in ours if hasattr(WebSocketsSansIOProtocol, name)} == UVICORN_WEBSOCKET_HOOKS

@@ -35,6 +35,11 @@ BIG = 8 * 1024 * 1024  # more than the socket buffers between server and a clien
 # complete for uvicorn and all of it in the kernel's buffers, yet more than a client that reads
 # nothing lets through.
 ONE_CHUNK = 60 * 1024
+# A member's history replayed to a stream (`?since=0`): more than the socket buffers between the
+# server and a client that reads little hold (the server's side grew to 2.8 MB here), in
+# messages of about 4,000 three-byte characters.
+HISTORY_MESSAGES = 400
+WIDE_TEXT = "".join(chr(0x4E00 + i) for i in range(3990))
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +67,23 @@ async def a_conversation(server: Server) -> tuple[str, int]:
     await alice.close()
     await bob.close()
     return token, conversation.id
+
+
+async def a_member_with_history(server: Server) -> str:
+    """The token of a member with `HISTORY_MESSAGES` messages of `WIDE_TEXT` to replay."""
+    alice, bob = await new_member(server), await new_member(server)
+    conversation = await alice.start_conversation([bob.username])
+    sending = asyncio.Semaphore(16)
+
+    async def send(i: int) -> None:
+        async with sending:
+            await alice.send(conversation.id, f"{i} {WIDE_TEXT}")
+
+    await asyncio.gather(*(send(i) for i in range(HISTORY_MESSAGES)))
+    token = bob.token
+    await alice.close()
+    await bob.close()
+    return token
 
 
 async def read_file_slowly(reader: asyncio.StreamReader, bytes_per_second: int) -> int:
@@ -201,6 +223,39 @@ async def test_a_reader_with_a_small_window_is_not_dropped(server: Server) -> No
     reader while it took 40 KB/s. On an open connection, the bytes acknowledged judge."""
     reader, writer = await connect(server, receive_buffer=8192)
     writer.write(head("GET", "/assets/big.wasm"))
+    received = 0
+    for _ in range(round(STALL_SECONDS * 4 / 0.2)):
+        chunk = await asyncio.wait_for(reader.read(8192), 10)
+        assert chunk, f"closed after {received} bytes"
+        received += len(chunk)
+        await asyncio.sleep(0.2)
+    writer.close()
+
+
+async def test_a_websocket_client_that_takes_nothing_is_dropped(server: Server) -> None:
+    """A member's stream replaying their history to a client that reads none of it. uvicorn's
+    ping went unanswered and its close waited for a buffer that never drained: the socket kept
+    2.8 MB queued in the kernel and the replay in the server's memory for as long as the client
+    answered the kernel's probes (190 s and counting, measured). Now dropped like an HTTP
+    response left unread."""
+    token = await a_member_with_history(server)
+    reader, writer = await connect(server, receive_buffer=4096)
+    writer.write(websocket_upgrade("/stream?since=0", token=token))
+    await asyncio.sleep(STALL_SECONDS * 3)
+    received = bytearray()
+    with pytest.raises(ConnectionResetError):  # before: the whole history, then the open stream
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            received += chunk
+    assert len(received) < HISTORY_MESSAGES * len(WIDE_TEXT.encode()), len(received)
+    writer.close()
+    assert "Traceback" not in server.log()
+
+
+async def test_a_websocket_client_with_a_small_window_reading_steadily_is_not_dropped(server: Server) -> None:
+    """The same replay to a client that takes 8 KiB every 0.2 s: never dropped."""
+    token = await a_member_with_history(server)
+    reader, writer = await connect(server, receive_buffer=8192)
+    writer.write(websocket_upgrade("/stream?since=0", token=token))
     received = 0
     for _ in range(round(STALL_SECONDS * 4 / 0.2)):
         chunk = await asyncio.wait_for(reader.read(8192), 10)

@@ -54,6 +54,8 @@ log = logging.getLogger("keyhold.stream")
 router = APIRouter()
 AUTH_TIMEOUT = 10.0
 MAX_OUTBOX = 20_000
+# A replay reads its next page once the outbox is down to this many frames (a page is 500).
+REPLAY_AHEAD = 500
 _origins = itertools.count(1)  # a process-unique id per connection (see `bus.base.Bus.publish`)
 Ref = Annotated[Text, Field(max_length=64)] | Annotated[int, Field(ge=0, le=MAX_ID)] | None
 
@@ -137,6 +139,7 @@ class Connection:
         self.member = member
         self.outbox: deque[bytes] = deque()
         self.wakeup = asyncio.Event()
+        self.drained = asyncio.Event()  # the outbox is down to REPLAY_AHEAD (`room`)
         self.closed = False
         self.close_code = 4408
         self.close_reason = "fell behind; reconnect with since"
@@ -154,17 +157,30 @@ class Connection:
     def end(self, _task: asyncio.Task[None] | None = None) -> None:
         self.closed = True
         self.wakeup.set()
+        self.drained.set()
 
     def push(self, frame: bytes) -> None:
+        if self.closed:
+            return  # ending: nothing more is sent, so nothing more is kept
         if len(self.outbox) >= MAX_OUTBOX:
-            self.closed = True  # too slow: drop it; it reconnects with since=<last seq>
+            self.end()  # too slow: drop it; it reconnects with since=<last seq>
+            return
         self.outbox.append(frame)
         self.wakeup.set()
+
+    async def room(self) -> bool:
+        """Until the outbox is down to `REPLAY_AHEAD` frames; False once the connection ends."""
+        while len(self.outbox) > REPLAY_AHEAD and not self.closed:
+            self.drained.clear()
+            await self.drained.wait()
+        return not self.closed
 
     async def sender(self) -> None:
         while not self.closed:
             while self.outbox and not self.closed:
                 await self.ws.send_text(self.outbox.popleft().decode())
+                if len(self.outbox) <= REPLAY_AHEAD and not self.drained.is_set():
+                    self.drained.set()
             self.wakeup.clear()
             if not self.outbox and not self.closed:
                 await self.wakeup.wait()
@@ -175,7 +191,7 @@ class Connection:
 
     async def pump(self, since: int) -> None:
         """Replayed, then live events (`core.delivery`); when they end, the member fell behind."""
-        await self.svc.delivery.deliver(self.member, since, self.origin, self.push)
+        await self.svc.delivery.deliver(self.member, since, self.origin, self.push, self.room)
         self.end()
 
     async def handle(self, raw: str | bytes) -> None:

@@ -29,16 +29,12 @@ request has a route.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
-import socket
-import struct
-import termios
 
 import orjson
 from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from keyhold.cli.client_watch import ClientWatch
 from keyhold.core.errors import Problem
 
 # Browsers send heads of 0.5 to 2 KiB. nginx allows 32 KiB by default (4 buffers of 8 KiB),
@@ -49,10 +45,6 @@ MAX_HEAD_BYTES = 32 * 1024
 # client would see that instead of its refusal.
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 16 * 1024 * 1024
-
-# Linux's `struct tcp_info`: `tcpi_bytes_acked` (since 4.1) is the u64 at this offset.
-TCPI_BYTES_ACKED = 120
-TCP_INFO_SIZE = 256
 
 _STATUS_LINES = {
     400: b"HTTP/1.1 400 Bad Request",
@@ -103,14 +95,14 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
         _head_bytes = 0  # reads wholly inside the unfinished head: a bound while it lasts
         _head_size = 0  # the head's target and header lines, exact once it is complete
         _too_large = False
-        _write_stall_timer: asyncio.TimerHandle | None = None
-        _taken = 0
+        _watch: ClientWatch  # the stall rule for a client that takes nothing (client_watch.py)
         _running: RequestResponseCycle | None = None  # the request being answered
         _lingering = False  # refused: reading only to drop what still comes
         _dropped = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._watch = ClientWatch(self.loop, transport, stall_seconds)
             self._start_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -122,7 +114,7 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
                 running.disconnected = True
                 running.message_event.set()
             self._stop_head_timer()
-            self._stop_watching_client()
+            self._watch.stop()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -185,21 +177,21 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
 
         def pause_writing(self) -> None:
             super().pause_writing()
-            self._watch_client()
+            self._watch.start()
 
         def resume_writing(self) -> None:
             super().resume_writing()
             # Once the connection is closing, what is left must still reach the client: keep
             # watching until it has (connection_lost) or the client stops taking it.
             if not self.transport.is_closing():
-                self._stop_watching_client()
+                self._watch.stop()
 
         def timeout_keep_alive_handler(self) -> None:
-            if self._unsent_bytes() > 0 and not self.transport.is_closing():
+            if self._watch.unsent_bytes() > 0 and not self.transport.is_closing():
                 # The end of a response is still on its way: closed now, it would be the
                 # kernel's, out of this stall check's reach. Closed once it has been taken;
                 # meanwhile the watch drops a client that takes nothing.
-                self._watch_client()
+                self._watch.start()
                 self.timeout_keep_alive_task = self.loop.call_later(
                     stall_seconds, self.timeout_keep_alive_handler
                 )
@@ -209,70 +201,23 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
         def on_response_complete(self) -> None:
             super().on_response_complete()
             if self.transport.is_closing():  # a `Connection: close` answer: closed just now
-                self._limit_what_a_close_leaves()
+                self._watch.limit_what_a_close_leaves()
 
         def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
             self._running = cycle
             super()._start_asgi_task(cycle, app)
 
         def handle_websocket_upgrade(self) -> None:
-            if self.cycle is not None and (not self.cycle.response_complete or self._unsent_bytes() > 0):
+            if self.cycle is not None and (not self.cycle.response_complete or self._watch.unsent_bytes() > 0):
                 # Pipelined behind a response still being sent, or sent but not yet taken (no
                 # browser does this): switching protocols under it would lose the response's
                 # flow control and this stall check, and a refused handshake's close would leave
                 # it to the kernel for minutes. (Without an earlier request, what is unsent is
                 # TLS's own: a session ticket in flight.)
-                self._drop()
+                self._watch.drop()
                 return
-            self._stop_watching_client()
+            self._watch.stop()
             super().handle_websocket_upgrade()
-
-        def _watch_client(self) -> None:
-            if self._write_stall_timer is None and self._unsent_bytes() > 0:
-                self._taken = self._taken_bytes()
-                self._write_stall_timer = self.loop.call_later(stall_seconds, self._check_client_reads)
-
-        def _stop_watching_client(self) -> None:
-            if self._write_stall_timer is not None:
-                self._write_stall_timer.cancel()
-                self._write_stall_timer = None
-
-        def _check_client_reads(self) -> None:
-            # A slow reader may not let writing resume for a while (the kernel wakes a writer only
-            # once a third of its buffer is free): what counts is whether it took anything.
-            self._write_stall_timer = None
-            taken = self._taken_bytes()
-            if taken > self._taken:
-                self._taken = taken
-                self._write_stall_timer = self.loop.call_later(stall_seconds, self._check_client_reads)
-                return
-            if self._unsent_bytes() == 0:
-                return
-            self._drop()  # nothing can be said to a client that takes nothing
-
-        def _drop(self) -> None:
-            """With a reset, so that the kernel does not keep feeding the client what was queued."""
-            sock = self.transport.get_extra_info("socket")
-            with contextlib.suppress(OSError, AttributeError, ValueError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.transport.abort()
-
-        def _taken_bytes(self) -> int:
-            """Bytes the client's side has acknowledged (grows only when it takes them, whatever
-            layers, TLS included, buffer above); without TCP_INFO, minus what is still unsent."""
-            sock = self.transport.get_extra_info("socket")
-            with contextlib.suppress(OSError, AttributeError, ValueError, struct.error):
-                info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
-                return int(struct.unpack_from("Q", info, TCPI_BYTES_ACKED)[0])
-            return -self._unsent_bytes()
-
-        def _unsent_bytes(self) -> int:
-            """What was written and is not yet sent on: ours and the kernel's."""
-            kernel = 0
-            sock = self.transport.get_extra_info("socket")
-            with contextlib.suppress(OSError, AttributeError, ValueError):
-                kernel = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-            return int(self.transport.get_write_buffer_size()) + int(kernel)
 
         def _start_head_timer(self) -> None:
             self._head_timer = self.loop.call_later(head_seconds, self._head_too_slow)
@@ -306,19 +251,7 @@ def http_protocol(head_seconds: float, stall_seconds: float) -> type[HttpToolsPr
             self.loop.call_later(LINGER_SECONDS, self._close)
 
         def _close(self) -> None:
-            self._limit_what_a_close_leaves()
+            self._watch.limit_what_a_close_leaves()
             self.transport.close()
-
-        def _limit_what_a_close_leaves(self) -> None:
-            """The kernel drops the connection once the client has acknowledged nothing for
-            `stall_seconds` (a zero window included, as measured on Linux 6.18), also after our
-            side is gone. Set only at a close: its timer does not count data squeezed through a
-            window smaller than a segment (it dropped an honest reader with an 8 KiB buffer over
-            loopback), and set while the client has long been stalled, it acts only at the
-            kernel's next probe (20 s into a zero window: not within 3 s). Over the open connection,
-            `_check_client_reads` judges by the bytes acknowledged. Linux only."""
-            sock = self.transport.get_extra_info("socket")
-            with contextlib.suppress(OSError, AttributeError, ValueError, OverflowError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(stall_seconds * 1000))
 
     return LimitedProtocol

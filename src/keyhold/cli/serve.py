@@ -14,7 +14,7 @@ import websockets
 
 from keyhold.app import asgi_app
 from keyhold.cli.http_protocol import http_protocol
-from keyhold.cli.ws_protocol import ProblemRefusals
+from keyhold.cli.ws_protocol import websocket_protocol
 from keyhold.config import Settings
 
 # TLS 1.2 AEAD suites with forward secrecy; TLS 1.3 suites are all AEAD already.
@@ -107,7 +107,7 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
         port=port,
         loop="uvloop",
         http=http_protocol(settings.request_head_seconds, settings.transfer_stall_seconds),
-        ws=ProblemRefusals,
+        ws=websocket_protocol(settings.transfer_stall_seconds),
         ws_max_size=256 * 1024,
         ws_ping_interval=30,
         ws_ping_timeout=30,

@@ -1,4 +1,5 @@
-"""uvicorn's WebSocket protocol, with its refusals of an upgrade in problem+json.
+"""uvicorn's WebSocket protocol, with its refusals of an upgrade in problem+json, and the stall
+rule for a client that takes nothing (`client_watch.py`).
 
 Before the app sees an upgrade, websockets refuses a malformed handshake (no or an invalid
 `Sec-WebSocket-Key`, a `Sec-WebSocket-Version` other than 13) in plain text; uvicorn answers an
@@ -6,19 +7,30 @@ upgrade the app closes before accepting it (here: no WebSocket at that address) 
 403, and one the app fails on with a plain 500. Every other refusal of ours is problem+json, so
 a client reads these the same way. The status and the response's other headers (such as the
 `Sec-WebSocket-Version` a client should use) stay as websockets made them.
+
+A WebSocket whose client stops reading: uvicorn pings it and, with no pong, closes it, but its
+close waits for the transport's buffer to drain, which never happens if the client's window
+stays shut. Measured before this rule (a member's stream replaying 12 MB of history to a client
+with a 4 KiB receive buffer that read nothing): each such socket kept 2.8 MB queued in the kernel
+and ~26 MB more in the server, past the ping timeout, for as long as the probe ran (190 s).
+Here it is dropped once it has taken nothing for `stall_seconds`, and a close the server
+begins leaves the kernel the same limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import http
 from typing import Any
 
 import orjson
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
+from keyhold.cli.client_watch import ClientWatch
 from keyhold.core.errors import Problem
 
 # What websockets (and uvicorn, for a head websockets cannot parse) put before the reason.
@@ -50,14 +62,48 @@ def as_problem(refusal: Response, text: str) -> Response:
     return dataclasses.replace(refusal, headers=headers, body=body)
 
 
-class ProblemRefusals(WebSocketsSansIOProtocol):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # websockets' own `reject` builds every refusal above (its handshake checks call it, and
-        # uvicorn calls it for the 403 and the 500): documented as the place to change one.
-        plain = self.conn.reject
+def websocket_protocol(stall_seconds: float) -> type[WebSocketsSansIOProtocol]:
+    """uvicorn's sans-I/O WebSocket protocol, with the refusals and the stall rule above."""
 
-        def reject(status: http.HTTPStatus | int, text: str) -> Response:
-            return as_problem(plain(status, text), text)
+    class LimitedWebSocket(WebSocketsSansIOProtocol):
+        _watch: ClientWatch
 
-        self.conn.reject = reject  # type: ignore[method-assign]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # websockets' own `reject` builds every refusal above (its handshake checks call
+            # it, and uvicorn calls it for the 403 and the 500): documented as the place to
+            # change one.
+            plain = self.conn.reject
+
+            def reject(status: http.HTTPStatus | int, text: str) -> Response:
+                return as_problem(plain(status, text), text)
+
+            self.conn.reject = reject  # type: ignore[method-assign]
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._watch = ClientWatch(self.loop, transport, stall_seconds)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._watch.stop()
+            super().connection_lost(exc)
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            self._watch.start()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if not self.transport.is_closing():  # a close still sends what is left: watched
+                self._watch.stop()
+
+        def keepalive_timeout(self) -> None:
+            self._watch.limit_what_a_close_leaves()  # no pong: the client is not reading
+            super().keepalive_timeout()
+
+        async def send(self, message: ASGISendEvent) -> None:
+            if message["type"] == "websocket.close":
+                self._watch.limit_what_a_close_leaves()  # the app ends it (revoked, fell behind)
+            await super().send(message)
+
+    return LimitedWebSocket

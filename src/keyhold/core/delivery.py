@@ -53,11 +53,21 @@ class Delivery:
                 await event_store.forget_delivered(conn, member.id, member.device_id, position)
         return position
 
-    async def deliver(self, member: Member, since: int, origin: int, push: Callable[[bytes], None]) -> None:
+    async def deliver(
+        self,
+        member: Member,
+        since: int,
+        origin: int,
+        push: Callable[[bytes], None],
+        room: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         """Push the member's events after `since` as rendered frames: the replay, a `ready`
         frame with the position reached, then live events as they are published (those that
         answer `origin`, the stream's own sends, left out). Returns when the subscription is
-        cut off (the member fell behind); the caller cancels it to stop."""
+        cut off (the member fell behind); the caller cancels it to stop. `room`: awaited before
+        each further page of the replay, so that it goes at the client's pace instead of into
+        memory (a long history to a client that reads slowly, or not at all); False ends the
+        delivery (the connection is ending)."""
         subscription = self._bus.subscribe(member.id, origin, member.device_id)
         try:
             last = since
@@ -68,6 +78,8 @@ class Delivery:
                     last = seq
                 if len(page) < self._page_size:
                     break
+                if room is not None and not await room():
+                    return
             push(orjson.dumps({"type": "ready", "seq": last}))
             replayed = last
             for greeting in self.greetings:

@@ -1,0 +1,111 @@
+"""A stream's replay goes at its client's pace: `Delivery.deliver` reads the next page of a
+member's history only once `room` says there is room (the stream's outbox is down to a page).
+Before, a stream connecting with `?since=0` read the whole history into memory at once, for a
+client that read none of it too (12 MB of history: the server grew by ~26 MB per socket).
+
+In-process, on SQLite: the pacing is above the store, the same on either database (the replay's
+queries are tested on both by test_stream.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import PASSWORD, REQUESTS_OFF, keyhold_cli, settings_overrides, unique
+from keyhold.app import Keyhold, start_keyhold
+from keyhold.config import load_settings
+from keyhold.core.accounts import Member
+from keyhold.core.messages import SendRequest
+
+PAGE = 5
+MESSAGES = 12
+
+
+@pytest.fixture
+async def keyhold(tmp_path: Path) -> AsyncIterator[Keyhold]:
+    home = tmp_path / "kh"
+    keyhold_cli("init", "--home", str(home))
+    (home / "safety-policy.toml").write_text(REQUESTS_OFF)  # a member may write to a stranger
+    svc = await start_keyhold(load_settings(home, **settings_overrides(), replay_page_size=str(PAGE)))
+    try:
+        yield svc
+    finally:
+        await svc.stop()
+
+
+async def member(svc: Keyhold) -> Member:
+    username = unique("pace")
+    await svc.accounts.register(username, PASSWORD, "1990-05-17", "us")
+    token = (await svc.accounts.login(username, PASSWORD, address="in-process"))["token"]
+    return await svc.accounts.authenticate(token)
+
+
+async def a_reader_with_history(svc: Keyhold) -> Member:
+    """A member with more than two pages of history (a conversation and its messages)."""
+    alice, bob = await member(svc), await member(svc)
+    view, _ = await svc.conversations.start(alice, [bob.username], "standard", "", None)
+    for i in range(MESSAGES):
+        await svc.messages.send(
+            SendRequest(alice.id, alice.username, int(view["id"]), f"message {i}", None, session=alice.session)
+        )
+    return bob
+
+
+async def settle(condition: Callable[[], bool]) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_the_replay_reads_a_page_at_a_time_as_room_is_made(keyhold: Keyhold) -> None:
+    bob = await a_reader_with_history(keyhold)
+    pushed: list[bytes] = []
+    made = asyncio.Event()
+    asked = 0
+
+    async def room() -> bool:
+        nonlocal asked
+        asked += 1
+        await made.wait()
+        made.clear()
+        return True
+
+    delivery = asyncio.create_task(keyhold.delivery.deliver(bob, 0, 0, pushed.append, room))
+    try:
+        await settle(lambda: asked == 1)
+        await asyncio.sleep(0.1)  # what a replay that did not wait would push meanwhile
+        assert (len(pushed), asked) == (PAGE, 1)
+        made.set()
+        await settle(lambda: asked == 2)
+        await asyncio.sleep(0.1)
+        assert (len(pushed), asked) == (2 * PAGE, 2)
+        made.set()
+        await settle(lambda: any(orjson.loads(frame)["type"] == "ready" for frame in pushed))
+        replayed = [orjson.loads(frame) for frame in pushed]
+        kinds = [frame["type"] for frame in replayed]
+        assert kinds.count("ready") == 1 and kinds.index("ready") > 2 * PAGE
+        texts = [f["message"]["text"] for f in replayed if f["type"] == "message.new"]
+        assert texts == [f"message {i}" for i in range(MESSAGES)]  # all of it, in order, once
+        seqs = [f["seq"] for f in replayed if "seq" in f and f["type"] != "ready"]
+        assert seqs == sorted(set(seqs))
+    finally:
+        delivery.cancel()
+        await asyncio.gather(delivery, return_exceptions=True)
+
+
+async def test_no_room_ends_the_replay(keyhold: Keyhold) -> None:
+    """The connection is ending: no further page is read, and the delivery returns."""
+    bob = await a_reader_with_history(keyhold)
+    pushed: list[bytes] = []
+
+    async def ending() -> bool:
+        return False
+
+    await asyncio.wait_for(keyhold.delivery.deliver(bob, 0, 0, pushed.append, ending), 10)
+    assert len(pushed) == PAGE
+    assert all(orjson.loads(frame)["type"] != "ready" for frame in pushed)
