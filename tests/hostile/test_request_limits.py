@@ -337,6 +337,7 @@ UVICORN_WEBSOCKET_HOOKS = {
     "pause_writing",
     "resume_writing",
     "keepalive_timeout",
+    "handle_close",
     "send",
 }
 

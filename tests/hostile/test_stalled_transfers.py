@@ -86,6 +86,16 @@ async def a_member_with_history(server: Server) -> str:
     return token
 
 
+async def take_a_little_at_a_time(reader: asyncio.StreamReader) -> None:
+    """8 KiB every 0.2 s for four stalls, the connection open all the while."""
+    received = 0
+    for _ in range(round(STALL_SECONDS * 4 / 0.2)):
+        chunk = await asyncio.wait_for(reader.read(8192), 10)
+        assert chunk, f"closed after {received} bytes"
+        received += len(chunk)
+        await asyncio.sleep(0.2)
+
+
 async def read_file_slowly(reader: asyncio.StreamReader, bytes_per_second: int) -> int:
     """Read a 200 response to its end at about this pace; how many body bytes came."""
     response_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
@@ -223,12 +233,7 @@ async def test_a_reader_with_a_small_window_is_not_dropped(server: Server) -> No
     reader while it took 40 KB/s. On an open connection, the bytes acknowledged judge."""
     reader, writer = await connect(server, receive_buffer=8192)
     writer.write(head("GET", "/assets/big.wasm"))
-    received = 0
-    for _ in range(round(STALL_SECONDS * 4 / 0.2)):
-        chunk = await asyncio.wait_for(reader.read(8192), 10)
-        assert chunk, f"closed after {received} bytes"
-        received += len(chunk)
-        await asyncio.sleep(0.2)
+    await take_a_little_at_a_time(reader)
     writer.close()
 
 
@@ -256,12 +261,7 @@ async def test_a_websocket_client_with_a_small_window_reading_steadily_is_not_dr
     token = await a_member_with_history(server)
     reader, writer = await connect(server, receive_buffer=8192)
     writer.write(websocket_upgrade("/stream?since=0", token=token))
-    received = 0
-    for _ in range(round(STALL_SECONDS * 4 / 0.2)):
-        chunk = await asyncio.wait_for(reader.read(8192), 10)
-        assert chunk, f"closed after {received} bytes"
-        received += len(chunk)
-        await asyncio.sleep(0.2)
+    await take_a_little_at_a_time(reader)
     writer.close()
 
 

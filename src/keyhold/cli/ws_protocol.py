@@ -28,6 +28,7 @@ import orjson
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
+from websockets.frames import Frame
 from websockets.http11 import Response
 
 from keyhold.cli.client_watch import ClientWatch
@@ -100,6 +101,10 @@ def websocket_protocol(stall_seconds: float) -> type[WebSocketsSansIOProtocol]:
         def keepalive_timeout(self) -> None:
             self._watch.limit_what_a_close_leaves()  # no pong: the client is not reading
             super().keepalive_timeout()
+
+        def handle_close(self, event: Frame) -> None:
+            self._watch.limit_what_a_close_leaves()  # the client ends it: our answer may be stuck
+            super().handle_close(event)
 
         async def send(self, message: ASGISendEvent) -> None:
             if message["type"] == "websocket.close":
