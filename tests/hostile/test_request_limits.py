@@ -241,9 +241,16 @@ async def test_a_request_that_is_not_http_gets_400_problem_json(server: Server, 
 REFUSED_UPGRADES = {
     "invalid-key": ("/stream", "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: nope", 400, "invalid Sec-WebSocket-Key"),
     "no-key": ("/stream", "Sec-WebSocket-Version: 13", 400, "missing Sec-WebSocket-Key"),
-    "old-version": ("/stream", GOOD_HANDSHAKE.replace(": 13", ": 8"), 400, "invalid Sec-WebSocket-Version"),
+    # RFC 6455, 4.2.2: a version the server does not speak MUST be answered with the versions it
+    # does, in Sec-WebSocket-Version (426 is the code it suggests); websockets sent a bare 400.
+    "old-version": ("/stream", GOOD_HANDSHAKE.replace(": 13", ": 8"), 426, "invalid Sec-WebSocket-Version"),
+    "no-version": ("/stream", GOOD_HANDSHAKE.split("\r\n")[1], 400, "missing Sec-WebSocket-Version"),
     "no-websocket-here": ("/nowhere", GOOD_HANDSHAKE, 403, "no WebSocket at this address"),
+    "long-target": ("/stream?" + "a" * 9000, GOOD_HANDSHAKE, 414, "expected no more than 8192 bytes"),
 }
+# RFC 9110's names (Python's for 414 is the older "Request-URI Too Long", which became
+# "Request-uri too long").
+TITLES = {400: "Bad request", 403: "Forbidden", 414: "URI too long", 426: "Upgrade required"}
 
 
 @pytest.mark.parametrize("name", REFUSED_UPGRADES)
@@ -258,6 +265,10 @@ async def test_a_refused_websocket_upgrade_gets_problem_json(server: Server, nam
     assert headers["x-content-type-options"] == "nosniff" and headers["connection"] == "close"
     problem = orjson.loads(body)
     assert problem["status"] == status and detail in problem["detail"], problem
+    assert problem["title"] == TITLES[status], problem
+    assert problem["type"].endswith("/" + TITLES[status].lower().replace(" ", "-")), problem
+    versions = headers.get("sec-websocket-version")
+    assert versions == ("13" if "Version" in detail else None), headers
     assert await closed_by_server(reader) == b""
     writer.close()
 

@@ -5,8 +5,10 @@ Before the app sees an upgrade, websockets refuses a malformed handshake (no or 
 `Sec-WebSocket-Key`, a `Sec-WebSocket-Version` other than 13) in plain text; uvicorn answers an
 upgrade the app closes before accepting it (here: no WebSocket at that address) with an empty
 403, and one the app fails on with a plain 500. Every other refusal of ours is problem+json, so
-a client reads these the same way. The status and the response's other headers (such as the
-`Sec-WebSocket-Version` a client should use) stay as websockets made them.
+a client reads these the same way. The status and the response's other headers stay as
+websockets made them, but for a `Sec-WebSocket-Version` missing or other than 13: RFC 6455
+(4.2.2) asks for the versions the server speaks in that header, which websockets left out, and
+suggests 426 for a version it does not speak (websockets answered 400).
 
 A WebSocket whose client stops reading: uvicorn pings it and, with no pong, closes it, but its
 close waits for the transport's buffer to drain, which never happens if the client's window
@@ -28,6 +30,7 @@ import orjson
 from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeader, InvalidHeaderValue
 from websockets.frames import Frame
 from websockets.http11 import Response
 
@@ -42,6 +45,15 @@ _DETAILS = {
     500: "the server failed to open this WebSocket; try again",
 }
 _REPLACED = {"content-type", "content-length"}
+# RFC 9110's name where Python's is older ("Request-URI Too Long").
+_NAMES = {414: "URI Too Long"}
+SPOKEN_VERSION = "13"  # RFC 6455's, the only one websockets speaks
+
+
+def _title(name: str) -> str:
+    """A status's name as our titles are written: "Bad request", "URI too long"."""
+    words = [word if word.isupper() else word.lower() for word in name.split()]
+    return " ".join(words)[:1].upper() + " ".join(words)[1:]
 
 
 def as_problem(refusal: Response, text: str) -> Response:
@@ -49,9 +61,8 @@ def as_problem(refusal: Response, text: str) -> Response:
     status = http.HTTPStatus(refusal.status_code)
     reason = text.strip().removeprefix(_PREFIX).rstrip(".")
     detail = _DETAILS.get(status.value) or reason
-    problem = Problem(
-        status.value, status.phrase.lower().replace(" ", "-"), status.phrase.capitalize(), detail
-    )
+    name = _NAMES.get(status.value, status.phrase)
+    problem = Problem(status.value, name.lower().replace(" ", "-"), _title(name), detail)
     body = orjson.dumps(problem.to_dict())
     headers = Headers(
         [(name, value) for name, value in refusal.headers.raw_items() if name.lower() not in _REPLACED]
@@ -77,7 +88,14 @@ def websocket_protocol(stall_seconds: float) -> type[WebSocketsSansIOProtocol]:
             plain = self.conn.reject
 
             def reject(status: http.HTTPStatus | int, text: str) -> Response:
-                return as_problem(plain(status, text), text)
+                refused = self.conn.handshake_exc
+                version = isinstance(refused, InvalidHeader) and refused.name == "Sec-WebSocket-Version"
+                if version and isinstance(refused, InvalidHeaderValue):
+                    status = http.HTTPStatus.UPGRADE_REQUIRED  # RFC 6455, 4.2.2: a version we do not speak
+                response = as_problem(plain(status, text), text)
+                if version:
+                    response.headers["Sec-WebSocket-Version"] = SPOKEN_VERSION  # the RFC's MUST
+                return response
 
             self.conn.reject = reject  # type: ignore[method-assign]
 
