@@ -269,6 +269,8 @@ async def test_a_refused_websocket_upgrade_gets_problem_json(server: Server, nam
     assert problem["type"].endswith("/" + TITLES[status].lower().replace(" ", "-")), problem
     versions = headers.get("sec-websocket-version")
     assert versions == ("13" if "Version" in detail else None), headers
+    if status == 426:
+        assert headers["upgrade"] == "websocket", headers
     assert await closed_by_server(reader) == b""
     writer.close()
 
@@ -349,7 +351,7 @@ UVICORN_WEBSOCKET_HOOKS = {
     "resume_writing",
     "keepalive_timeout",
     "handle_close",
-    "send",
+    "handle_parser_exception",
 }
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+import websockets
 
 from conftest import Server, new_member, stop_server
 from db_snapshot import snapshot
-from hostile_helpers import PROBLEM_JSON
+from hostile_helpers import PROBLEM_JSON, ws_url
 from keyhold.cli.serve import IDLE_CONNECTION_SECONDS
 from raw_http import (
     STALL_SECONDS,
@@ -39,6 +40,7 @@ ONE_CHUNK = 60 * 1024
 # server and a client that reads little hold (the server's side grew to 2.8 MB here), in
 # messages of about 4,000 three-byte characters.
 HISTORY_MESSAGES = 400
+REPLAY_PAGE = 100  # 1.2 MB a page: more than a stream keeps ahead (1 MiB), so each page waits
 WIDE_TEXT = "".join(chr(0x4E00 + i) for i in range(3990))
 
 
@@ -55,7 +57,11 @@ def web_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, web_dir: Path) -> Iterator[Server]:
-    srv = short_deadline_server(tmp_path_factory.mktemp("home") / "kh", KEYHOLD_WEB_DIR=str(web_dir))
+    srv = short_deadline_server(
+        tmp_path_factory.mktemp("home") / "kh",
+        KEYHOLD_WEB_DIR=str(web_dir),
+        KEYHOLD_REPLAY_PAGE_SIZE=str(REPLAY_PAGE),  # the replays below wait for room between pages
+    )
     yield srv
     stop_server(srv)
 
@@ -246,7 +252,9 @@ async def test_a_websocket_client_that_takes_nothing_is_dropped(server: Server) 
     token = await a_member_with_history(server)
     reader, writer = await connect(server, receive_buffer=4096)
     writer.write(websocket_upgrade("/stream?since=0", token=token))
-    await asyncio.sleep(STALL_SECONDS * 3)
+    # Room for a loaded machine to sign the client in and start the replay first: a client that
+    # reads before the drop is one that takes something.
+    await asyncio.sleep(STALL_SECONDS * 8)
     received = bytearray()
     with pytest.raises(ConnectionResetError):  # before: the whole history, then the open stream
         while chunk := await asyncio.wait_for(reader.read(65536), 10):
@@ -263,6 +271,48 @@ async def test_a_websocket_client_with_a_small_window_reading_steadily_is_not_dr
     writer.write(websocket_upgrade("/stream?since=0", token=token))
     await take_a_little_at_a_time(reader)
     writer.close()
+
+
+async def test_a_websocket_client_reading_as_usual_gets_the_whole_paced_replay(server: Server) -> None:
+    """The replay waits for room between its pages (`REPLAY_PAGE` here): all of it, in order,
+    once, then `ready`."""
+    token = await a_member_with_history(server)
+    async with websockets.connect(
+        ws_url(server, "since=0"), additional_headers={"Authorization": f"Bearer {token}"}
+    ) as ws:
+        texts: list[str] = []
+        seqs: list[int] = []
+        async with asyncio.timeout(60):  # bounds liveness: a replay that stalls fails here
+            while (frame := orjson.loads(await ws.recv()))["type"] != "ready":
+                seqs.append(frame["seq"])
+                if frame["type"] == "message.new":
+                    texts.append(frame["message"]["text"])
+    # Sent 16 at a time: stored in whatever order they were committed.
+    assert sorted(int(text.split()[0]) for text in texts) == list(range(HISTORY_MESSAGES))
+    assert seqs == sorted(set(seqs)), "out of order or twice"
+
+
+async def test_a_stream_the_server_closes_leaves_the_kernel_the_stall_limit(server: Server) -> None:
+    """The member logs out while a client that reads nothing has less queued than pauses
+    writing: the close frame waits behind it, and what is unsent is the kernel's, which before
+    kept it for as long as the client answered its probes. Now reset within the stall."""
+    alice, bob = await new_member(server), await new_member(server)
+    conversation = await alice.start_conversation([bob.username])
+    for i in range(3):  # ~36 KB: less than the transport's high-water mark (64 KiB)
+        await alice.send(conversation.id, f"{i} {WIDE_TEXT}")
+    reader, writer = await connect(server, receive_buffer=2048)
+    writer.write(websocket_upgrade("/stream?since=0", token=bob.token))
+    await asyncio.sleep(STALL_SECONDS)
+    await bob.logout()  # the stream is closed within a second (4401)
+    await asyncio.sleep(STALL_SECONDS * 5)
+    received = bytearray()
+    with pytest.raises(ConnectionResetError):  # before: all of it, the close frame, then EOF
+        while chunk := await asyncio.wait_for(reader.read(65536), 15):
+            received += chunk
+    writer.close()
+    await alice.close()
+    await bob.close()
+    assert "Traceback" not in server.log()
 
 
 async def test_a_slow_but_steady_reader_gets_the_whole_file(server: Server) -> None:

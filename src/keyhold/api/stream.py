@@ -54,8 +54,10 @@ log = logging.getLogger("keyhold.stream")
 router = APIRouter()
 AUTH_TIMEOUT = 10.0
 MAX_OUTBOX = 20_000
-# A replay reads its next page once the outbox is down to this many frames (a page is 500).
+# A replay reads its next page of history once the outbox is down to this many frames and
+# bytes: what a stream holds for a client that reads slowly, or not at all, is about a page.
 REPLAY_AHEAD = 500
+REPLAY_AHEAD_BYTES = 1024 * 1024
 _origins = itertools.count(1)  # a process-unique id per connection (see `bus.base.Bus.publish`)
 Ref = Annotated[Text, Field(max_length=64)] | Annotated[int, Field(ge=0, le=MAX_ID)] | None
 
@@ -138,8 +140,9 @@ class Connection:
         self.svc = svc
         self.member = member
         self.outbox: deque[bytes] = deque()
+        self.outbox_bytes = 0
         self.wakeup = asyncio.Event()
-        self.drained = asyncio.Event()  # the outbox is down to REPLAY_AHEAD (`room`)
+        self.drained = asyncio.Event()  # the outbox is down to REPLAY_AHEAD* (`room`)
         self.closed = False
         self.close_code = 4408
         self.close_reason = "fell behind; reconnect with since"
@@ -166,20 +169,27 @@ class Connection:
             self.end()  # too slow: drop it; it reconnects with since=<last seq>
             return
         self.outbox.append(frame)
+        self.outbox_bytes += len(frame)
         self.wakeup.set()
 
     async def room(self) -> bool:
-        """Until the outbox is down to `REPLAY_AHEAD` frames; False once the connection ends."""
-        while len(self.outbox) > REPLAY_AHEAD and not self.closed:
+        """Until the outbox is down to `REPLAY_AHEAD` frames and `REPLAY_AHEAD_BYTES`; False once
+        the connection ends."""
+        while not self._has_room() and not self.closed:
             self.drained.clear()
             await self.drained.wait()
         return not self.closed
 
+    def _has_room(self) -> bool:
+        return len(self.outbox) <= REPLAY_AHEAD and self.outbox_bytes <= REPLAY_AHEAD_BYTES
+
     async def sender(self) -> None:
         while not self.closed:
             while self.outbox and not self.closed:
-                await self.ws.send_text(self.outbox.popleft().decode())
-                if len(self.outbox) <= REPLAY_AHEAD and not self.drained.is_set():
+                frame = self.outbox.popleft()
+                self.outbox_bytes -= len(frame)
+                await self.ws.send_text(frame.decode())
+                if not self.drained.is_set() and self._has_room():
                     self.drained.set()
             self.wakeup.clear()
             if not self.outbox and not self.closed:

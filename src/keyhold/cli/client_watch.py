@@ -29,7 +29,9 @@ TCP_INFO_SIZE = 256
 class ClientWatch:
     """The stall rule above for one connection's transport."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.BaseTransport, stall_seconds: float) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, stall_seconds: float
+    ) -> None:
         self._loop = loop
         self._transport = transport
         self._stall_seconds = stall_seconds
@@ -67,7 +69,7 @@ class ClientWatch:
         sock = self._transport.get_extra_info("socket")
         with contextlib.suppress(OSError, AttributeError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self._transport.abort()  # type: ignore[attr-defined]
+        self._transport.abort()
 
     def taken_bytes(self) -> int:
         """Bytes the client's side has acknowledged; without TCP_INFO, minus what is still unsent."""
@@ -83,7 +85,7 @@ class ClientWatch:
         sock = self._transport.get_extra_info("socket")
         with contextlib.suppress(OSError, AttributeError, ValueError):
             kernel = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-        return int(self._transport.get_write_buffer_size()) + int(kernel)  # type: ignore[attr-defined]
+        return int(self._transport.get_write_buffer_size()) + int(kernel)
 
     def limit_what_a_close_leaves(self) -> None:
         """The kernel drops the connection once the client has acknowledged nothing for

@@ -15,8 +15,11 @@ close waits for the transport's buffer to drain, which never happens if the clie
 stays shut. Measured before this rule (a member's stream replaying 12 MB of history to a client
 with a 4 KiB receive buffer that read nothing): each such socket kept 2.8 MB queued in the kernel
 and ~26 MB more in the server, past the ping timeout, for as long as the probe ran (190 s).
-Here it is dropped once it has taken nothing for `stall_seconds`, and a close the server
-begins leaves the kernel the same limit.
+Here it is dropped once it has taken nothing for `stall_seconds`, and the closes that can leave
+data unsent (the app's close frame, the close after an unanswered ping, the answers to a
+client's close frame and to a frame refused) leave the kernel the same limit. Not covered: the
+close uvicorn makes when the app returns without closing (our stream always closes) and the
+refusals of a handshake (small, and before any data of ours).
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import http
 from typing import Any
 
 import orjson
-from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidHeader, InvalidHeaderValue
@@ -90,18 +92,31 @@ def websocket_protocol(stall_seconds: float) -> type[WebSocketsSansIOProtocol]:
             def reject(status: http.HTTPStatus | int, text: str) -> Response:
                 refused = self.conn.handshake_exc
                 version = isinstance(refused, InvalidHeader) and refused.name == "Sec-WebSocket-Version"
-                if version and isinstance(refused, InvalidHeaderValue):
+                unspoken = version and isinstance(refused, InvalidHeaderValue)
+                if unspoken:
                     status = http.HTTPStatus.UPGRADE_REQUIRED  # RFC 6455, 4.2.2: a version we do not speak
                 response = as_problem(plain(status, text), text)
                 if version:
                     response.headers["Sec-WebSocket-Version"] = SPOKEN_VERSION  # the RFC's MUST
+                if unspoken:
+                    # RFC 9110, 15.5.22: a 426 names the protocol (websockets adds it to its own).
+                    response.headers["Upgrade"] = "websocket"
                 return response
 
             self.conn.reject = reject  # type: ignore[method-assign]
+            sending_close = self.conn.send_close
+
+            def send_close(code: int | None = None, reason: str = "") -> None:
+                # The app ends it (revoked, fell behind, done) or the server shuts down: uvicorn
+                # calls this once the transport takes writes again, for the close frame.
+                self._watch.limit_what_a_close_leaves()
+                sending_close(code, reason)
+
+            self.conn.send_close = send_close  # type: ignore[method-assign]
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
-            self._watch = ClientWatch(self.loop, transport, stall_seconds)
+            self._watch = ClientWatch(self.loop, self.transport, stall_seconds)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._watch.stop()
@@ -124,9 +139,8 @@ def websocket_protocol(stall_seconds: float) -> type[WebSocketsSansIOProtocol]:
             self._watch.limit_what_a_close_leaves()  # the client ends it: our answer may be stuck
             super().handle_close(event)
 
-        async def send(self, message: ASGISendEvent) -> None:
-            if message["type"] == "websocket.close":
-                self._watch.limit_what_a_close_leaves()  # the app ends it (revoked, fell behind)
-            await super().send(message)
+        def handle_parser_exception(self) -> None:
+            self._watch.limit_what_a_close_leaves()  # a frame refused (too big, not UTF-8)
+            super().handle_parser_exception()
 
     return LimitedWebSocket

@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import PASSWORD, REQUESTS_OFF, keyhold_cli, settings_overrides, unique
-from keyhold.app import Keyhold, start_keyhold
-from keyhold.config import load_settings
+from conftest import PASSWORD, unique
+from hostile_helpers import service_in_process
+from keyhold.app import Keyhold
 from keyhold.core.accounts import Member
 from keyhold.core.messages import SendRequest
 
@@ -27,14 +27,8 @@ MESSAGES = 12
 
 @pytest.fixture
 async def keyhold(tmp_path: Path) -> AsyncIterator[Keyhold]:
-    home = tmp_path / "kh"
-    keyhold_cli("init", "--home", str(home))
-    (home / "safety-policy.toml").write_text(REQUESTS_OFF)  # a member may write to a stranger
-    svc = await start_keyhold(load_settings(home, **settings_overrides(), replay_page_size=str(PAGE)))
-    try:
+    async with service_in_process(tmp_path / "kh", "sqlite", replay_page_size=str(PAGE)) as svc:
         yield svc
-    finally:
-        await svc.stop()
 
 
 async def member(svc: Keyhold) -> Member:
@@ -56,10 +50,10 @@ async def a_reader_with_history(svc: Keyhold) -> Member:
 
 
 async def settle(condition: Callable[[], bool]) -> None:
-    for _ in range(200):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
+    """Until `condition` holds; fails after 10 s (that bounds liveness, it times nothing)."""
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 async def test_the_replay_reads_a_page_at_a_time_as_room_is_made(keyhold: Keyhold) -> None:
