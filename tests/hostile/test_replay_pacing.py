@@ -3,8 +3,7 @@ member's history only once `room` says there is room (the stream's outbox is dow
 Before, a stream connecting with `?since=0` read the whole history into memory at once, for a
 client that read none of it too (12 MB of history: the server grew by ~26 MB per socket).
 
-In-process, on SQLite: the pacing is above the store, the same on either database (the replay's
-queries are tested on both by test_stream.py)."""
+In-process, on both databases."""
 
 from __future__ import annotations
 
@@ -25,9 +24,9 @@ PAGE = 5
 MESSAGES = 12
 
 
-@pytest.fixture
-async def keyhold(tmp_path: Path) -> AsyncIterator[Keyhold]:
-    async with service_in_process(tmp_path / "kh", "sqlite", replay_page_size=str(PAGE)) as svc:
+@pytest.fixture(params=["sqlite", "postgres"])
+async def keyhold(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Keyhold]:
+    async with service_in_process(tmp_path / "kh", request.param, replay_page_size=str(PAGE)) as svc:
         yield svc
 
 

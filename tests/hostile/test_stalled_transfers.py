@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import websockets
 
 from conftest import Server, new_member, stop_server
 from db_snapshot import snapshot
-from hostile_helpers import PROBLEM_JSON, ws_url
+from hostile_helpers import PROBLEM_JSON, http, ws_url
 from keyhold.cli.serve import IDLE_CONNECTION_SECONDS
 from raw_http import (
     STALL_SECONDS,
@@ -75,8 +76,8 @@ async def a_conversation(server: Server) -> tuple[str, int]:
     return token, conversation.id
 
 
-async def a_member_with_history(server: Server) -> str:
-    """The token of a member with `HISTORY_MESSAGES` messages of `WIDE_TEXT` to replay."""
+async def a_member_with_history(server: Server, messages: int = HISTORY_MESSAGES) -> str:
+    """The token of a member with `messages` messages of `WIDE_TEXT` to replay."""
     alice, bob = await new_member(server), await new_member(server)
     conversation = await alice.start_conversation([bob.username])
     sending = asyncio.Semaphore(16)
@@ -88,7 +89,7 @@ async def a_member_with_history(server: Server) -> str:
             async with sending:
                 await stream.send(conversation.id, f"{i} {WIDE_TEXT}")
 
-        await asyncio.gather(*(send(i) for i in range(HISTORY_MESSAGES)))
+        await asyncio.gather(*(send(i) for i in range(messages)))
     token = bob.token
     await alice.close()
     await bob.close()
@@ -293,6 +294,33 @@ async def test_a_websocket_client_reading_as_usual_gets_the_whole_paced_replay(s
     # Sent 16 at a time: stored in whatever order they were committed.
     assert sorted(int(text.split()[0]) for text in texts) == list(range(HISTORY_MESSAGES))
     assert seqs == sorted(set(seqs)), "out of order or twice"
+
+
+async def test_a_session_revoked_during_a_paced_replay_stops_it(server: Server) -> None:
+    """A member logs out while their stream replays a long history to a client that takes a
+    little at a time: the replay, waiting for room, ends with the session; the socket closes
+    with 4401 and the rest of the history is never sent (no `ready`). 9.6 MB of history: about
+    twice what the stream and the buffers between hold."""
+    messages = 2 * HISTORY_MESSAGES
+    token = await a_member_with_history(server, messages)
+    reader, writer = await connect(server, receive_buffer=8192)
+    writer.write(websocket_upgrade("/stream?since=0", token=token))
+    received = bytearray(await asyncio.wait_for(reader.read(8192), 10))
+    async with http(server, token) as client:
+        assert (await client.delete("/sessions/current")).status_code == 204
+    for _ in range(8):  # a little at a time (the stall, 1 s, never passes) while the revocation lands
+        received += await asyncio.wait_for(reader.read(8192), 10)
+        await asyncio.sleep(0.2)
+    closed = re.compile(rb"\x88[\x00-\x7d]\x11\x31")  # a close frame (unmasked), code 4401
+    async with asyncio.timeout(30):  # bounds liveness: a stream left open fails here
+        while not closed.search(received):
+            chunk = await reader.read(65536)
+            assert chunk, "closed without a close frame"
+            received += chunk
+    assert b'"type":"ready"' not in received
+    assert len(received) < messages * len(WIDE_TEXT.encode()), len(received)
+    writer.close()
+    assert "Traceback" not in server.log()
 
 
 async def test_a_stream_the_server_closes_leaves_the_kernel_the_stall_limit(server: Server) -> None:

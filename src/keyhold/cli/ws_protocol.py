@@ -54,8 +54,8 @@ SPOKEN_VERSION = "13"  # RFC 6455's, the only one websockets speaks
 
 def _title(name: str) -> str:
     """A status's name as our titles are written: "Bad request", "URI too long"."""
-    words = [word if word.isupper() else word.lower() for word in name.split()]
-    return " ".join(words)[:1].upper() + " ".join(words)[1:]
+    title = " ".join(word if word.isupper() else word.lower() for word in name.split())
+    return title[:1].upper() + title[1:]
 
 
 def as_problem(refusal: Response, text: str) -> Response:
