@@ -41,6 +41,9 @@ class Settings:
     transfer_stall_seconds: int = 30
     max_attachment_bytes: int = 10 * 1024 * 1024
     max_group_members: int = 32
+    # Streams (`/api/v1/stream`) one member may have open at once on a server, all sessions
+    # together: each holds a socket, a subscription and what is queued for it.
+    max_streams_per_member: int = 10
     token_ttl_seconds: int = 30 * 24 * 3600
     # The server's name in full member ids (`@alice:keyhold.local`), as end-to-end encryption
     # names people; a DNS name the deployment controls. Changing it renames every member there.
@@ -180,6 +183,8 @@ def load_settings(home: str | Path | None = None, **overrides: Any) -> Settings:
     for name in ("request_head_seconds", "transfer_stall_seconds", "body_drain_seconds"):
         if getattr(settings, name) <= 0:
             raise ValueError(f"{name} must be a positive number of seconds, not {getattr(settings, name)}")
+    if settings.max_streams_per_member < 1:
+        raise ValueError(f"max_streams_per_member must be at least 1, not {settings.max_streams_per_member}")
     if settings.scanning not in ("on", "off"):
         raise ValueError(f"scanning must be on or off, not {settings.scanning!r}")
     if settings.scanning_process not in ("auto", "on", "off"):

@@ -53,9 +53,14 @@ from keyhold.core.screening import InLine
 log = logging.getLogger("keyhold.stream")
 router = APIRouter()
 AUTH_TIMEOUT = 10.0
+# A stream whose outbox holds more than this many live frames, or bytes, is cut off (4408): its
+# client is not keeping up, and reconnects with `since` to get the rest from storage at its own
+# pace. By frames alone, a client reading a trickle could hold 20,000 frames of up to 256 KiB.
 MAX_OUTBOX = 20_000
-# A replay reads its next page of history once the outbox is down to this many frames and
-# bytes: what a stream holds for a client that reads slowly, or not at all, is about a page.
+MAX_OUTBOX_BYTES = 4 * 1024 * 1024
+# A replay pushes its next frame of history only while the outbox is down to this many frames
+# and bytes: what a stream holds for a client that reads slowly, or not at all, stays below the
+# limits above (a page of history can be 500 frames of 256 KiB).
 REPLAY_AHEAD = 500
 REPLAY_AHEAD_BYTES = 1024 * 1024
 _origins = itertools.count(1)  # a process-unique id per connection (see `bus.base.Bus.publish`)
@@ -165,7 +170,7 @@ class Connection:
     def push(self, frame: bytes) -> None:
         if self.closed:
             return  # ending: nothing more is sent, so nothing more is kept
-        if len(self.outbox) >= MAX_OUTBOX:
+        if len(self.outbox) >= MAX_OUTBOX or self.outbox_bytes + len(frame) > MAX_OUTBOX_BYTES:
             self.end()  # too slow: drop it; it reconnects with since=<last seq>
             return
         self.outbox.append(frame)
@@ -296,6 +301,16 @@ async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Member, int] | No
     return member, await svc.delivery.position(member, None if latest else since)
 
 
+def too_many_streams(most: int) -> Problem:
+    return Problem(
+        429,
+        "too-many-streams",
+        "Too many open streams",
+        f"at most {most} streams of one member may be open at once, from all their sessions and "
+        "devices; close one, then connect again",
+    )
+
+
 async def _refuse(ws: WebSocket, problem: Problem, code: int) -> None:
     with contextlib.suppress(Exception):
         await ws.send_text(_error(problem).decode())
@@ -310,6 +325,10 @@ async def stream(ws: WebSocket) -> None:
     if authenticated is None:
         return
     member, since = authenticated
+    most = svc.settings.max_streams_per_member
+    if svc.revocations.open_streams(member.id) >= most:  # counted and watched with no await between
+        await _refuse(ws, too_many_streams(most), 4429)
+        return
     conn = Connection(ws, svc, member)
     svc.revocations.watch(conn)
     tasks = [asyncio.create_task(conn.pump(since)), asyncio.create_task(conn.sender())]

@@ -6,9 +6,11 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 
-# A subscriber this far behind (while it replays from storage) is cut off rather than allowed
-# to grow memory without bound.
+# A subscriber this far behind (events queued while it replays from storage, which goes at its
+# client's pace) is cut off rather than allowed to grow memory without bound: in events, and in
+# bytes (an event can be 256 KiB). It resumes from storage.
 MAX_PENDING = 10_000
+MAX_PENDING_BYTES = 4 * 1024 * 1024
 
 
 class LocalSubscription:
@@ -18,6 +20,7 @@ class LocalSubscription:
         self.device = device
         self._bus = bus
         self._pending: deque[tuple[int, bytes]] = deque()
+        self._pending_bytes = 0
         self._forward: Callable[[int, bytes], None] | None = None
         self._closed = asyncio.Event()
 
@@ -26,14 +29,16 @@ class LocalSubscription:
             return
         if self._forward is not None:
             self._forward(seq, payload)
-        elif len(self._pending) >= MAX_PENDING:
+        elif len(self._pending) >= MAX_PENDING or self._pending_bytes + len(payload) > MAX_PENDING_BYTES:
             self.close()
         else:
             self._pending.append((seq, payload))
+            self._pending_bytes += len(payload)
 
     def forward(self, to: Callable[[int, bytes], None]) -> None:
         while self._pending and not self._closed.is_set():
             to(*self._pending.popleft())
+        self._pending_bytes = 0
         self._forward = to
 
     async def wait_closed(self) -> None:

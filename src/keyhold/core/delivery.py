@@ -65,21 +65,21 @@ class Delivery:
         frame with the position reached, then live events as they are published (those that
         answer `origin`, the stream's own sends, left out). Returns when the subscription is
         cut off (the member fell behind); the caller cancels it to stop. `room`: awaited before
-        each further page of the replay, so that it goes at the client's pace instead of into
-        memory (a long history to a client that reads slowly, or not at all); False ends the
-        delivery (the connection is ending)."""
+        each frame of the replay, so that it goes at the client's pace instead of into memory (a
+        long history to a client that reads slowly, or not at all; a page of 500 frames can be
+        too much to hold at once); False ends the delivery (the connection is ending)."""
         subscription = self._bus.subscribe(member.id, origin, member.device_id)
         try:
             last = since
             while True:
                 page = await self.page(member, last)
                 for seq, payload in page:
+                    if room is not None and not await room():
+                        return
                     push(payload)
                     last = seq
                 if len(page) < self._page_size:
                     break
-                if room is not None and not await room():
-                    return
             push(orjson.dumps({"type": "ready", "seq": last}))
             replayed = last
             for greeting in self.greetings:

@@ -53,10 +53,17 @@ class RevocationWatch:
         self._by_session: dict[bytes, set[Revocable]] = {}
         self._by_user: dict[int, set[bytes]] = {}
         self._expiries: list[tuple[int, bytes]] = []  # a heap of (expires_ms, session)
+        self._open: dict[int, int] = {}  # open streams per member, sessions or not
         self._checked_ms: int | None = None  # database time of the last successful sweep
         self._task: asyncio.Task[None] | None = None
 
+    def open_streams(self, user_id: int) -> int:
+        """How many streams of this member are watched (open) here: the watch sees every one,
+        so the stream route asks it for its per-member cap."""
+        return self._open.get(user_id, 0)
+
     def watch(self, stream: Revocable) -> None:
+        self._open[stream.member.id] = self._open.get(stream.member.id, 0) + 1
         session = stream.member.session
         if not session:
             return
@@ -72,6 +79,12 @@ class RevocationWatch:
             )
 
     def unwatch(self, stream: Revocable) -> None:
+        """Once per stream that was watched."""
+        left = self._open.get(stream.member.id, 0) - 1
+        if left > 0:
+            self._open[stream.member.id] = left
+        else:
+            self._open.pop(stream.member.id, None)
         session = stream.member.session
         streams = self._by_session.get(session)
         if streams is None:

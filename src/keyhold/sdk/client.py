@@ -51,6 +51,9 @@ API = "/api/v1"
 # connections open for longer, `cli.serve.IDLE_CONNECTION_SECONDS`, so that a request never
 # races the server closing the connection it was sent on).
 KEEPALIVE_SECONDS = 5.0
+# `events()` waits this long before connecting again when the member already has as many
+# streams open as the server allows (close code 4429): only a stream closing makes room.
+STREAMS_FULL_RETRY_SECONDS = 5.0
 E2EE_FILES = (
     "in an end-to-end encrypted conversation a file goes with send_file, which encrypts it on "
     "this device: an upload's key must travel inside the encrypted message"
@@ -883,12 +886,14 @@ class Client(ApiSession):
                             yield event
             except (KeyholdConnectionError, websockets.ConnectionClosedError) as exc:
                 # The session ended (4401) or the account may not act (4403): reconnecting
-                # cannot help. Anything else (a restart, a network blip, falling behind) can.
+                # cannot help. Anything else (a restart, a network blip, falling behind) can;
+                # too many of this member's streams open (4429) only once one closes.
                 closed = exc.rcvd if isinstance(exc, websockets.ConnectionClosedError) else None
                 if closed is not None and closed.code in (4401, 4403):
                     status = 401 if closed.code == 4401 else 403
                     raise KeyholdError(status, {"title": "Stream closed", "detail": closed.reason}) from exc
-                await asyncio.sleep(0.2)
+                full = closed is not None and closed.code == 4429
+                await asyncio.sleep(STREAMS_FULL_RETRY_SECONDS if full else 0.2)
 
 
 @functools.cache

@@ -1,0 +1,227 @@
+"""What one member's streams may hold of a server: at most `max_streams_per_member` open at once
+(the next is refused with a 429 error frame and close code 4429), and a stream whose client does
+not keep up with live events is cut off once it holds more than `MAX_OUTBOX_BYTES` of them (4408:
+it reconnects with `since` and gets the rest from storage, nothing lost). Before, a member could
+open streams without end, and a stream kept up to 20,000 frames for a client that read a trickle:
+of 16 KB texts, 320 MB; of end-to-end encrypted ones (up to 256 KiB a frame), gigabytes.
+
+On both databases. This module's server does not scan (`KEYHOLD_SCANNING=off`): the limits are
+the stream's, and the long texts below would only make each send slower."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from conftest import Server, new_member, start_server, stop_server
+from hostile_helpers import RawStream, login_token, open_stream, ws_url
+from keyhold.api.stream import MAX_OUTBOX_BYTES
+from keyhold.sdk import Client
+
+MAX_STREAMS = 3
+# Live messages of ~16 KB each (3,990 four-byte characters, about the longest a text may be),
+# more in all than the cap and the kernel's buffers between the server and a client that reads
+# little (its receive buffer is 64 KiB; the server's send buffer grows to 4 MB at most here,
+# `net.ipv4.tcp_wmem`).
+WIDE_TEXT = "".join(chr(0x20000 + i) for i in range(3990))
+BIG_MESSAGES = (MAX_OUTBOX_BYTES + 6 * 1024 * 1024) // len(WIDE_TEXT.encode()) + 1
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {"KEYHOLD_MAX_STREAMS_PER_MEMBER": str(MAX_STREAMS), "KEYHOLD_SCANNING": "off"}
+    srv = start_server(tmp_path_factory.mktemp("home") / "kh", request.param, env=env)
+    yield srv
+    stop_server(srv)
+
+
+async def connect_stream(server: Server, token: str) -> RawStream:
+    ws = await websockets.connect(ws_url(server), additional_headers={"Authorization": f"Bearer {token}"})
+    return RawStream(ws)
+
+
+async def opened(server: Server, token: str) -> RawStream | tuple[int, dict[str, Any]]:
+    """A stream that reached `ready`, or how it was refused: its close code and error frame."""
+    stream = await connect_stream(server, token)
+    async with asyncio.timeout(10):
+        first = orjson.loads(await stream.ws.recv())
+    if first["type"] == "ready":
+        return stream
+    assert first["type"] == "error", first
+    code, _reason = await stream.closed()
+    return code, first["problem"]
+
+
+def assert_too_many(refusal: RawStream | tuple[int, dict[str, Any]]) -> None:
+    assert isinstance(refusal, tuple), "a stream over the cap was opened"
+    code, problem = refusal
+    assert code == 4429
+    assert problem["status"] == 429 and problem["title"] == "Too many open streams"
+    assert f"at most {MAX_STREAMS} streams" in problem["detail"], problem
+
+
+async def test_a_member_may_keep_only_so_many_streams_open(server: Server) -> None:
+    """The cap is per member, whichever of their sessions opens them; another member is not
+    touched by it; a stream closed makes room for a new one."""
+    alice, bob = await new_member(server), await new_member(server)
+    second_session = await login_token(server, alice.username)
+    streams = [await open_stream(server, alice.token) for _ in range(MAX_STREAMS - 1)]
+    streams.append(await open_stream(server, second_session))
+    try:
+        assert_too_many(await opened(server, alice.token))
+        assert_too_many(await opened(server, second_session))
+        bobs = await open_stream(server, bob.token)  # another member: their own streams
+        await bobs.close()
+        await streams.pop().close()
+        async with asyncio.timeout(10):  # until the server has seen the close (bounds liveness)
+            while not isinstance(again := await opened(server, alice.token), RawStream):
+                assert_too_many(again)
+                await asyncio.sleep(0.05)
+        streams.append(again)
+    finally:
+        for stream in streams:
+            await stream.close()
+        await alice.close()
+        await bob.close()
+
+
+async def test_streams_opened_at_once_never_pass_the_cap(server: Server) -> None:
+    alice = await new_member(server)
+    results = await asyncio.gather(*(opened(server, alice.token) for _ in range(4 * MAX_STREAMS)))
+    streams = [r for r in results if isinstance(r, RawStream)]
+    try:
+        assert len(streams) == MAX_STREAMS
+        for refusal in results:
+            if not isinstance(refusal, RawStream):
+                assert_too_many(refusal)
+    finally:
+        for stream in streams:
+            await stream.close()
+        await alice.close()
+    assert "Traceback" not in server.log()
+
+
+async def test_the_sdk_events_wait_for_a_free_stream(server: Server) -> None:
+    """`events()` refused with 4429 keeps trying and, once a stream closes, replays from where
+    it was: the message sent meanwhile comes."""
+    alice, bob, conversation_id = await two_members(server)
+    streams = [await open_stream(server, bob.token) for _ in range(MAX_STREAMS)]
+    events = bob.events(0)
+    try:
+        first = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0.5)
+        assert not first.done(), "an event came through a stream over the cap"
+        sent = await alice.send(conversation_id, "while every stream was taken")
+        await streams.pop().close()
+        async with asyncio.timeout(30):  # bounds liveness: it retries every 5 s
+            while True:
+                event = await first
+                if event.type == "message.new":
+                    break
+                first = asyncio.ensure_future(anext(events))
+        assert event.message is not None and event.message.id == sent.id
+    finally:
+        first.cancel()
+        with contextlib.suppress(BaseException):
+            await first
+        await events.aclose()
+        for stream in streams:
+            await stream.close()
+        await alice.close()
+        await bob.close()
+
+
+async def a_client_that_reads_little(server: Server, token: str) -> ClientConnection:
+    """A live stream whose client stops taking frames after `ready`: its library stops reading
+    the socket once a frame waits (`max_queue=1`), and the socket's window is small."""
+    parts = urlsplit(server.url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
+    ws = await websockets.connect(
+        ws_url(server),
+        sock=sock,
+        additional_headers={"Authorization": f"Bearer {token}"},
+        max_queue=1,
+        max_size=2**22,
+        compression=None,  # else the texts below, alike, would pass compressed to a fraction
+    )
+    async with asyncio.timeout(10):
+        assert orjson.loads(await ws.recv())["type"] == "ready"
+    return ws
+
+
+async def two_members(server: Server) -> tuple[Client, Client, int]:
+    alice, bob = await new_member(server), await new_member(server)
+    conversation = await alice.start_conversation([bob.username])
+    return alice, bob, conversation.id
+
+
+async def send_big_messages(alice: Client, conversation_id: int) -> list[str]:
+    texts = [f"{i} {WIDE_TEXT}" for i in range(BIG_MESSAGES)]
+    async with await alice.connect("latest") as stream:
+        for text in texts:
+            await stream.send(conversation_id, text)
+    return texts
+
+
+async def test_a_stream_that_does_not_keep_up_with_live_events_is_cut_off_and_loses_nothing(
+    server: Server,
+) -> None:
+    alice, bob, conversation_id = await two_members(server)
+    ws = await a_client_that_reads_little(server, bob.token)
+    try:
+        texts = await send_big_messages(alice, conversation_id)
+        got: list[int] = []
+        last_seq = 0
+        with pytest.raises(websockets.ConnectionClosed):
+            async with asyncio.timeout(60):  # bounds liveness: before, the stream stayed open here
+                while True:
+                    frame = orjson.loads(await ws.recv())
+                    if frame["type"] == "message.new":
+                        got.append(int(frame["message"]["text"].split()[0]))
+                        last_seq = frame["seq"]
+        assert (ws.close_code, ws.close_reason) == (4408, "fell behind; reconnect with since")
+        assert len(got) < len(texts)
+        async with await bob.connect(last_seq) as again:  # as a client does on 4408
+            async with asyncio.timeout(60):
+                while len(got) < len(texts):
+                    event = await again.next_event()
+                    if event.type == "message.new":
+                        assert event.message is not None
+                        got.append(int(event.message.text.split()[0]))
+        assert got == list(range(len(texts))), "lost, doubled or out of order"
+    finally:
+        await ws.close()
+        await alice.close()
+        await bob.close()
+
+
+async def test_a_stream_whose_client_keeps_up_gets_every_big_message(server: Server) -> None:
+    """The control: the same messages to a client that reads as usual; never cut off."""
+    alice, bob, conversation_id = await two_members(server)
+    async with websockets.connect(
+        ws_url(server), additional_headers={"Authorization": f"Bearer {bob.token}"}, max_size=2**22
+    ) as ws:
+        async with asyncio.timeout(10):
+            assert orjson.loads(await ws.recv())["type"] == "ready"
+        texts = await send_big_messages(alice, conversation_id)
+        got = []
+        async with asyncio.timeout(60):
+            while len(got) < len(texts):
+                frame = orjson.loads(await ws.recv())
+                if frame["type"] == "message.new":
+                    got.append(int(frame["message"]["text"].split()[0]))
+        assert got == list(range(len(texts)))
+    await alice.close()
+    await bob.close()
