@@ -17,7 +17,9 @@ import pytest
 
 from conftest import PASSWORD, unique
 from hostile_helpers import service_in_process
+from keyhold.api.stream import REPLAY_AHEAD_BYTES, Connection
 from keyhold.app import Keyhold
+from keyhold.bus.local import MAX_PENDING_BYTES
 from keyhold.core.accounts import Member
 from keyhold.core.messages import SendRequest
 
@@ -105,3 +107,76 @@ async def test_no_room_ends_the_replay(keyhold: Keyhold) -> None:
 
     await asyncio.wait_for(keyhold.delivery.deliver(bob, 0, 0, pushed.append, ending), 10)
     assert pushed == []
+
+
+WIDE_TEXT = "".join(chr(0x20000 + i) for i in range(3990))  # ~16 KB a message event
+
+
+class HeldSocket:
+    """What `Connection` sends through, as a client that takes nothing until `gate` opens."""
+
+    client = None
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.sent: list[dict[str, object]] = []
+
+    async def send_text(self, text: str) -> None:
+        await self.gate.wait()
+        self.sent.append(orjson.loads(text))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.sent.append({"type": "closed", "code": code})
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_events_waiting_behind_a_replay_never_cut_off_a_client_that_keeps_up(
+    tmp_path: Path, backend: str
+) -> None:
+    """When a replay ends, what the bus kept for it meanwhile (up to `MAX_PENDING_BYTES`) goes to
+    the stream at once, on top of what the replay keeps ahead (up to `REPLAY_AHEAD_BYTES`): a
+    stream may hold that much, so a client that has only not yet read it is not cut off (4408).
+    Before, the bus kept up to 4 MiB, and this hand-over cut the stream off (the outbox's bound)."""
+    async with service_in_process(tmp_path / "kh", backend) as svc:
+        alice, bob = await member(svc), await member(svc)
+        view, _ = await svc.conversations.start(alice, [bob.username], "standard", "", None)
+        conversation_id = int(view["id"])
+
+        async def send(text: str) -> None:
+            await svc.messages.send(
+                SendRequest(alice.id, alice.username, conversation_id, text, None, session=alice.session)
+            )
+
+        event_bytes = len(WIDE_TEXT.encode()) + 512
+        history = REPLAY_AHEAD_BYTES // event_bytes - 2  # one page, all of it kept ahead
+        for i in range(history):
+            await send(f"old {i} {WIDE_TEXT}")
+        live = (MAX_PENDING_BYTES - 64 * 1024) // event_bytes  # just under the bus's bound
+        socket = HeldSocket()
+        stream = Connection(socket, svc, bob)  # type: ignore[arg-type]
+        asked = False
+
+        async def room() -> bool:
+            nonlocal asked
+            if not asked:  # the page is read: what is sent now waits behind the replay
+                asked = True
+                for i in range(live):
+                    await send(f"new {i} {WIDE_TEXT}")
+            return await stream.room()
+
+        sender = asyncio.create_task(stream.sender())
+        delivery = asyncio.create_task(svc.delivery.deliver(bob, 0, stream.origin, stream.push, room))
+        try:
+            await settle(lambda: stream.closed or len(stream.outbox) >= history + live)
+            assert not stream.closed, "cut off at the hand-over"
+            socket.gate.set()
+            await settle(lambda: stream.closed or len(socket.sent) >= history + live + 1)
+            texts = [f["message"]["text"] for f in socket.sent if f["type"] == "message.new"]  # type: ignore[index]
+            expected = [f"old {i}" for i in range(history)] + [f"new {i}" for i in range(live)]
+            assert [t.split(" ", 2)[0] + " " + t.split(" ", 2)[1] for t in texts] == expected
+            assert not stream.closed
+        finally:
+            stream.end()
+            for task in (delivery, sender):
+                task.cancel()
+            await asyncio.gather(delivery, sender, return_exceptions=True)

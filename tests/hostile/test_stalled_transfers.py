@@ -312,11 +312,14 @@ async def test_a_session_revoked_during_a_paced_replay_stops_it(server: Server) 
         received += await asyncio.wait_for(reader.read(8192), 10)
         await asyncio.sleep(0.2)
     closed = re.compile(rb"\x88[\x00-\x7d]\x11\x31")  # a close frame (unmasked), code 4401
-    async with asyncio.timeout(30):  # bounds liveness: a stream left open fails here
-        while not closed.search(received):
-            chunk = await reader.read(65536)
-            assert chunk, "closed without a close frame"
-            received += chunk
+    with contextlib.suppress(ConnectionResetError):
+        # A reset ends the stream too: the close leaves the kernel the stall (1 s here), which a
+        # loaded machine can keep this reader from meeting (seen once in make test).
+        async with asyncio.timeout(30):  # bounds liveness: a stream left open fails here
+            while not closed.search(received):
+                chunk = await reader.read(65536)
+                assert chunk, "closed without a close frame"
+                received += chunk
     assert b'"type":"ready"' not in received
     assert len(received) < messages * len(WIDE_TEXT.encode()), len(received)
     writer.close()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,17 +24,18 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from conftest import Server, new_member, start_server, stop_server
-from hostile_helpers import RawStream, login_token, open_stream, ws_url
+from hostile_helpers import RawStream, http, login_token, open_stream, ws_url
 from keyhold.api.stream import MAX_OUTBOX_BYTES
 from keyhold.sdk import Client
 
 MAX_STREAMS = 3
 # Live messages of ~16 KB each (3,990 four-byte characters, about the longest a text may be),
 # more in all than the cap and the kernel's buffers between the server and a client that reads
-# little (its receive buffer is 64 KiB; the server's send buffer grows to 4 MB at most here,
-# `net.ipv4.tcp_wmem`).
+# little: its receive buffer is 64 KiB, the server's send buffer grows to the largest
+# `net.ipv4.tcp_wmem` allows (4 MB by default).
 WIDE_TEXT = "".join(chr(0x20000 + i) for i in range(3990))
-BIG_MESSAGES = (MAX_OUTBOX_BYTES + 6 * 1024 * 1024) // len(WIDE_TEXT.encode()) + 1
+SEND_BUFFER_MOST = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+BIG_MESSAGES = (MAX_OUTBOX_BYTES + SEND_BUFFER_MOST + 2 * 1024 * 1024) // len(WIDE_TEXT.encode()) + 1
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -92,6 +94,30 @@ async def test_a_member_may_keep_only_so_many_streams_open(server: Server) -> No
             await stream.close()
         await alice.close()
         await bob.close()
+
+
+async def test_streams_closed_by_a_logout_free_their_places_once(server: Server) -> None:
+    """A logout's streams are closed by the revocation watch, then their routes end: each frees
+    one place, not two. Before, both counted, and each round of opening streams on a new session
+    and logging it out made room for that many more, without end."""
+    alice = await new_member(server)
+    other_session = await login_token(server, alice.username)
+    kept = [await open_stream(server, alice.token) for _ in range(MAX_STREAMS - 1)]
+    ending = await open_stream(server, other_session)
+    try:
+        async with http(server, other_session) as client:
+            assert (await client.delete("/sessions/current")).status_code == 204
+        assert (await ending.closed())[0] == 4401
+        # Time for the route of the closed stream to end too (where the second count was).
+        await asyncio.sleep(0.5)
+        again = await opened(server, alice.token)
+        assert isinstance(again, RawStream), "the place of the stream logged out did not free"
+        kept.append(again)
+        assert_too_many(await opened(server, alice.token))
+    finally:
+        for stream in kept:
+            await stream.close()
+        await alice.close()
 
 
 async def test_streams_opened_at_once_never_pass_the_cap(server: Server) -> None:
@@ -215,13 +241,17 @@ async def test_a_stream_whose_client_keeps_up_gets_every_big_message(server: Ser
     ) as ws:
         async with asyncio.timeout(10):
             assert orjson.loads(await ws.recv())["type"] == "ready"
-        texts = await send_big_messages(alice, conversation_id)
-        got = []
-        async with asyncio.timeout(60):
-            while len(got) < len(texts):
-                frame = orjson.loads(await ws.recv())
-                if frame["type"] == "message.new":
-                    got.append(int(frame["message"]["text"].split()[0]))
-        assert got == list(range(len(texts)))
+
+        async def read() -> list[int]:  # while they are sent, as a client keeping up does
+            got: list[int] = []
+            async with asyncio.timeout(60):
+                while len(got) < BIG_MESSAGES:
+                    frame = orjson.loads(await ws.recv())
+                    if frame["type"] == "message.new":
+                        got.append(int(frame["message"]["text"].split()[0]))
+            return got
+
+        got, _texts = await asyncio.gather(read(), send_big_messages(alice, conversation_id))
+        assert got == list(range(BIG_MESSAGES))
     await alice.close()
     await bob.close()

@@ -56,6 +56,8 @@ AUTH_TIMEOUT = 10.0
 # A stream whose outbox holds more than this many live frames, or bytes, is cut off (4408): its
 # client is not keeping up, and reconnects with `since` to get the rest from storage at its own
 # pace. By frames alone, a client reading a trickle could hold 20,000 frames of up to 256 KiB.
+# The bytes leave room for what waited behind a replay (`bus.local.MAX_PENDING_BYTES`, 2 MiB),
+# handed over at once on top of what the replay keeps ahead (below) when it ends.
 MAX_OUTBOX = 20_000
 MAX_OUTBOX_BYTES = 4 * 1024 * 1024
 # A replay pushes its next frame of history only while the outbox is down to this many frames
@@ -294,21 +296,28 @@ async def _authenticate(ws: WebSocket, svc: Services) -> tuple[Member, int] | No
     try:
         # A suspended member still receives; their `send` frames get the suspension's 403.
         member = await svc.accounts.authenticate(token.strip(), "read")
+        _room_for_a_stream(svc, member)  # before any work for a stream that cannot open
     except Problem as problem:
-        await _refuse(ws, problem, 4401 if problem.status == 401 else 4403)
+        await _refuse(ws, problem, _CLOSE_CODES.get(problem.status, 4403))
         return None
     await svc.devices.seen(member)
     return member, await svc.delivery.position(member, None if latest else since)
 
 
-def too_many_streams(most: int) -> Problem:
-    return Problem(
-        429,
-        "too-many-streams",
-        "Too many open streams",
-        f"at most {most} streams of one member may be open at once, from all their sessions and "
-        "devices; close one, then connect again",
-    )
+_CLOSE_CODES = {401: 4401, 429: 4429}  # else 4403: the account may not act
+
+
+def _room_for_a_stream(svc: Services, member: Member) -> None:
+    """Raise the 429 of a member who has `max_streams_per_member` streams open already."""
+    most = svc.settings.max_streams_per_member
+    if svc.revocations.open_streams(member.id) >= most:
+        raise Problem(
+            429,
+            "too-many-streams",
+            "Too many open streams",
+            f"at most {most} streams of one member may be open at once, from all their sessions "
+            "and devices; close one, then connect again",
+        )
 
 
 async def _refuse(ws: WebSocket, problem: Problem, code: int) -> None:
@@ -325,12 +334,13 @@ async def stream(ws: WebSocket) -> None:
     if authenticated is None:
         return
     member, since = authenticated
-    most = svc.settings.max_streams_per_member
-    if svc.revocations.open_streams(member.id) >= most:  # counted and watched with no await between
-        await _refuse(ws, too_many_streams(most), 4429)
+    try:
+        _room_for_a_stream(svc, member)  # again: others may have opened meanwhile
+    except Problem as problem:
+        await _refuse(ws, problem, 4429)
         return
     conn = Connection(ws, svc, member)
-    svc.revocations.watch(conn)
+    svc.revocations.watch(conn)  # counted: no await since the check above
     tasks = [asyncio.create_task(conn.pump(since)), asyncio.create_task(conn.sender())]
     for task in tasks:
         # Either ending (even by a bug) ends the connection: checked once per frame below.

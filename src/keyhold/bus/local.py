@@ -8,9 +8,12 @@ from collections.abc import Callable
 
 # A subscriber this far behind (events queued while it replays from storage, which goes at its
 # client's pace) is cut off rather than allowed to grow memory without bound: in events, and in
-# bytes (an event can be 256 KiB). It resumes from storage.
+# bytes (an event can be 256 KiB). It resumes from storage. All of it is handed to the stream at
+# once when the replay ends, on top of what the replay keeps ahead (1 MiB), so it is well under
+# what a stream may hold (`api.stream.MAX_OUTBOX_BYTES`, 4 MiB): a client that keeps up is never
+# cut off by that hand-over.
 MAX_PENDING = 10_000
-MAX_PENDING_BYTES = 4 * 1024 * 1024
+MAX_PENDING_BYTES = 2 * 1024 * 1024
 
 
 class LocalSubscription:

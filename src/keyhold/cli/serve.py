@@ -109,6 +109,11 @@ def build_server(settings: Settings, host: str, port: int, log_level: str = "inf
         http=http_protocol(settings.request_head_seconds, settings.transfer_stall_seconds),
         ws=websocket_protocol(settings.transfer_stall_seconds),
         ws_max_size=256 * 1024,
+        # No permessage-deflate: one compression context over a member's events from all their
+        # conversations is a size oracle for anyone who can send them a message and see record
+        # sizes on the wire (CRIME-style), and it cost ~42 KB more per connection. Measured in
+        # tests/hostile/test_stream_compression.py.
+        ws_per_message_deflate=False,
         ws_ping_interval=30,
         ws_ping_timeout=30,
         timeout_keep_alive=IDLE_CONNECTION_SECONDS,

@@ -53,17 +53,17 @@ class RevocationWatch:
         self._by_session: dict[bytes, set[Revocable]] = {}
         self._by_user: dict[int, set[bytes]] = {}
         self._expiries: list[tuple[int, bytes]] = []  # a heap of (expires_ms, session)
-        self._open: dict[int, int] = {}  # open streams per member, sessions or not
+        self._open: dict[int, set[Revocable]] = {}  # open streams per member, sessions or not
         self._checked_ms: int | None = None  # database time of the last successful sweep
         self._task: asyncio.Task[None] | None = None
 
     def open_streams(self, user_id: int) -> int:
         """How many streams of this member are watched (open) here: the watch sees every one,
         so the stream route asks it for its per-member cap."""
-        return self._open.get(user_id, 0)
+        return len(self._open.get(user_id, ()))
 
     def watch(self, stream: Revocable) -> None:
-        self._open[stream.member.id] = self._open.get(stream.member.id, 0) + 1
+        self._open.setdefault(stream.member.id, set()).add(stream)
         session = stream.member.session
         if not session:
             return
@@ -79,12 +79,13 @@ class RevocationWatch:
             )
 
     def unwatch(self, stream: Revocable) -> None:
-        """Once per stream that was watched."""
-        left = self._open.get(stream.member.id, 0) - 1
-        if left > 0:
-            self._open[stream.member.id] = left
-        else:
-            self._open.pop(stream.member.id, None)
+        """A stream that closed, or that a sweep closed (its route unwatches it again: a set,
+        so that a second call changes nothing)."""
+        streams = self._open.get(stream.member.id)
+        if streams is not None:
+            streams.discard(stream)
+            if not streams:
+                del self._open[stream.member.id]
         session = stream.member.session
         streams = self._by_session.get(session)
         if streams is None:
