@@ -23,6 +23,7 @@ tests/browser/test_web_members.py does.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -35,11 +36,14 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pyotp
 import pytest
+import websockets
 from playwright.sync_api import ConsoleMessage, Dialog, Page, Request, WebSocket, expect
+from websockets.asyncio.client import ClientConnection
 
 from browser.conftest import NewPage
 from browser.helpers import WEB_DIST, AsyncRunner, page_problems
 from conftest import PASSWORD, TLS, Server, new_member
+from keyhold.config import Settings
 from keyhold.sdk import Client
 from staff_helpers import STAFF_PASSWORD, add_all_staff
 
@@ -375,6 +379,38 @@ def test_nothing_to_steal_after_signing_in_and_chatting(
     for line in watch.console:
         assert token not in line and HELLO not in line and XSS_TEXT not in line, line
     assert page_problems(page) == []
+
+
+def test_a_member_whose_streams_are_all_taken_is_told_so_and_connects_once_one_frees(
+    web_server: Server, aio: AsyncRunner, new_page: NewPage
+) -> None:
+    """Someone holds every stream a member may have open (a stolen token, or many tabs): the
+    member's page says why it is not connected, not just "offline", and connects by itself once
+    one of them closes."""
+    member = aio.run(new_member(web_server))
+    url = "ws://" + web_server.url.removeprefix("http://") + "/api/v1/stream?since=latest"
+    most = int(next(f.default for f in dataclasses.fields(Settings) if f.name == "max_streams_per_member"))
+
+    async def take_every_stream() -> list[ClientConnection]:
+        taken = []
+        for _ in range(most):
+            ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {member.token}"})
+            assert json.loads(await ws.recv())["type"] == "ready"
+            taken.append(ws)
+        return taken
+
+    taken = aio.run(take_every_stream())
+    try:
+        page = new_page()
+        log_in(page, member.username, "/settings")
+        banner = page.get_by_test_id("offline-banner")
+        expect(banner).to_contain_text("too many of your tabs and devices are connected")
+        aio.run(taken.pop().close())
+        expect(banner).to_be_hidden(timeout=15_000)  # it retries every 5 s at most
+    finally:
+        for ws in taken:
+            aio.run(ws.close())
+        aio.run(member.close())
 
 
 def test_member_and_staff_sessions_never_mix(

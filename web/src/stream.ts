@@ -60,6 +60,9 @@ export class Stream {
   /** How many times a connection became ready (1 after the first). */
   readyCount = 0;
   end: StreamEnd | null = null;
+  /** The close code of the last connection while reconnecting; `4429`: the member already has
+   * as many streams open as the server allows (other tabs, other devices). */
+  lastCloseCode: number | null = null;
 
   private socket: WebSocket | null = null;
   private attempt = 0;
@@ -184,6 +187,7 @@ export class Stream {
         // `since` refused: start over from what the server has for us.
         this.lastSeq = 0;
       }
+      this.lastCloseCode = close.code;
       this.scheduleRetry();
     };
   }
@@ -211,6 +215,7 @@ export class Stream {
       // A restored server clamps `since` to its newest seq: follow it, or we would drop what comes.
       this.lastSeq = seq;
       this.attempt = 0;
+      this.lastCloseCode = null;
       this.caughtUp = true;
       this.readyCount += 1;
       this.setStatus("online");

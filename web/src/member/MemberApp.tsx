@@ -239,10 +239,13 @@ function ConnectionBanner() {
       </p>
     );
   }
+  // 4429: every stream this member may have is taken (other tabs, other devices).
+  const full = state.stream.lastCloseCode === 4429;
   return (
     <p class="connection offline" role="status" data-testid="offline-banner">
-      Offline: reconnecting to Keyhold… Messages you send are kept and sent when the connection is back; nothing you
-      missed is lost.{" "}
+      {full
+        ? "Not connected: too many of your tabs and devices are connected to Keyhold. Close one, and this tab connects by itself; messages you send are kept and sent meanwhile."
+        : "Offline: reconnecting to Keyhold… Messages you send are kept and sent when the connection is back; nothing you missed is lost."}{" "}
       <button type="button" class="link-button" onClick={() => state.stream.reconnectNow()}>
         Retry now
       </button>
