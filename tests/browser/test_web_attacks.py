@@ -23,6 +23,7 @@ tests/browser/test_web_members.py does.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -37,7 +38,7 @@ import httpx
 import pyotp
 import pytest
 import websockets
-from playwright.sync_api import ConsoleMessage, Dialog, Page, Request, WebSocket, expect
+from playwright.sync_api import ConsoleMessage, Dialog, Page, Request, WebSocket, WebSocketRoute, expect
 from websockets.asyncio.client import ClientConnection
 
 from browser.conftest import NewPage
@@ -407,6 +408,70 @@ def test_a_member_whose_streams_are_all_taken_is_told_so_and_connects_once_one_f
         expect(banner).to_contain_text("too many of your tabs and devices are connected")
         aio.run(taken.pop().close())
         expect(banner).to_be_hidden(timeout=15_000)  # it retries every 5 s at most
+    finally:
+        for ws in taken:
+            aio.run(ws.close())
+        aio.run(member.close())
+
+
+def test_a_tab_that_drops_and_finds_every_stream_taken_says_so(
+    web_server: Server, aio: AsyncRunner, new_page: NewPage
+) -> None:
+    """The common way to meet the cap: a tab online, its connection drops, and by its retry the
+    member's other tabs and devices hold every place. The banner goes from "Offline" to why,
+    though the stream's status stays offline throughout."""
+    member = aio.run(new_member(web_server))
+    url = "ws://" + web_server.url.removeprefix("http://") + "/api/v1/stream?since=latest"
+    most = int(next(f.default for f in dataclasses.fields(Settings) if f.name == "max_streams_per_member"))
+    routes: list[WebSocketRoute] = []
+    readies: list[str] = []
+
+    def through(route: WebSocketRoute) -> None:
+        server = route.connect_to_server()
+
+        def to_page(message: str | bytes) -> None:
+            if isinstance(message, str) and '"type":"ready"' in message:
+                readies.append(message)
+            route.send(message)
+
+        server.on_message(to_page)
+        routes.append(route)
+
+    async def take(count: int) -> list[ClientConnection]:
+        taken = []
+        for _ in range(count):
+            ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {member.token}"})
+            first = json.loads(await ws.recv())
+            if first["type"] != "ready":
+                await ws.close()
+                continue
+            taken.append(ws)
+        return taken
+
+    async def the_freed_place() -> list[ClientConnection]:
+        async with asyncio.timeout(10):  # bounds liveness
+            while not (got := await take(1)):
+                await asyncio.sleep(0.05)
+        return got
+
+    page = new_page()
+    page.route_web_socket(re.compile(r".*/api/v1/stream$"), through)
+    log_in(page, member.username, "/settings")
+    banner = page.get_by_test_id("offline-banner")
+    for _ in range(200):  # until the tab's stream is ready (bounds liveness: 20 s)
+        if readies:
+            break
+        page.wait_for_timeout(100)
+    assert readies, "the tab's stream never became ready"
+    taken = aio.run(take(most - 1))  # every other place
+    try:
+        routes[-1].close(code=4000, reason="dropped")  # the tab's connection drops, not for good
+        # The place the drop frees, once the server sees the drop. The tab cannot take it first:
+        # its retry waits in this test's route until the next Playwright call.
+        taken += aio.run(the_freed_place())
+        expect(banner).to_contain_text("too many of your tabs and devices are connected")
+        aio.run(taken.pop().close())
+        expect(banner).to_be_hidden(timeout=15_000)
     finally:
         for ws in taken:
             aio.run(ws.close())

@@ -120,6 +120,33 @@ async def test_streams_closed_by_a_logout_free_their_places_once(server: Server)
         await alice.close()
 
 
+async def test_a_revoked_stream_counts_until_its_connection_ends(server: Server) -> None:
+    """A logout closes its streams, but one whose client takes nothing stays connected until the
+    client goes or the stall rule drops it, holding what is queued for it: it keeps its place
+    until then. Before, the watch freed the place at the logout, so logging in, filling streams
+    and logging out again held ever more of them."""
+    alice, bob, conversation_id = await two_members(server)
+    await send_big_messages(alice, conversation_id)  # Bob's history: more than a stream sends at once
+    doomed_session = await login_token(server, bob.username)
+    stuck = await a_client_that_reads_little(server, doomed_session, "since=0")  # a replay it never reads
+    kept = [await open_stream(server, bob.token) for _ in range(MAX_STREAMS - 1)]
+    try:
+        async with http(server, doomed_session) as client:
+            assert (await client.delete("/sessions/current")).status_code == 204
+        await asyncio.sleep(1.0)  # the watch's sweep (every 0.25 s) has closed it by now
+        assert_too_many(await opened(server, bob.token))
+        stuck.transport.abort()  # the client goes: the place is free once the server sees it
+        async with asyncio.timeout(10):  # bounds liveness
+            while not isinstance(again := await opened(server, bob.token), RawStream):
+                assert_too_many(again)
+                await asyncio.sleep(0.05)
+        kept.append(again)
+    finally:
+        for stream in kept:
+            await stream.close()
+        await asyncio.gather(alice.close(), bob.close())
+
+
 async def test_streams_opened_at_once_never_pass_the_cap(server: Server) -> None:
     alice = await new_member(server)
     results = await asyncio.gather(*(opened(server, alice.token) for _ in range(4 * MAX_STREAMS)))
@@ -166,24 +193,26 @@ async def test_the_sdk_events_wait_for_a_free_stream(server: Server) -> None:
         await bob.close()
 
 
-async def a_client_that_reads_little(server: Server, token: str) -> ClientConnection:
-    """A live stream whose client stops taking frames after `ready`: its library stops reading
-    the socket once a frame waits (`max_queue=1`), and the socket's window is small."""
+async def a_client_that_reads_little(server: Server, token: str, query: str = "since=latest") -> ClientConnection:
+    """A stream (live only unless `query` says otherwise) whose client stops taking frames: its
+    library stops reading the socket once a frame waits (`max_queue=1`), and the socket's window
+    is small."""
     parts = urlsplit(server.url)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (parts.hostname, parts.port))
     ws = await websockets.connect(
-        ws_url(server),
+        ws_url(server, query),
         sock=sock,
         additional_headers={"Authorization": f"Bearer {token}"},
         max_queue=1,
         max_size=2**22,
         compression=None,  # else the texts below, alike, would pass compressed to a fraction
     )
-    async with asyncio.timeout(10):
-        assert orjson.loads(await ws.recv())["type"] == "ready"
+    if query == "since=latest":
+        async with asyncio.timeout(10):
+            assert orjson.loads(await ws.recv())["type"] == "ready"
     return ws
 
 

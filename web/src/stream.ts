@@ -187,8 +187,12 @@ export class Stream {
         // `since` refused: start over from what the server has for us.
         this.lastSeq = 0;
       }
+      // Already offline (a retry refused): the status does not change, but the banner says
+      // why (4429 or not), so the listeners are told.
+      const retold = this.status === "offline" && this.lastCloseCode !== close.code;
       this.lastCloseCode = close.code;
       this.scheduleRetry();
+      if (retold) this.notifyStatus();
     };
   }
 
@@ -270,6 +274,10 @@ export class Stream {
   private setStatus(status: StreamStatus): void {
     if (this.status === status) return;
     this.status = status;
-    for (const listener of [...this.statusListeners]) listener(status);
+    this.notifyStatus();
+  }
+
+  private notifyStatus(): void {
+    for (const listener of [...this.statusListeners]) listener(this.status);
   }
 }

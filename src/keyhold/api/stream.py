@@ -166,6 +166,9 @@ class Connection:
 
     def end(self, _task: asyncio.Task[None] | None = None) -> None:
         self.closed = True
+        # Nothing queued is sent once closed: let it go now, not when the client does.
+        self.outbox.clear()
+        self.outbox_bytes = 0
         self.wakeup.set()
         self.drained.set()
 

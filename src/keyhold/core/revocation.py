@@ -79,13 +79,18 @@ class RevocationWatch:
             )
 
     def unwatch(self, stream: Revocable) -> None:
-        """A stream that closed, or that a sweep closed (its route unwatches it again: a set,
-        so that a second call changes nothing)."""
+        """A stream whose connection ended: its place is free (`open_streams`)."""
         streams = self._open.get(stream.member.id)
         if streams is not None:
             streams.discard(stream)
             if not streams:
                 del self._open[stream.member.id]
+        self._forget(stream)
+
+    def _forget(self, stream: Revocable) -> None:
+        """No more revocations to look for on this stream. A stream a sweep closed keeps its
+        place until its connection ends: a client that takes nothing holds the connection (and
+        the kernel's buffers for it) until the stall rule drops it."""
         session = stream.member.session
         streams = self._by_session.get(session)
         if streams is None:
@@ -139,7 +144,7 @@ class RevocationWatch:
             code = 4401 if refusal.status == 401 else 4403
             for stream in list(self._by_session.get(session, ())):
                 stream.revoke(code, close_reason(refusal.detail))
-                self.unwatch(stream)
+                self._forget(stream)
                 closed += 1
         return closed
 
