@@ -71,6 +71,16 @@ def assert_too_many(refusal: RawStream | tuple[int, dict[str, Any]]) -> None:
     assert f"at most {MAX_STREAMS} streams" in problem["detail"], problem
 
 
+async def once_a_place_frees(server: Server, token: str) -> RawStream:
+    """A stream opened as soon as the server has seen one of the member's streams end (refused
+    with 4429 until then; bounds liveness: 10 s)."""
+    async with asyncio.timeout(10):
+        while not isinstance(again := await opened(server, token), RawStream):
+            assert_too_many(again)
+            await asyncio.sleep(0.05)
+    return again
+
+
 async def test_a_member_may_keep_only_so_many_streams_open(server: Server) -> None:
     """The cap is per member, whichever of their sessions opens them; another member is not
     touched by it; a stream closed makes room for a new one."""
@@ -84,11 +94,7 @@ async def test_a_member_may_keep_only_so_many_streams_open(server: Server) -> No
         bobs = await open_stream(server, bob.token)  # another member: their own streams
         await bobs.close()
         await streams.pop().close()
-        async with asyncio.timeout(10):  # until the server has seen the close (bounds liveness)
-            while not isinstance(again := await opened(server, alice.token), RawStream):
-                assert_too_many(again)
-                await asyncio.sleep(0.05)
-        streams.append(again)
+        streams.append(await once_a_place_frees(server, alice.token))
     finally:
         for stream in streams:
             await stream.close()
@@ -135,12 +141,8 @@ async def test_a_revoked_stream_counts_until_its_connection_ends(server: Server)
             assert (await client.delete("/sessions/current")).status_code == 204
         await asyncio.sleep(1.0)  # the watch's sweep (every 0.25 s) has closed it by now
         assert_too_many(await opened(server, bob.token))
-        stuck.transport.abort()  # the client goes: the place is free once the server sees it
-        async with asyncio.timeout(10):  # bounds liveness
-            while not isinstance(again := await opened(server, bob.token), RawStream):
-                assert_too_many(again)
-                await asyncio.sleep(0.05)
-        kept.append(again)
+        stuck.transport.abort()  # the client goes
+        kept.append(await once_a_place_frees(server, bob.token))
     finally:
         for stream in kept:
             await stream.close()
@@ -193,7 +195,9 @@ async def test_the_sdk_events_wait_for_a_free_stream(server: Server) -> None:
         await bob.close()
 
 
-async def a_client_that_reads_little(server: Server, token: str, query: str = "since=latest") -> ClientConnection:
+async def a_client_that_reads_little(
+    server: Server, token: str, query: str = "since=latest"
+) -> ClientConnection:
     """A stream (live only unless `query` says otherwise) whose client stops taking frames: its
     library stops reading the socket once a frame waits (`max_queue=1`), and the socket's window
     is small."""
