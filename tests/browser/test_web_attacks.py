@@ -382,6 +382,23 @@ def test_nothing_to_steal_after_signing_in_and_chatting(
     assert page_problems(page) == []
 
 
+MOST_STREAMS = int(next(f.default for f in dataclasses.fields(Settings) if f.name == "max_streams_per_member"))
+
+
+async def hold_streams(server: Server, token: str, count: int) -> list[ClientConnection]:
+    """Up to `count` live streams of the token's member, those the server let open (a refused
+    one is closed)."""
+    url = "ws://" + server.url.removeprefix("http://") + "/api/v1/stream?since=latest"
+    held = []
+    for _ in range(count):
+        ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"})
+        if json.loads(await ws.recv())["type"] == "ready":
+            held.append(ws)
+        else:
+            await ws.close()
+    return held
+
+
 def test_a_member_whose_streams_are_all_taken_is_told_so_and_connects_once_one_frees(
     web_server: Server, aio: AsyncRunner, new_page: NewPage
 ) -> None:
@@ -389,19 +406,9 @@ def test_a_member_whose_streams_are_all_taken_is_told_so_and_connects_once_one_f
     member's page says why it is not connected, not just "offline", and connects by itself once
     one of them closes."""
     member = aio.run(new_member(web_server))
-    url = "ws://" + web_server.url.removeprefix("http://") + "/api/v1/stream?since=latest"
-    most = int(next(f.default for f in dataclasses.fields(Settings) if f.name == "max_streams_per_member"))
-
-    async def take_every_stream() -> list[ClientConnection]:
-        taken = []
-        for _ in range(most):
-            ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {member.token}"})
-            assert json.loads(await ws.recv())["type"] == "ready"
-            taken.append(ws)
-        return taken
-
-    taken = aio.run(take_every_stream())
+    taken = aio.run(hold_streams(web_server, member.token, MOST_STREAMS))
     try:
+        assert len(taken) == MOST_STREAMS
         page = new_page()
         log_in(page, member.username, "/settings")
         banner = page.get_by_test_id("offline-banner")
@@ -421,8 +428,6 @@ def test_a_tab_that_drops_and_finds_every_stream_taken_says_so(
     member's other tabs and devices hold every place. The banner goes from "Offline" to why,
     though the stream's status stays offline throughout."""
     member = aio.run(new_member(web_server))
-    url = "ws://" + web_server.url.removeprefix("http://") + "/api/v1/stream?since=latest"
-    most = int(next(f.default for f in dataclasses.fields(Settings) if f.name == "max_streams_per_member"))
     routes: list[WebSocketRoute] = []
     readies: list[str] = []
 
@@ -437,20 +442,9 @@ def test_a_tab_that_drops_and_finds_every_stream_taken_says_so(
         server.on_message(to_page)
         routes.append(route)
 
-    async def take(count: int) -> list[ClientConnection]:
-        taken = []
-        for _ in range(count):
-            ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {member.token}"})
-            first = json.loads(await ws.recv())
-            if first["type"] != "ready":
-                await ws.close()
-                continue
-            taken.append(ws)
-        return taken
-
     async def the_freed_place() -> list[ClientConnection]:
         async with asyncio.timeout(10):  # bounds liveness
-            while not (got := await take(1)):
+            while not (got := await hold_streams(web_server, member.token, 1)):
                 await asyncio.sleep(0.05)
         return got
 
@@ -463,7 +457,7 @@ def test_a_tab_that_drops_and_finds_every_stream_taken_says_so(
             break
         page.wait_for_timeout(100)
     assert readies, "the tab's stream never became ready"
-    taken = aio.run(take(most - 1))  # every other place
+    taken = aio.run(hold_streams(web_server, member.token, MOST_STREAMS - 1))  # every other place
     try:
         routes[-1].close(code=4000, reason="dropped")  # the tab's connection drops, not for good
         # The place the drop frees, once the server sees the drop. The tab cannot take it first:

@@ -58,8 +58,8 @@ class RevocationWatch:
         self._task: asyncio.Task[None] | None = None
 
     def open_streams(self, user_id: int) -> int:
-        """How many streams of this member are watched (open) here: the watch sees every one,
-        so the stream route asks it for its per-member cap."""
+        """How many streams of this member are open here, revoked ones too until their
+        connection ends: the watch sees every one, so the stream route asks it for its cap."""
         return len(self._open.get(user_id, ()))
 
     def watch(self, stream: Revocable) -> None:
