@@ -209,6 +209,7 @@ async def start_keyhold(
     conversations.reach = gate.check_reach
     conversations.check_group = gate.check_group
     conversations.check_send = gate.check_send
+    conversations.check_title = gate.check_title
     messages.send_gate = gate.gate_sends
     messages.check_send = gate.check_send
     # The scanning pipeline on `standard` sends and uploads; what its verdicts open for moderators.
@@ -238,9 +239,11 @@ async def start_keyhold(
     delivery.greetings.append(e2ee.greeting)
     disappearing = DisappearingMessages(writer, erasure, keys)
     disappearing.start()
+    to_device = ToDevice(writer, settings.server_name)
+    to_device.messaging_off = gate.messaging_off
     limits = RateLimiter(lambda: safety_policy.current().rate_limits, settings.rate_limit_scale)
-    # New message requests are counted per account (core knows no client address).
-    gate.charge_requests = lambda member, n: limits.take_many("requests", member, None, n)
+    # New message requests are counted per account and per client address (the API's).
+    gate.charge_requests = lambda member, n: limits.take_many("requests", member, member.address, n)
     return Keyhold(
         settings=settings,
         engine=engine,
@@ -262,7 +265,7 @@ async def start_keyhold(
         governance=governance,
         disappearing=disappearing,
         e2ee=e2ee,
-        to_device=ToDevice(writer, settings.server_name),
+        to_device=to_device,
         contacts=ContactService(engine, writer, accounts, gate),
         guardians=Guardians(engine, writer, accounts, gate),
         limits=limits,

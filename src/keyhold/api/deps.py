@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
@@ -70,7 +71,8 @@ def bearer_token(request: Request) -> str:
 
 async def current_member(request: Request) -> Member:
     """A member who may act: every route that sends, starts, changes or uploads anything."""
-    return await service(request).accounts.authenticate(bearer_token(request))
+    member = await service(request).accounts.authenticate(bearer_token(request))
+    return dataclasses.replace(member, address=client_address(request))
 
 
 async def reading_member(request: Request) -> Member:

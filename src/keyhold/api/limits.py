@@ -1,7 +1,7 @@
 """Rate limits on the routes: dependencies that take a token before the handler runs.
 
-A route names its member as `MessageSender`, `ConversationStarter`, `Follower` or `Reporter`
-instead of `CurrentMember`: the token is taken once the member is known and before the body is
+A route names its member as `MessageSender`, `ConversationStarter`, `Follower`, `Reporter` or
+`DeviceMessenger` instead of `CurrentMember`: the token is taken once the member is known and before the body is
 validated or anything is read or written, so a refused request (429, Retry-After) costs the
 check and nothing more. Other callers (the WebSocket, message requests) use `take` directly.
 A refusal is answered after a short pause (`PAUSE_AFTER_REFUSAL_S`), and a WebSocket whose send
@@ -63,6 +63,7 @@ MessageSender = Annotated[Member, Depends(_charging(Kind.MESSAGES))]
 ConversationStarter = Annotated[Member, Depends(_charging(Kind.CONVERSATIONS))]
 Follower = Annotated[Member, Depends(_charging(Kind.FOLLOWS))]
 Reporter = Annotated[Member, Depends(_charging(Kind.REPORTS))]
+DeviceMessenger = Annotated[Member, Depends(_charging(Kind.TO_DEVICE))]
 
 
 class Backoff:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from keyhold.api.deps import CurrentMember, Service
+from keyhold.api.limits import DeviceMessenger
 from keyhold.api.schemas import MAX_ID, Text
 from keyhold.api.schemas_e2ee import (
     EVENT_TYPE_PATTERN,
@@ -64,7 +65,7 @@ async def send_to_device(
     event_type: Annotated[Text, Path(pattern=EVENT_TYPE_PATTERN)],
     txn_id: Annotated[Text, Path(pattern=TXN_ID_PATTERN)],
     body: SendToDeviceBody,
-    member: CurrentMember,
+    member: DeviceMessenger,
     svc: Service,
 ) -> dict[str, Any]:
     await svc.to_device.send(member, event_type, txn_id, body.messages)

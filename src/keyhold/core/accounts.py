@@ -49,6 +49,9 @@ class Member:
     session_expires_ms: int = 0
     device_id: str | None = None  # None: an in-process actor, or a token from before devices
     created_ms: int = 0  # when the account was made (rate limits are stricter for new ones)
+    # The client address the request came from, as the API resolved it (None: in-process, or
+    # not known where it is used): what per-address limits inside core count.
+    address: str | None = None
 
 
 # What a request needs of the account. `act`: anything that reaches others or changes state

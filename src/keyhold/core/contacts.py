@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.core.accounts import Member
-from keyhold.core.errors import Problem, not_found, not_yours
+from keyhold.core.errors import Problem, forbidden, not_found, not_yours
 from keyhold.store import contacts as store
 from keyhold.store import conversations as conversation_store
 
@@ -120,6 +120,13 @@ class ContactRules(Protocol):
         """Whether `member` may be in a group with `other` (a minor with an adult stranger may not)."""
         ...
 
+    def in_group(
+        self, sender: Party, member: Party, between: Between, attachment: bool, link: bool | None
+    ) -> Problem | None:
+        """Whether a group send reaches `member` (None: it does; else why not). Asked on every
+        send: a band changes on a birthday, and a friendship can end after `together` was asked."""
+        ...
+
 
 class OpenRules:
     """Everyone reaches everyone: only for a core without its safety package (tests of core)."""
@@ -143,6 +150,11 @@ class OpenRules:
         return None
 
     def together(self, member: Party, other: Party, between: Between) -> Problem | None:
+        return None
+
+    def in_group(
+        self, sender: Party, member: Party, between: Between, attachment: bool, link: bool | None
+    ) -> Problem | None:
         return None
 
 
@@ -206,6 +218,12 @@ class ContactGate:
             found[uid] = Party(uid, str(row.username), bands[uid], audience, str(row.region))
         return found
 
+    async def messaging_off(self, conn: AsyncConnection, user_ids: Collection[int]) -> set[int]:
+        """Those of `user_ids` who may message no one at all (the rules refuse their every send:
+        under the direct-messaging age), for channels beside conversations (to-device)."""
+        parties = await self.parties(conn, list(user_ids))
+        return {uid for uid, p in parties.items() if self.rules.send(SendFacts(p, "direct", None, None)) is not None}
+
     async def findable(self, conn: AsyncConnection, viewer_id: int, row: Any) -> bool:
         """Whether `viewer_id` may find the member of `row` (profile, follow, start, add)."""
         if viewer_id == row.id:
@@ -258,6 +276,26 @@ class ContactGate:
                     if problem is not None:
                         raise problem
 
+    async def check_title(
+        self, conn: AsyncConnection, user_id: int, title: str, conversation_id: int | None, asked: Collection[int]
+    ) -> None:
+        """A group's title reaches those who have not accepted the group yet, in their requests
+        inbox, as a text would: it may carry no link to them (`asked`: made requests by this
+        start or add), and while any waits (`conversation_id`: a rename), only members who are
+        friends of all who wait may change it."""
+        if conversation_id is not None:
+            pending = await conn.run_sync(lambda sync: store.requests_in(sync, [conversation_id]))
+            waiting = [uid for uid, (_, declined) in pending.get(conversation_id, {}).items() if uid != user_id and not declined]
+            if waiting:
+                edges = await conn.run_sync(store.follows_among, [user_id, *waiting])
+                if any(not _between(user_id, uid, edges, set()).friends for uid in waiting):
+                    raise forbidden(
+                        "until everyone asked to join has accepted, only their friends can rename the group"
+                    )
+            return
+        if asked and has_link(title):
+            raise forbidden("no links in the title of a group that is a message request, until it is accepted")
+
     # -- the send path ---------------------------------------------------------------------
 
     def gate_sends(
@@ -275,11 +313,20 @@ class ContactGate:
         involved = {c.sender_id for c in checks} | {uid for c in checks for uid in members.get(c.conversation_id, {})}
         self._learn(conn, involved)
         blocked = store.blocks_among(conn, involved)
-        edges = store.follows_among(conn, involved) if any(k == "direct" for k in kinds.values()) else set()
         requests = store.requests_in(conn, {c.conversation_id for c in checks})
-        counted: dict[tuple[int, int], int] = {}
         # Each member's band once a batch (a batch is mostly a few senders, many times each).
         party = functools.cache(self._party)
+        # Friendships matter in a direct conversation, and in a group with a request waiting or
+        # a minor in it; a group of adults who all accepted it (the common group) needs no query.
+        known_edges = (
+            store.follows_among(conn, involved)
+            if any(k == "direct" for k in kinds.values())
+            or any(kinds.get(c, "group") != "direct" for c in requests)
+            or any(party(uid).band != "adult" for uid in involved)
+            else None
+        )
+        edges = known_edges or set()
+        counted: dict[tuple[int, int], int] = {}
 
         def sent_so_far(conversation_id: int, sender_id: int) -> int:
             key = (conversation_id, sender_id)
@@ -298,21 +345,9 @@ class ContactGate:
                     SendFacts(sender, "group", None, None, "asked")) or NO_ONE)
                 continue
             if kinds.get(check.conversation_id, "group") != "direct":
-                hidden = {uid for uid in people if (uid, check.sender_id) in blocked}
-                asked = {uid for uid, (asker, _) in pending.items() if asker == check.sender_id}
-                sent = sent_so_far(check.conversation_id, check.sender_id) if asked else 0
-                link = _link_in(check) if asked else False
-                # A group of people who all have yet to accept the sender is a request like a
-                # direct one; with others in it, what is past the request's limits still
-                # reaches them, not those who were asked.
-                alone = bool(asked) and asked >= {uid for uid in people if uid != check.sender_id}
-                facts = SendFacts(sender, "group", None, None, "asking" if alone else "none", sent, check.attachment, link)
-                problem = self.rules.send(facts)
-                if asked and problem is None:
-                    if sent >= REQUEST_MESSAGES or check.attachment or link is not False:
-                        hidden.update(asked)
-                    counted[(check.conversation_id, check.sender_id)] = sent + 1
-                answers.append(problem if problem is not None else frozenset(hidden))
+                answers.append(
+                    self._gate_group_send(check, people, pending, blocked, known_edges, sent_so_far, counted, party)
+                )
                 continue
             partner_id = next((uid for uid in people if uid != check.sender_id), None)
             partner = None if partner_id is None else party(partner_id)
@@ -333,6 +368,55 @@ class ContactGate:
                 counted[(check.conversation_id, check.sender_id)] = sent + 1
             answers.append(problem if problem is not None else hidden_from)
         return answers
+
+    def _gate_group_send(
+        self,
+        check: SendCheck,
+        people: Mapping[int, Any],
+        pending: Mapping[int, tuple[int, bool]],
+        blocked: set[tuple[int, int]],
+        known_edges: set[tuple[int, int]] | None,
+        sent_so_far: Callable[[int, int], int],
+        counted: dict[tuple[int, int], int],
+        party: Callable[[int], Party],
+    ) -> GateAnswer:
+        """One send to a group: refused, or whom it is hidden from. Those who block the sender;
+        those who have not accepted the group and are no friend of the sender (whoever added
+        them: the group's other members are strangers to them too) once the sender is past a
+        request's limits; and those the rules keep it from (`ContactRules.in_group`: a minor
+        from an adult stranger, say). Refused instead when it would reach no one else."""
+        sender_id = check.sender_id
+        edges = known_edges or set()
+        others = [uid for uid in people if uid != sender_id]
+        hidden = {uid for uid in others if (uid, sender_id) in blocked}
+        asked = {uid for uid in pending if uid != sender_id and not _between(sender_id, uid, edges, blocked).friends}
+        sent = sent_so_far(check.conversation_id, sender_id) if asked else 0
+        minors = any(party(uid).band != "adult" for uid in others)
+        link = _link_in(check) if asked or minors else False
+        # A group of people who all have yet to accept the sender is a request like a direct
+        # one; with others in it, what is past the request's limits still reaches them, not
+        # those who were asked.
+        alone = bool(asked) and asked >= set(others)
+        facts = SendFacts(party(sender_id), "group", None, None, "asking" if alone else "none", sent, check.attachment, link)
+        problem = self.rules.send(facts)
+        if problem is not None:
+            return problem
+        if asked:
+            if sent >= REQUEST_MESSAGES or check.attachment or link is not False:
+                hidden.update(asked)
+            counted[(check.conversation_id, sender_id)] = sent + 1
+        if not minors:
+            return frozenset(hidden)
+        kept_from: dict[int, Problem] = {}
+        for uid in others:
+            why = self.rules.in_group(
+                party(sender_id), party(uid), _between(sender_id, uid, edges, blocked), check.attachment, link
+            )
+            if why is not None:
+                kept_from[uid] = why
+        if kept_from and len(kept_from) == len(others):
+            return next(iter(kept_from.values()))
+        return frozenset(hidden | kept_from.keys())
 
     def _learn(self, conn: Connection, user_ids: set[int]) -> None:
         missing = [uid for uid in user_ids if uid not in self._facts]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -63,6 +63,8 @@ def announce(sink: EventSink, conversation_id: int, user_ids: list[int], change:
 Reach = Callable[[AsyncConnection, Member, Sequence[Any], Form, int], Awaitable[set[int]]]
 # Refuse a group whose members may not be together (joining, staying).
 GroupCheck = Callable[[AsyncConnection, Sequence[int], Sequence[int]], Awaitable[None]]
+# Refuse a group title the member may not set (`core.contacts.ContactGate.check_title`).
+TitleCheck = Callable[[AsyncConnection, int, str, int | None, Collection[int]], Awaitable[None]]
 
 
 async def reach_everyone(
@@ -78,6 +80,12 @@ async def any_group(_conn: AsyncConnection, _joining: Sequence[int], _staying: S
 
 
 async def any_send(_conn: AsyncConnection, _user_id: int, _conversation_id: int, _attachment: bool) -> None:
+    return None
+
+
+async def any_title(
+    _conn: AsyncConnection, _user_id: int, _title: str, _conversation_id: int | None, _asked: Collection[int]
+) -> None:
     return None
 
 
@@ -102,6 +110,7 @@ class ConversationService:
         self.reach: Reach = reach_everyone
         self.check_group: GroupCheck = any_group
         self.check_send: SendCheckGate = any_send
+        self.check_title: TitleCheck = any_title
 
     # -- views -----------------------------------------------------------------------------
 
@@ -235,6 +244,7 @@ class ConversationService:
             ids = sorted([member.id, *(p.id for p in people)])
             if kind == "group":
                 await self.check_group(conn, [p.id for p in people], [member.id])
+                await self.check_title(conn, member.id, title, None, requests)
             # At most one direct conversation per pair and model.
             direct_key = None if kind != "direct" else f"{ids[0]}:{ids[1]}" + (":e2ee" if encryption == "e2ee" else "")
             now = now_ms()

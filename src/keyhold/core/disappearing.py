@@ -55,7 +55,7 @@ class DisappearingMessages:
                 return 0, set()
             await self._erasure.erase(conn, sink, rows, now)
             members = await conn.run_sync(message_store.active_members, {r.conversation_id for r in rows})
-            self._erasure.announce(sink, rows, members)
+            await self._erasure.announce(conn, sink, rows, members)
             sealed = {(r.conversation_id, r.epoch) for r in rows if r.kind != "e2ee"}
             shredded = set()
             for conversation_id, epoch in await message_store.spent_epochs(conn, sealed):

@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.core.writer import EventSink, PendingEvent
+from keyhold.store import contacts as contact_store
 from keyhold.store import messages as message_store
 from keyhold.store.blobs import BlobStore
 from keyhold.store.cases import held_conversations
@@ -50,14 +51,26 @@ class Erasure:
         await self._destroy_attachments(conn, sink, attachment_ids, now)
 
     @staticmethod
-    def announce(sink: EventSink, rows: Sequence[AnyRow], members: Mapping[int, Collection[int]]) -> None:
-        """`message.deleted` to the current members of each message's conversation; of a held
-        message (`core.screening`), never delivered to the others, to its sender only."""
+    async def announce(
+        conn: AsyncConnection, sink: EventSink, rows: Sequence[AnyRow], members: Mapping[int, Collection[int]]
+    ) -> None:
+        """`message.deleted` to the current members of each message's conversation, but those it
+        was hidden from (they block its sender, or it was past a request's limits): they never
+        had it, and the news of its deletion would tell them it existed. Of a held message
+        (`core.screening`), never delivered to the others, to its sender only."""
+        hidden = await contact_store.hidden_from(conn, [row.id for row in rows])
         for row in rows:
             held = getattr(row, "review", None) is not None
+            told = (
+                [row.sender_id]
+                if held
+                else [
+                    uid for uid in members.get(row.conversation_id, ()) if uid not in hidden.get(row.id, ())
+                ]
+            )
             sink.add(
                 PendingEvent(
-                    user_ids=[row.sender_id] if held else list(members.get(row.conversation_id, ())),
+                    user_ids=told,
                     type="message.deleted",
                     conversation_id=row.conversation_id,
                     message_id=row.id,

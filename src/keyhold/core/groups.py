@@ -64,6 +64,7 @@ class GroupService:
             # Who may be added, before anything that would tell a hidden name from no account.
             requests = await self._conversations.reach(conn, member, new, "add", unknown)
             await self._conversations.check_group(conn, [p.id for p in new], sorted(current))
+            await self._conversations.check_title(conn, member.id, str(row.title or ""), None, requests)
             if len(current) + len(new) > self._settings.max_group_members:
                 raise invalid(f"a group has at most {self._settings.max_group_members} members")
             if not new:
@@ -119,6 +120,7 @@ class GroupService:
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             row, everyone = await self._group(conn, member, conversation_id)
             self._require(row, MANAGERS, "renaming the group")
+            await self._conversations.check_title(conn, member.id, title, conversation_id, ())
             await store.set_title(conn, conversation_id, title)
             announce(
                 sink, conversation_id, [m.id for m in everyone], "renamed", by=member.username, title=title

@@ -465,7 +465,7 @@ class MessageService:
             if row.deleted_ms is not None:
                 return render_message(row)
             await self._erasure.erase(conn, sink, [row], now_ms())
-            self._erasure.announce(sink, [row], members)
+            await self._erasure.announce(conn, sink, [row], members)
             return render_message(row)
 
         return await self._writer.run(run)

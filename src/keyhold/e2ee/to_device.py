@@ -5,7 +5,7 @@ it. The service stores the content as sent and reads nothing in it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import orjson
@@ -26,10 +26,20 @@ MAX_CONTENT_BYTES = 16 * 1024
 ALL_DEVICES = "*"
 
 
+# Which of these accounts may not message anyone (under the direct-messaging age): filled at
+# wiring time (`core.contacts.ContactGate.messaging_off`).
+MessagingOff = Callable[[AsyncConnection, Collection[int]], Awaitable[set[int]]]
+
+
+async def nobody_off(_conn: AsyncConnection, _user_ids: Collection[int]) -> set[int]:
+    return set()
+
+
 class ToDevice:
     def __init__(self, writer: Writer, server_name: str) -> None:
         self._writer = writer
         self._server = server_name
+        self.messaging_off: MessagingOff = nobody_off
 
     async def send(
         self, member: Member, event_type: str, txn_id: str, messages: Mapping[str, Mapping[str, Any]]
@@ -63,11 +73,15 @@ class ToDevice:
             if not await store.first_to_device_txn(conn, member.id, device, txn_id, now_ms()):
                 return
             seen, _ = await reachable(conn, member, list(messages), self._server)
+            # A channel beside conversations: closed to and from those who may message no one.
+            off = await self.messaging_off(conn, {member.id, *seen.values()})
+            if member.id in off:
+                raise forbidden("direct messaging is off at your age (the safety policy of your region)")
             # Dropped for whoever blocks the sender, as a message would be (silently: to-device
             # delivery is best effort anyway).
             blockers = await contact_store.blockers_among(conn, member.id, set(seen.values()))
             for uid, account in seen.items():
-                if account in blockers:
+                if account in blockers or account in off:
                     continue
                 existing = set(await store.device_ids_of(conn, account))
                 for target in messages[uid]:

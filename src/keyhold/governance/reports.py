@@ -311,7 +311,7 @@ class ReportService:
             await self._erasure.erase(conn, sink, live, now)
             # Removed like a sender's delete for everyone: open clients drop the text now.
             members = await conn.run_sync(message_store.active_members, {row.conversation_id for row in live})
-            self._erasure.announce(sink, live, members)
+            await self._erasure.announce(conn, sink, live, members)
         elif action == "suspend" and hours:
             for uid in offenders:
                 await restrict(conn, uid, now + hours * 3600 * 1000)  # never shortens a longer one, or a ban

@@ -23,6 +23,12 @@ A send is refused when the sender is under the direct-messaging age, has not acc
 to them, or — in a direct conversation — when either blocks the other, the partner is under the
 direct-messaging age, a teen is not friends with the other, or an unaccepted request's sender
 has sent its 3 messages or sends an attachment or a link.
+
+In a group, a send does not reach (`in_group`; refused instead when it would reach no one):
+a minor from an adult who is not their friend (one who turned 18 in the group, or a friendship
+that ended), nor a teen a link or an attachment from anyone who is not their friend. A member
+who has not accepted the group gets from each member who is not their friend what a direct
+request's sender may send (core applies that limit, as it counts the messages).
 """
 
 from __future__ import annotations
@@ -100,6 +106,19 @@ class ContactRules:
         if member.band != Band.ADULT:
             return forbidden(f"{member.username} cannot join: some members here are not their friends")
         return forbidden(f"{member.username} cannot join: a member under 18 here is not their friend")
+
+    def in_group(
+        self, sender: Party, member: Party, between: Between, attachment: bool, link: bool | None
+    ) -> Problem | None:
+        if between.friends or member.band == Band.ADULT:
+            return None
+        if sender.band == Band.ADULT:
+            # Put together as two minors (or as friends), they are not now: the minor no longer
+            # hears from them, as a direct conversation would stop.
+            return forbidden("a member here under 18 is not your friend: your messages do not reach them")
+        if attachment or link:
+            return forbidden("no links or attachments to members under 18 who are not your friends")
+        return None
 
     def send(self, facts: SendFacts) -> Problem | None:
         if facts.sender.band == Band.YOUNG_TEEN:

@@ -36,6 +36,7 @@ class Kind(StrEnum):
     REQUESTS = "requests"  # message requests to someone who is not a friend
     REPORTS = "reports"  # member reports of messages
     FOLLOWS = "follows"  # PUT /following/{name}
+    TO_DEVICE = "to_device"  # PUT /e2ee/sendToDevice/...: a channel beside conversations
 
 
 # What a refusal calls them: "too many new conversations: ...".
@@ -45,6 +46,7 @@ NOUNS = {
     Kind.REQUESTS: "message requests",
     Kind.REPORTS: "reports",
     Kind.FOLLOWS: "follows",
+    Kind.TO_DEVICE: "to-device messages",
 }
 
 
@@ -63,6 +65,9 @@ class RateLimits:
     requests: Limit = Limit(window_seconds=86400, account=20, new_account=7, address=100)
     reports: Limit = Limit(window_seconds=86400, account=20, new_account=7, address=100)
     follows: Limit = Limit(window_seconds=3600, account=60, new_account=20, address=300)
+    # A call carries up to 1,000 messages of 16 KiB. An e2ee client makes one to share a room
+    # key with a conversation's devices, and a few for a verification: far fewer than this.
+    to_device: Limit = Limit(window_seconds=60, account=120, new_account=60, address=600)
     new_account_days: int = 7
 
     def of(self, kind: Kind) -> Limit:

@@ -292,6 +292,21 @@ async def hidden_for(conn: AsyncConnection, user_id: int, message_ids: Collectio
     return {int(r[0]) for r in result}
 
 
+async def hidden_from(conn: AsyncConnection, message_ids: Collection[int]) -> dict[int, set[int]]:
+    """message id -> the members each of these messages is hidden from (none: not a key)."""
+    if not message_ids:
+        return {}
+    result = await conn.execute(
+        select(hidden_messages.c.message_id, hidden_messages.c.user_id).where(
+            hidden_messages.c.message_id.in_(list(message_ids))
+        )
+    )
+    found: dict[int, set[int]] = {}
+    for message_id, user_id in result:
+        found.setdefault(int(message_id), set()).add(int(user_id))
+    return found
+
+
 async def last_visible(conn: AsyncConnection, conversation_id: int, user_id: int) -> int | None:
     """The newest message of a conversation not hidden for the member (held ones excluded)."""
     hidden = select(hidden_messages.c.message_id).where(hidden_messages.c.user_id == user_id)

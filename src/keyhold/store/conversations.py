@@ -166,8 +166,9 @@ async def list_for_user(
 
 
 async def co_members(conn: AsyncConnection, user_id: int, among: Collection[int] | None = None) -> set[int]:
-    """Who shares a conversation with the user now (both current members), optionally only
-    among `among`; the user themself is not included."""
+    """Who shares a conversation with the user now (both current members, neither having
+    deleted it as a message request), optionally only among `among`; the user themself is not
+    included."""
     mine = members.alias("mine")
     theirs = members.alias("theirs")
     query = (
@@ -177,6 +178,8 @@ async def co_members(conn: AsyncConnection, user_id: int, among: Collection[int]
             mine.c.user_id == user_id,
             mine.c.left_ms.is_(None),
             theirs.c.left_ms.is_(None),
+            mine.c.declined_ms.is_(None),
+            theirs.c.declined_ms.is_(None),
             theirs.c.user_id != user_id,
         )
         .distinct()
