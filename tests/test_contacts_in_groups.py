@@ -164,7 +164,7 @@ async def test_a_member_turning_18_no_longer_reaches_a_minor_who_is_no_friend_in
     assert await texts(friend, group) == ["after", "hello"]
     assert (await raw(friend, "DELETE", f"/conversations/{group}/members/me")).status_code == 204
     alone = await say(turning, group, "just us")
-    assert alone.status_code == 403 and "under 18" in alone.json()["detail"], alone.text
+    assert alone.status_code == 403 and "do not reach" in alone.json()["detail"], alone.text
     assert await texts(minor, group) == ["hello"]
 
 
@@ -298,3 +298,112 @@ async def test_to_device_messages_are_rate_limited(to_device_limited: Server) ->
     assert refused.json()["limit"] == "to_device"
     await befriend(other, friend)
     assert await _to_device(other, friend, "another sender") == 200  # its own budget
+
+
+# -- a second review (2026-12-04): what the first fixes left open -----------------------------
+
+
+async def test_a_direct_request_has_no_link_in_its_title(server: Server) -> None:
+    stranger, victim = await new_member(server), await new_member(server)
+    body = {"members": [victim.username], "kind": "direct", "title": LINK}
+    refused = await raw(stranger, "POST", "/conversations", json=body)
+    assert refused.status_code == 403 and "link" in refused.json()["detail"], refused.text
+    assert not await ids(victim, "/requests")
+
+
+async def test_a_deleted_request_looks_unanswered_to_its_sender_in_the_key_directory(server: Server) -> None:
+    """Its sender sees no change: the recipient's device keys stay listed to them (only their
+    to-device messages are dropped, see above)."""
+    sender, recipient = await new_member(server, e2ee=True), await new_member(server, e2ee=True)
+    try:
+        conversation = await start(sender, recipient.username, encryption="e2ee")
+        query = {"device_keys": {recipient.user_id: []}}
+        before = (await raw(sender, "POST", "/e2ee/keys/query", json=query)).json()["device_keys"]
+        assert before.get(recipient.user_id)
+        assert (await raw(recipient, "DELETE", f"/requests/{conversation}")).status_code == 204
+        after = (await raw(sender, "POST", "/e2ee/keys/query", json=query)).json()["device_keys"]
+        assert after == before
+    finally:
+        await close_all(sender, recipient)
+
+
+async def test_an_e2ee_group_request_gets_its_three_messages_from_a_stranger(server: Server) -> None:
+    """The service cannot see links in e2ee content: as in a direct e2ee request, the limit of
+    three messages holds, and they reach the one asked."""
+    adder, friend, victim = [await new_member(server, e2ee=True) for _ in range(3)]
+    try:
+        await befriend(adder, friend)
+        group = await start(
+            adder, victim.username, friend.username, kind="group", title="g", encryption="e2ee"
+        )
+        assert group in await ids(victim, "/requests")
+        for n in range(4):
+            await adder.send(group, f"hello {n}")
+        assert [m.text for m in await victim.history(group)] == ["hello 0", "hello 1", "hello 2"]
+        assert len(await friend.history(group)) == 4
+    finally:
+        await close_all(adder, friend, victim)
+
+
+async def test_a_rename_reaches_a_minor_only_as_a_message_would(server: Server) -> None:
+    """A title is text every member sees: an adult whose friendship with a minor in the group
+    ended may not rename it, nor a teen who is no friend of another teen rename it to a link."""
+    teen = await member_born(server, born_years_ago(16))
+    adult, other = await new_member(server), await new_member(server)
+    await befriend(teen, adult)
+    await befriend(teen, other)
+    await befriend(adult, other)
+    await _open_to_friends(teen)
+    group = await start(adult, teen.username, other.username, kind="group", title="family")
+    assert (await raw(teen, "DELETE", f"/following/{adult.username}")).status_code == 204
+    refused = await raw(adult, "PATCH", f"/conversations/{group}", json={"title": "hello"})
+    assert refused.status_code == 403, refused.text
+    assert (await raw(teen, "GET", f"/conversations/{group}")).json()["title"] == "family"
+    t1, t2, friend, teens = await _teens_in_a_group(server, stays=True)
+    promoted = await raw(
+        friend, "PUT", f"/conversations/{teens}/members/{t2.username}/role", json={"role": "admin"}
+    )
+    assert promoted.status_code == 200, promoted.text
+    linked = await raw(t2, "PATCH", f"/conversations/{teens}", json={"title": LINK})
+    assert linked.status_code == 403 and "link" in linked.json()["detail"], linked.text
+    assert (await raw(t2, "PATCH", f"/conversations/{teens}", json={"title": "plans"})).status_code == 200
+    assert (await raw(t1, "GET", f"/conversations/{teens}")).json()["title"] == "plans"
+
+
+async def test_a_refusal_in_a_group_does_not_tell_an_adult_someone_is_under_18(server: Server) -> None:
+    minor = await member_born(server, born_years_ago(16))
+    turning = await member_born(server, born_years_ago(18, days_later=1))
+    friend = await member_born(server, born_years_ago(17))
+    await befriend(minor, friend)
+    await befriend(turning, friend)
+    await _open_to_friends(minor, turning)
+    group = await start(friend, minor.username, turning.username, kind="group", title="class")
+    await asyncio.to_thread(set_birthdate, server, turning.username, born_years_ago(18))
+    assert (await raw(friend, "DELETE", f"/conversations/{group}/members/me")).status_code == 204
+    refused = await say(turning, group, "hi")
+    assert refused.status_code == 403, refused.text
+    detail = refused.json()["detail"]
+    assert not {"18", "under", "minor", "age"} & set(detail.replace("(", " ").replace(")", " ").split()), (
+        detail
+    )
+
+
+async def test_whoever_is_asked_to_join_sees_nothing_sent_before(server: Server) -> None:
+    """Links and files posted before a stranger is added would reach them with the request:
+    until they accept, the one asked sees what is sent from the moment they were asked."""
+    spammer, puppet, victim = [await new_member(server) for _ in range(3)]
+    await befriend(spammer, puppet)
+    group = await start(spammer, puppet.username, kind="group", title="deals")
+    assert (await say(spammer, group, LINK)).status_code == 201
+    up = await upload(spammer, group)
+    assert up.status_code == 201
+    assert (await say(spammer, group, "a file", attachment_id=up.json()["id"])).status_code == 201
+    added = await raw(spammer, "POST", f"/conversations/{group}/members", json={"members": [victim.username]})
+    assert added.status_code == 200, added.text
+    assert (await say(spammer, group, "welcome")).status_code == 201
+    assert await texts(victim, group) == ["welcome"]
+    requests = (await raw(victim, "GET", "/requests")).json()["items"]
+    assert [c["last_message"]["preview"] for c in requests if c["id"] == group] == ["welcome"]
+    assert (await raw(victim, "GET", f"/attachments/{up.json()['id']}")).status_code == 404
+    assert (await raw(victim, "POST", f"/requests/{group}/accept")).status_code == 204
+    assert await texts(victim, group) == [LINK, "a file", "welcome"]  # accepted: a member like any

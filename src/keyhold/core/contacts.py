@@ -279,19 +279,30 @@ class ContactGate:
     async def check_title(
         self, conn: AsyncConnection, user_id: int, title: str, conversation_id: int | None, asked: Collection[int]
     ) -> None:
-        """A group's title reaches those who have not accepted the group yet, in their requests
-        inbox, as a text would: it may carry no link to them (`asked`: made requests by this
-        start or add), and while any waits (`conversation_id`: a rename), only members who are
-        friends of all who wait may change it."""
+        """A title reaches every member as a text would, and those who have not accepted the
+        group yet in their requests inbox: it may carry no link to them (`asked`: made requests
+        by this start or add); while any waits (`conversation_id`: a rename), only members who
+        are friends of all who wait may change it; and a rename must be what a message from
+        the renamer could be to each minor in the group (`ContactRules.in_group`)."""
         if conversation_id is not None:
             pending = await conn.run_sync(lambda sync: store.requests_in(sync, [conversation_id]))
             waiting = [uid for uid, (_, declined) in pending.get(conversation_id, {}).items() if uid != user_id and not declined]
-            if waiting:
-                edges = await conn.run_sync(store.follows_among, [user_id, *waiting])
-                if any(not _between(user_id, uid, edges, set()).friends for uid in waiting):
-                    raise forbidden(
-                        "until everyone asked to join has accepted, only their friends can rename the group"
-                    )
+            everyone = [
+                m.id for m in await conversation_store.member_rows(conn, [conversation_id]) if m.left_ms is None
+            ]
+            people = await self.parties(conn, everyone)
+            minors = [uid for uid, p in people.items() if uid != user_id and p.band != "adult"]
+            if not waiting and not minors:
+                return
+            edges = await conn.run_sync(store.follows_among, [user_id, *waiting, *minors])
+            if any(not _between(user_id, uid, edges, set()).friends for uid in waiting):
+                raise forbidden("until everyone asked to join has accepted, only their friends can rename the group")
+            link = has_link(title)
+            for uid in minors:
+                between = _between(user_id, uid, edges, set())
+                problem = self.rules.in_group(people[user_id], people[uid], between, False, link)
+                if problem is not None:
+                    raise problem
             return
         if asked and has_link(title):
             raise forbidden("no links in the title of a group that is a message request, until it is accepted")
@@ -402,7 +413,9 @@ class ContactGate:
         if problem is not None:
             return problem
         if asked:
-            if sent >= REQUEST_MESSAGES or check.attachment or link is not False:
+            # e2ee content (`link` None) cannot be read for links: held to the count, as in a
+            # direct request.
+            if sent >= REQUEST_MESSAGES or check.attachment or link is True:
                 hidden.update(asked)
             counted[(check.conversation_id, sender_id)] = sent + 1
         if not minors:

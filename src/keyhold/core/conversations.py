@@ -128,9 +128,12 @@ class ConversationService:
         devices = await e2ee_store.device_counts(conn, {m.id for r in encrypted for m in current.get(r, [])})
         last_of = {r.id: r.last_message_id for r in rows if r.last_message_id}
         hidden = await contact_store.hidden_for(conn, member.id, list(last_of.values())) if with_preview else set()
+        asked = {r.id: since for r in rows if (since := store.asked_since(r)) is not None} if with_preview else {}
         for cid, mid in last_of.items():
-            if mid in hidden:  # sent by someone they block: the newest they may see instead
-                last_of[cid] = await contact_store.last_visible(conn, cid, member.id)
+            # Sent by someone they block, or before a request they have not accepted: the
+            # newest they may see instead.
+            if mid in hidden or cid in asked:
+                last_of[cid] = await contact_store.last_visible(conn, cid, member.id, asked.get(cid))
         last_ids = [mid for mid in last_of.values() if mid]
         last = await message_store.by_ids(conn, last_ids) if with_preview and last_ids else {}
         views = []
@@ -187,8 +190,11 @@ class ConversationService:
     ) -> dict[str, Any]:
         """A page of a conversation's messages (members only), with the cursors either way."""
         async with self._engine.connect() as conn:
-            await self.require_member(conn, member, conversation_id)
-            items = await self._messages.history(conn, conversation_id, before, after, limit, member.id)
+            row = await self.require_member(conn, member, conversation_id)
+            # Until a request is accepted, what was sent before it is not its member's to see
+            # (a group can be filled with links and files before a stranger is added).
+            since = store.asked_since(row)
+            items = await self._messages.history(conn, conversation_id, before, after, limit, member.id, since)
         return {
             "items": items,
             "next_before": items[0]["id"] if items and len(items) == limit else None,
@@ -244,7 +250,7 @@ class ConversationService:
             ids = sorted([member.id, *(p.id for p in people)])
             if kind == "group":
                 await self.check_group(conn, [p.id for p in people], [member.id])
-                await self.check_title(conn, member.id, title, None, requests)
+            await self.check_title(conn, member.id, title, None, requests)
             # At most one direct conversation per pair and model.
             direct_key = None if kind != "direct" else f"{ids[0]}:{ids[1]}" + (":e2ee" if encryption == "e2ee" else "")
             now = now_ms()

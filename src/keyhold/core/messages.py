@@ -41,6 +41,7 @@ from keyhold.crypto.envelope import ConversationKey, SealError
 from keyhold.crypto.franking_keys import FrankingKeys
 from keyhold.store import accounts as account_store
 from keyhold.store import contacts as contact_store
+from keyhold.store import conversations as conversation_store
 from keyhold.store import messages as store
 from keyhold.store.blobs import BlobStore
 from keyhold.store.rows import AnyRow
@@ -447,8 +448,9 @@ class MessageService:
         after: int | None,
         limit: int,
         viewer_id: int,
+        since_ms: int | None = None,
     ) -> list[dict[str, Any]]:
-        rows = await store.page(conn, conversation_id, before, after, limit, viewer_id)
+        rows = await store.page(conn, conversation_id, before, after, limit, viewer_id, since_ms)
         return await self.render_for_member(conn, rows)
 
     # -- deleting --------------------------------------------------------------------------
@@ -578,6 +580,10 @@ class MessageService:
         att = (await conn.run_sync(store.attachments_by_ids, [attachment_id])).get(attachment_id)
         members = await conn.run_sync(store.active_members, [att.conversation_id]) if att else {}
         if att is None or user_id not in members.get(att.conversation_id, {}):
+            raise not_found("attachment not found among your conversations")
+        membership = await conversation_store.membership(conn, att.conversation_id, user_id)
+        since = None if membership is None else conversation_store.asked_since(membership)
+        if since is not None and att.created_ms < since:  # as history: not before a request's time
             raise not_found("attachment not found among your conversations")
         if att.deleted_ms is not None:
             raise Problem(410, "content-destroyed", "Content destroyed", "this attachment was deleted")

@@ -16,7 +16,7 @@ MAX_USERS = 500
 
 
 async def reachable(
-    conn: AsyncConnection, member: Member, user_ids: Collection[str], server_name: str
+    conn: AsyncConnection, member: Member, user_ids: Collection[str], server_name: str, with_declined: bool = True
 ) -> tuple[dict[str, int], dict[str, dict[str, object]]]:
     """The asked-for ids the member may reach, with their account ids; and Matrix's
     `failures` for ids on other servers (Keyhold does not federate)."""
@@ -34,5 +34,5 @@ async def reachable(
             failures[parts[1]] = {"status": 404, "message": "this server does not federate"}
     ids = await store.users_by_name(conn, set(names.values()))
     found = {uid: ids[name] for uid, name in names.items() if name in ids}
-    visible = await store.visible_to(conn, member.id, set(found.values()))
+    visible = await store.visible_to(conn, member.id, set(found.values()), with_declined)
     return {uid: account for uid, account in found.items() if account in visible}, failures

@@ -72,7 +72,8 @@ class ToDevice:
             await require_live_session(conn, member)
             if not await store.first_to_device_txn(conn, member.id, device, txn_id, now_ms()):
                 return
-            seen, _ = await reachable(conn, member, list(messages), self._server)
+            # A conversation deleted as a message request is no channel for its sender any more.
+            seen, _ = await reachable(conn, member, list(messages), self._server, with_declined=False)
             # A channel beside conversations: closed to and from those who may message no one.
             off = await self.messaging_off(conn, {member.id, *seen.values()})
             if member.id in off:

@@ -307,15 +307,19 @@ async def hidden_from(conn: AsyncConnection, message_ids: Collection[int]) -> di
     return found
 
 
-async def last_visible(conn: AsyncConnection, conversation_id: int, user_id: int) -> int | None:
-    """The newest message of a conversation not hidden for the member (held ones excluded)."""
+async def last_visible(
+    conn: AsyncConnection, conversation_id: int, user_id: int, since_ms: int | None = None
+) -> int | None:
+    """The newest message of a conversation not hidden for the member (held ones excluded),
+    sent at `since_ms` or later if given."""
     hidden = select(hidden_messages.c.message_id).where(hidden_messages.c.user_id == user_id)
-    result = await conn.execute(
-        select(func.max(messages.c.id)).where(
-            messages.c.conversation_id == conversation_id,
-            messages.c.id.not_in(hidden),
-            messages.c.review.is_(None) | (messages.c.sender_id == user_id),
-        )
+    query = select(func.max(messages.c.id)).where(
+        messages.c.conversation_id == conversation_id,
+        messages.c.id.not_in(hidden),
+        messages.c.review.is_(None) | (messages.c.sender_id == user_id),
     )
+    if since_ms is not None:
+        query = query.where(messages.c.sent_ms >= since_ms)
+    result = await conn.execute(query)
     found = result.scalar_one_or_none()
     return None if found is None else int(found)

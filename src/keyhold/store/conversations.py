@@ -90,6 +90,12 @@ async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) 
     return result.first()
 
 
+def asked_since(row: AnyRow) -> int | None:
+    """For a membership (`membership`, `list_for_user`) that is a message request not accepted
+    yet, when it was made: what its member may see starts there. None for any other."""
+    return None if row.request_from is None else int(row.joined_ms)
+
+
 async def member_rows(conn: AsyncConnection, conversation_ids: Sequence[int]) -> Sequence[AnyRow]:
     """(conversation_id, user id, username, region, left_ms, role, joined_ms) for every member ever."""
     result = await conn.execute(
@@ -147,6 +153,8 @@ async def list_for_user(
             conversations.c.last_message_id,
             conversations.c.disappear_after_s,
             members.c.read_upto,
+            members.c.joined_ms,
+            members.c.request_from,
             ACTIVITY.label("activity"),
             unread.label("unread"),
         )
@@ -165,10 +173,13 @@ async def list_for_user(
     return (await conn.execute(query)).all()
 
 
-async def co_members(conn: AsyncConnection, user_id: int, among: Collection[int] | None = None) -> set[int]:
-    """Who shares a conversation with the user now (both current members, neither having
-    deleted it as a message request), optionally only among `among`; the user themself is not
-    included."""
+async def co_members(
+    conn: AsyncConnection, user_id: int, among: Collection[int] | None = None, with_declined: bool = True
+) -> set[int]:
+    """Who shares a conversation with the user now (both current members), optionally only
+    among `among`; the user themself is not included. Without `with_declined`, a conversation
+    either deleted as a message request is not shared (a request's sender, who must not see
+    the deletion, still counts it as shared)."""
     mine = members.alias("mine")
     theirs = members.alias("theirs")
     query = (
@@ -178,12 +189,12 @@ async def co_members(conn: AsyncConnection, user_id: int, among: Collection[int]
             mine.c.user_id == user_id,
             mine.c.left_ms.is_(None),
             theirs.c.left_ms.is_(None),
-            mine.c.declined_ms.is_(None),
-            theirs.c.declined_ms.is_(None),
             theirs.c.user_id != user_id,
         )
         .distinct()
     )
+    if not with_declined:
+        query = query.where(mine.c.declined_ms.is_(None), theirs.c.declined_ms.is_(None))
     if among is not None:
         query = query.where(theirs.c.user_id.in_(list(among)))
     return {int(row[0]) for row in await conn.execute(query)}

@@ -237,9 +237,12 @@ async def users_by_name(conn: AsyncConnection, usernames: Collection[str]) -> di
     return {str(name): int(uid) for name, uid in result}
 
 
-async def visible_to(conn: AsyncConnection, viewer_id: int, user_ids: Collection[int]) -> set[int]:
-    """Which of `user_ids` the viewer may see the keys of: themself, members of a conversation
-    both are in now, and friends (each follows the other)."""
+async def visible_to(
+    conn: AsyncConnection, viewer_id: int, user_ids: Collection[int], with_declined: bool = True
+) -> set[int]:
+    """Which of `user_ids` the viewer may see the keys of (or, without `with_declined`, send
+    to-device messages to): themself, members of a conversation both are in now, and friends
+    (each follows the other)."""
     candidates = list(user_ids)
     back = follows.alias("back")
     friends = await conn.execute(
@@ -251,7 +254,7 @@ async def visible_to(conn: AsyncConnection, viewer_id: int, user_ids: Collection
         )
         .where(follows.c.follower_id == viewer_id, follows.c.followee_id.in_(candidates))
     )
-    visible = await co_members(conn, viewer_id, candidates) | {int(row[0]) for row in friends}
+    visible = await co_members(conn, viewer_id, candidates, with_declined) | {int(row[0]) for row in friends}
     return visible | ({viewer_id} & set(candidates))
 
 

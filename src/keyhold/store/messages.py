@@ -133,10 +133,13 @@ async def page(
     after: int | None,
     limit: int,
     viewer_id: int | None = None,
+    since_ms: int | None = None,
 ) -> list[AnyRow]:
     """A page of a conversation's messages, as `viewer_id` sees it (without the messages hidden
-    for them: see `hidden_messages`)."""
+    for them: see `hidden_messages`), sent at `since_ms` or later if given."""
     query = select(*MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.conversation_id == conversation_id)
+    if since_ms is not None:
+        query = query.where(messages.c.sent_ms >= since_ms)
     if viewer_id is not None:
         hidden = select(hidden_messages.c.message_id).where(hidden_messages.c.user_id == viewer_id)
         query = query.where(messages.c.id.not_in(hidden))
