@@ -724,9 +724,7 @@ address = 1000
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("home") / "kh"
-    home.mkdir()
-    (home / "safety-policy.toml").write_text(REQUEST_LIMIT_POLICY)
-    srv = start_server(home, "sqlite", env={"KEYHOLD_RATE_LIMIT_SCALE": "1"})
+    srv = start_server(home, "sqlite", env={"KEYHOLD_RATE_LIMIT_SCALE": "1"}, policy=REQUEST_LIMIT_POLICY)
     yield srv
     stop_server(srv)
 

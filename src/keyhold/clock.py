@@ -22,6 +22,17 @@ _ID_EPOCH_MS = 1_767_225_600_000
 _SEQUENCE_BITS = 12
 
 
+def first_message_id_near(ms: int) -> int:
+    """An id below that of any message sent at `ms` or later (a second early: an id's time is
+    read a moment before its message's `sent_ms`): a bound an index can use."""
+    return max(0, (ms - 1000 - _ID_EPOCH_MS) << _SEQUENCE_BITS)
+
+
+def message_id_ms(message_id: int) -> int:
+    """When a message id was made: at most its message's `sent_ms`."""
+    return (message_id >> _SEQUENCE_BITS) + _ID_EPOCH_MS
+
+
 class MessageIds:
     """Time-ordered 53-bit ids (safe as JSON numbers in every client), strictly increasing
     within this process; the single message writer is their only caller."""

@@ -282,27 +282,25 @@ class ContactGate:
         """A title reaches every member as a text would, and those who have not accepted the
         group yet in their requests inbox: it may carry no link to them (`asked`: made requests
         by this start or add); while any waits (`conversation_id`: a rename), only members who
-        are friends of all who wait may change it; and a rename must be what a message from
-        the renamer could be to each minor in the group (`ContactRules.in_group`)."""
+        are friends of all who wait may change it; and a link in a new title needs a renamer who
+        is friends with every member (a teen gets no link from a non-friend; asked of everyone,
+        whatever their age, so that the refusal tells no one's)."""
         if conversation_id is not None:
             pending = await conn.run_sync(lambda sync: store.requests_in(sync, [conversation_id]))
             waiting = [uid for uid, (_, declined) in pending.get(conversation_id, {}).items() if uid != user_id and not declined]
-            everyone = [
-                m.id for m in await conversation_store.member_rows(conn, [conversation_id]) if m.left_ms is None
-            ]
-            people = await self.parties(conn, everyone)
-            minors = [uid for uid, p in people.items() if uid != user_id and p.band != "adult"]
-            if not waiting and not minors:
+            link = has_link(title)
+            if not waiting and not link:
                 return
-            edges = await conn.run_sync(store.follows_among, [user_id, *waiting, *minors])
+            everyone = [
+                m.id
+                for m in await conversation_store.member_rows(conn, [conversation_id])
+                if m.left_ms is None and m.id != user_id
+            ]
+            edges = await conn.run_sync(store.follows_among, [user_id, *everyone])
             if any(not _between(user_id, uid, edges, set()).friends for uid in waiting):
                 raise forbidden("until everyone asked to join has accepted, only their friends can rename the group")
-            link = has_link(title)
-            for uid in minors:
-                between = _between(user_id, uid, edges, set())
-                problem = self.rules.in_group(people[user_id], people[uid], between, False, link)
-                if problem is not None:
-                    raise problem
+            if link and any(not _between(user_id, uid, edges, set()).friends for uid in everyone):
+                raise forbidden("only a member who is friends with everyone here can put a link in the group's name")
             return
         if asked and has_link(title):
             raise forbidden("no links in the title of a group that is a message request, until it is accepted")

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from keyhold.clock import iso, now_ms
+from keyhold.clock import iso, message_id_ms, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import Member, require_live_session
 from keyhold.core.contacts import Form, SendCheckGate
@@ -132,7 +132,7 @@ class ConversationService:
         for cid, mid in last_of.items():
             # Sent by someone they block, or before a request they have not accepted: the
             # newest they may see instead.
-            if mid in hidden or cid in asked:
+            if mid in hidden or (cid in asked and message_id_ms(mid) < asked[cid]):
                 last_of[cid] = await contact_store.last_visible(conn, cid, member.id, asked.get(cid))
         last_ids = [mid for mid in last_of.values() if mid]
         last = await message_store.by_ids(conn, last_ids) if with_preview and last_ids else {}
@@ -182,7 +182,9 @@ class ConversationService:
         async with self._engine.connect() as conn:
             row = await self.require_member(conn, member, conversation_id)
             view = (await self._views(conn, member, [row]))[0]
-            view["unread"] = await store.unread_count(conn, conversation_id, member.id, row.read_upto)
+            view["unread"] = await store.unread_count(
+                conn, conversation_id, member.id, row.read_upto, store.asked_since(row)
+            )
         return view
 
     async def history(

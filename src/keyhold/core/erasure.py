@@ -55,10 +55,11 @@ class Erasure:
         conn: AsyncConnection, sink: EventSink, rows: Sequence[AnyRow], members: Mapping[int, Collection[int]]
     ) -> None:
         """`message.deleted` to the current members of each message's conversation, but those it
-        was hidden from (they block its sender, or it was past a request's limits): they never
-        had it, and the news of its deletion would tell them it existed. Of a held message
+        was kept from (`store.contacts.kept_from`: they block its sender, it was past a request's
+        limits, or it came before they were asked): they never had it, and the news of its
+        deletion would tell them it existed. Of a held message
         (`core.screening`), never delivered to the others, to its sender only."""
-        hidden = await contact_store.hidden_from(conn, [row.id for row in rows])
+        hidden = await contact_store.kept_from(conn, rows)
         for row in rows:
             held = getattr(row, "review", None) is not None
             told = (

@@ -583,8 +583,10 @@ class MessageService:
             raise not_found("attachment not found among your conversations")
         membership = await conversation_store.membership(conn, att.conversation_id, user_id)
         since = None if membership is None else conversation_store.asked_since(membership)
-        if since is not None and att.created_ms < since:  # as history: not before a request's time
-            raise not_found("attachment not found among your conversations")
+        if since is not None:  # as history: nothing sent before a request was made
+            sent_ms = await store.attachment_sent_ms(conn, attachment_id)
+            if sent_ms is None or sent_ms < since:
+                raise not_found("attachment not found among your conversations")
         if att.deleted_ms is not None:
             raise Problem(410, "content-destroyed", "Content destroyed", "this attachment was deleted")
         if att.epoch == E2EE_EPOCH:

@@ -36,6 +36,7 @@ from keyhold.governance.staff import SEE_REPORTS, TAKE_REPORTS, StaffMember, req
 from keyhold.governance.strikes import Strikes
 from keyhold.store import accounts as account_store
 from keyhold.store import cases as case_store
+from keyhold.store import contacts as contact_store
 from keyhold.store import messages as message_store
 from keyhold.store import verdicts as verdict_store
 from keyhold.store.cases import Case
@@ -142,7 +143,8 @@ class HeldMessages:
             released = (await message_store.by_ids(conn, [row.id]))[row.id]
             message = (await self._messages.render_for_member(conn, [released]))[0]
             members = await conn.run_sync(message_store.active_members, [row.conversation_id])
-            hidden = await verdict_store.hidden_from(conn, row.id)
+            # Those it is kept from (they block its sender; asked to join since, not accepted).
+            hidden = (await contact_store.kept_from(conn, [released])).get(row.id, set())
             others = [
                 uid
                 for uid in members.get(row.conversation_id, {})

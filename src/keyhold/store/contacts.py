@@ -9,7 +9,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.clock import first_message_id_near
 from keyhold.store.absent import insert_if_absent
+from keyhold.store.conversations import waiting_members
 from keyhold.store.db import insert_tuples
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import (
@@ -292,18 +294,25 @@ async def hidden_for(conn: AsyncConnection, user_id: int, message_ids: Collectio
     return {int(r[0]) for r in result}
 
 
-async def hidden_from(conn: AsyncConnection, message_ids: Collection[int]) -> dict[int, set[int]]:
-    """message id -> the members each of these messages is hidden from (none: not a key)."""
-    if not message_ids:
+async def kept_from(conn: AsyncConnection, rows: Sequence[AnyRow]) -> dict[int, set[int]]:
+    """message id -> the current members not to be told of it (rows: id, conversation_id,
+    sent_ms): those it is hidden from (`hidden_messages`), and those asked to join since it was
+    sent who have not accepted (what was sent before is not theirs to see)."""
+    if not rows:
         return {}
+    found: dict[int, set[int]] = {}
     result = await conn.execute(
         select(hidden_messages.c.message_id, hidden_messages.c.user_id).where(
-            hidden_messages.c.message_id.in_(list(message_ids))
+            hidden_messages.c.message_id.in_([row.id for row in rows])
         )
     )
-    found: dict[int, set[int]] = {}
     for message_id, user_id in result:
         found.setdefault(int(message_id), set()).add(int(user_id))
+    waiting = await waiting_members(conn, {row.conversation_id for row in rows})
+    for row in rows:
+        late = {uid for uid, since in waiting.get(row.conversation_id, {}).items() if since > row.sent_ms}
+        if late:
+            found.setdefault(row.id, set()).update(late)
     return found
 
 
@@ -319,7 +328,7 @@ async def last_visible(
         messages.c.review.is_(None) | (messages.c.sender_id == user_id),
     )
     if since_ms is not None:
-        query = query.where(messages.c.sent_ms >= since_ms)
+        query = query.where(messages.c.id >= first_message_id_near(since_ms), messages.c.sent_ms >= since_ms)
     result = await conn.execute(query)
     found = result.scalar_one_or_none()
     return None if found is None else int(found)

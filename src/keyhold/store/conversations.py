@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, select, update
+from sqlalchemy import and_, case, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.store.absent import insert_if_absent
@@ -90,6 +90,22 @@ async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) 
     return result.first()
 
 
+async def waiting_members(conn: AsyncConnection, conversation_ids: Collection[int]) -> dict[int, dict[int, int]]:
+    """conversation -> {member whose request is not accepted yet: when it was made}."""
+    result = await conn.execute(
+        select(members.c.conversation_id, members.c.user_id, members.c.joined_ms).where(
+            members.c.conversation_id.in_(list(conversation_ids)),
+            members.c.left_ms.is_(None),
+            members.c.declined_ms.is_(None),
+            members.c.request_from.is_not(None),
+        )
+    )
+    found: dict[int, dict[int, int]] = {}
+    for conversation_id, user_id, joined_ms in result:
+        found.setdefault(int(conversation_id), {})[int(user_id)] = int(joined_ms)
+    return found
+
+
 def asked_since(row: AnyRow) -> int | None:
     """For a membership (`membership`, `list_for_user`) that is a message request not accepted
     yet, when it was made: what its member may see starts there. None for any other."""
@@ -115,9 +131,12 @@ async def member_rows(conn: AsyncConnection, conversation_ids: Sequence[int]) ->
     return result.all()
 
 
-def _unread_where(conversation_id: Any, user_id: int, read_upto: Any) -> list[Any]:
+def _unread_where(conversation_id: Any, user_id: int, read_upto: Any, since_ms: Any = 0) -> list[Any]:
+    """`since_ms`: only messages sent then or later count (a request not accepted yet: from when
+    it was made, `asked_since`)."""
     return [
         messages.c.conversation_id == conversation_id,
+        messages.c.sent_ms >= since_ms,
         messages.c.id > read_upto,
         messages.c.sender_id != user_id,
         messages.c.deleted_ms.is_(None),
@@ -126,9 +145,11 @@ def _unread_where(conversation_id: Any, user_id: int, read_upto: Any) -> list[An
     ]
 
 
-async def unread_count(conn: AsyncConnection, conversation_id: int, user_id: int, read_upto: int) -> int:
+async def unread_count(
+    conn: AsyncConnection, conversation_id: int, user_id: int, read_upto: int, since_ms: int | None = None
+) -> int:
     result = await conn.execute(
-        select(func.count()).where(*_unread_where(conversation_id, user_id, read_upto))
+        select(func.count()).where(*_unread_where(conversation_id, user_id, read_upto, since_ms or 0))
     )
     return int(result.scalar_one())
 
@@ -140,7 +161,14 @@ async def list_for_user(
     are still message requests to them (otherwise, only the others)."""
     unread = (
         select(func.count())
-        .where(*_unread_where(conversations.c.id, user_id, members.c.read_upto))
+        .where(
+            *_unread_where(
+                conversations.c.id,
+                user_id,
+                members.c.read_upto,
+                case((members.c.request_from.is_not(None), members.c.joined_ms), else_=0),
+            )
+        )
         .scalar_subquery()
     )
     query = (

@@ -14,6 +14,7 @@ from sqlalchemy import BigInteger, bindparam, func, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from keyhold.clock import first_message_id_near
 from keyhold.store.db import DriverStatement, insert_tuples
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import attachments, conversations, hidden_messages, members, messages, users
@@ -139,7 +140,7 @@ async def page(
     for them: see `hidden_messages`), sent at `since_ms` or later if given."""
     query = select(*MESSAGE_COLUMNS).select_from(_FROM).where(messages.c.conversation_id == conversation_id)
     if since_ms is not None:
-        query = query.where(messages.c.sent_ms >= since_ms)
+        query = query.where(messages.c.id >= first_message_id_near(since_ms), messages.c.sent_ms >= since_ms)
     if viewer_id is not None:
         hidden = select(hidden_messages.c.message_id).where(hidden_messages.c.user_id == viewer_id)
         query = query.where(messages.c.id.not_in(hidden))
@@ -193,6 +194,13 @@ async def purge_hidden(conn: AsyncConnection, conversation_ids: Iterable[int]) -
 def attachments_by_ids(conn: Connection, ids: Iterable[str]) -> dict[str, AnyRow]:
     result = conn.execute(select(attachments).where(attachments.c.id.in_(list(ids))))
     return {row.id: row for row in result}
+
+
+async def attachment_sent_ms(conn: AsyncConnection, attachment_id: str) -> int | None:
+    """When the message that carries an attachment was sent (None: none carries it yet)."""
+    result = await conn.execute(select(messages.c.sent_ms).where(messages.c.attachment_id == attachment_id))
+    found = result.scalar()
+    return None if found is None else int(found)
 
 
 def attachments_in_use(conn: Connection, ids: Iterable[str]) -> set[str]:

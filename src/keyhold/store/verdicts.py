@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from keyhold.store.schema import (
     case_messages,
     conversations,
-    hidden_messages,
     members,
     messages,
     scan_verdicts,
@@ -123,14 +122,6 @@ async def show_in_preview(conn: AsyncConnection, conversation_id: int, message_i
             )
         )
     )
-
-
-async def hidden_from(conn: AsyncConnection, message_id: int) -> set[int]:
-    """Who a message is hidden for (they blocked its sender): not delivered to them on release."""
-    result = await conn.execute(
-        select(hidden_messages.c.user_id).where(hidden_messages.c.message_id == message_id)
-    )
-    return {int(row[0]) for row in result}
 
 
 async def screening_facts(conn: AsyncConnection, conversation_id: int) -> list[Any]:
