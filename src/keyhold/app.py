@@ -209,7 +209,7 @@ async def start_keyhold(
     conversations.reach = gate.check_reach
     conversations.check_group = gate.check_group
     conversations.check_send = gate.check_send
-    conversations.check_title = gate.check_title
+    conversations.check_rename = gate.check_rename
     messages.send_gate = gate.gate_sends
     messages.check_send = gate.check_send
     # The scanning pipeline on `standard` sends and uploads; what its verdicts open for moderators.

@@ -55,6 +55,13 @@ def has_link(text: str) -> bool:
     return LINK.search(plain) is not None
 
 
+def refuse_link_in_request_title(title: str, requests: Collection[int]) -> None:
+    """A title reaches those a conversation is a request to, in their requests inbox, as a text
+    would: no link in it until they accept."""
+    if requests and has_link(title):
+        raise forbidden("no links in the title of a conversation that is a message request, until it is accepted")
+
+
 def strictest(audiences: Sequence[str]) -> str:
     """The most closed of several settings (no_one < friends < everyone)."""
     return max(audiences, key=AUDIENCES.index, default="everyone")
@@ -218,11 +225,13 @@ class ContactGate:
             found[uid] = Party(uid, str(row.username), bands[uid], audience, str(row.region))
         return found
 
-    async def messaging_off(self, conn: AsyncConnection, user_ids: Collection[int]) -> set[int]:
-        """Those of `user_ids` who may message no one at all (the rules refuse their every send:
-        under the direct-messaging age), for channels beside conversations (to-device)."""
+    async def messaging_off(self, conn: AsyncConnection, user_ids: Collection[int]) -> dict[int, Problem]:
+        """Those of `user_ids` who may message no one at all, with the rules' refusal of their
+        every send (under the direct-messaging age): for channels beside conversations
+        (to-device)."""
         parties = await self.parties(conn, list(user_ids))
-        return {uid for uid, p in parties.items() if self.rules.send(SendFacts(p, "direct", None, None)) is not None}
+        refusals = {uid: self.rules.send(SendFacts(p, "direct", None, None)) for uid, p in parties.items()}
+        return {uid: problem for uid, problem in refusals.items() if problem is not None}
 
     async def findable(self, conn: AsyncConnection, viewer_id: int, row: Any) -> bool:
         """Whether `viewer_id` may find the member of `row` (profile, follow, start, add)."""
@@ -276,34 +285,25 @@ class ContactGate:
                     if problem is not None:
                         raise problem
 
-    async def check_title(
-        self, conn: AsyncConnection, user_id: int, title: str, conversation_id: int | None, asked: Collection[int]
-    ) -> None:
-        """A title reaches every member as a text would, and those who have not accepted the
-        group yet in their requests inbox: it may carry no link to them (`asked`: made requests
-        by this start or add); while any waits (`conversation_id`: a rename), only members who
-        are friends of all who wait may change it; and a link in a new title needs a renamer who
-        is friends with every member (a teen gets no link from a non-friend; asked of everyone,
-        whatever their age, so that the refusal tells no one's)."""
-        if conversation_id is not None:
-            pending = await conn.run_sync(lambda sync: store.requests_in(sync, [conversation_id]))
-            waiting = [uid for uid, (_, declined) in pending.get(conversation_id, {}).items() if uid != user_id and not declined]
-            link = has_link(title)
-            if not waiting and not link:
-                return
-            everyone = [
-                m.id
-                for m in await conversation_store.member_rows(conn, [conversation_id])
-                if m.left_ms is None and m.id != user_id
-            ]
-            edges = await conn.run_sync(store.follows_among, [user_id, *everyone])
-            if any(not _between(user_id, uid, edges, set()).friends for uid in waiting):
-                raise forbidden("until everyone asked to join has accepted, only their friends can rename the group")
-            if link and any(not _between(user_id, uid, edges, set()).friends for uid in everyone):
-                raise forbidden("only a member who is friends with everyone here can put a link in the group's name")
+    async def check_rename(self, conn: AsyncConnection, user_id: int, conversation_id: int, title: str) -> None:
+        """A group's name reaches every member as a text would, and those who have not accepted
+        it yet in their requests inbox: while any waits, only members who are friends of all who
+        wait may change it; and a link in it needs a renamer who is friends with every member (a
+        teen gets no link from a non-friend; asked in every group alike, so that the refusal
+        tells no one's age)."""
+        pending = await conn.run_sync(lambda sync: store.requests_in(sync, [conversation_id]))
+        waiting = [uid for uid, r in pending.get(conversation_id, {}).items() if uid != user_id and not r.declined]
+        link = has_link(title)
+        if not waiting and not link:
             return
-        if asked and has_link(title):
-            raise forbidden("no links in the title of a group that is a message request, until it is accepted")
+        everyone = [
+            m.id for m in await conversation_store.member_rows(conn, [conversation_id]) if m.left_ms is None and m.id != user_id
+        ]
+        edges = await conn.run_sync(store.follows_among, [user_id, *everyone])
+        if any(not _between(user_id, uid, edges, set()).friends for uid in waiting):
+            raise forbidden("until everyone asked to join has accepted, only their friends can rename the group")
+        if link and any(not _between(user_id, uid, edges, set()).friends for uid in everyone):
+            raise forbidden("only a member who is friends with everyone here can put a link in the group's name")
 
     # -- the send path ---------------------------------------------------------------------
 
@@ -327,14 +327,13 @@ class ContactGate:
         party = functools.cache(self._party)
         # Friendships matter in a direct conversation, and in a group with a request waiting or
         # a minor in it; a group of adults who all accepted it (the common group) needs no query.
-        known_edges = (
+        edges = (
             store.follows_among(conn, involved)
             if any(k == "direct" for k in kinds.values())
             or any(kinds.get(c, "group") != "direct" for c in requests)
             or any(party(uid).band != "adult" for uid in involved)
-            else None
+            else set()
         )
-        edges = known_edges or set()
         counted: dict[tuple[int, int], int] = {}
 
         def sent_so_far(conversation_id: int, sender_id: int) -> int:
@@ -349,13 +348,13 @@ class ContactGate:
             pending = requests.get(check.conversation_id, {})
             sender = party(check.sender_id)
             if check.sender_id in pending:
-                declined = pending[check.sender_id][1]
+                declined = pending[check.sender_id].declined
                 answers.append(not_yours("conversation") if declined else self.rules.send(
                     SendFacts(sender, "group", None, None, "asked")) or NO_ONE)
                 continue
             if kinds.get(check.conversation_id, "group") != "direct":
                 answers.append(
-                    self._gate_group_send(check, people, pending, blocked, known_edges, sent_so_far, counted, party)
+                    self._gate_group_send(check, people, pending, blocked, edges, sent_so_far, counted, party)
                 )
                 continue
             partner_id = next((uid for uid in people if uid != check.sender_id), None)
@@ -364,10 +363,10 @@ class ContactGate:
             request: Literal["none", "asking"] = "none"
             sent = 0
             hidden_from = NO_ONE
-            if partner_id is not None and partner_id in pending and pending[partner_id][0] == check.sender_id:
+            if partner_id is not None and partner_id in pending and pending[partner_id].asker == check.sender_id:
                 request = "asking"
                 sent = sent_so_far(check.conversation_id, check.sender_id)
-                if pending[partner_id][1]:
+                if pending[partner_id].declined:
                     hidden_from = frozenset([partner_id])
             # Links matter only to a request's limits: the common send never looks for one.
             link = _link_in(check) if request == "asking" else False
@@ -382,9 +381,9 @@ class ContactGate:
         self,
         check: SendCheck,
         people: Mapping[int, Any],
-        pending: Mapping[int, tuple[int, bool]],
+        pending: Mapping[int, store.Request],
         blocked: set[tuple[int, int]],
-        known_edges: set[tuple[int, int]] | None,
+        edges: set[tuple[int, int]],
         sent_so_far: Callable[[int, int], int],
         counted: dict[tuple[int, int], int],
         party: Callable[[int], Party],
@@ -395,7 +394,6 @@ class ContactGate:
         request's limits; and those the rules keep it from (`ContactRules.in_group`: a minor
         from an adult stranger, say). Refused instead when it would reach no one else."""
         sender_id = check.sender_id
-        edges = known_edges or set()
         others = [uid for uid in people if uid != sender_id]
         hidden = {uid for uid in others if (uid, sender_id) in blocked}
         asked = {uid for uid in pending if uid != sender_id and not _between(sender_id, uid, edges, blocked).friends}

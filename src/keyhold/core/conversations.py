@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from keyhold.clock import iso, message_id_ms, now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import Member, require_live_session
-from keyhold.core.contacts import Form, SendCheckGate
+from keyhold.core.contacts import Form, SendCheckGate, refuse_link_in_request_title
 from keyhold.core.devices import BeforeKeysRemoved, no_key_log
 from keyhold.core.disappearing import MAX_TIMER_S, MIN_TIMER_S
 from keyhold.core.erasure import Erasure
@@ -63,8 +63,8 @@ def announce(sink: EventSink, conversation_id: int, user_ids: list[int], change:
 Reach = Callable[[AsyncConnection, Member, Sequence[Any], Form, int], Awaitable[set[int]]]
 # Refuse a group whose members may not be together (joining, staying).
 GroupCheck = Callable[[AsyncConnection, Sequence[int], Sequence[int]], Awaitable[None]]
-# Refuse a group title the member may not set (`core.contacts.ContactGate.check_title`).
-TitleCheck = Callable[[AsyncConnection, int, str, int | None, Collection[int]], Awaitable[None]]
+# Refuse a rename the member may not make (`core.contacts.ContactGate.check_rename`).
+RenameCheck = Callable[[AsyncConnection, int, int, str], Awaitable[None]]
 
 
 async def reach_everyone(
@@ -83,9 +83,7 @@ async def any_send(_conn: AsyncConnection, _user_id: int, _conversation_id: int,
     return None
 
 
-async def any_title(
-    _conn: AsyncConnection, _user_id: int, _title: str, _conversation_id: int | None, _asked: Collection[int]
-) -> None:
+async def any_rename(_conn: AsyncConnection, _user_id: int, _conversation_id: int, _title: str) -> None:
     return None
 
 
@@ -110,7 +108,7 @@ class ConversationService:
         self.reach: Reach = reach_everyone
         self.check_group: GroupCheck = any_group
         self.check_send: SendCheckGate = any_send
-        self.check_title: TitleCheck = any_title
+        self.check_rename: RenameCheck = any_rename
 
     # -- views -----------------------------------------------------------------------------
 
@@ -252,7 +250,7 @@ class ConversationService:
             ids = sorted([member.id, *(p.id for p in people)])
             if kind == "group":
                 await self.check_group(conn, [p.id for p in people], [member.id])
-            await self.check_title(conn, member.id, title, None, requests)
+            refuse_link_in_request_title(title, requests)
             # At most one direct conversation per pair and model.
             direct_key = None if kind != "direct" else f"{ids[0]}:{ids[1]}" + (":e2ee" if encryption == "e2ee" else "")
             now = now_ms()

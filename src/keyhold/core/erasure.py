@@ -57,18 +57,14 @@ class Erasure:
         """`message.deleted` to the current members of each message's conversation, but those it
         was kept from (`store.contacts.kept_from`: they block its sender, it was past a request's
         limits, or it came before they were asked): they never had it, and the news of its
-        deletion would tell them it existed. Of a held message
-        (`core.screening`), never delivered to the others, to its sender only."""
-        hidden = await contact_store.kept_from(conn, rows)
+        deletion would tell them it existed. Of a held message (`core.screening`), never
+        delivered to the others, to its sender only."""
+        kept = await contact_store.kept_from(conn, rows)
         for row in rows:
-            held = getattr(row, "review", None) is not None
-            told = (
-                [row.sender_id]
-                if held
-                else [
-                    uid for uid in members.get(row.conversation_id, ()) if uid not in hidden.get(row.id, ())
-                ]
-            )
+            if getattr(row, "review", None) is not None:
+                told = [row.sender_id]
+            else:
+                told = [uid for uid in members.get(row.conversation_id, ()) if uid not in kept.get(row.id, ())]
             sink.add(
                 PendingEvent(
                     user_ids=told,

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from keyhold.clock import now_ms
 from keyhold.config import Settings
 from keyhold.core.accounts import Member
+from keyhold.core.contacts import refuse_link_in_request_title
 from keyhold.core.conversations import ConversationService, announce
 from keyhold.core.errors import forbidden, invalid, not_found
 from keyhold.core.writer import EventSink, Writer
@@ -64,7 +65,7 @@ class GroupService:
             # Who may be added, before anything that would tell a hidden name from no account.
             requests = await self._conversations.reach(conn, member, new, "add", unknown)
             await self._conversations.check_group(conn, [p.id for p in new], sorted(current))
-            await self._conversations.check_title(conn, member.id, str(row.title or ""), None, requests)
+            refuse_link_in_request_title(str(row.title or ""), requests)
             if len(current) + len(new) > self._settings.max_group_members:
                 raise invalid(f"a group has at most {self._settings.max_group_members} members")
             if not new:
@@ -120,7 +121,7 @@ class GroupService:
         async def run(conn: AsyncConnection, sink: EventSink) -> None:
             row, everyone = await self._group(conn, member, conversation_id)
             self._require(row, MANAGERS, "renaming the group")
-            await self._conversations.check_title(conn, member.id, title, conversation_id, ())
+            await self._conversations.check_rename(conn, member.id, conversation_id, title)
             await store.set_title(conn, conversation_id, title)
             announce(
                 sink, conversation_id, [m.id for m in everyone], "renamed", by=member.username, title=title

@@ -578,11 +578,10 @@ class MessageService:
         self, conn: AsyncConnection, user_id: int, attachment_id: str
     ) -> tuple[dict[str, Any], bytes]:
         att = (await conn.run_sync(store.attachments_by_ids, [attachment_id])).get(attachment_id)
-        members = await conn.run_sync(store.active_members, [att.conversation_id]) if att else {}
-        if att is None or user_id not in members.get(att.conversation_id, {}):
+        membership = await conversation_store.membership(conn, att.conversation_id, user_id) if att else None
+        if att is None or membership is None or membership.left_ms is not None:
             raise not_found("attachment not found among your conversations")
-        membership = await conversation_store.membership(conn, att.conversation_id, user_id)
-        since = None if membership is None else conversation_store.asked_since(membership)
+        since = conversation_store.asked_since(membership)
         if since is not None:  # as history: nothing sent before a request was made
             sent_ms = await store.attachment_sent_ms(conn, attachment_id)
             if sent_ms is None or sent_ms < since:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.clock import now_ms
 from keyhold.core.accounts import Member, require_live_session
-from keyhold.core.errors import forbidden, invalid
+from keyhold.core.errors import Problem, forbidden, invalid
 from keyhold.core.writer import EventSink, PendingEvent, Writer
 from keyhold.e2ee.ids import user_id
 from keyhold.e2ee.people import reachable
@@ -26,13 +26,13 @@ MAX_CONTENT_BYTES = 16 * 1024
 ALL_DEVICES = "*"
 
 
-# Which of these accounts may not message anyone (under the direct-messaging age): filled at
-# wiring time (`core.contacts.ContactGate.messaging_off`).
-MessagingOff = Callable[[AsyncConnection, Collection[int]], Awaitable[set[int]]]
+# Which of these accounts may not message anyone (under the direct-messaging age), each with
+# its refusal: filled at wiring time (`core.contacts.ContactGate.messaging_off`).
+MessagingOff = Callable[[AsyncConnection, Collection[int]], Awaitable[dict[int, Problem]]]
 
 
-async def nobody_off(_conn: AsyncConnection, _user_ids: Collection[int]) -> set[int]:
-    return set()
+async def nobody_off(_conn: AsyncConnection, _user_ids: Collection[int]) -> dict[int, Problem]:
+    return {}
 
 
 class ToDevice:
@@ -77,7 +77,7 @@ class ToDevice:
             # A channel beside conversations: closed to and from those who may message no one.
             off = await self.messaging_off(conn, {member.id, *seen.values()})
             if member.id in off:
-                raise forbidden("direct messaging is off at your age (the safety policy of your region)")
+                raise off[member.id]
             # Dropped for whoever blocks the sender, as a message would be (silently: to-device
             # delivery is best effort anyway).
             blockers = await contact_store.blockers_among(conn, member.id, set(seen.values()))

@@ -114,8 +114,8 @@ class ContactRules:
             return None
         if sender.band == Band.ADULT:
             # Put together as two minors (or as friends), they are not now: the minor no longer
-            # hears from them, as a direct conversation would stop.
-            # Worded without the reason: the sender learns no one's age from it.
+            # hears from them, as a direct conversation would stop. Worded without the reason:
+            # the sender learns no one's age from it.
             return forbidden("your messages do not reach the other members here (their safety settings)")
         if attachment or link:
             return forbidden("no links or attachments to members under 18 who are not your friends")

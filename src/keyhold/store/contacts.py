@@ -4,6 +4,7 @@ blocker, and the facts the send path needs about a batch (run on the writer's co
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from typing import NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
@@ -11,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from keyhold.clock import first_message_id_near
 from keyhold.store.absent import insert_if_absent
-from keyhold.store.conversations import waiting_members
 from keyhold.store.db import insert_tuples
 from keyhold.store.rows import AnyRow
 from keyhold.store.schema import (
@@ -228,17 +228,29 @@ def user_facts(conn: Connection, user_ids: Iterable[int]) -> dict[int, tuple[str
     return {int(r[0]): (str(r[1]), str(r[2])) for r in result}
 
 
-def requests_in(conn: Connection, conversation_ids: Iterable[int]) -> dict[int, dict[int, tuple[int, bool]]]:
-    """conversation -> {pending member: (requester, whether they deleted it)}, current members."""
+class Request(NamedTuple):
+    """A membership that is a message request not accepted yet."""
+
+    asker: int
+    declined: bool  # its member deleted it
+    since_ms: int  # when it was made
+
+
+def requests_in(conn: Connection, conversation_ids: Iterable[int]) -> dict[int, dict[int, Request]]:
+    """conversation -> {pending member: their `Request`}, current members."""
     ids = list(conversation_ids)
     result = conn.execute(
-        select(members.c.conversation_id, members.c.user_id, members.c.request_from, members.c.declined_ms).where(
-            members.c.conversation_id.in_(ids), members.c.left_ms.is_(None), members.c.request_from.is_not(None)
-        )
+        select(
+            members.c.conversation_id,
+            members.c.user_id,
+            members.c.request_from,
+            members.c.declined_ms,
+            members.c.joined_ms,
+        ).where(members.c.conversation_id.in_(ids), members.c.left_ms.is_(None), members.c.request_from.is_not(None))
     )
-    found: dict[int, dict[int, tuple[int, bool]]] = {}
+    found: dict[int, dict[int, Request]] = {}
     for row in result:
-        found.setdefault(int(row[0]), {})[int(row[1])] = (int(row[2]), row[3] is not None)
+        found.setdefault(int(row[0]), {})[int(row[1])] = Request(int(row[2]), row[3] is not None, int(row[4]))
     return found
 
 
@@ -308,9 +320,14 @@ async def kept_from(conn: AsyncConnection, rows: Sequence[AnyRow]) -> dict[int, 
     )
     for message_id, user_id in result:
         found.setdefault(int(message_id), set()).add(int(user_id))
-    waiting = await waiting_members(conn, {row.conversation_id for row in rows})
+    conversation_ids = {row.conversation_id for row in rows}
+    waiting = await conn.run_sync(lambda sync: requests_in(sync, conversation_ids))
     for row in rows:
-        late = {uid for uid, since in waiting.get(row.conversation_id, {}).items() if since > row.sent_ms}
+        late = {
+            uid
+            for uid, request in waiting.get(row.conversation_id, {}).items()
+            if not request.declined and request.since_ms > row.sent_ms
+        }
         if late:
             found.setdefault(row.id, set()).update(late)
     return found

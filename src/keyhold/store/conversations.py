@@ -90,22 +90,6 @@ async def membership(conn: AsyncConnection, conversation_id: int, user_id: int) 
     return result.first()
 
 
-async def waiting_members(conn: AsyncConnection, conversation_ids: Collection[int]) -> dict[int, dict[int, int]]:
-    """conversation -> {member whose request is not accepted yet: when it was made}."""
-    result = await conn.execute(
-        select(members.c.conversation_id, members.c.user_id, members.c.joined_ms).where(
-            members.c.conversation_id.in_(list(conversation_ids)),
-            members.c.left_ms.is_(None),
-            members.c.declined_ms.is_(None),
-            members.c.request_from.is_not(None),
-        )
-    )
-    found: dict[int, dict[int, int]] = {}
-    for conversation_id, user_id, joined_ms in result:
-        found.setdefault(int(conversation_id), {})[int(user_id)] = int(joined_ms)
-    return found
-
-
 def asked_since(row: AnyRow) -> int | None:
     """For a membership (`membership`, `list_for_user`) that is a message request not accepted
     yet, when it was made: what its member may see starts there. None for any other."""
